@@ -1,0 +1,45 @@
+# churn — customer-churn training on Dask. `make` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+JOB    ?= jobs/train.yaml
+CLUSTER ?= cluster/local.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-test run test bench bench-ingest bench-search lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install the project
+
+install-test: $(VENV)/.installed-test  ## install the project with its test extras
+
+run: $(VENV)/.installed  ## train the default job (Telco, LocalCluster, local MLflow store)
+	$(BIN)/churn train $(JOB) --cluster $(CLUSTER)
+
+test: $(VENV)/.installed-test  ## run the test suite
+	$(BIN)/python -m pytest
+
+bench: bench-ingest bench-search  ## all benchmarks; tables land in bench/results/
+
+bench-ingest: $(VENV)/.installed-test  ## CSV → Parquet ingest vs pandas and pyarrow
+	$(BIN)/python -m bench.ingest
+
+bench-search: $(VENV)/.installed-test  ## grid search: loky vs dask backend vs churn's search
+	$(BIN)/python -m bench.search
+
+clean:  ## remove build outputs (keeps .venv and the MLflow store)
+	rm -rf build .pytest_cache

@@ -1,0 +1,127 @@
+"""The ``churn`` command line: specs in, one typed config object into each job."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from churn.config import ClusterSpec, ConfigError, load_cluster, load_job
+
+app = typer.Typer(help="Customer-churn model training that scales out on Dask.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Customer-churn model training that scales out on Dask."""
+
+EXIT_CONFIG = 2  # a spec, an input file or an argument is wrong; nothing was started
+EXIT_RUNTIME = 1  # something failed while running (cluster, tracking, data budget)
+
+JobArg = Annotated[Path, typer.Argument(help="Job spec (YAML): what to run.")]
+ClusterOpt = Annotated[Optional[Path], typer.Option("--cluster", help="Cluster spec (YAML) for a LocalCluster.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a job key: --set search.cv=3.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        datefmt="[%X]", handlers=[RichHandler(console=console, show_path=False)], force=True)
+    _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter out of the progress log (called again after distributed loads)."""
+    for noisy in ("distributed", "mlflow", "alembic", "urllib3", "fsspec", "asyncio", "tornado", "skops"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _cluster(cluster: Path | None, scheduler: str | None) -> ClusterSpec | None:
+    if cluster is not None and scheduler is not None:
+        _fail("give --cluster or --scheduler, not both", EXIT_CONFIG)
+    if scheduler is not None:
+        return None
+    default = Path("cluster/local.yaml")
+    if cluster is None and not default.is_file():
+        return ClusterSpec()
+    return load_cluster(cluster or default)
+
+
+@app.command()
+def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
+          verbose: VerboseOpt = False) -> None:
+    """Ingest, split, search, evaluate and register a churn model."""
+    _logging(verbose)
+    try:
+        spec = load_job(job, set_ or [])
+        cluster_spec = _cluster(cluster, scheduler)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+    from churn.cluster import ClusterError, cluster_client
+    from churn.ingest import IngestError, SchemaDriftError, check_headers
+    from churn.tracking import TrackingError, check_reachable, resolve_uri, ui_hint
+
+    _quiet_libraries()
+    try:
+        check_headers(spec.data.paths(), spec.table)
+        uri = resolve_uri(spec.tracking)
+        check_reachable(uri)
+    except (ConfigError, SchemaDriftError) as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+
+    from churn import train as train_job
+
+    t0 = time.perf_counter()
+    try:
+        with cluster_client(cluster_spec, address=scheduler) as client:
+            result = train_job.run(spec, client, job_file=str(job))
+    except (ClusterError, IngestError, TrackingError) as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+    except SchemaDriftError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+    table = Table(title=f"churn train: {spec.name}", show_header=False)
+    m = result.test.metrics
+    man = result.dataset.manifest
+    for key, value in [
+        ("rows read / kept / quarantined / duplicates",
+         f"{man['rows_read']:,} / {man['rows_kept']:,} / {man['rows_quarantined']:,} / {man['duplicates_removed']:,}"),
+        ("train rows (search rows)", f"{result.rows['train']:,} ({result.rows['search']:,})"),
+        ("test rows", f"{result.rows['test']:,}"),
+        ("family / imbalance", f"{spec.model.family} / {spec.model.imbalance}"),
+        ("candidates x folds", f"{result.search.n_candidates} x {spec.search.cv}"),
+        ("best params", ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in result.search.best_params.items())),
+        (f"CV {spec.search.scoring}", f"{result.search.best_score:.4f}"),
+        ("test ROC AUC / PR AUC / Brier", f"{m['roc_auc']:.4f} / {m['pr_auc']:.4f} / {m['brier']:.4f}"),
+        ("registered model", f"{result.model_uri} (version {result.model_version})"),
+        ("MLflow run", result.run_id),
+        ("wall time", f"{time.perf_counter() - t0:.1f}s"),
+    ]:
+        table.add_row(key, value)
+    Console().print(table)
+    Console().print(f"MLflow UI: {ui_hint(result.tracking_uri)}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,251 @@
+"""Typed job and cluster specs, built from YAML plus ``--set key=value`` overrides.
+
+Every problem (missing file, unknown key, wrong type) becomes one :class:`ConfigError`
+naming the key or path, raised before any cluster starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A job or cluster spec that cannot be used; the message names the key or path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------- schema
+class NumericRule(_Strict):
+    """Validation rule for one numeric column."""
+
+    integer: bool = False
+    nullable: bool = False  # blank cells become missing values (imputed in the pipeline)
+    min: float | None = None
+    max: float | None = None
+
+
+class CategoricalRule(_Strict):
+    """Validation rule for one categorical column."""
+
+    values: list[str] | None = None  # allowed levels; None accepts any
+    nullable: bool = False
+
+
+class TableSchema(_Strict):
+    """What the churn table looks like."""
+
+    id: str | None = None  # entity id; None derives a stable row key from the row content
+    label: str
+    positive: str
+    negative: str
+    numeric: dict[str, NumericRule] = Field(default_factory=dict)
+    categorical: dict[str, CategoricalRule] = Field(default_factory=dict)
+    ignore: list[str] = Field(default_factory=list)  # columns read but not used as features
+
+    @field_validator("numeric", mode="before")
+    @classmethod
+    def _numeric_list(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {name: {} for name in v}
+        return {k: ({} if r is None else r) for k, r in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("categorical", mode="before")
+    @classmethod
+    def _categorical_list(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {name: {} for name in v}
+        if isinstance(v, dict):
+            return {k: ({"values": r} if isinstance(r, list) else ({} if r is None else r))
+                    for k, r in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> TableSchema:
+        seen: dict[str, str] = {}
+        groups = {"numeric": list(self.numeric), "categorical": list(self.categorical),
+                  "ignore": self.ignore, "label": [self.label], "id": [self.id] if self.id else []}
+        for group, names in groups.items():
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"column {name!r} is listed under both {seen[name]} and {group}")
+                seen[name] = group
+        if not self.numeric and not self.categorical:
+            raise ValueError("declare at least one numeric or categorical feature column")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.numeric) + list(self.categorical)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the source files must carry."""
+        cols = ([self.id] if self.id else []) + self.features + self.ignore + [self.label]
+        return cols
+
+
+# --------------------------------------------------------------------------- job parts
+class DataSpec(_Strict):
+    source: str  # path, glob or fsspec URL of CSV files
+    blocksize: str | int | None = None  # bytes per partition; None reads churn.ingest.blocksize
+    output: str = "build/datasets"  # where validated Parquet datasets are written
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+
+    def paths(self) -> list[str]:
+        """Expand ``source`` into concrete files; raise if it matches nothing."""
+        if "://" in self.source and not self.source.startswith("file://"):
+            import fsspec
+
+            fs, _, found = fsspec.get_fs_token_paths(self.source)
+            found = sorted(found)
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            found = [f"{protocol}://{p}" if "://" not in p else p for p in found]
+        else:
+            src = self.source.removeprefix("file://")
+            found = sorted(glob.glob(src)) if glob.has_magic(src) else ([src] if os.path.isfile(src) else [])
+        if not found:
+            raise ConfigError(f"data.source: no CSV file at {self.source!r}")
+        return found
+
+
+class SplitSpec(_Strict):
+    test: float = Field(0.2, gt=0, lt=1)
+    validation: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitSpec:
+        if self.test + self.validation >= 1:
+            raise ValueError("split.test + split.validation must be below 1")
+        return self
+
+
+class ModelSpec(_Strict):
+    family: str = "random_forest"
+    imbalance: Literal["smote", "class_weight", "none"] = "smote"
+    grid: dict[str, list[Any]] | None = None  # None uses the family's default grid
+
+
+class SearchSpec(_Strict):
+    cv: int = Field(5, ge=2)
+    scoring: str = "roc_auc"
+    max_rows: int = Field(200_000, ge=100)
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = None  # None: MLFLOW_TRACKING_URI, else a local SQLite store
+    experiment: str = "customer-churn"
+    registered_model: str = "customer-churn"
+    alias: str = "champion"
+
+
+class JobSpec(_Strict):
+    """One training job: what data, which schema, how to split, search and track."""
+
+    name: str = "train"
+    seed: int = 42
+    data: DataSpec
+    table: TableSchema = Field(alias="schema")
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class ClusterSpec(_Strict):
+    """Where to run: a LocalCluster on this machine."""
+
+    kind: Literal["local"] = "local"
+    host: str = "127.0.0.1"
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str | int = "4GiB"
+    processes: bool = True
+    dashboard_address: str | None = "127.0.0.1:0"
+
+
+# --------------------------------------------------------------------------- loading
+def _read_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} file {p} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} file {p} must hold a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML scalars/lists."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        parts = [k for k in key.strip().split(".") if k]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> JobSpec:
+    """Build a validated :class:`JobSpec` from a YAML file and ``--set`` overrides."""
+    data = apply_overrides(_read_yaml(path, "job spec"), overrides or [])
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from None
+
+
+def load_cluster(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ClusterSpec:
+    """Build a validated :class:`ClusterSpec` from a YAML file."""
+    data = apply_overrides(_read_yaml(path, "cluster spec"), overrides or [])
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from None

@@ -1,0 +1,323 @@
+"""Ingest: CSV files → validated, deduplicated, partitioned Parquet dataset, on the cluster.
+
+Stages (each a set of Dask tasks; the driver only sees counts and small index arrays):
+
+1. header check of every file (schema drift fails here, before any data is read);
+2. one sequential scan per file: size, sha256, first line number of every block;
+3. one task per block: parse (pyarrow, every field as text), validate, write the clean rows
+   and the quarantined rows as Parquet, and the sorted row keys for the duplicate check;
+4. a shuffle-free duplicate check: one task per hash bucket reads its key range from every
+   block's key file and names the rows that repeat an earlier id; only the blocks holding
+   such rows are rewritten;
+5. the manifest is checked (read = kept + quarantined + duplicates) and the finished dataset
+   is published by one atomic rename. A dataset whose inputs, schema and code version are
+   unchanged is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from dask.utils import parse_bytes
+from distributed import Client
+
+from churn._defaults import setting
+from churn.blocks import Block, FileScan, read_block_bytes, read_header, scan_file
+from churn.config import JobSpec, TableSchema
+from churn.validate import KEY_COLUMN, reason_counts, validate_partition
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the dataset layout or validation rules change
+
+
+class SchemaDriftError(ValueError):
+    """A source file's header does not match the declared schema."""
+
+
+class IngestError(RuntimeError):
+    """Ingest could not produce a dataset that reconciles (budget exceeded, counts off)."""
+
+
+@dataclass
+class BlockResult:
+    index: int
+    source: str
+    rows_read: int
+    rows_clean: int
+    rows_quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Dataset:
+    """A published dataset: where its clean rows, quarantine and manifest live."""
+
+    root: Path
+    manifest: dict[str, Any]
+    reused: bool = False
+
+    @property
+    def data_path(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.root / "quarantine"
+
+
+# --------------------------------------------------------------------------- checks
+def check_headers(paths: list[str], schema: TableSchema) -> None:
+    """Refuse any file whose header lacks a declared column or has an undeclared one."""
+    expected = schema.columns
+    problems = []
+    for path in paths:
+        header = read_header(path)
+        missing = [c for c in expected if c not in header]
+        extra = [c for c in header if c not in expected]
+        if missing:
+            problems.append(f"{path}: missing column(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"{path}: unexpected column(s) {', '.join(extra)} "
+                            "(declare them in the schema, or under schema.ignore)")
+    if problems:
+        raise SchemaDriftError("schema drift, nothing was read:\n  " + "\n  ".join(problems))
+
+
+# --------------------------------------------------------------------------- per block
+def _parse(data: bytes, header: list[str], first_line: int, skip_header: bool
+           ) -> tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]:
+    """Parse CSV bytes, every field as text; malformed lines are returned, not raised."""
+    bad: list[tuple[int, str]] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append((row.number, row.text))
+        return "skip"
+
+    if not data:
+        return pd.DataFrame({c: pd.Series([], dtype="string") for c in header}), np.zeros(0, np.int64), bad
+    table = pacsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1 if skip_header else 0,
+                                       use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+    frame = table.to_pandas(types_mapper=lambda t: pd.StringDtype() if pa.types.is_string(t) else None)
+    # physical line numbers: pyarrow numbers lines from 1 within the buffer (header included)
+    offset = first_line - 1
+    bad = [(offset + num, text) for num, text in bad]
+    bad_local = {num - offset for num, _ in bad}
+    total = len(frame) + len(bad)
+    local = np.arange(1 + int(skip_header), 1 + int(skip_header) + total, dtype=np.int64)
+    if bad_local:
+        local = local[~np.isin(local, np.fromiter(bad_local, np.int64))]
+    return frame, local + offset, bad
+
+
+def ingest_block(block: Block, schema: TableSchema, staging: str) -> BlockResult:
+    """Parse, validate and write one block; returns its counts."""
+    header = read_header(block.path)
+    data = read_block_bytes(block)
+    frame, lines, bad = _parse(data, header, block.first_line if block.offset else 1,
+                               skip_header=block.offset == 0)
+    clean, quarantine = validate_partition(frame, schema, block.path, lines)
+    if bad:
+        malformed = pd.DataFrame({c: pd.Series([pd.NA] * len(bad), dtype="string") for c in schema.columns})
+        malformed["_reasons"] = pd.Series(["wrong_field_count"] * len(bad), dtype="string")
+        malformed["_source"] = pd.Series([block.path] * len(bad), dtype="string")
+        malformed["_line"] = np.array([n for n, _ in bad], dtype=np.int64)
+        malformed["_raw"] = pd.Series([t for _, t in bad], dtype="string")
+        quarantine["_raw"] = pd.Series([pd.NA] * len(quarantine), dtype="string")
+        quarantine = pd.concat([quarantine, malformed], ignore_index=True).sort_values("_line", kind="stable")
+    else:
+        quarantine["_raw"] = pd.Series([pd.NA] * len(quarantine), dtype="string")
+    name = f"part-{block.index:05d}.parquet"
+    clean.to_parquet(os.path.join(staging, "data", name), index=False)
+    quarantine.reset_index(drop=True).to_parquet(os.path.join(staging, "quarantine", name), index=False)
+    if schema.id:
+        keys = clean[KEY_COLUMN].to_numpy()
+        order = np.argsort(keys, kind="stable")
+        np.save(os.path.join(staging, "keys", f"{block.index:05d}-keys.npy"), keys[order])
+        np.save(os.path.join(staging, "keys", f"{block.index:05d}-rows.npy"), order.astype(np.uint32))
+    return BlockResult(index=block.index, source=block.path, rows_read=len(frame) + len(bad),
+                       rows_clean=len(clean), rows_quarantined=len(quarantine),
+                       reasons=reason_counts(quarantine))
+
+
+# --------------------------------------------------------------------------- duplicates
+def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None) -> dict[int, np.ndarray]:
+    """Rows whose key in [lo, hi) repeats an earlier (block, row) occurrence, per block.
+
+    ``hi=None`` means up to the largest key.
+    """
+    keys, owners, rows = [], [], []
+    for b in blocks:
+        k = np.load(os.path.join(staging, "keys", f"{b:05d}-keys.npy"), mmap_mode="r")
+        i = int(np.searchsorted(k, np.uint64(lo)))
+        j = len(k) if hi is None else int(np.searchsorted(k, np.uint64(hi)))
+        if j > i:
+            keys.append(np.asarray(k[i:j]))
+            rows.append(np.load(os.path.join(staging, "keys", f"{b:05d}-rows.npy"), mmap_mode="r")[i:j])
+            owners.append(np.full(j - i, b, dtype=np.int64))
+    if not keys:
+        return {}
+    key = np.concatenate(keys)
+    owner = np.concatenate(owners)
+    row = np.concatenate(rows).astype(np.int64)
+    order = np.lexsort((row, owner, key))
+    key, owner, row = key[order], owner[order], row[order]
+    repeat = np.zeros(len(key), bool)
+    repeat[1:] = key[1:] == key[:-1]
+    out: dict[int, np.ndarray] = {}
+    for b in np.unique(owner[repeat]):
+        out[int(b)] = np.sort(row[repeat & (owner == b)])
+    return out
+
+
+def drop_rows(staging: str, block_index: int, rows: np.ndarray) -> int:
+    path = os.path.join(staging, "data", f"part-{block_index:05d}.parquet")
+    frame = pd.read_parquet(path)
+    keep = np.ones(len(frame), bool)
+    keep[rows] = False
+    frame.loc[keep].reset_index(drop=True).to_parquet(path, index=False)
+    return int((~keep).sum())
+
+
+# --------------------------------------------------------------------------- the stage
+def dataset_key(scans: list[FileScan], schema: TableSchema) -> str:
+    payload = {
+        "version": FORMAT_VERSION,
+        "files": [(os.path.basename(s.path), s.size, s.sha256) for s in scans],
+        "schema": schema.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _blocks(scans: list[FileScan], blocksize: int) -> list[Block]:
+    blocks = []
+    for fi, scan in enumerate(scans):
+        for off, first in zip(range(0, max(scan.size, 1), blocksize), scan.first_lines, strict=True):
+            blocks.append(Block(path=scan.path, file_index=fi, index=len(blocks), offset=off,
+                                length=blocksize, first_line=first))
+    return blocks
+
+
+def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
+    """Run the ingest stage of ``job`` on ``client``'s cluster; return the published dataset."""
+    schema = job.table
+    paths = job.data.paths()
+    check_headers(paths, schema)
+    blocksize = int(parse_bytes(job.data.blocksize or setting("ingest.blocksize", "64MiB")))
+    out_root = Path(job.data.output).resolve()
+    out_root.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    scans: list[FileScan] = client.gather(client.map(scan_file, paths, blocksize=blocksize, pure=False))
+    key = dataset_key(scans, schema)
+    final = out_root / f"dataset-{key}"
+    if (final / "manifest.json").is_file() and not force:
+        log.info("ingest: inputs unchanged, reusing %s", final)
+        return Dataset(final, json.loads((final / "manifest.json").read_text()), reused=True)
+
+    staging = out_root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
+    for sub in ("data", "quarantine", "keys"):
+        (staging / sub).mkdir(parents=True)
+    try:
+        blocks = _blocks(scans, blocksize)
+        log.info("ingest: %d file(s), %d block(s) of %s", len(scans), len(blocks), f"{blocksize:,} B")
+        futures = client.map(ingest_block, blocks, schema=schema, staging=str(staging), pure=False)
+        results: list[BlockResult] = client.gather(futures)
+        del futures
+
+        duplicates = 0
+        if schema.id:
+            total = sum(r.rows_clean for r in results)
+            wanted = max(int(setting("ingest.dedup-buckets", 16)), math.ceil(total / 4_000_000))
+            bits = max(0, math.ceil(math.log2(wanted)))
+            shift = 64 - bits
+            bounds = [(b << shift, None if b == 2**bits - 1 else (b + 1) << shift) for b in range(2**bits)]
+            idx = [b.index for b in blocks]
+            found = client.gather([client.submit(find_duplicates, str(staging), idx, lo, hi, pure=False)
+                                   for lo, hi in bounds])
+            per_block: dict[int, list[np.ndarray]] = {}
+            for part in found:
+                for b, rows in part.items():
+                    per_block.setdefault(b, []).append(rows)
+            drops = [client.submit(drop_rows, str(staging), b, np.sort(np.concatenate(r)), pure=False)
+                     for b, r in sorted(per_block.items())]
+            duplicates = int(sum(client.gather(drops)))
+        shutil.rmtree(staging / "keys")
+
+        manifest = _manifest(job, scans, results, duplicates, blocksize, time.perf_counter() - t0, key)
+        _check(manifest, job)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if final.exists():  # a forced rerun replaces the old dataset
+            shutil.rmtree(final)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("ingest: %d read, %d kept, %d quarantined, %d duplicates → %s",
+             manifest["rows_read"], manifest["rows_kept"], manifest["rows_quarantined"],
+             manifest["duplicates_removed"], final)
+    return Dataset(final, manifest)
+
+
+def _manifest(job: JobSpec, scans: list[FileScan], results: list[BlockResult], duplicates: int,
+              blocksize: int, seconds: float, key: str) -> dict[str, Any]:
+    reasons: dict[str, int] = {}
+    for r in results:
+        for code, n in r.reasons.items():
+            reasons[code] = reasons.get(code, 0) + n
+    read = sum(r.rows_read for r in results)
+    clean = sum(r.rows_clean for r in results)
+    quarantined = sum(r.rows_quarantined for r in results)
+    return {
+        "dataset": key,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": [{"path": s.path, "size": s.size, "sha256": s.sha256, "lines": s.lines} for s in scans],
+        "blocksize": blocksize,
+        "partitions": len(results),
+        "rows_read": read,
+        "rows_kept": clean - duplicates,
+        "rows_quarantined": quarantined,
+        "quarantined_by_reason": dict(sorted(reasons.items())),
+        "duplicates_removed": duplicates,
+        "id_column": job.table.id,
+        "seconds": round(seconds, 3),
+        "blocks": [asdict(r) for r in results],
+    }
+
+
+def _check(manifest: dict[str, Any], job: JobSpec) -> None:
+    read, kept = manifest["rows_read"], manifest["rows_kept"]
+    quarantined, dups = manifest["rows_quarantined"], manifest["duplicates_removed"]
+    if read != kept + quarantined + dups:
+        raise IngestError(f"counts do not reconcile: read {read} != kept {kept} + quarantined "
+                          f"{quarantined} + duplicates {dups}")
+    data_lines = sum(f["lines"] - 1 for f in manifest["files"])
+    if data_lines != read:
+        log.warning("ingest: %d data lines in the files but %d rows parsed (quoted newlines?)",
+                    data_lines, read)
+    if read and quarantined / read > job.data.max_bad_fraction:
+        raise IngestError(
+            f"bad-row budget exceeded: {quarantined} of {read} rows ({quarantined / read:.2%}) failed "
+            f"validation, budget is {job.data.max_bad_fraction:.2%} (data.max_bad_fraction); "
+            f"by reason: {manifest['quarantined_by_reason']}")

@@ -1,0 +1,45 @@
+"""Shared fixtures: a real LocalCluster, real MLflow stores and small seeded data files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from churn.cluster import cluster_client
+from churn.config import ClusterSpec, JobSpec, apply_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+TELCO = ROOT / "data" / "telco" / "Telco-Customer-Churn.csv"
+MLC = ROOT.parent / "shared" / "data" / "mlc" / "mlc_churn.csv"
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A LocalCluster of 2 worker processes x 1 thread on 127.0.0.1, shared by the suite."""
+    spec = ClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard_address=None)
+    with cluster_client(spec) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def telco_subset(tmp_path_factory) -> Path:
+    """The first 1,500 Telco rows plus every row with a blank TotalCharges, as a CSV file."""
+    lines = TELCO.read_text().splitlines(keepends=True)
+    rows = lines[1:1501] + [ln for ln in lines[1501:] if ", ," in ln]
+    path = tmp_path_factory.mktemp("telco") / "telco-subset.csv"
+    path.write_text(lines[0] + "".join(rows))
+    return path
+
+
+def job_spec(tmp_path: Path, source: Path | str, *overrides: str, base: Path = ROOT / "jobs" / "train.yaml") -> JobSpec:
+    """The job in ``base`` pointed at ``source``, with outputs and MLflow store under ``tmp_path``."""
+    data = yaml.safe_load(base.read_text())
+    data = apply_overrides(data, [
+        f"data.source={source}",
+        f"data.output={tmp_path / 'datasets'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        *overrides,
+    ])
+    return JobSpec.model_validate(data)

@@ -1,0 +1,80 @@
+"""The model pipeline: SMOTE resamples only the training part of each CV fold."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import GridSearchCV
+
+from churn.config import load_job
+from churn.model import build_pipeline, grid_for
+from churn.search import folds
+from churn.validate import validate_partition
+
+from .conftest import ROOT, TELCO
+
+
+class RecordingClassifier(ClassifierMixin, BaseEstimator):
+    """Writes the rows it is fitted on and scored on to ``log_dir``, then predicts the base rate."""
+
+    def __init__(self, log_dir: str = "", tag: int = 0):
+        self.log_dir = log_dir
+        self.tag = tag
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        self.rate_ = float(np.mean(y))
+        self.fit_id_ = os.urandom(6).hex()
+        self._write("fit", X, y)
+        return self
+
+    def predict_proba(self, X):
+        self._write("score", X, None)
+        return np.column_stack([np.full(len(X), 1 - self.rate_), np.full(len(X), self.rate_)])
+
+    def _write(self, kind, X, y):
+        rec = {"fit_id": self.fit_id_, "kind": kind, "rows": np.asarray(X).round(6).tolist(),
+               "y": None if y is None else np.asarray(y).tolist()}
+        with open(os.path.join(self.log_dir, f"{kind}-{self.fit_id_}-{os.urandom(4).hex()}.json"), "w") as fh:
+            json.dump(rec, fh)
+
+
+def test_smote_touches_only_training_folds(tmp_path):
+    """Fits see originals + synthetic rows (balanced); scoring sees exactly the untouched held-out fold."""
+    job = load_job(ROOT / "jobs" / "train.yaml")
+    raw = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(600)
+    clean, _ = validate_partition(raw, job.table, "t.csv", np.arange(len(raw)))
+    X, y = clean[job.table.features], clean["_label"].astype(int)
+    pipe = build_pipeline(job.table, "random_forest", "smote", seed=1)
+    pipe.steps[-1] = ("model", RecordingClassifier(log_dir=str(tmp_path)))
+    cv = folds(3, seed=1)
+    search = GridSearchCV(pipe, {"model__tag": [0]}, cv=cv, scoring="roc_auc", n_jobs=1, refit=False)
+    search.fit(X, y)
+
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    fits = {r["fit_id"]: r for r in records if r["kind"] == "fit"}
+    scores = [r for r in records if r["kind"] == "score"]
+    assert len(fits) == 3 and len(scores) == 3
+    prep = build_pipeline(job.table, "random_forest", "none", seed=1)[:-1]
+    for train_idx, test_idx in cv.split(X, y):
+        fitted_prep = prep.fit(X.iloc[train_idx], y.iloc[train_idx])
+        train_rows = np.asarray(fitted_prep.transform(X.iloc[train_idx])).round(6)
+        test_rows = np.asarray(fitted_prep.transform(X.iloc[test_idx])).round(6)
+        fit = next(f for f in fits.values() if len(f["rows"]) > len(train_idx)
+                   and np.allclose(np.asarray(f["rows"])[: len(train_idx)], train_rows))
+        fy = np.asarray(fit["y"])
+        assert (fy == 1).sum() == (fy == 0).sum()  # SMOTE balanced the training part
+        assert np.array_equal(fy[: len(train_idx)], y.iloc[train_idx].to_numpy())  # originals first
+        score = next(s for s in scores if s["fit_id"] == fit["fit_id"])
+        assert np.allclose(np.asarray(score["rows"]), test_rows)  # held-out fold: no synthetic rows
+        assert len(score["rows"]) == len(test_idx)
+
+
+def test_grid_is_prefixed_for_the_model_step():
+    """Grid keys from the job apply to the pipeline's model step."""
+    grid = grid_for("random_forest", {"n_estimators": [10, 20]})
+    assert grid == {"model__n_estimators": [10, 20]}

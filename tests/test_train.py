@@ -1,0 +1,63 @@
+"""End to end: a Telco subset trained on the cluster, tracked and registered in MLflow."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from distributed import get_task_stream
+
+from churn.train import run
+
+from .conftest import job_spec
+
+
+def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, telco_subset):
+    """The run logs params, metrics and artifacts; models:/customer-churn@champion predicts raw rows."""
+    job = job_spec(tmp_path, telco_subset, "search.cv=3",
+                   "model.grid={n_estimators: [10, 30], min_samples_leaf: [1, 4]}")
+    with get_task_stream(client) as stream:
+        result = run(job, client)
+
+    # the CV fits ran as joblib batches on the cluster's workers
+    workers = set(client.scheduler_info()["workers"])
+    batches = [t for t in stream.data if str(t["key"]).startswith("batch_of_")]
+    assert len(batches) >= 1
+    assert {t["worker"] for t in batches} <= workers
+
+    n_rows = len(telco_subset.read_text().splitlines()) - 1
+    assert result.rows["train"] + result.rows["test"] == n_rows == 1506
+    assert 0.5 < result.test.metrics["roc_auc"] <= 1
+    assert 0 < result.test.metrics["pr_auc"] <= 1
+    assert len(result.search.cv_results) == 4
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_data = mlflow.get_run(result.run_id).data
+    assert run_data.params["family"] == "random_forest"
+    assert abs(run_data.metrics["test_roc_auc"] - result.test.metrics["roc_auc"]) < 1e-12
+    assert "cv_roc_auc" in run_data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "search")}
+    assert "search/cv_results.csv" in artifacts
+    report = mlflow.artifacts.load_text(f"runs:/{result.run_id}/evaluation/classification_report.txt")
+    assert "churn" in report and "precision" in report
+
+    model = mlflow.pyfunc.load_model("models:/customer-churn@champion")
+    assert model.metadata.signature is not None
+    raw = pd.read_csv(telco_subset, na_values=[" "]).head(25).drop(columns=["customerID", "Churn"])
+    out = model.predict(raw)
+    assert list(out.columns) == ["probability", "decision"]
+    assert len(out) == 25
+    assert out["probability"].between(0, 1).all()
+    expected = result.search.best_estimator.predict_proba(raw)[:, 1]
+    assert (abs(out["probability"].to_numpy() - expected) < 1e-12).all()
+    version = mlflow.MlflowClient().get_model_version_by_alias("customer-churn", "champion")
+    assert version.run_id == result.run_id
+
+
+def test_same_seed_same_split_and_search(client, tmp_path, telco_subset):
+    """Same data, config and seed give the same rows in each split and the same CV scores."""
+    grid = "model.grid={n_estimators: [10], min_samples_leaf: [1, 2]}"
+    a = run(job_spec(tmp_path / "a", telco_subset, "search.cv=2", grid), client)
+    b = run(job_spec(tmp_path / "b", telco_subset, "search.cv=2", grid), client)
+    assert a.rows == b.rows
+    assert (a.test.y_true == b.test.y_true).all()
+    assert a.search.cv_results["mean_test_score"].tolist() == b.search.cv_results["mean_test_score"].tolist()
