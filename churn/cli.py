@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from churn.config import ClusterSpec, ConfigError, load_cluster, load_job
+from churn.config import ClusterSpec, ConfigError, JobSpec, load_cluster, load_job
 
 app = typer.Typer(help="Customer-churn model training that scales out on Dask.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -61,16 +61,96 @@ def _cluster(cluster: Path | None, scheduler: str | None) -> ClusterSpec | None:
     return load_cluster(cluster or default)
 
 
+def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: str | None
+          ) -> tuple[JobSpec, ClusterSpec | None]:
+    try:
+        return load_job(job, set_ or []), _cluster(cluster, scheduler)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+        raise  # unreachable: _fail exits
+
+
+@app.command()
+def ingest(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
+           force: Annotated[bool, typer.Option("--force", help="Rebuild even when inputs are unchanged.")] = False,
+           verbose: VerboseOpt = False) -> None:
+    """Validate CSV files into a partitioned Parquet dataset plus a quarantine and a manifest."""
+    _logging(verbose)
+    spec, cluster_spec = _load(job, set_, cluster, scheduler)
+    from churn.cluster import ClusterError, cluster_client
+    from churn.ingest import IngestError, SchemaDriftError, check_headers
+    from churn.ingest import ingest as run_ingest
+
+    _quiet_libraries()
+    try:
+        check_headers(spec.data.paths(), spec.table)
+    except (ConfigError, SchemaDriftError) as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    try:
+        with cluster_client(cluster_spec, address=scheduler) as client:
+            ds = run_ingest(spec, client, force=force)
+    except (ClusterError, IngestError) as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+    except SchemaDriftError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    man = ds.manifest
+    table = Table(title=f"churn ingest: {spec.name}", show_header=False)
+    rows = [("dataset", f"{ds.root}{' (reused)' if ds.reused else ''}"),
+            ("files / bytes", f"{len(man['files'])} / {sum(f['size'] for f in man['files']):,}"),
+            ("partitions", f"{man['partitions']}"),
+            ("rows read", f"{man['rows_read']:,}"),
+            ("rows kept", f"{man['rows_kept']:,}"),
+            ("rows quarantined", f"{man['rows_quarantined']:,}"),
+            ("duplicates removed", f"{man['duplicates_removed']:,}")]
+    rows += [(f"  quarantined: {k}", f"{v:,}") for k, v in man["quarantined_by_reason"].items()]
+    rows.append(("seconds", f"{man['seconds']:.1f}"))
+    for k, v in rows:
+        table.add_row(k, v)
+    Console().print(table)
+
+
+@app.command()
+def generate(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Number of data rows in all.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the CSV files into.")],
+    files: Annotated[int, typer.Option("--files", min=1, help="Number of CSV files.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
+    dirty: Annotated[float, typer.Option("--dirty", min=0.0, max=0.49,
+                                         help="Fraction of rows given a known fault.")] = 0.0,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write synthetic Telco-shaped churn CSVs (streamed; expected fault counts in expected.json)."""
+    _logging(verbose)
+    from churn.generate import generate as run_generate
+
+    result = run_generate(out, rows, files, seed, dirty)
+    Console().print(f"wrote {result.rows:,} rows to {len(result.files)} file(s) in {out}; "
+                    f"expected counts in {out / 'expected.json'}", highlight=False)
+
+
+schema_app = typer.Typer(help="Work with table schemas.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("infer")
+def schema_infer(
+    file: Annotated[Path, typer.Argument(help="A CSV file to sample.")],
+    rows: Annotated[int, typer.Option("--rows", min=10, help="Rows to sample.")] = 50_000,
+) -> None:
+    """Print a starting schema block for a job spec, with each column's inferred type."""
+    if not file.is_file():
+        _fail(f"no such file: {file}", EXIT_CONFIG)
+    from churn.schema_infer import infer_columns, schema_yaml
+
+    typer.echo(schema_yaml(infer_columns(str(file), rows)), nl=False)
+
+
 @app.command()
 def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
           verbose: VerboseOpt = False) -> None:
     """Ingest, split, search, evaluate and register a churn model."""
     _logging(verbose)
-    try:
-        spec = load_job(job, set_ or [])
-        cluster_spec = _cluster(cluster, scheduler)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_CONFIG)
+    spec, cluster_spec = _load(job, set_, cluster, scheduler)
 
     from churn.cluster import ClusterError, cluster_client
     from churn.ingest import IngestError, SchemaDriftError, check_headers

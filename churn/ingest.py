@@ -235,7 +235,8 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
         log.info("ingest: inputs unchanged, reusing %s", final)
         return Dataset(final, json.loads((final / "manifest.json").read_text()), reused=True)
 
-    staging = out_root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
+    _remove_abandoned_staging(out_root)
+    staging = out_root / f".staging-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     for sub in ("data", "quarantine", "keys"):
         (staging / sub).mkdir(parents=True)
     try:
@@ -277,6 +278,19 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
              manifest["rows_read"], manifest["rows_kept"], manifest["rows_quarantined"],
              manifest["duplicates_removed"], final)
     return Dataset(final, manifest)
+
+
+def _remove_abandoned_staging(out_root: Path) -> None:
+    """Delete staging folders left by ingests whose process is gone (crashed or killed)."""
+    for path in out_root.glob(".staging-*"):
+        try:
+            pid = int(path.name.split("-")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            log.info("ingest: removing abandoned %s", path.name)
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
 
 
 def _manifest(job: JobSpec, scans: list[FileScan], results: list[BlockResult], duplicates: int,

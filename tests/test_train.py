@@ -61,3 +61,22 @@ def test_same_seed_same_split_and_search(client, tmp_path, telco_subset):
     assert a.rows == b.rows
     assert (a.test.y_true == b.test.y_true).all()
     assert a.search.cv_results["mean_test_score"].tolist() == b.search.cv_results["mean_test_score"].tolist()
+
+
+def test_mlc_job_trains_by_config_only(client, tmp_path):
+    """jobs/train-mlc.yaml (no id column, yes/no label, 51 states) trains and registers."""
+    from .conftest import ROOT
+
+    job = job_spec(tmp_path, ROOT / "data" / "mlc" / "mlc_churn.csv", "search.cv=3",
+                   "model.grid={n_estimators: [30], min_samples_leaf: [2]}", base=ROOT / "jobs" / "train-mlc.yaml")
+    result = run(job, client)
+    man = result.dataset.manifest
+    assert man["rows_read"] == man["rows_kept"] == 5000
+    assert man["id_column"] is None
+    assert result.rows["train"] + result.rows["test"] == 5000
+    assert abs(result.test.metrics["positive_rate"] - 0.1414) < 0.03
+    assert result.test.metrics["roc_auc"] > 0.8
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/customer-churn-mlc@champion")
+    rows = pd.read_csv(ROOT / "data" / "mlc" / "mlc_churn.csv").head(10).drop(columns=["churn"])
+    assert model.predict(rows)["probability"].between(0, 1).all()
