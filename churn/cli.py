@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -70,6 +71,26 @@ def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: st
         raise  # unreachable: _fail exits
 
 
+def _on_cluster(spec: JobSpec, cluster_spec: ClusterSpec | None, scheduler: str | None,
+                work: Callable[[Any], Any], preflight: Callable[[], None] | None = None) -> Any:
+    """Check headers (and ``preflight``), then run ``work(client)``; errors become one message."""
+    from churn.cluster import ClusterError, cluster_client
+    from churn.ingest import IngestError, SchemaDriftError, check_headers
+    from churn.tracking import TrackingError
+
+    _quiet_libraries()
+    try:
+        check_headers(spec.data.paths(), spec.table)
+        if preflight is not None:
+            preflight()
+        with cluster_client(cluster_spec, address=scheduler) as client:
+            return work(client)
+    except (ConfigError, SchemaDriftError) as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except (ClusterError, IngestError, TrackingError) as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+
+
 @app.command()
 def ingest(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
            force: Annotated[bool, typer.Option("--force", help="Rebuild even when inputs are unchanged.")] = False,
@@ -77,22 +98,9 @@ def ingest(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = No
     """Validate CSV files into a partitioned Parquet dataset plus a quarantine and a manifest."""
     _logging(verbose)
     spec, cluster_spec = _load(job, set_, cluster, scheduler)
-    from churn.cluster import ClusterError, cluster_client
-    from churn.ingest import IngestError, SchemaDriftError, check_headers
     from churn.ingest import ingest as run_ingest
 
-    _quiet_libraries()
-    try:
-        check_headers(spec.data.paths(), spec.table)
-    except (ConfigError, SchemaDriftError) as exc:
-        _fail(str(exc), EXIT_CONFIG)
-    try:
-        with cluster_client(cluster_spec, address=scheduler) as client:
-            ds = run_ingest(spec, client, force=force)
-    except (ClusterError, IngestError) as exc:
-        _fail(str(exc), EXIT_RUNTIME)
-    except SchemaDriftError as exc:
-        _fail(str(exc), EXIT_CONFIG)
+    ds = _on_cluster(spec, cluster_spec, scheduler, lambda client: run_ingest(spec, client, force=force))
     man = ds.manifest
     table = Table(title=f"churn ingest: {spec.name}", show_header=False)
     rows = [("dataset", f"{ds.root}{' (reused)' if ds.reused else ''}"),
@@ -151,52 +159,52 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     """Ingest, split, search, evaluate and register a churn model."""
     _logging(verbose)
     spec, cluster_spec = _load(job, set_, cluster, scheduler)
-
-    from churn.cluster import ClusterError, cluster_client
-    from churn.ingest import IngestError, SchemaDriftError, check_headers
-    from churn.tracking import TrackingError, check_reachable, resolve_uri, ui_hint
-
-    _quiet_libraries()
-    try:
-        check_headers(spec.data.paths(), spec.table)
-        uri = resolve_uri(spec.tracking)
-        check_reachable(uri)
-    except (ConfigError, SchemaDriftError) as exc:
-        _fail(str(exc), EXIT_CONFIG)
-    except TrackingError as exc:
-        _fail(str(exc), EXIT_RUNTIME)
-
     from churn import train as train_job
+    from churn.tracking import check_reachable, resolve_uri, ui_hint
 
     t0 = time.perf_counter()
-    try:
-        with cluster_client(cluster_spec, address=scheduler) as client:
-            result = train_job.run(spec, client, job_file=str(job))
-    except (ClusterError, IngestError, TrackingError) as exc:
-        _fail(str(exc), EXIT_RUNTIME)
-    except SchemaDriftError as exc:
-        _fail(str(exc), EXIT_CONFIG)
+    result = _on_cluster(spec, cluster_spec, scheduler,
+                         lambda client: train_job.run(spec, client, job_file=str(job)),
+                         preflight=lambda: check_reachable(resolve_uri(spec.tracking)))
 
-    table = Table(title=f"churn train: {spec.name}", show_header=False)
+    out = Console(width=max(100, Console().width))
+    fams = Table(title=f"churn train: {spec.name} — search ({spec.search.engine}, {spec.search.strategy})")
+    for col in ("family", "imbalance", "candidates", "fits", f"CV {spec.search.scoring}", "seconds", "best params"):
+        fams.add_column(col)
+    from churn.model import imbalance_used
+
+    for fam, res in result.families.items():
+        mark = " (champion)" if fam == result.champion else ""
+        fams.add_row(fam + mark, imbalance_used(fam, spec.model.imbalance), str(res.n_candidates), str(res.n_fits),
+                     f"{res.best_score:.4f}", f"{res.seconds:.1f}",
+                     ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in res.best_params.items()))
+    out.print(fams)
+    table = Table(title="data, champion and test split", show_header=False)
     m = result.test.metrics
     man = result.dataset.manifest
+    econ = spec.evaluation.economics
     for key, value in [
         ("rows read / kept / quarantined / duplicates",
          f"{man['rows_read']:,} / {man['rows_kept']:,} / {man['rows_quarantined']:,} / {man['duplicates_removed']:,}"),
-        ("train rows (search rows)", f"{result.rows['train']:,} ({result.rows['search']:,})"),
-        ("test rows", f"{result.rows['test']:,}"),
-        ("family / imbalance", f"{spec.model.family} / {spec.model.imbalance}"),
-        ("candidates x folds", f"{result.search.n_candidates} x {spec.search.cv}"),
-        ("best params", ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in result.search.best_params.items())),
-        (f"CV {spec.search.scoring}", f"{result.search.best_score:.4f}"),
-        ("test ROC AUC / PR AUC / Brier", f"{m['roc_auc']:.4f} / {m['pr_auc']:.4f} / {m['brier']:.4f}"),
+        ("train rows (search rows) / test rows",
+         f"{result.rows['train']:,} ({result.rows['search']:,}) / {result.rows['test']:,}"),
+        ("test ROC AUC / PR AUC / Brier / log loss",
+         f"{m['roc_auc']:.4f} / {m['pr_auc']:.4f} / {m['brier']:.4f} / {m['log_loss']:.4f}"),
+        ("precision at top 10 %", f"{m.get('precision_at_10pct', float('nan')):.3f}"),
+        ("decision threshold (profit) / F1 threshold",
+         f"{result.threshold:.3f} (from {result.threshold_source}) / {m.get('f1_threshold', float('nan')):.3f}"),
+        ("campaign at threshold", f"contact {m['contacted_fraction']:.1%} of customers, expected profit "
+         f"{m.get('profit', 0):,.0f} vs {m.get('profit_contact_all', 0):,.0f} contacting all "
+         f"(value {econ.customer_value:g}, offer {econ.offer_cost:g}, contact {econ.contact_cost:g}, "
+         f"acceptance {econ.acceptance_rate:g})"),
+        ("features kept by the champion", f"{len(result.kept_features)}"),
         ("registered model", f"{result.model_uri} (version {result.model_version})"),
         ("MLflow run", result.run_id),
         ("wall time", f"{time.perf_counter() - t0:.1f}s"),
     ]:
         table.add_row(key, value)
-    Console().print(table)
-    Console().print(f"MLflow UI: {ui_hint(result.tracking_uri)}", highlight=False)
+    out.print(table)
+    out.print(f"MLflow UI: {ui_hint(result.tracking_uri)}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -41,7 +41,7 @@ def _local_cluster(spec: ClusterSpec) -> LocalCluster:
             threads_per_worker=spec.threads_per_worker,
             memory_limit=spec.memory_limit,
             processes=spec.processes,
-            dashboard_address=spec.dashboard_address,
+            dashboard_address=spec.dashboard_address or f"{spec.host}:0",
             timeout=timeout,
         )
 

@@ -129,16 +129,64 @@ class SplitSpec(_Strict):
         return self
 
 
+class SelectionSpec(_Strict):
+    """Feature selection steps; each list is searched as part of the grid."""
+
+    correlation_threshold: list[float | None] = Field(default_factory=lambda: [None])  # |r| above: drop one
+    importance_threshold: list[float | str | None] = Field(default_factory=lambda: [None])  # e.g. "median"
+
+
 class ModelSpec(_Strict):
-    family: str = "random_forest"
-    imbalance: Literal["smote", "class_weight", "none"] = "smote"
-    grid: dict[str, list[Any]] | None = None  # None uses the family's default grid
+    """Which model families to search, how to handle class imbalance, and the grids."""
+
+    families: list[str] = Field(default_factory=lambda: ["random_forest"], min_length=1)
+    imbalance: Literal["smote", "smotenc", "class_weight", "none"] = "smote"
+    grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # family -> grid; missing: default
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelSpec:
+        from churn.model import FAMILIES, check_grid
+
+        unknown = [f for f in [*self.families, *self.grids] if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown model family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
+        for fam, grid in self.grids.items():
+            check_grid(fam, grid)
+        return self
 
 
 class SearchSpec(_Strict):
     cv: int = Field(5, ge=2)
-    scoring: str = "roc_auc"
+    scoring: str = "roc_auc"  # also the metric that picks the champion family
     max_rows: int = Field(200_000, ge=100)
+    strategy: Literal["grid", "halving"] = "grid"
+    engine: Literal["churn", "sklearn"] = "churn"  # churn: shared folds + tree prefixes; sklearn: joblib dask
+
+    @field_validator("scoring")
+    @classmethod
+    def _scorer(cls, v: str) -> str:
+        from sklearn.metrics import get_scorer_names
+
+        if v not in get_scorer_names():
+            raise ValueError(f"unknown scoring {v!r}")
+        return v
+
+
+class EconomicsSpec(_Strict):
+    """Retention campaign economics used to pick the decision threshold."""
+
+    customer_value: float = Field(500.0, ge=0)  # value kept when a would-be churner stays
+    offer_cost: float = Field(50.0, ge=0)  # incentive paid to each contacted customer who accepts
+    contact_cost: float = Field(5.0, ge=0)  # cost of each contact
+    acceptance_rate: float = Field(0.3, ge=0, le=1)  # share of contacted customers who accept
+
+
+class EvaluationSpec(_Strict):
+    economics: EconomicsSpec = Field(default_factory=EconomicsSpec)
+    top_k: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])  # precision at top k of scores
+    permutation_rows: int = Field(2000, ge=50)  # rows used for permutation importance
+    plots: bool = True
 
 
 class TrackingSpec(_Strict):
@@ -158,6 +206,7 @@ class JobSpec(_Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

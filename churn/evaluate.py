@@ -17,6 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from churn.config import EconomicsSpec
 from churn.validate import LABEL_COLUMN
 
 
@@ -71,8 +72,57 @@ def lift_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> Evaluation:
-    """Probability metrics plus the classification report at ``threshold``."""
+def precision_at_top(y: np.ndarray, p: np.ndarray, fraction: float) -> float:
+    """Share of churners among the ``fraction`` of rows with the highest scores."""
+    k = max(1, int(round(fraction * len(y))))
+    order = np.argsort(-p, kind="stable")[:k]
+    return float(np.asarray(y)[order].mean())
+
+
+def contact_profit(y: np.ndarray, economics: EconomicsSpec) -> np.ndarray:
+    """Expected profit of contacting each customer, given whether they would churn.
+
+    A contacted churner accepts the offer with the acceptance rate and stays: value minus
+    offer. A contacted non-churner who accepts only costs the offer. Every contact costs.
+    """
+    e = economics
+    gain_churner = e.acceptance_rate * (e.customer_value - e.offer_cost) - e.contact_cost
+    loss_stayer = -e.acceptance_rate * e.offer_cost - e.contact_cost
+    return np.where(np.asarray(y) == 1, gain_churner, loss_stayer)
+
+
+def profit_threshold(y: np.ndarray, p: np.ndarray, economics: EconomicsSpec) -> tuple[float, float]:
+    """The score threshold that maximises total campaign profit on (y, p), and that profit.
+
+    Contacting everyone with score >= t; ties in score are contacted together. If no
+    threshold gives a profit, nobody is contacted (threshold just above the top score).
+    """
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    ps, gain = p[order], contact_profit(y[order], economics)
+    cum = np.cumsum(gain)
+    last_of_tie = np.r_[ps[1:] != ps[:-1], True]  # can only cut between distinct scores
+    cand = np.flatnonzero(last_of_tie)
+    if not len(cand) or cum[cand].max() <= 0:
+        return float(np.nextafter(ps[0], np.inf)) if len(ps) else 0.5, 0.0
+    best = cand[int(np.argmax(cum[cand]))]
+    return float(ps[best]), float(cum[best])
+
+
+def f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The score threshold with the highest F1 on (y, p)."""
+    from sklearn.metrics import precision_recall_curve
+
+    prec, rec, thr = precision_recall_curve(y, p)
+    f1 = np.where(prec[:-1] + rec[:-1] > 0, 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12), 0)
+    return float(thr[int(np.argmax(f1))]) if len(thr) else 0.5
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, *,
+             economics: EconomicsSpec | None = None, top_k: list[float] | tuple[float, ...] = (0.05, 0.1, 0.2),
+             f1_cut: float | None = None) -> Evaluation:
+    """Probability metrics, lift, precision at top k, profit, and the report at ``threshold``."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     pred = (p >= threshold).astype(int)
@@ -84,7 +134,18 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> Evaluation
         "positive_rate": float(y.mean()),
         "rows": float(len(y)),
         "threshold": float(threshold),
+        "contacted_fraction": float(pred.mean()),
     }
+    for k in top_k:
+        metrics[f"precision_at_{round(100 * k):g}pct"] = precision_at_top(y, p, k)
+    if economics is not None:
+        metrics["profit"] = float(contact_profit(y, economics)[pred == 1].sum())
+        metrics["profit_contact_all"] = float(contact_profit(y, economics).sum())
+    if f1_cut is not None:
+        metrics["f1_threshold"] = float(f1_cut)
+        f1_pred = (p >= f1_cut).astype(int)
+        tp = int(((f1_pred == 1) & (y == 1)).sum())
+        metrics["f1_at_f1_threshold"] = float(2 * tp / max(1, f1_pred.sum() + y.sum()))
     report = classification_report(y, pred, target_names=["stay", "churn"], digits=4, zero_division=0)
     confusion = confusion_matrix(y, pred, labels=[0, 1]).tolist()
     return Evaluation(metrics, report, confusion, lift_table(y, p), y, p)

@@ -48,3 +48,83 @@ class TableCoercer(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_in_")
         return np.asarray(self.feature_names_in_, dtype=object)
+
+
+class _ColumnMask(TransformerMixin, BaseEstimator):
+    """A selector that keeps the columns in its fitted boolean ``support_``."""
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        return np.asarray(X)[:, self.support_]
+
+    def get_support(self) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        return self.support_
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        names = np.asarray(input_features if input_features is not None
+                           else [f"x{i}" for i in range(self.n_features_in_)], dtype=object)
+        return names[self.support_]
+
+
+class CorrelationFilter(_ColumnMask):
+    """Drop one column of every pair whose |Pearson r| on the training rows exceeds ``threshold``.
+
+    Columns are visited left to right; a column is dropped when it is too correlated with an
+    earlier column that is kept. ``threshold=None`` keeps every column (so the filter can be
+    switched off inside a grid search).
+    """
+
+    def __init__(self, threshold: float | None = None):
+        self.threshold = threshold
+
+    def fit(self, X: np.ndarray, y: object = None) -> CorrelationFilter:
+        X = np.asarray(X, dtype=float)
+        self.n_features_in_ = X.shape[1]
+        keep = np.ones(X.shape[1], bool)
+        if self.threshold is not None and X.shape[1] > 1:
+            std = X.std(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = np.abs(np.corrcoef(X, rowvar=False))
+            corr[~np.isfinite(corr)] = 0.0
+            for j in range(X.shape[1]):
+                if std[j] == 0:
+                    continue
+                earlier = np.flatnonzero(keep[:j])
+                if len(earlier) and corr[j, earlier].max() > self.threshold:
+                    keep[j] = False
+        self.support_ = keep
+        return self
+
+
+class ImportanceSelector(_ColumnMask):
+    """Keep the columns whose random-forest impurity importance reaches ``threshold``.
+
+    ``threshold`` is a number, ``"mean"``, ``"median"`` or ``"<k>*mean"`` (as in
+    ``SelectFromModel``); ``None`` keeps every column. The ranking forest is small and seeded.
+    """
+
+    def __init__(self, threshold: float | str | None = None, n_estimators: int = 50, random_state: int = 0):
+        self.threshold = threshold
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> ImportanceSelector:
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.feature_selection import SelectFromModel
+
+        X = np.asarray(X, dtype=float)
+        self.n_features_in_ = X.shape[1]
+        if self.threshold is None:
+            self.support_ = np.ones(X.shape[1], bool)
+            self.importances_ = np.full(X.shape[1], np.nan)
+            return self
+        forest = RandomForestClassifier(n_estimators=self.n_estimators, max_depth=8, random_state=self.random_state,
+                                        n_jobs=1)
+        selector = SelectFromModel(forest, threshold=self.threshold).fit(X, y)
+        self.support_ = selector.get_support()
+        if not self.support_.any():  # never select nothing
+            self.support_[np.argmax(selector.estimator_.feature_importances_)] = True
+        self.importances_ = selector.estimator_.feature_importances_
+        return self

@@ -29,20 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 from distributed import Client
 
 from churn._defaults import setting
 from churn.blocks import Block, FileScan, read_block_bytes, read_header, scan_file
 from churn.config import JobSpec, TableSchema
-from churn.validate import KEY_COLUMN, reason_counts, validate_partition
+from churn.validate import KEY_COLUMN, validate_table
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the dataset layout or validation rules change
+FORMAT_VERSION = 1
+_DICT = pa.dictionary(pa.int32(), pa.string())  # bump when the dataset layout or validation rules change
 
 
 class SchemaDriftError(ValueError):
@@ -61,6 +63,7 @@ class BlockResult:
     rows_clean: int
     rows_quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0  # repeats of an id inside this block, removed before writing
 
 
 @dataclass
@@ -99,9 +102,10 @@ def check_headers(paths: list[str], schema: TableSchema) -> None:
 
 
 # --------------------------------------------------------------------------- per block
-def _parse(data: bytes, header: list[str], first_line: int, skip_header: bool
-           ) -> tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]:
-    """Parse CSV bytes, every field as text; malformed lines are returned, not raised."""
+def _parse(data: bytes, header: list[str], first_line: int, skip_header: bool, levels: set[str] = frozenset()
+           ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str]]]:
+    """Parse CSV bytes, every field as text (``levels`` columns dictionary-encoded while
+    parsing); malformed lines are returned, not raised."""
     bad: list[tuple[int, str]] = []
 
     def on_invalid(row: Any) -> str:
@@ -109,55 +113,78 @@ def _parse(data: bytes, header: list[str], first_line: int, skip_header: bool
         return "skip"
 
     if not data:
-        return pd.DataFrame({c: pd.Series([], dtype="string") for c in header}), np.zeros(0, np.int64), bad
+        return pa.table({c: pa.array([], pa.string()) for c in header}), np.zeros(0, np.int64), bad
     table = pacsv.read_csv(
         pa.py_buffer(data),
         read_options=pacsv.ReadOptions(column_names=header, skip_rows=1 if skip_header else 0,
                                        use_threads=False, block_size=max(1 << 20, len(data) + 1)),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
+        convert_options=pacsv.ConvertOptions(column_types={c: _DICT if c in levels else pa.string() for c in header},
                                              strings_can_be_null=False, quoted_strings_can_be_null=False),
     )
-    frame = table.to_pandas(types_mapper=lambda t: pd.StringDtype() if pa.types.is_string(t) else None)
     # physical line numbers: pyarrow numbers lines from 1 within the buffer (header included)
     offset = first_line - 1
     bad = [(offset + num, text) for num, text in bad]
     bad_local = {num - offset for num, _ in bad}
-    total = len(frame) + len(bad)
+    total = table.num_rows + len(bad)
     local = np.arange(1 + int(skip_header), 1 + int(skip_header) + total, dtype=np.int64)
     if bad_local:
         local = local[~np.isin(local, np.fromiter(bad_local, np.int64))]
-    return frame, local + offset, bad
+    return table, local + offset, bad
 
 
 def ingest_block(block: Block, schema: TableSchema, staging: str) -> BlockResult:
     """Parse, validate and write one block; returns its counts."""
     header = read_header(block.path)
     data = read_block_bytes(block)
-    frame, lines, bad = _parse(data, header, block.first_line if block.offset else 1,
-                               skip_header=block.offset == 0)
-    clean, quarantine = validate_partition(frame, schema, block.path, lines)
+    table, lines, bad = _parse(data, header, block.first_line if block.offset else 1,
+                               skip_header=block.offset == 0, levels={*schema.categorical, schema.label})
+    del data
+    clean, quarantine = validate_table(table, schema, block.path, lines)
+    quarantine = quarantine.append_column("_raw", pa.nulls(quarantine.num_rows, pa.string()))
     if bad:
-        malformed = pd.DataFrame({c: pd.Series([pd.NA] * len(bad), dtype="string") for c in schema.columns})
-        malformed["_reasons"] = pd.Series(["wrong_field_count"] * len(bad), dtype="string")
-        malformed["_source"] = pd.Series([block.path] * len(bad), dtype="string")
-        malformed["_line"] = np.array([n for n, _ in bad], dtype=np.int64)
-        malformed["_raw"] = pd.Series([t for _, t in bad], dtype="string")
-        quarantine["_raw"] = pd.Series([pd.NA] * len(quarantine), dtype="string")
-        quarantine = pd.concat([quarantine, malformed], ignore_index=True).sort_values("_line", kind="stable")
-    else:
-        quarantine["_raw"] = pd.Series([pd.NA] * len(quarantine), dtype="string")
+        malformed = {c: pa.nulls(len(bad), pa.string()) for c in schema.columns}
+        malformed.update({"_reasons": pa.array(["wrong_field_count"] * len(bad), pa.string()),
+                          "_source": pa.array([block.path] * len(bad), pa.string()),
+                          "_line": pa.array([n for n, _ in bad], pa.int64()),
+                          "_raw": pa.array([t for _, t in bad], pa.string())})
+        quarantine = pa.concat_tables([quarantine, pa.table(malformed)])
+        quarantine = quarantine.take(pc.sort_indices(quarantine, [("_line", "ascending")]))
     name = f"part-{block.index:05d}.parquet"
-    clean.to_parquet(os.path.join(staging, "data", name), index=False)
-    quarantine.reset_index(drop=True).to_parquet(os.path.join(staging, "quarantine", name), index=False)
+    duplicates = 0
     if schema.id:
-        keys = clean[KEY_COLUMN].to_numpy()
+        # repeats inside the block go now (first kept); repeats across blocks in a later pass
+        keys = clean.column(KEY_COLUMN).to_numpy()
         order = np.argsort(keys, kind="stable")
+        repeat = np.zeros(len(keys), bool)
+        repeat[1:] = keys[order][1:] == keys[order][:-1]
+        if repeat.any():
+            keep = np.ones(len(keys), bool)
+            keep[order[repeat]] = False
+            duplicates = int(repeat.sum())
+            clean = clean.filter(pa.array(keep))
+            keys = keys[keep]
+            order = (np.cumsum(keep) - 1)[order[~repeat]]  # the sort order, renumbered: no re-sort
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-keys.npy"), keys[order])
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-rows.npy"), order.astype(np.uint32))
-    return BlockResult(index=block.index, source=block.path, rows_read=len(frame) + len(bad),
-                       rows_clean=len(clean), rows_quarantined=len(quarantine),
-                       reasons=reason_counts(quarantine))
+    write_clean(clean, os.path.join(staging, "data", name), schema)
+    n_clean = clean.num_rows
+    pq.write_table(quarantine, os.path.join(staging, "quarantine", name))
+    rows_read = table.num_rows + len(bad)
+    del table, clean
+    pa.default_memory_pool().release_unused()  # hand Arrow's freed blocks back to the OS between blocks
+    codes: dict[str, int] = {}
+    for cell in quarantine.column("_reasons").to_pylist():
+        for code in {r.split(":", 1)[0] for r in cell.split(";")}:
+            codes[code] = codes.get(code, 0) + 1
+    return BlockResult(index=block.index, source=block.path, rows_read=rows_read,
+                       rows_clean=n_clean, rows_quarantined=quarantine.num_rows, reasons=codes,
+                       duplicates=duplicates)
+
+
+def write_clean(table: pa.Table, path: str, schema: TableSchema) -> None:
+    """One clean partition: dictionary pages for categoricals, no column statistics (faster)."""
+    pq.write_table(table, path, use_dictionary=list(schema.categorical), write_statistics=False)
 
 
 # --------------------------------------------------------------------------- duplicates
@@ -190,12 +217,13 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None) ->
     return out
 
 
-def drop_rows(staging: str, block_index: int, rows: np.ndarray) -> int:
+def drop_rows(staging: str, block_index: int, rows: np.ndarray, schema: TableSchema) -> int:
+    """Rewrite one clean partition without the given row positions."""
     path = os.path.join(staging, "data", f"part-{block_index:05d}.parquet")
-    frame = pd.read_parquet(path)
-    keep = np.ones(len(frame), bool)
+    table = pq.read_table(path)
+    keep = np.ones(table.num_rows, bool)
     keep[rows] = False
-    frame.loc[keep].reset_index(drop=True).to_parquet(path, index=False)
+    write_clean(table.filter(pa.array(keep)), path, schema)
     return int((~keep).sum())
 
 
@@ -260,9 +288,9 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
             for part in found:
                 for b, rows in part.items():
                     per_block.setdefault(b, []).append(rows)
-            drops = [client.submit(drop_rows, str(staging), b, np.sort(np.concatenate(r)), pure=False)
+            drops = [client.submit(drop_rows, str(staging), b, np.sort(np.concatenate(r)), schema, pure=False)
                      for b, r in sorted(per_block.items())]
-            duplicates = int(sum(client.gather(drops)))
+            duplicates = int(sum(client.gather(drops))) + sum(r.duplicates for r in results)
         shutil.rmtree(staging / "keys")
 
         manifest = _manifest(job, scans, results, duplicates, blocksize, time.perf_counter() - t0, key)
@@ -300,7 +328,7 @@ def _manifest(job: JobSpec, scans: list[FileScan], results: list[BlockResult], d
         for code, n in r.reasons.items():
             reasons[code] = reasons.get(code, 0) + n
     read = sum(r.rows_read for r in results)
-    clean = sum(r.rows_clean for r in results)
+    clean = sum(r.rows_clean for r in results)  # after in-block duplicates, before cross-block ones
     quarantined = sum(r.rows_quarantined for r in results)
     return {
         "dataset": key,
@@ -310,7 +338,7 @@ def _manifest(job: JobSpec, scans: list[FileScan], results: list[BlockResult], d
         "blocksize": blocksize,
         "partitions": len(results),
         "rows_read": read,
-        "rows_kept": clean - duplicates,
+        "rows_kept": clean - (duplicates - sum(r.duplicates for r in results)),
         "rows_quarantined": quarantined,
         "quarantined_by_reason": dict(sorted(reasons.items())),
         "duplicates_removed": duplicates,

@@ -10,29 +10,16 @@ import numpy as np
 import pandas as pd
 
 from churn.config import SplitSpec
+from churn.hashing import mix64
 from churn.validate import KEY_COLUMN
 
 SPLIT_COLUMN = "_split"
 SPLITS = ("train", "validation", "test")
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: a bijective, well-spread mix of 64-bit values."""
-    with np.errstate(over="ignore"):
-        x = (x + _GOLDEN).astype(np.uint64)
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-        return x ^ (x >> np.uint64(31))
-
-
 def uniform_from_keys(keys: np.ndarray, seed: int, salt: int = 0) -> np.ndarray:
     """A deterministic uniform [0, 1) number per key for this seed (and salt)."""
-    seed_mix = _mix(np.array([seed * 1_000_003 + salt], dtype=np.uint64))[0]
-    x = _mix(np.asarray(keys, dtype=np.uint64) ^ seed_mix)
+    seed_mix = mix64(np.array([seed * 1_000_003 + salt], dtype=np.uint64))[0]
+    x = mix64(np.asarray(keys, dtype=np.uint64) ^ seed_mix)
     return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 

@@ -70,7 +70,7 @@ def test_search_runs_on_an_existing_scheduler(scheduler_address, tmp_path, telco
             res = grid_search(pipe, grid_for("random_forest", {"n_estimators": [10, 20]}),
                               train[job.table.features], train["_label"], cv=3, scoring="roc_auc",
                               seed=job.seed, client=client)
-        used = {t["worker"] for t in stream.data if str(t["key"]).startswith("batch_of_")}
+        used = {t["worker"] for t in stream.data if str(t["key"]).startswith("_fit_group")}
         assert used == set(client.scheduler_info()["workers"])
         assert len(used) == 2
         assert 0.5 < res.best_score <= 1

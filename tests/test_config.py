@@ -27,9 +27,9 @@ def test_default_specs_load():
 
 def test_set_overrides_parse_yaml_values():
     """--set values are YAML: numbers, lists and mappings arrive typed."""
-    job = load_job(JOB, ["search.cv=3", "model.grid={n_estimators: [5, 7]}", "seed=7"])
+    job = load_job(JOB, ["search.cv=3", "model.grids={random_forest: {n_estimators: [5, 7]}}", "seed=7"])
     assert job.search.cv == 3
-    assert job.model.grid == {"n_estimators": [5, 7]}
+    assert job.model.grids == {"random_forest": {"n_estimators": [5, 7]}}
     assert job.seed == 7
 
 
@@ -56,6 +56,16 @@ def test_missing_data_file_is_named():
     job = load_job(JOB, ["data.source=/no/such/dir/*.csv"])
     with pytest.raises(ConfigError, match=r"data.source: no CSV file at '/no/such/dir/\*.csv'"):
         job.data.paths()
+
+
+def test_unknown_family_and_grid_parameter_are_named():
+    """A family that does not exist, or a grid key the estimator lacks, is refused up front."""
+    with pytest.raises(ConfigError, match="unknown model family 'xgboost'"):
+        load_job(JOB, ["model.families=[random_forest, xgboost]"])
+    with pytest.raises(ConfigError, match="random_forest has no parameter 'depth'"):
+        load_job(JOB, ["model.grids={random_forest: {depth: [3]}}"])
+    with pytest.raises(ConfigError, match="unknown scoring 'auc'"):
+        load_job(JOB, ["search.scoring=auc"])
 
 
 def test_column_in_two_groups_is_refused():

@@ -78,3 +78,52 @@ def test_grid_is_prefixed_for_the_model_step():
     """Grid keys from the job apply to the pipeline's model step."""
     grid = grid_for("random_forest", {"n_estimators": [10, 20]})
     assert grid == {"model__n_estimators": [10, 20]}
+
+
+import pytest  # noqa: E402
+
+from churn.model import FAMILIES, kept_features  # noqa: E402
+
+
+@pytest.mark.parametrize("imbalance", ["smote", "smotenc", "class_weight", "none"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_trains_and_predicts(family, imbalance):
+    """Each family x imbalance mode fits on a small sample and gives probabilities for raw rows."""
+    job = load_job(ROOT / "jobs" / "train.yaml")
+    raw = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(300)
+    clean, _ = validate_partition(raw, job.table, "t.csv", np.arange(len(raw)))
+    X, y = clean[job.table.features], clean["_label"].astype(int)
+    pipe = build_pipeline(job.table, family, imbalance, seed=0)
+    if family == "mlp":
+        pipe.set_params(model__max_iter=30)
+    pipe.set_params(select_corr__threshold=0.95)
+    proba = pipe.fit(X, y).predict_proba(raw[job.table.features].head(20))
+    assert proba.shape == (20, 2)
+    assert np.allclose(proba.sum(axis=1), 1)
+    assert 0 < len(kept_features(pipe)) <= len(pipe.named_steps["encode"].get_feature_names_out())
+    assert ("smote" in pipe.named_steps) == (imbalance in ("smote", "smotenc"))
+
+
+def test_correlation_filter_drops_one_of_a_correlated_pair():
+    """Of two near-identical columns the later one goes; unrelated columns stay."""
+    from churn.features import CorrelationFilter
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    X = np.column_stack([a, a + rng.normal(scale=0.01, size=500), rng.normal(size=500)])
+    f = CorrelationFilter(threshold=0.9).fit(X)
+    assert f.get_support().tolist() == [True, False, True]
+    assert f.transform(X).shape == (500, 2)
+    assert CorrelationFilter(threshold=None).fit(X).get_support().all()
+
+
+def test_importance_selector_keeps_the_informative_columns():
+    """With a 'mean' threshold the columns that carry the label are kept."""
+    from churn.features import ImportanceSelector
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 6))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    keep = ImportanceSelector(threshold="mean", random_state=0).fit(X, y).get_support()
+    assert keep[0] and keep[1]
+    assert keep.sum() < 6

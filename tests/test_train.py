@@ -13,16 +13,16 @@ from .conftest import job_spec
 
 def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, telco_subset):
     """The run logs params, metrics and artifacts; models:/customer-churn@champion predicts raw rows."""
-    job = job_spec(tmp_path, telco_subset, "search.cv=3",
-                   "model.grid={n_estimators: [10, 30], min_samples_leaf: [1, 4]}")
+    job = job_spec(tmp_path, telco_subset, "search.cv=3", "model.families=[random_forest]",
+                   "model.grids={random_forest: {n_estimators: [10, 30], min_samples_leaf: [1, 4]}}")
     with get_task_stream(client) as stream:
         result = run(job, client)
 
-    # the CV fits ran as joblib batches on the cluster's workers
+    # the CV fits ran as tasks on the cluster's workers
     workers = set(client.scheduler_info()["workers"])
-    batches = [t for t in stream.data if str(t["key"]).startswith("batch_of_")]
-    assert len(batches) >= 1
-    assert {t["worker"] for t in batches} <= workers
+    fits = [t for t in stream.data if str(t["key"]).startswith("_fit_group")]
+    assert len(fits) == 2 * 3  # two leaf sizes x three folds; n_estimators share one forest
+    assert {t["worker"] for t in fits} <= workers
 
     n_rows = len(telco_subset.read_text().splitlines()) - 1
     assert result.rows["train"] + result.rows["test"] == n_rows == 1506
@@ -32,7 +32,7 @@ def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, tel
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_data = mlflow.get_run(result.run_id).data
-    assert run_data.params["family"] == "random_forest"
+    assert run_data.params["champion_family"] == "random_forest"
     assert abs(run_data.metrics["test_roc_auc"] - result.test.metrics["roc_auc"]) < 1e-12
     assert "cv_roc_auc" in run_data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "search")}
@@ -49,15 +49,22 @@ def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, tel
     assert out["probability"].between(0, 1).all()
     expected = result.search.best_estimator.predict_proba(raw)[:, 1]
     assert (abs(out["probability"].to_numpy() - expected) < 1e-12).all()
+    assert (out["decision"] == (expected >= result.threshold).astype(int)).all()
+    assert abs(run_data.metrics["decision_threshold"] - result.threshold) < 1e-12
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert {"plots/roc.png", "plots/precision_recall.png", "plots/calibration.png", "plots/lift_gains.png",
+            "plots/confusion_matrix.png", "plots/permutation_importance.png",
+            "plots/cv_score_by_family.png"} <= plots
     version = mlflow.MlflowClient().get_model_version_by_alias("customer-churn", "champion")
     assert version.run_id == result.run_id
 
 
 def test_same_seed_same_split_and_search(client, tmp_path, telco_subset):
     """Same data, config and seed give the same rows in each split and the same CV scores."""
-    grid = "model.grid={n_estimators: [10], min_samples_leaf: [1, 2]}"
-    a = run(job_spec(tmp_path / "a", telco_subset, "search.cv=2", grid), client)
-    b = run(job_spec(tmp_path / "b", telco_subset, "search.cv=2", grid), client)
+    grid = "model.grids={random_forest: {n_estimators: [10], min_samples_leaf: [1, 2]}}"
+    args = ("search.cv=2", "model.families=[random_forest]", "evaluation.plots=false", grid)
+    a = run(job_spec(tmp_path / "a", telco_subset, *args), client)
+    b = run(job_spec(tmp_path / "b", telco_subset, *args), client)
     assert a.rows == b.rows
     assert (a.test.y_true == b.test.y_true).all()
     assert a.search.cv_results["mean_test_score"].tolist() == b.search.cv_results["mean_test_score"].tolist()
@@ -67,8 +74,9 @@ def test_mlc_job_trains_by_config_only(client, tmp_path):
     """jobs/train-mlc.yaml (no id column, yes/no label, 51 states) trains and registers."""
     from .conftest import ROOT
 
-    job = job_spec(tmp_path, ROOT / "data" / "mlc" / "mlc_churn.csv", "search.cv=3",
-                   "model.grid={n_estimators: [30], min_samples_leaf: [2]}", base=ROOT / "jobs" / "train-mlc.yaml")
+    job = job_spec(tmp_path, ROOT / "data" / "mlc" / "mlc_churn.csv", "search.cv=3", "evaluation.plots=false",
+                   "model.grids={random_forest: {n_estimators: [30], min_samples_leaf: [2]}, "
+                   "hist_gradient_boosting: {max_iter: [50]}}", base=ROOT / "jobs" / "train-mlc.yaml")
     result = run(job, client)
     man = result.dataset.manifest
     assert man["rows_read"] == man["rows_kept"] == 5000

@@ -1,0 +1,66 @@
+"""Helpers shared by the benchmarks: timing in a fresh process, worker resource use, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_isolated(code: str, timeout: float = 3600) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python; it must print one JSON line. Adds wall, CPU and peak RSS."""
+    wrapper = (
+        "import json, resource, time, sys\n"
+        "t0 = time.perf_counter()\n"
+        f"{code}\n"
+        "wall = time.perf_counter() - t0\n"
+        "ru = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "out = dict(result or {})\n"
+        "out.update(wall=wall, cpu=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def worker_usage(client: Any) -> dict[str, dict[str, float]]:
+    """CPU seconds and peak RSS of every worker process (and its pid, to spot restarts)."""
+
+    def probe() -> dict[str, float]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {"pid": os.getpid(), "cpu": ru.ru_utime + ru.ru_stime, "peak_rss": ru.ru_maxrss * 1024}
+
+    return client.run(probe)
+
+
+def self_usage() -> dict[str, float]:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu": ru.ru_utime + ru.ru_stime, "peak_rss": ru.ru_maxrss * 1024}
+
+
+def write_table(name: str, title: str, columns: list[str], rows: list[list[Any]], notes: list[str]) -> Path:
+    """Write a Markdown table to bench/results/NAME.md and print it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", "", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
+             f"{os.cpu_count()} cores.", "", "| " + " | ".join(columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    path = RESULTS / f"{name}.md"
+    path.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return path
+
+
+def mb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e6:,.0f}"
