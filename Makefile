@@ -6,10 +6,10 @@ JOB    ?= jobs/train.yaml
 CLUSTER ?= cluster/local.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test bench bench-ingest bench-search lint clean
+.PHONY: help install install-test run test bench bench-ingest bench-ingest-10g bench-search clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: bench-ingest bench-search  ## all benchmarks; tables land in bench/result
 
 bench-ingest: $(VENV)/.installed-test  ## CSV → Parquet ingest vs pandas and pyarrow
 	$(BIN)/python -m bench.ingest
+
+bench-ingest-10g: $(VENV)/.installed-test  ## ingest of >= 10 GiB of CSV on 2 workers x 1 GiB
+	$(BIN)/python -m bench.ingest --gb 10.8 --files 16 --skip-baselines
 
 bench-search: $(VENV)/.installed-test  ## grid search: loky vs dask backend vs churn's search
 	$(BIN)/python -m bench.search

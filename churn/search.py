@@ -55,6 +55,7 @@ class SearchResult:
     n_candidates: int
     n_fits: int = 0  # model fits really run (after sharing); candidates x folds for sklearn
     oof_proba: np.ndarray | None = field(default=None, repr=False)  # best candidate, out of fold
+    task_seconds: float = 0.0  # compute time spent in fits (and fold preparation), summed over workers
 
 
 def folds(cv: int, seed: int) -> StratifiedKFold:
@@ -66,6 +67,7 @@ def folds(cv: int, seed: int) -> StratifiedKFold:
 def _prepare_fold(prefix: list[tuple[str, Any]], params: dict[str, Any], X: Any, y: Any,
                   train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
     """Fit the steps before the model on one training fold, as imblearn's Pipeline does."""
+    t0 = time.perf_counter()
     with threadpool_limits(1):
         Xt, yt = _safe_indexing(X, train), _safe_indexing(y, train)
         Xv, yv = _safe_indexing(X, test), _safe_indexing(y, test)
@@ -77,7 +79,12 @@ def _prepare_fold(prefix: list[tuple[str, Any]], params: dict[str, Any], X: Any,
             else:
                 Xt = step.fit_transform(Xt, yt)
                 Xv = step.transform(Xv)
-    return {"X": Xt, "y": np.asarray(yt), "X_test": Xv, "y_test": np.asarray(yv)}
+    return {"X": Xt, "y": np.asarray(yt), "X_test": Xv, "y_test": np.asarray(yv),
+            "seconds": time.perf_counter() - t0}
+
+
+def _prepare_seconds(fold: dict[str, Any]) -> float:
+    return float(fold["seconds"])
 
 
 class _Scored(ClassifierMixin, BaseEstimator):
@@ -233,10 +240,14 @@ def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.D
                                     scoring, pure=False, priority=-s)
             for key, g in groups.items() for s in range(len(splits))}
     done = dict(zip(fits, client.gather(list(fits.values())), strict=True))
+    prep_seconds = sum(client.gather([client.submit(_prepare_seconds, f, pure=False)
+                                      for futs in prepared.values() for f in futs]))
 
     n, k = len(candidates), len(splits)
     scores, fit_t, score_t = np.full((n, k), np.nan), np.zeros((n, k)), np.zeros((n, k))
     probas: dict[tuple[int, int], np.ndarray] = {}
+    task_seconds = prep_seconds + sum(max(v["fit_time"] + v["score_time"] for v in out.values())
+                                      for out in done.values())
     for (key, s), out in done.items():
         for size, members in groups[key]["members"].items():
             res = out[size]
@@ -256,7 +267,7 @@ def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.D
         client.cancel(fut)
     seconds = time.perf_counter() - t0
     return SearchResult(fitted, dict(best_params), float(results["mean_test_score"][best]), results, seconds,
-                        n, n_fits=len(fits), oof_proba=oof)
+                        n, n_fits=len(fits), oof_proba=oof, task_seconds=task_seconds)
 
 
 def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,
@@ -278,9 +289,10 @@ def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.Data
     else:
         search.fit(X, y)
     results = pd.DataFrame(search.cv_results_)
-    n_fits = len(results) * cv.get_n_splits()
+    n_fits = len(results) * cv.get_n_splits() if not halving else int(sum(search.n_candidates_)) * cv.get_n_splits()
+    task_seconds = float(((results["mean_fit_time"] + results["mean_score_time"]) * cv.get_n_splits()).sum())
     return SearchResult(search.best_estimator_, dict(search.best_params_), float(search.best_score_), results,
-                        time.perf_counter() - t0, len(results), n_fits=n_fits)
+                        time.perf_counter() - t0, len(results), n_fits=n_fits, task_seconds=task_seconds)
 
 
 def grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *, cv: int,

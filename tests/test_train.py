@@ -88,3 +88,26 @@ def test_mlc_job_trains_by_config_only(client, tmp_path):
     model = mlflow.pyfunc.load_model("models:/customer-churn-mlc@champion")
     rows = pd.read_csv(ROOT / "data" / "mlc" / "mlc_churn.csv").head(10).drop(columns=["churn"])
     assert model.predict(rows)["probability"].between(0, 1).all()
+
+
+def test_search_sample_is_stratified_exact_and_deterministic(client, tmp_path):
+    """Over search.max_rows, the sample has exactly max_rows rows, keeps the class ratio, repeats."""
+    from churn.generate import generate
+    from churn.ingest import ingest
+    from churn.train import load_splits, search_sample
+
+    from .conftest import ROOT
+
+    src = tmp_path / "src"
+    generate(src, rows=8_000, files=2, seed=9)
+    job = job_spec(tmp_path, f"{src}/*.csv", "search.max_rows=1000", base=ROOT / "jobs" / "ingest.yaml")
+    ddf = load_splits(ingest(job, client), job)
+    train = ddf[ddf["_split"] == "train"]
+    a, n_train = search_sample(train, job, client)
+    b, _ = search_sample(train, job, client)
+    full = train.compute()
+    assert n_train == len(full) > 1000
+    assert abs(len(a) - 1000) <= 1
+    assert abs(a["_label"].mean() - full["_label"].mean()) < 0.002
+    assert a["customerID"].tolist() == b["customerID"].tolist()
+    assert set(a["customerID"]) <= set(full["customerID"])
