@@ -170,7 +170,7 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     out = Console(width=max(100, Console().width))
     fams = Table(title=f"churn train: {spec.name} — search ({spec.search.engine}, {spec.search.strategy})")
     for col in ("family", "imbalance", "candidates", "fits", f"CV {spec.search.scoring}", "seconds", "best params"):
-        fams.add_column(col)
+        fams.add_column(col, overflow="fold")
     from churn.model import imbalance_used
 
     for fam, res in result.families.items():
