@@ -6,7 +6,7 @@ JOB    ?= jobs/train.yaml
 CLUSTER ?= cluster/local.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test bench bench-ingest bench-ingest-10g bench-search clean
+.PHONY: help install install-test run test lint bench bench-ingest bench-ingest-10g bench-search clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,8 +30,12 @@ install-test: $(VENV)/.installed-test  ## install the project with its test extr
 run: $(VENV)/.installed  ## train the default job (Telco, LocalCluster, local MLflow store)
 	$(BIN)/churn train $(JOB) --cluster $(CLUSTER)
 
-test: $(VENV)/.installed-test  ## run the test suite
+test: $(VENV)/.installed-test  ## lint, then run the test suite
+	$(BIN)/ruff check churn tests bench
 	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test  ## ruff over the library, tests and benchmarks
+	$(BIN)/ruff check churn tests bench
 
 bench: bench-ingest bench-search  ## all benchmarks; tables land in bench/results/
 

@@ -111,7 +111,8 @@ def main() -> None:
         logs = client.get_worker_logs()
     driver_after = self_usage()
     restarted = set(before) != set(after) or any(before[w]["pid"] != after[w]["pid"] for w in before if w in after)
-    kills = sum(1 for lines in logs.values() for _, line in lines if "restart" in line.lower() or "kill" in line.lower())
+    kills = sum(1 for lines in logs.values() for _, line in lines
+                if "restart" in line.lower() or "kill" in line.lower())
     cpu = sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
     peak = max(after[w]["peak_rss"] for w in after)
     man = ds.manifest
@@ -131,6 +132,13 @@ def main() -> None:
                      f"({pq_read['rows']:,} rows, {mb(pq_read['peak_rss'])} MB RSS, typed and validated) vs "
                      f"the raw CSV with pandas {csv_read['wall']:.1f}s ({mb(csv_read['peak_rss'])} MB RSS, "
                      "unvalidated, TotalCharges as text)."]
+    if not args.skip_baselines:
+        gen = []
+        for n in (200_000, 2_000_000):
+            g = run_isolated(f"from churn.generate import generate\nres = generate({str(folder.parent / 'gen-mem')!r}, "
+                             f"{n}, 2, seed=1, dirty=0.01)\nresult = {{}}")
+            gen.append(f"{n:,} rows: {g['wall']:.1f}s, peak RSS {mb(g['peak_rss'])} MB")
+        read_back.append("churn generate streams (flat memory): " + "; ".join(gen) + ".")
     notes = [
         f"Input: {len(files)} generated CSV files, {size / 1e9:.2f} GB, {man['rows_read']:,} rows "
         f"(0.1 % faults); blocksize {man['blocksize']:,} B, {man['partitions']} partitions.",

@@ -3,13 +3,11 @@ the stage modules."""
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import dask.dataframe as dd
 import joblib

@@ -21,7 +21,7 @@ def test_blocks_tile_the_file_and_number_lines(tmp_path, blocksize, trailing_new
     assert scan.sha256 == hashlib.sha256(text.encode()).hexdigest()
     assert scan.lines == len(lines)
     pieces = []
-    for i, (off, first) in enumerate(zip(range(0, scan.size, blocksize), scan.first_lines)):
+    for i, (off, first) in enumerate(zip(range(0, scan.size, blocksize), scan.first_lines, strict=True)):
         data = read_block_bytes(Block(str(path), 0, i, off, blocksize, first))
         pieces.append(data)
         if data:

@@ -58,7 +58,7 @@ def test_churn_search_equals_sklearn_grid_search(client, sample, family, imbalan
     np.testing.assert_allclose(ours.cv_results["mean_test_score"], ref["mean_test_score"], rtol=0, atol=1e-12)
     assert ours.cv_results["rank_test_score"].tolist() == ref["rank_test_score"].tolist()
     assert ours.oof_proba is not None and not np.isnan(ours.oof_proba).any()
-    np.testing.assert_allclose(ours.best_estimator.predict_proba(X), 
+    np.testing.assert_allclose(ours.best_estimator.predict_proba(X),
                                GridSearchCV(pipe, full, cv=folds(4, 3), scoring="roc_auc").fit(X, y)
                                .best_estimator_.predict_proba(X), atol=1e-12)
 

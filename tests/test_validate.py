@@ -62,7 +62,7 @@ def test_row_key_is_a_stable_hash_of_the_id():
     raw = _raw(50)
     a, _ = validate_partition(raw, job.table, "a.csv", np.arange(50))
     b, _ = validate_partition(raw.iloc[::-1].reset_index(drop=True), job.table, "b.csv", np.arange(50))
-    ka = dict(zip(a["customerID"], a[KEY_COLUMN]))
-    kb = dict(zip(b["customerID"], b[KEY_COLUMN]))
+    ka = dict(zip(a["customerID"], a[KEY_COLUMN], strict=True))
+    kb = dict(zip(b["customerID"], b[KEY_COLUMN], strict=True))
     assert ka == kb
     assert len(set(ka.values())) == 50
