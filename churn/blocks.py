@@ -27,6 +27,7 @@ class Block:
     offset: int
     length: int
     first_line: int = 0
+    header: tuple[str, ...] = ()  # the file's column names, read once by the header check
 
 
 @dataclass(frozen=True)

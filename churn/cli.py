@@ -131,7 +131,10 @@ def generate(
     _logging(verbose)
     from churn.generate import generate as run_generate
 
-    result = run_generate(out, rows, files, seed, dirty)
+    try:
+        result = run_generate(out, rows, files, seed, dirty)
+    except OSError as exc:
+        _fail(f"cannot write to {out}: {exc}", EXIT_RUNTIME)
     Console().print(f"wrote {result.rows:,} rows to {len(result.files)} file(s) in {out}; "
                     f"expected counts in {out / 'expected.json'}", highlight=False)
 
@@ -150,7 +153,11 @@ def schema_infer(
         _fail(f"no such file: {file}", EXIT_CONFIG)
     from churn.schema_infer import infer_columns, schema_yaml
 
-    typer.echo(schema_yaml(infer_columns(str(file), rows)), nl=False)
+    try:
+        guesses = infer_columns(str(file), rows)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
+        _fail(f"{file}: cannot read it as CSV: {exc}", EXIT_CONFIG)
+    typer.echo(schema_yaml(guesses), nl=False)
 
 
 @app.command()

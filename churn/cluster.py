@@ -25,11 +25,8 @@ class ClusterError(RuntimeError):
 
 
 # Worker settings that keep CPU-bound fits fast: no sampling profiler stealing cycles
-# from every task, and no periodic malloc trimming.
-WORKER_CONFIG = {
-    "distributed.worker.profile.enabled": False,
-    "distributed.worker.memory.rebalance.measure": "managed",
-}
+# from every task.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 def _local_cluster(spec: ClusterSpec) -> LocalCluster:

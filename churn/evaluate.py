@@ -125,6 +125,8 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, *,
     """Probability metrics, lift, precision at top k, profit, and the report at ``threshold``."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")  # sort once; lift and top-k then see presorted scores
+    y_ranked, p_ranked = y[order], p[order]
     pred = (p >= threshold).astype(int)
     metrics = {
         "roc_auc": float(roc_auc_score(y, p)),
@@ -137,10 +139,11 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, *,
         "contacted_fraction": float(pred.mean()),
     }
     for k in top_k:
-        metrics[f"precision_at_{round(100 * k):g}pct"] = precision_at_top(y, p, k)
+        metrics[f"precision_at_{round(100 * k):g}pct"] = precision_at_top(y_ranked, p_ranked, k)
     if economics is not None:
-        metrics["profit"] = float(contact_profit(y, economics)[pred == 1].sum())
-        metrics["profit_contact_all"] = float(contact_profit(y, economics).sum())
+        gain = contact_profit(y, economics)
+        metrics["profit"] = float(gain[pred == 1].sum())
+        metrics["profit_contact_all"] = float(gain.sum())
     if f1_cut is not None:
         metrics["f1_threshold"] = float(f1_cut)
         f1_pred = (p >= f1_cut).astype(int)
@@ -148,5 +151,5 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, *,
         metrics["f1_at_f1_threshold"] = float(2 * tp / max(1, f1_pred.sum() + y.sum()))
     report = classification_report(y, pred, target_names=["stay", "churn"], digits=4, zero_division=0)
     confusion = confusion_matrix(y, pred, labels=[0, 1]).tolist()
-    return Evaluation(metrics, report, confusion, lift_table(y, p), y, p)
+    return Evaluation(metrics, report, confusion, lift_table(y_ranked, p_ranked), y, p)
 

@@ -38,7 +38,7 @@ class TableCoercer(TransformerMixin, BaseEstimator):
             col = X[c]
             if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
                 col = pd.to_numeric(col.astype("string").str.strip().replace("", None), errors="coerce")
-            out[c] = col.astype("float64").to_numpy(na_value=np.nan) if hasattr(col, "to_numpy") else col
+            out[c] = col.astype("float64").to_numpy(na_value=np.nan)
         for c in self.categorical:
             col = X[c].astype("string").str.strip()
             col = col.where(col != "", pd.NA)

@@ -37,14 +37,14 @@ from dask.utils import parse_bytes
 from distributed import Client
 
 from churn._defaults import setting
-from churn.blocks import Block, FileScan, read_block_bytes, read_header, scan_file
+from churn.blocks import Block, FileScan, block_offsets, read_block_bytes, read_header, scan_file
 from churn.config import JobSpec, TableSchema
-from churn.validate import KEY_COLUMN, validate_table
+from churn.validate import KEY_COLUMN, reason_counts, validate_table
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-_DICT = pa.dictionary(pa.int32(), pa.string())  # bump when the dataset layout or validation rules change
+FORMAT_VERSION = 1  # bump when the dataset layout or validation rules change
+_DICT = pa.dictionary(pa.int32(), pa.string())
 
 
 class SchemaDriftError(ValueError):
@@ -84,12 +84,16 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- checks
-def check_headers(paths: list[str], schema: TableSchema) -> None:
-    """Refuse any file whose header lacks a declared column or has an undeclared one."""
+def check_headers(paths: list[str], schema: TableSchema) -> dict[str, list[str]]:
+    """Refuse any file whose header lacks a declared column or has an undeclared one.
+
+    Returns each file's header (column order can differ between files).
+    """
     expected = schema.columns
     problems = []
+    headers = {}
     for path in paths:
-        header = read_header(path)
+        header = headers[path] = read_header(path)
         missing = [c for c in expected if c not in header]
         extra = [c for c in header if c not in expected]
         if missing:
@@ -99,6 +103,7 @@ def check_headers(paths: list[str], schema: TableSchema) -> None:
                             "(declare them in the schema, or under schema.ignore)")
     if problems:
         raise SchemaDriftError("schema drift, nothing was read:\n  " + "\n  ".join(problems))
+    return headers
 
 
 # --------------------------------------------------------------------------- per block
@@ -135,10 +140,13 @@ def _parse(data: bytes, header: list[str], first_line: int, skip_header: bool, l
 
 def ingest_block(block: Block, schema: TableSchema, staging: str) -> BlockResult:
     """Parse, validate and write one block; returns its counts."""
-    header = read_header(block.path)
     data = read_block_bytes(block)
-    table, lines, bad = _parse(data, header, block.first_line if block.offset else 1,
-                               skip_header=block.offset == 0, levels={*schema.categorical, schema.label})
+    try:
+        table, lines, bad = _parse(data, list(block.header), block.first_line if block.offset else 1,
+                                   skip_header=block.offset == 0, levels={*schema.categorical, schema.label})
+    except pa.ArrowInvalid as exc:  # e.g. bytes that are not UTF-8: the whole block is unreadable
+        raise IngestError(f"{block.path}: cannot parse the CSV lines from line {block.first_line or 1} "
+                          f"(bytes {block.offset}..{block.offset + block.length}): {exc}") from None
     del data
     clean, quarantine = validate_table(table, schema, block.path, lines)
     quarantine = quarantine.append_column("_raw", pa.nulls(quarantine.num_rows, pa.string()))
@@ -173,13 +181,9 @@ def ingest_block(block: Block, schema: TableSchema, staging: str) -> BlockResult
     rows_read = table.num_rows + len(bad)
     del table, clean
     pa.default_memory_pool().release_unused()  # hand Arrow's freed blocks back to the OS between blocks
-    codes: dict[str, int] = {}
-    for cell in quarantine.column("_reasons").to_pylist():
-        for code in {r.split(":", 1)[0] for r in cell.split(";")}:
-            codes[code] = codes.get(code, 0) + 1
     return BlockResult(index=block.index, source=block.path, rows_read=rows_read,
-                       rows_clean=n_clean, rows_quarantined=quarantine.num_rows, reasons=codes,
-                       duplicates=duplicates)
+                       rows_clean=n_clean, rows_quarantined=quarantine.num_rows,
+                       reasons=reason_counts(quarantine.column("_reasons").to_pylist()), duplicates=duplicates)
 
 
 def write_clean(table: pa.Table, path: str, schema: TableSchema) -> None:
@@ -237,12 +241,12 @@ def dataset_key(scans: list[FileScan], schema: TableSchema) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _blocks(scans: list[FileScan], blocksize: int) -> list[Block]:
+def _blocks(scans: list[FileScan], headers: dict[str, list[str]], blocksize: int) -> list[Block]:
     blocks = []
     for fi, scan in enumerate(scans):
-        for off, first in zip(range(0, max(scan.size, 1), blocksize), scan.first_lines, strict=True):
+        for off, first in zip(block_offsets(scan.size, blocksize), scan.first_lines, strict=True):
             blocks.append(Block(path=scan.path, file_index=fi, index=len(blocks), offset=off,
-                                length=blocksize, first_line=first))
+                                length=blocksize, first_line=first, header=tuple(headers[scan.path])))
     return blocks
 
 
@@ -250,7 +254,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
     """Run the ingest stage of ``job`` on ``client``'s cluster; return the published dataset."""
     schema = job.table
     paths = job.data.paths()
-    check_headers(paths, schema)
+    headers = check_headers(paths, schema)
     blocksize = int(parse_bytes(job.data.blocksize or setting("ingest.blocksize", "64MiB")))
     out_root = Path(job.data.output).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
@@ -268,13 +272,13 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
     for sub in ("data", "quarantine", "keys"):
         (staging / sub).mkdir(parents=True)
     try:
-        blocks = _blocks(scans, blocksize)
+        blocks = _blocks(scans, headers, blocksize)
         log.info("ingest: %d file(s), %d block(s) of %s", len(scans), len(blocks), f"{blocksize:,} B")
         futures = client.map(ingest_block, blocks, schema=schema, staging=str(staging), pure=False)
         results: list[BlockResult] = client.gather(futures)
         del futures
 
-        duplicates = 0
+        dropped = 0  # repeats across blocks (repeats inside a block went in ingest_block)
         if schema.id:
             total = sum(r.rows_clean for r in results)
             wanted = max(int(setting("ingest.dedup-buckets", 16)), math.ceil(total / 4_000_000))
@@ -290,10 +294,10 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
                     per_block.setdefault(b, []).append(rows)
             drops = [client.submit(drop_rows, str(staging), b, np.sort(np.concatenate(r)), schema, pure=False)
                      for b, r in sorted(per_block.items())]
-            duplicates = int(sum(client.gather(drops))) + sum(r.duplicates for r in results)
+            dropped = int(sum(client.gather(drops)))
         shutil.rmtree(staging / "keys")
 
-        manifest = _manifest(job, scans, results, duplicates, blocksize, time.perf_counter() - t0, key)
+        manifest = _manifest(job, scans, results, dropped, blocksize, time.perf_counter() - t0, key)
         _check(manifest, job)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if final.exists():  # a forced rerun replaces the old dataset
@@ -321,14 +325,14 @@ def _remove_abandoned_staging(out_root: Path) -> None:
             continue
 
 
-def _manifest(job: JobSpec, scans: list[FileScan], results: list[BlockResult], duplicates: int,
+def _manifest(job: JobSpec, scans: list[FileScan], results: list[BlockResult], dropped_across_blocks: int,
               blocksize: int, seconds: float, key: str) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for r in results:
         for code, n in r.reasons.items():
             reasons[code] = reasons.get(code, 0) + n
     read = sum(r.rows_read for r in results)
-    clean = sum(r.rows_clean for r in results)  # after in-block duplicates, before cross-block ones
+    written = sum(r.rows_clean for r in results)  # after repeats inside blocks, before those across blocks
     quarantined = sum(r.rows_quarantined for r in results)
     return {
         "dataset": key,
@@ -338,10 +342,10 @@ def _manifest(job: JobSpec, scans: list[FileScan], results: list[BlockResult], d
         "blocksize": blocksize,
         "partitions": len(results),
         "rows_read": read,
-        "rows_kept": clean - (duplicates - sum(r.duplicates for r in results)),
+        "rows_kept": written - dropped_across_blocks,
         "rows_quarantined": quarantined,
         "quarantined_by_reason": dict(sorted(reasons.items())),
-        "duplicates_removed": duplicates,
+        "duplicates_removed": dropped_across_blocks + sum(r.duplicates for r in results),
         "id_column": job.table.id,
         "seconds": round(seconds, 3),
         "blocks": [asdict(r) for r in results],

@@ -19,7 +19,6 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
@@ -103,11 +102,6 @@ def _encode(schema: TableSchema) -> ColumnTransformer:
          ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(schema.categorical))],
         verbose_feature_names_out=False,
     )
-
-
-def preprocessor(schema: TableSchema) -> Pipeline:
-    """Impute (median / most frequent), then scale numerics and one-hot encode categoricals."""
-    return Pipeline([("impute", _impute(schema)), ("encode", _encode(schema))])
 
 
 def build_pipeline(schema: TableSchema, family_name: str, imbalance: str, seed: int) -> ImbPipeline:

@@ -83,9 +83,6 @@ def _prepare_fold(prefix: list[tuple[str, Any]], params: dict[str, Any], X: Any,
             "seconds": time.perf_counter() - t0}
 
 
-def _prepare_seconds(fold: dict[str, Any]) -> float:
-    return float(fold["seconds"])
-
 
 class _Scored(ClassifierMixin, BaseEstimator):
     """Stands in for a fitted classifier whose test probabilities are already known."""
@@ -143,12 +140,13 @@ def _fit_group(fold: dict[str, Any], template: Any, params: dict[str, Any], size
             score_time = (time.perf_counter() - t0) / len(probas)
             for v in out.values():
                 v["score_time"] = score_time
+                v["prepare_seconds"] = fold["seconds"]
         else:
             t0 = time.perf_counter()
             score = float(scorer(model, fold["X_test"], fold["y_test"]))
             proba = model.predict_proba(fold["X_test"])[:, 1] if hasattr(model, "predict_proba") else None
             out[None] = {"score": score, "proba": proba, "fit_time": fit_time,
-                         "score_time": time.perf_counter() - t0}
+                         "score_time": time.perf_counter() - t0, "prepare_seconds": fold["seconds"]}
     return out
 
 
@@ -240,8 +238,9 @@ def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.D
                                     scoring, pure=False, priority=-s)
             for key, g in groups.items() for s in range(len(splits))}
     done = dict(zip(fits, client.gather(list(fits.values())), strict=True))
-    prep_seconds = sum(client.gather([client.submit(_prepare_seconds, f, pure=False)
-                                      for futs in prepared.values() for f in futs]))
+    # each prepared fold is reported by every fit that used it: count it once
+    prep_seconds = sum({(key[0], s): next(iter(out.values()))["prepare_seconds"]
+                        for (key, s), out in done.items()}.values())
 
     n, k = len(candidates), len(splits)
     scores, fit_t, score_t = np.full((n, k), np.nan), np.zeros((n, k)), np.zeros((n, k))

@@ -67,9 +67,7 @@ def artifact_root(uri: str) -> Path | None:
     """For a SQLite store: the artifact folder beside the database file; else None."""
     if not uri.startswith("sqlite:///"):
         return None
-    db = Path(uri.removeprefix("sqlite:///"))
-    if not db.is_absolute():
-        db = Path("/" + str(db)) if uri.startswith("sqlite:////") else db.resolve()
+    db = Path(uri.removeprefix("sqlite:///")).resolve()  # sqlite:////abs and sqlite:///rel alike
     return db.parent / setting("tracking.default-artifacts", "mlruns")
 
 

@@ -208,7 +208,7 @@ def _log_plots(job: JobSpec, families: dict[str, SearchResult], best: SearchResu
         "cv_score_by_family.png": plots.family_scores(
             {f: r.cv_results["mean_test_score"].to_numpy() for f, r in families.items()}, job.search.scoring),
     }
-    sample = sample_rows(test_ddf, job.evaluation.permutation_rows, job.seed, client)
+    sample = sample_rows(test_ddf, int(test.metrics["rows"]), job.evaluation.permutation_rows, job.seed, client)
     if len(sample) and sample[LABEL_COLUMN].nunique() == 2:
         features = job.table.features
         with joblib.parallel_backend("dask", client=client):
@@ -226,11 +226,11 @@ def _log_plots(job: JobSpec, families: dict[str, SearchResult], best: SearchResu
         plt.close(fig)
 
 
-def sample_rows(ddf: dd.DataFrame, n: int, seed: int, client: Client) -> pd.DataFrame:
-    """About ``n`` rows of ``ddf``, picked by key hash (deterministic), collected to the driver."""
+def sample_rows(ddf: dd.DataFrame, total: int, n: int, seed: int, client: Client) -> pd.DataFrame:
+    """About ``n`` of the ``total`` rows of ``ddf``, picked by key hash (deterministic), collected
+    to the driver."""
     from churn.split import uniform_from_keys
 
-    total = int(client.compute(ddf[KEY_COLUMN].count()).result())
     if total == 0:
         return ddf._meta
     frac = min(1.0, n / total)
