@@ -6,7 +6,7 @@ JOB    ?= jobs/train.yaml
 CLUSTER ?= cluster/local.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test lint bench bench-ingest bench-ingest-10g bench-search clean
+.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ run: $(VENV)/.installed  ## train the default job (Telco, LocalCluster, local ML
 test: $(VENV)/.installed-test  ## lint, then run the test suite
 	$(BIN)/ruff check churn tests bench
 	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.installed-test  ## only the fast, pure tests (no cluster, no server, no subprocess)
+	$(BIN)/python -m pytest -m "not cluster"
 
 lint: $(VENV)/.installed-test  ## ruff over the library, tests and benchmarks
 	$(BIN)/ruff check churn tests bench

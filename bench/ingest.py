@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from bench.common import mb, run_isolated, self_usage, worker_usage, write_table
-from churn.cluster import cluster_client
+from churn.clusters import cluster_client
 from churn.config import ClusterSpec, load_job
-from churn.generate import generate
+from churn.data.generate import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 BYTES_PER_ROW = 141  # generated Telco-shaped rows, measured
@@ -99,7 +99,7 @@ def main() -> None:
         overrides.append(f"data.blocksize={args.blocksize}")
     job = load_job(ROOT / "jobs" / "ingest.yaml", overrides)
     spec = ClusterSpec(n_workers=2, threads_per_worker=1, memory_limit=args.workers_memory, dashboard_address=None)
-    from churn.ingest import ingest
+    from churn.data.ingest import ingest
 
     driver_before = self_usage()
     with cluster_client(spec) as client:
@@ -119,7 +119,7 @@ def main() -> None:
     rows.append([f"churn ingest, LocalCluster 2 x {args.workers_memory}", f"{size / wall / 1e6:,.0f}", f"{wall:.1f}",
                  f"{cpu + driver_after['cpu'] - driver_before['cpu']:.1f}",
                  f"{mb(peak)} per worker (driver {mb(driver_after['peak_rss'])})", args.workers_memory,
-                 "yes" if (restarted or kills) else "no", f"{man['rows_read']:,}"])
+                 "yes" if (restarted or kills) else "no", f"{man.rows_read:,}"])
     logging.info("churn: %s", rows[-1])
 
     read_back = []
@@ -135,16 +135,17 @@ def main() -> None:
     if not args.skip_baselines:
         gen = []
         for n in (200_000, 2_000_000):
-            g = run_isolated(f"from churn.generate import generate\nres = generate({str(folder.parent / 'gen-mem')!r}, "
-                             f"{n}, 2, seed=1, dirty=0.01)\nresult = {{}}")
+            g = run_isolated("from churn.data.generate import generate\n"
+                             f"res = generate({str(folder.parent / 'gen-mem')!r}, {n}, 2, seed=1, dirty=0.01)\n"
+                             "result = {}")
             gen.append(f"{n:,} rows: {g['wall']:.1f}s, peak RSS {mb(g['peak_rss'])} MB")
         read_back.append("churn generate streams (flat memory): " + "; ".join(gen) + ".")
     notes = [
-        f"Input: {len(files)} generated CSV files, {size / 1e9:.2f} GB, {man['rows_read']:,} rows "
-        f"(0.1 % faults); blocksize {man['blocksize']:,} B, {man['partitions']} partitions.",
+        f"Input: {len(files)} generated CSV files, {size / 1e9:.2f} GB, {man.rows_read:,} rows "
+        f"(0.1 % faults); blocksize {man.blocksize:,} B, {man.partitions} partitions.",
         f"churn ingest = header check + per-file sha256/line scan + parse + validate + quarantine + "
-        f"Parquet write + shuffle-free duplicate removal + manifest: kept {man['rows_kept']:,}, "
-        f"quarantined {man['rows_quarantined']:,}, duplicates {man['duplicates_removed']:,}.",
+        f"Parquet write + shuffle-free duplicate removal + manifest: kept {man.rows_kept:,}, "
+        f"quarantined {man.rows_quarantined:,}, duplicates {man.duplicates_removed:,}.",
         "CPU s for churn = worker processes + driver; peak RSS = the larger worker's high-water mark.",
         *read_back,
     ]

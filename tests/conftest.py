@@ -1,4 +1,9 @@
-"""Shared fixtures: a real LocalCluster, real MLflow stores and small seeded data files."""
+"""Shared fixtures: a real LocalCluster, real MLflow stores and small seeded data files.
+
+Tests that start or use a Dask cluster, a server process or the ``churn`` command in a
+subprocess are marked ``cluster`` (automatically, by the fixtures they use or by hand);
+``pytest -m "not cluster"`` runs the fast, pure tests alone.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from churn.cluster import cluster_client
+from churn.clusters import cluster_client
 from churn.config import ClusterSpec, JobSpec, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 TELCO = ROOT / "data" / "telco" / "Telco-Customer-Churn.csv"
-MLC = ROOT.parent / "shared" / "data" / "mlc" / "mlc_churn.csv"
+MLC = ROOT / "data" / "mlc" / "mlc_churn.csv"
+
+CLUSTER_FIXTURES = {"client", "scheduler_address", "mlflow_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")

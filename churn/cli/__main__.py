@@ -1,0 +1,5 @@
+"""``python -m churn.cli``."""
+
+from churn.cli.app import main
+
+main()

@@ -1,0 +1,227 @@
+"""The ``churn`` command line: specs in, one typed config object into each job.
+
+Every failure a user can cause or meet (a bad spec, an unreachable cluster or tracking store,
+too few rows, Ctrl-C, SIGTERM) ends in one line on stderr and an exit code, no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from distributed.diagnostics.plugin import WorkerPlugin
+from rich.console import Console
+from rich.logging import RichHandler
+
+from churn.cli import summary
+from churn.config import ClusterSpec, ConfigError, JobSpec, load_cluster, load_job
+
+app = typer.Typer(help="Customer-churn model training that scales out on Dask.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Customer-churn model training that scales out on Dask."""
+
+EXIT_CONFIG = 2  # a spec, an input file or an argument is wrong; nothing was started
+EXIT_RUNTIME = 1  # something failed while running (cluster, tracking, data budget)
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM
+
+
+class Terminated(Exception):
+    """SIGTERM, raised in the main thread so that every context manager unwinds (the MLflow
+    run is marked FAILED, the cluster is closed, staging folders are removed)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """SIGTERM becomes :class:`Terminated` while a job runs."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+JobArg = Annotated[Path, typer.Argument(help="Job spec (YAML): what to run.")]
+ClusterOpt = Annotated[Optional[Path], typer.Option("--cluster", help="Cluster spec (YAML) for a LocalCluster.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a job key: --set search.cv=3.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        datefmt="[%X]", handlers=[RichHandler(console=console, show_path=False)], force=True)
+    _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter out of the progress log (called again after distributed loads)."""
+    for noisy in ("distributed", "mlflow", "alembic", "urllib3", "fsspec", "asyncio", "tornado", "skops"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _QuietWorkers(WorkerPlugin):
+    """The workers' own library chatter stays out of the progress log too (also after a restart):
+    e.g. every task cancelled by Ctrl-C would print a warning."""
+
+    name = "churn-quiet-workers"
+
+    def setup(self, worker: Any) -> None:
+        _quiet_libraries()
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+
+
+def _fail(message: str, code: int) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _cluster(cluster: Path | None, scheduler: str | None) -> ClusterSpec | None:
+    if cluster is not None and scheduler is not None:
+        _fail("give --cluster or --scheduler, not both", EXIT_CONFIG)
+    if scheduler is not None:
+        return None
+    default = Path("cluster/local.yaml")
+    if cluster is None and not default.is_file():
+        return ClusterSpec()
+    return load_cluster(cluster or default)
+
+
+def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: str | None
+          ) -> tuple[JobSpec, ClusterSpec | None]:
+    try:
+        return load_job(job, set_ or []), _cluster(cluster, scheduler)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+        raise  # unreachable: _fail exits
+
+
+def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: Callable[[Any], Any],
+                preflight: Callable[[], Any]) -> Any:
+    """Run ``preflight()`` (no cluster yet), then ``work(client)``; every failure is one message."""
+    from churn.clusters import ClusterError, cluster_client
+    from churn.data.ingest import IngestError, SchemaDriftError
+    from churn.data.split import DataCountError
+    from churn.modeling.preflight import RoundTripError
+    from churn.tracking.store import TrackingError
+
+    _quiet_libraries()
+    with _signals():
+        try:
+            preflight()
+            with cluster_client(cluster_spec, address=scheduler) as client:
+                client.register_plugin(_QuietWorkers())
+                try:
+                    return work(client)
+                except (KeyboardInterrupt, Terminated):
+                    # the cluster now closes under tasks still running: nothing to report of that
+                    for noisy in ("asyncio", "distributed", "tornado"):
+                        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+                    raise
+        except (ConfigError, SchemaDriftError) as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        except (ClusterError, IngestError, TrackingError, DataCountError, RoundTripError) as exc:
+            _fail(str(exc), EXIT_RUNTIME)
+        except KeyboardInterrupt:
+            _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
+                  "published", EXIT_INTERRUPTED)
+        except Terminated:
+            _fail("terminated (SIGTERM): the MLflow run is marked FAILED and nothing half-written was "
+                  "published", EXIT_TERMINATED)
+
+
+@app.command()
+def ingest(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
+           force: Annotated[bool, typer.Option("--force", help="Rebuild even when inputs are unchanged.")] = False,
+           verbose: VerboseOpt = False) -> None:
+    """Validate CSV files into a partitioned Parquet dataset plus a quarantine and a manifest."""
+    _logging(verbose)
+    spec, cluster_spec = _load(job, set_, cluster, scheduler)
+    from churn.jobs import ingest as ingest_job
+
+    ds = _on_cluster(cluster_spec, scheduler, lambda client: ingest_job.run(spec, client, force=force),
+                     preflight=lambda: ingest_job.preflight(spec))
+    Console().print(summary.ingest_table(spec, ds))
+
+
+@app.command()
+def generate(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Number of data rows in all.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the CSV files into.")],
+    files: Annotated[int, typer.Option("--files", min=1, help="Number of CSV files.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
+    dirty: Annotated[float, typer.Option("--dirty", min=0.0, max=0.49,
+                                         help="Fraction of rows given a known fault.")] = 0.0,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write synthetic Telco-shaped churn CSVs (streamed; expected fault counts in expected.json)."""
+    _logging(verbose)
+    from churn.data.generate import generate as run_generate
+
+    try:
+        result = run_generate(out, rows, files, seed, dirty)
+    except OSError as exc:
+        _fail(f"cannot write to {out}: {exc}", EXIT_RUNTIME)
+    Console().print(f"wrote {result.rows:,} rows to {len(result.files)} file(s) in {out}; "
+                    f"expected counts in {out / 'expected.json'}", highlight=False)
+
+
+schema_app = typer.Typer(help="Work with table schemas.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("infer")
+def schema_infer(
+    file: Annotated[Path, typer.Argument(help="A CSV file to sample.")],
+    rows: Annotated[int, typer.Option("--rows", min=10, help="Rows to sample.")] = 50_000,
+) -> None:
+    """Print a starting schema block for a job spec, with each column's inferred type."""
+    if not file.is_file():
+        _fail(f"no such file: {file}", EXIT_CONFIG)
+    from churn.data.schema_infer import infer_columns, schema_yaml
+
+    try:
+        guesses = infer_columns(str(file), rows)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
+        _fail(f"{file}: cannot read it as CSV: {exc}", EXIT_CONFIG)
+    typer.echo(schema_yaml(guesses), nl=False)
+
+
+@app.command()
+def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
+          verbose: VerboseOpt = False) -> None:
+    """Ingest, split, search, evaluate and register a churn model."""
+    _logging(verbose)
+    spec, cluster_spec = _load(job, set_, cluster, scheduler)
+    from churn.jobs import train as train_job
+    from churn.tracking.store import ui_hint
+
+    t0 = time.perf_counter()
+    result = _on_cluster(cluster_spec, scheduler, lambda client: train_job.run(spec, client, job_file=str(job)),
+                         preflight=lambda: train_job.preflight(spec))
+    out = Console(width=max(100, Console().width))
+    out.print(summary.search_table(spec, result))
+    out.print(summary.result_table(spec, result, time.perf_counter() - t0))
+    out.print(f"MLflow UI: {ui_hint(result.tracking_uri)}", highlight=False, soft_wrap=True)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

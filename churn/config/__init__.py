@@ -1,0 +1,29 @@
+"""The config layer: typed specs, family names and grid rules, library settings.
+
+The bottom layer: it imports nothing else from churn, and no scikit-learn.
+"""
+
+from churn.config.cluster import ClusterSpec
+from churn.config.errors import ConfigError
+from churn.config.job import (
+    CategoricalRule,
+    DataSpec,
+    EconomicsSpec,
+    EvaluationSpec,
+    JobSpec,
+    ModelSpec,
+    NumericRule,
+    SearchSpec,
+    SelectionSpec,
+    SplitSpec,
+    TableSchema,
+    TrackingSpec,
+)
+from churn.config.load import apply_overrides, load_cluster, load_job
+from churn.config.settings import setting
+
+__all__ = [
+    "CategoricalRule", "ClusterSpec", "ConfigError", "DataSpec", "EconomicsSpec", "EvaluationSpec", "JobSpec",
+    "ModelSpec", "NumericRule", "SearchSpec", "SelectionSpec", "SplitSpec", "TableSchema", "TrackingSpec",
+    "apply_overrides", "load_cluster", "load_job", "setting",
+]

@@ -1,0 +1,209 @@
+"""The typed job spec: what data, which schema, how to split, search, evaluate and track.
+
+Validating a job imports neither scikit-learn nor imbalanced-learn: family names and grid
+rules come from the :mod:`churn.config.families` leaf; checks that need the estimators run in
+the preflight (:mod:`churn.modeling.preflight`), still before any cluster starts.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from churn.config.errors import ConfigError
+from churn.config.families import FAMILY_NAMES, check_grid_shape
+
+
+class Strict(BaseModel):
+    """A spec section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------- schema
+class NumericRule(Strict):
+    """Validation rule for one numeric column."""
+
+    integer: bool = False
+    nullable: bool = False  # blank cells become missing values (imputed in the pipeline)
+    min: float | None = None
+    max: float | None = None
+
+
+class CategoricalRule(Strict):
+    """Validation rule for one categorical column."""
+
+    values: list[str] | None = None  # allowed levels; None accepts any
+    nullable: bool = False
+
+
+class TableSchema(Strict):
+    """What the churn table looks like."""
+
+    id: str | None = None  # entity id; None derives a stable row key from the row content
+    label: str
+    positive: str
+    negative: str
+    numeric: dict[str, NumericRule] = Field(default_factory=dict)
+    categorical: dict[str, CategoricalRule] = Field(default_factory=dict)
+    ignore: list[str] = Field(default_factory=list)  # columns read but not used as features
+
+    @field_validator("numeric", mode="before")
+    @classmethod
+    def _numeric_list(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {name: {} for name in v}
+        return {k: ({} if r is None else r) for k, r in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("categorical", mode="before")
+    @classmethod
+    def _categorical_list(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {name: {} for name in v}
+        if isinstance(v, dict):
+            return {k: ({"values": r} if isinstance(r, list) else ({} if r is None else r))
+                    for k, r in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> TableSchema:
+        seen: dict[str, str] = {}
+        groups = {"numeric": list(self.numeric), "categorical": list(self.categorical),
+                  "ignore": self.ignore, "label": [self.label], "id": [self.id] if self.id else []}
+        for group, names in groups.items():
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"column {name!r} is listed under both {seen[name]} and {group}")
+                seen[name] = group
+        if not self.numeric and not self.categorical:
+            raise ValueError("declare at least one numeric or categorical feature column")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.numeric) + list(self.categorical)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the source files must carry."""
+        cols = ([self.id] if self.id else []) + self.features + self.ignore + [self.label]
+        return cols
+
+
+# --------------------------------------------------------------------------- job parts
+class DataSpec(Strict):
+    source: str  # path, glob or fsspec URL of CSV files
+    blocksize: str | int | None = None  # bytes per partition; None reads churn.ingest.blocksize
+    output: str = "build/datasets"  # where validated Parquet datasets are written
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+
+    def paths(self) -> list[str]:
+        """Expand ``source`` into concrete files; raise if it matches nothing."""
+        if "://" in self.source and not self.source.startswith("file://"):
+            import fsspec
+
+            fs, _, found = fsspec.get_fs_token_paths(self.source)
+            found = sorted(found)
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            found = [f"{protocol}://{p}" if "://" not in p else p for p in found]
+        else:
+            src = self.source.removeprefix("file://")
+            found = sorted(glob.glob(src)) if glob.has_magic(src) else ([src] if os.path.exists(src) else [])
+            folders = [f for f in found if os.path.isdir(f)]
+            if folders:
+                raise ConfigError(f"data.source: {folders[0]} is a directory, not a CSV file "
+                                  f"(matched by {self.source!r})")
+        if not found:
+            raise ConfigError(f"data.source: no CSV file at {self.source!r}")
+        return found
+
+
+class SplitSpec(Strict):
+    test: float = Field(0.2, gt=0, lt=1)
+    validation: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitSpec:
+        if self.test + self.validation >= 1:
+            raise ValueError("split.test + split.validation must be below 1")
+        return self
+
+
+class SelectionSpec(Strict):
+    """Feature selection steps; each list is searched as part of the grid."""
+
+    correlation_threshold: list[float | None] = Field(default_factory=lambda: [None])  # |r| above: drop one
+    importance_threshold: list[float | str | None] = Field(default_factory=lambda: [None])  # e.g. "median"
+
+
+class ModelSpec(Strict):
+    """Which model families to search, how to handle class imbalance, and the grids."""
+
+    families: list[str] = Field(default_factory=lambda: ["random_forest"], min_length=1)
+    imbalance: Literal["smote", "smotenc", "class_weight", "none"] = "smote"  # see families.IMBALANCE_MODES
+    grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # family -> grid; missing: default
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelSpec:
+        unknown = [f for f in [*self.families, *self.grids] if f not in FAMILY_NAMES]
+        if unknown:
+            raise ValueError(f"unknown model family {unknown[0]!r}; choose from {', '.join(FAMILY_NAMES)}")
+        for fam, grid in self.grids.items():
+            check_grid_shape(fam, grid)
+        return self
+
+
+class SearchSpec(Strict):
+    cv: int = Field(5, ge=2)
+    scoring: str = "roc_auc"  # also the metric that picks the champion family (checked by the preflight)
+    max_rows: int = Field(200_000, ge=100)
+    strategy: Literal["grid", "halving"] = "grid"
+    engine: Literal["churn", "sklearn"] = "churn"  # churn: shared folds + tree prefixes; sklearn: joblib dask
+
+
+class EconomicsSpec(Strict):
+    """Retention campaign economics used to pick the decision threshold."""
+
+    customer_value: float = Field(500.0, ge=0)  # value kept when a would-be churner stays
+    offer_cost: float = Field(50.0, ge=0)  # incentive paid to each contacted customer who accepts
+    contact_cost: float = Field(5.0, ge=0)  # cost of each contact
+    acceptance_rate: float = Field(0.3, ge=0, le=1)  # share of contacted customers who accept
+
+
+class EvaluationSpec(Strict):
+    economics: EconomicsSpec = Field(default_factory=EconomicsSpec)
+    top_k: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])  # precision at top k of scores
+    permutation_rows: int = Field(2000, ge=50)  # rows used for permutation importance
+    plots: bool = True
+
+
+class TrackingSpec(Strict):
+    uri: str | None = None  # None: MLFLOW_TRACKING_URI, else a local SQLite store
+    experiment: str = "customer-churn"
+    registered_model: str = "customer-churn"
+    alias: str = "champion"
+
+
+class JobSpec(Strict):
+    """One training job: what data, which schema, how to split, search and track."""
+
+    name: str = "train"
+    seed: int = 42
+    data: DataSpec
+    table: TableSchema = Field(alias="schema")
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+

@@ -1,0 +1,93 @@
+"""Loading specs: YAML plus ``--set key=value`` overrides into one validated, typed object.
+
+Every problem (missing file, unknown key, wrong type) becomes one :class:`ConfigError`
+naming the key or path, raised before any cluster starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from churn.config.cluster import ClusterSpec
+from churn.config.errors import ConfigError
+from churn.config.job import JobSpec
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def _read_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} file {p} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} file {p} must hold a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML scalars/lists."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        parts = [k for k in key.strip().split(".") if k]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _load(model: type[SpecT], what: str, path: str | os.PathLike[str], overrides: list[str] | None) -> SpecT:
+    data = apply_overrides(_read_yaml(path, what), overrides or [])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from None
+
+
+def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> JobSpec:
+    """Build a validated :class:`JobSpec` from a YAML file and ``--set`` overrides."""
+    return _load(JobSpec, "job spec", path, overrides)
+
+
+def load_cluster(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ClusterSpec:
+    """Build a validated :class:`ClusterSpec` from a YAML file."""
+    return _load(ClusterSpec, "cluster spec", path, overrides)

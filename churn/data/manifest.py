@@ -1,0 +1,118 @@
+"""The typed manifest of an ingested dataset, and the checks run on it before it is published."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # bump when the dataset layout, block cutting or validation rules change
+
+
+class IngestError(RuntimeError):
+    """Ingest could not produce a dataset that reconciles (budget exceeded, counts off, no rows)."""
+
+
+@dataclass
+class BlockResult:
+    """What one block task read and wrote."""
+
+    index: int
+    source: str
+    rows_read: int
+    rows_clean: int
+    rows_quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0  # repeats of an id inside this block, removed before writing
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One input file as the ingest saw it."""
+
+    path: str
+    size: int
+    sha256: str
+    lines: int
+
+
+@dataclass
+class Manifest:
+    """Counts and provenance of one dataset; ``manifest.json`` beside the data."""
+
+    dataset: str
+    format_version: int
+    created: str
+    files: list[FileEntry]
+    blocksize: int
+    partitions: int
+    rows_read: int
+    rows_kept: int
+    rows_quarantined: int
+    quarantined_by_reason: dict[str, int]
+    duplicates_removed: int
+    id_column: str | None
+    seconds: float
+    blocks: list[BlockResult] = field(default_factory=list)
+
+    @classmethod
+    def from_blocks(cls, *, dataset: str, created: str, files: list[FileEntry], blocksize: int,
+                    results: list[BlockResult], dropped_across_blocks: int, id_column: str | None,
+                    seconds: float) -> Manifest:
+        reasons = sum((Counter(r.reasons) for r in results), Counter())
+        written = sum(r.rows_clean for r in results)  # after repeats inside blocks, before those across
+        return cls(dataset=dataset, format_version=FORMAT_VERSION, created=created, files=files,
+                   blocksize=blocksize, partitions=len(results), rows_read=sum(r.rows_read for r in results),
+                   rows_kept=written - dropped_across_blocks,
+                   rows_quarantined=sum(r.rows_quarantined for r in results),
+                   quarantined_by_reason=dict(sorted(reasons.items())),
+                   duplicates_removed=dropped_across_blocks + sum(r.duplicates for r in results),
+                   id_column=id_column, seconds=round(seconds, 3), blocks=results)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        return cls(**{**data, "files": [FileEntry(**f) for f in data["files"]],
+                      "blocks": [BlockResult(**b) for b in data.get("blocks", [])]})
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def check(self, max_bad_fraction: float) -> None:
+        """Counts reconcile, there are rows, and the bad rows are within the budget."""
+        read, kept, quarantined, dups = (self.rows_read, self.rows_kept, self.rows_quarantined,
+                                         self.duplicates_removed)
+        if read != kept + quarantined + dups:
+            raise IngestError(f"counts do not reconcile: read {read} != kept {kept} + quarantined "
+                              f"{quarantined} + duplicates {dups}")
+        data_lines = sum(f.lines - 1 for f in self.files)
+        if data_lines != read:
+            log.warning("ingest: %d data lines in the files but %d rows parsed (quoted newlines?)", data_lines, read)
+        if read == 0:
+            raise IngestError("no data rows: " + ", ".join(f.path for f in self.files)
+                              + " hold only a header")
+        self.check_budget(max_bad_fraction)
+
+    def check_budget(self, max_bad_fraction: float) -> None:
+        """The share of quarantined rows is within ``data.max_bad_fraction``."""
+        read, quarantined = self.rows_read, self.rows_quarantined
+        if read and quarantined / read > max_bad_fraction:
+            raise IngestError(
+                f"bad-row budget exceeded: {quarantined} of {read} rows ({quarantined / read:.2%}) failed "
+                f"validation, budget is {max_bad_fraction:.2%} (data.max_bad_fraction); "
+                f"by reason: {self.quarantined_by_reason}")

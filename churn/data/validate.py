@@ -1,0 +1,191 @@
+"""Row validation for one partition: typed clean rows out, failing rows to quarantine.
+
+Pure pandas, no Dask: each function takes and returns one partition, so the same code runs
+per partition on the cluster and in plain tests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from churn.config import TableSchema
+from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
+from churn.data.hashing import hash_text
+
+# reason codes, each followed by ":<column>" where a column is involved
+REASONS = (
+    "wrong_field_count",
+    "empty_line",
+    "missing_id",
+    "unknown_label",
+    "blank_value",
+    "not_a_number",
+    "not_an_integer",
+    "out_of_range",
+    "unknown_category",
+)
+
+_HASH_KEY = "churn-row-key-v1"  # 16 characters: fixed, so keys are stable across runs
+
+
+def row_keys(table: pa.Table, schema: TableSchema) -> np.ndarray:
+    """Stable uint64 key per row: hash of the id, or of every feature and the label without one."""
+    if schema.id:
+        return hash_text(table.column(schema.id))
+    cols = [*schema.features, LABEL_COLUMN]
+    frame = pd.DataFrame({c: table.column(c).cast(pa.string()).to_numpy(zero_copy_only=False)
+                          if pa.types.is_dictionary(table.column(c).type) else
+                          table.column(c).to_numpy(zero_copy_only=False) for c in cols})
+    return pd.util.hash_pandas_object(frame, index=False, hash_key=_HASH_KEY).to_numpy()
+
+
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_NULL_TEXT = pa.scalar(None, pa.string())
+
+
+def _text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Trimmed text with nulls as ''."""
+    return pc.fill_null(pc.utf8_trim_whitespace(col.cast(pa.string())), "")
+
+
+def _levels(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Dictionary-encode a text column: (trimmed distinct values, index per row).
+
+    Checks then run on the few distinct values instead of on every row. A column that the
+    CSV reader already dictionary-encoded is used as it is.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.unify_dictionaries() if pa.types.is_dictionary(col.type) else col
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    enc = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col.cast(pa.string()))
+    values = pc.fill_null(pc.utf8_trim_whitespace(enc.dictionary), "")
+    return values, enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def _categorical(values: pa.Array, idx: np.ndarray, blank_rows: np.ndarray) -> pa.DictionaryArray:
+    """Dictionary column over the trimmed values; blank rows are null."""
+    uniq = pc.unique(values)
+    remap = np.asarray(pc.index_in(values, value_set=uniq).to_numpy(zero_copy_only=False), np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(remap[idx], mask=blank_rows), uniq)
+
+
+def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 values with NaN, well-formed mask, blank mask) of a text column."""
+    text = pc.fill_null(col.cast(pa.string()), "")
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    blank = pc.equal(text, "").to_numpy(zero_copy_only=False)
+    try:  # fast path: every non-blank cell is a plain number
+        values = pc.cast(pc.if_else(pa.array(blank), _NULL_TEXT, text), pa.float64()).to_numpy(zero_copy_only=False)
+        if not (np.isnan(values) & ~blank).any() and np.isfinite(values[~blank]).all():
+            return values, ~blank, blank
+    except pa.ArrowInvalid:
+        pass
+    ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
+    if not ok.all():  # only columns with odd cells pay for trimming
+        text = pc.utf8_trim_whitespace(text)
+        ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
+    blank = pc.equal(text, "").to_numpy(zero_copy_only=False)
+    values = pc.cast(pc.if_else(pa.array(ok), text, _NULL_TEXT), pa.float64())
+    return values.to_numpy(zero_copy_only=False), ok, blank
+
+
+def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.ndarray
+                   ) -> tuple[pa.Table, pa.Table]:
+    """Split raw text rows into (clean typed rows, quarantined rows with reasons), in Arrow.
+
+    Clean rows carry the id (string), numeric features (float64, NaN for allowed blanks),
+    categorical features (dictionary-encoded strings, null for allowed blanks), ``_label``
+    (int8) and ``_key`` (uint64). Quarantined rows keep every original field as text plus
+    ``_reasons``, ``_source`` and ``_line``.
+    """
+    n = raw.num_rows
+    out: dict[str, pa.Array] = {}
+    blanks: list[np.ndarray] = []
+    checks: list[tuple[str, np.ndarray]] = []  # (reason, rows failing), before the live mask
+
+    if schema.id:
+        ident = _text(raw.column(schema.id))
+        id_blank = pc.equal(ident, "").to_numpy(zero_copy_only=False)
+        blanks.append(id_blank)
+        checks.append(("missing_id", id_blank))
+        out[schema.id] = ident
+    for col, rule in schema.numeric.items():
+        arr, ok, blank = _numbers(raw.column(col))
+        blanks.append(blank)
+        if not rule.nullable:
+            checks.append((f"blank_value:{col}", blank))
+        checks.append((f"not_a_number:{col}", ~ok & ~blank))
+        finite = ~np.isnan(arr)
+        if rule.integer:
+            bad_int = np.zeros(n, bool)
+            bad_int[finite] = arr[finite] != np.round(arr[finite])
+            checks.append((f"not_an_integer:{col}", bad_int))
+        oor = np.zeros(n, bool)
+        if rule.min is not None:
+            oor[finite] |= arr[finite] < rule.min
+        if rule.max is not None:
+            oor[finite] |= arr[finite] > rule.max
+        checks.append((f"out_of_range:{col}", oor))
+        out[col] = pa.array(arr)
+    for col, rule in schema.categorical.items():
+        values, idx = _levels(raw.column(col))
+        blank = pc.equal(values, "").to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+        blanks.append(blank)
+        if not rule.nullable:
+            checks.append((f"blank_value:{col}", blank))
+        if rule.values is not None:
+            known = pc.is_in(values, value_set=pa.array(rule.values, pa.string())).to_numpy(zero_copy_only=False)
+            checks.append((f"unknown_category:{col}", ~known[idx] & ~blank if n else np.zeros(0, bool)))
+        out[col] = _categorical(values, idx, blank)
+    values, idx = _levels(raw.column(schema.label))
+    label_blank = pc.equal(values, "").to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+    blanks.append(label_blank)
+    is_pos = pc.equal(values, schema.positive).to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+    is_neg = pc.equal(values, schema.negative).to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+    checks.append(("unknown_label", ~(is_pos | is_neg)))
+    out[LABEL_COLUMN] = pa.array(is_pos.astype(np.int8))
+
+    empty = np.logical_and.reduce(blanks) if n else np.zeros(0, bool)
+    reasons = [("empty_line", empty)] + [(name, mask & ~empty) for name, mask in checks]
+    bad = np.zeros(n, bool)
+    for _, mask in reasons:
+        bad |= mask
+    clean = pa.table(out).filter(pa.array(~bad))
+    clean = clean.append_column(KEY_COLUMN, pa.array(row_keys(clean, schema), pa.uint64()))
+
+    bad_idx = np.flatnonzero(bad)
+    quarantine = raw.select(schema.columns).take(pa.array(bad_idx))
+    quarantine = pa.table({c: quarantine.column(c).cast(pa.string()) for c in schema.columns})
+    reason_text: list[str] = []
+    if len(bad_idx):
+        labels = np.array([name for name, _ in reasons], dtype=object)
+        matrix = np.column_stack([mask[bad_idx] for _, mask in reasons])
+        reason_text = [";".join(labels[row]) for row in matrix]
+    quarantine = quarantine.append_column("_reasons", pa.array(reason_text, pa.string()))
+    quarantine = quarantine.append_column("_source", pa.array([source] * len(bad_idx), pa.string()))
+    quarantine = quarantine.append_column("_line", pa.array(np.asarray(lines, np.int64)[bad_idx]))
+    return clean, quarantine
+
+
+def validate_partition(raw: pd.DataFrame, schema: TableSchema, source: str, lines: np.ndarray
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`validate_table` for a pandas frame of text fields; returns pandas frames."""
+    table = pa.Table.from_pandas(raw[schema.columns].astype("string"), preserve_index=False)
+    clean, quarantine = validate_table(table, schema, source, lines)
+    as_pd = {"types_mapper": lambda t: pd.StringDtype() if pa.types.is_string(t) else None}
+    clean = pa.table({c: clean.column(c).cast(clean.column(c).type.value_type)
+                      if pa.types.is_dictionary(clean.column(c).type) else clean.column(c)
+                      for c in clean.column_names})
+    return clean.to_pandas(**as_pd), quarantine.to_pandas(**as_pd)
+
+
+def reason_counts(cells: Iterable[str | None]) -> Counter[str]:
+    """Rows per reason code (the part before ':'); a row with two reasons counts in both."""
+    return Counter(code for cell in cells if cell for code in {r.split(":", 1)[0] for r in cell.split(";")})

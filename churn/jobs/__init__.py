@@ -1,0 +1,1 @@
+"""Jobs: the train and ingest jobs, wiring only (logic lives in data, modeling and tracking)."""

@@ -1,0 +1,92 @@
+"""Checks on the model side that run before the expensive work.
+
+* :func:`check_grids` — before any cluster starts: the scoring name, every grid key, and every
+  grid point against the estimators' own parameter constraints (scikit-learn validates its
+  parameters itself; this asks it without fitting).
+* :func:`check_round_trip` — before the search: a tiny fit of each family whose inference
+  pipeline must survive the skops dump-and-load that registering and serving do, so a type
+  outside the trusted list fails in seconds, not after the search.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from imblearn.pipeline import Pipeline as ImbPipeline
+from sklearn.base import BaseEstimator
+from sklearn.metrics import get_scorer_names
+from sklearn.model_selection import ParameterGrid
+
+from churn.config import ConfigError, JobSpec
+from churn.modeling.compat import validate_params
+from churn.modeling.pipeline import build_pipeline, fresh, grid_for, inference_pipeline
+from churn.serving.trusted import UntrustedModelError, dump_pipeline
+
+
+class RoundTripError(RuntimeError):
+    """A fitted pipeline would not survive saving and loading as the registered model."""
+
+
+def family_grids(job: JobSpec) -> dict[str, tuple[ImbPipeline, dict[str, list[Any]]]]:
+    """Each family's pipeline and its full grid (model grid plus the selection grid)."""
+    return {fam: (build_pipeline(job.table, fam, job.model.imbalance, job.seed),
+                  grid_for(fam, job.model.grids.get(fam), job.model.selection))
+            for fam in job.model.families}
+
+
+def check_grids(job: JobSpec) -> None:
+    """Refuse, with one message naming the key and value, any grid point an estimator rejects."""
+    if job.search.scoring not in get_scorer_names():
+        raise ConfigError(f"search.scoring: unknown scoring {job.search.scoring!r}")
+    for fam, (pipeline, grid) in family_grids(job).items():
+        valid = pipeline.get_params()
+        for key in grid:
+            if key not in valid:
+                raise ConfigError(f"model.grids.{fam}: {fam} has no parameter {key.split('__')[-1]!r}")
+        for point in ParameterGrid(grid):
+            candidate = fresh(pipeline, point)
+            for est in [candidate, *candidate.get_params().values()]:
+                if isinstance(est, BaseEstimator) and hasattr(est, "_parameter_constraints"):
+                    try:
+                        validate_params(est)
+                    except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
+                        shown = ", ".join(f"{k.removeprefix('model__')}={v!r}" for k, v in point.items())
+                        raise ConfigError(f"model.grids.{fam}: grid point ({shown}) is refused by "
+                                          f"{type(est).__name__}: {exc}") from None
+
+
+def covering_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """A few grid points that use every value of every key at least once."""
+    width = max((len(v) for v in grid.values()), default=1)
+    return [{k: v[i % len(v)] for k, v in grid.items()} for i in range(width)]
+
+
+def tiny_sample(X: pd.DataFrame, y: pd.Series, rows: int) -> tuple[pd.DataFrame, pd.Series]:
+    """About ``rows`` rows, at least 20 of each class where there are (SMOTE needs neighbours)."""
+    y = pd.Series(np.asarray(y).astype(int), index=X.index)
+    keep = []
+    for c in (0, 1):
+        idx = np.flatnonzero(y.to_numpy() == c)
+        keep.append(idx[:max(20, int(rows * len(idx) / max(len(y), 1)))])
+    picked = np.sort(np.concatenate(keep))
+    return X.iloc[picked], y.iloc[picked]
+
+
+def check_round_trip(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int) -> None:
+    """Fit every family's covering grid points on a tiny sample; each inference pipeline must
+    dump and load back with the trusted types only."""
+    Xs, ys = tiny_sample(X, y, rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "pipeline.skops")
+        for fam, (pipeline, grid) in family_grids(job).items():
+            for point in covering_points(grid):
+                fitted = fresh(pipeline, point).fit(Xs, ys)
+                try:
+                    dump_pipeline(inference_pipeline(fitted), path)
+                except UntrustedModelError as exc:
+                    raise RoundTripError(f"{fam}: the fitted model could not be saved and loaded back as the "
+                                         f"registered model ({exc}); no search was run") from None

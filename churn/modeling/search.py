@@ -1,0 +1,286 @@
+"""Hyper-parameter search with cross-validation, executed on the Dask cluster.
+
+Three strategies:
+
+* ``engine: churn`` (default) — an exact grid search that gives the same ``cv_results_``
+  scores as scikit-learn's ``GridSearchCV`` but does less work:
+
+  - the training data is scattered to the workers once;
+  - every fold's preprocessing, feature selection and SMOTE are fitted once per distinct
+    setting of those steps and reused by every model candidate on that fold (they stay on
+    the worker as a future, and the model fits are scheduled next to them);
+  - a random forest's first *k* trees are the *k*-tree forest (same ``random_state``), so one
+    forest with the largest ``n_estimators`` scores every smaller one;
+  - scikit-learn raises ``min_samples_split`` to ``2 * min_samples_leaf``, so grid points
+    that differ only below that bound are one model, fitted once.
+* ``engine: sklearn`` — scikit-learn's ``GridSearchCV`` under ``joblib.parallel_backend("dask")``.
+* ``strategy: halving`` — ``HalvingGridSearchCV`` (successive halving) under the dask
+  backend: fast and approximate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from distributed import Client
+from imblearn.pipeline import Pipeline as ImbPipeline
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+from threadpoolctl import threadpool_limits
+
+from churn.modeling.compat import forest_checked_X, safe_indexing
+from churn.modeling.plan import plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchResult:
+    """The outcome of one family's search."""
+
+    best_estimator: ImbPipeline
+    best_params: dict[str, Any]
+    best_score: float
+    cv_results: pd.DataFrame
+    seconds: float
+    n_candidates: int
+    n_fits: int = 0  # model fits really run (after sharing); candidates x folds for sklearn
+    oof_proba: np.ndarray | None = field(default=None, repr=False)  # best candidate, out of fold
+    task_seconds: float = 0.0  # compute time spent in fits (and fold preparation), summed over workers
+
+
+def folds(cv: int, seed: int) -> StratifiedKFold:
+    """The CV splitter: stratified, shuffled with the job's seed (deterministic)."""
+    return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+
+
+# --------------------------------------------------------------------------- tasks
+def _prepare_fold(prefix: list[tuple[str, Any]], params: dict[str, Any], X: Any, y: Any,
+                  train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """Fit the steps before the model on one training fold, as imblearn's Pipeline does."""
+    t0 = time.perf_counter()
+    with threadpool_limits(1):
+        Xt, yt = safe_indexing(X, train), safe_indexing(y, train)
+        Xv, yv = safe_indexing(X, test), safe_indexing(y, test)
+        for name, template in prefix:
+            own = {k.split("__", 1)[1]: v for k, v in params.items() if k.split("__", 1)[0] == name}
+            step = clone(template).set_params(**own)
+            if hasattr(step, "fit_resample"):
+                Xt, yt = step.fit_resample(Xt, yt)
+            else:
+                Xt = step.fit_transform(Xt, yt)
+                Xv = step.transform(Xv)
+    return {"X": Xt, "y": np.asarray(yt), "X_test": Xv, "y_test": np.asarray(yv),
+            "seconds": time.perf_counter() - t0}
+
+
+
+class _Scored(ClassifierMixin, BaseEstimator):
+    """Stands in for a fitted classifier whose test probabilities are already known."""
+
+    def __init__(self, classes: np.ndarray | None = None, proba: np.ndarray | None = None):
+        self.classes = classes
+        self.proba = proba
+
+    def fit(self, X: Any, y: Any) -> _Scored:  # pragma: no cover - never fitted
+        return self
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.classes
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.proba
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes.take(np.argmax(self.proba, axis=1), axis=0)
+
+
+def _forest_prefix_proba(forest: RandomForestClassifier, X: Any, sizes: list[int]) -> dict[int, np.ndarray]:
+    """predict_proba of the forests made of the first k trees, summed in tree order as sklearn does."""
+    X = forest_checked_X(forest, X)
+    total = np.zeros((X.shape[0], forest.n_classes_), dtype=np.float64)
+    out = {}
+    wanted = set(sizes)
+    for i, tree in enumerate(forest.estimators_, 1):
+        total += tree.predict_proba(X, check_input=False)
+        if i in wanted:
+            out[i] = total / i
+    return out
+
+
+def _fit_group(fold: dict[str, Any], template: Any, params: dict[str, Any], sizes: list[int] | None,
+               scoring: str) -> dict[Any, dict[str, Any]]:
+    """Fit one model (or one forest for several sizes) on a prepared fold; score on its test part."""
+    scorer = check_scoring(template, scoring=scoring)
+    with threadpool_limits(1):
+        model = clone(template).set_params(**params)
+        if sizes:
+            model.set_params(n_estimators=max(sizes))
+        t0 = time.perf_counter()
+        model.fit(fold["X"], fold["y"])
+        fit_time = time.perf_counter() - t0
+        out = {}
+        if sizes:
+            t0 = time.perf_counter()
+            probas = _forest_prefix_proba(model, fold["X_test"], sizes)
+            for k, proba in probas.items():
+                stand_in = _Scored(model.classes_, proba)
+                out[k] = {"score": float(scorer(stand_in, fold["X_test"], fold["y_test"])),
+                          "proba": proba[:, 1], "fit_time": fit_time * k / max(sizes)}
+            score_time = (time.perf_counter() - t0) / len(probas)
+            for v in out.values():
+                v["score_time"] = score_time
+                v["prepare_seconds"] = fold["seconds"]
+        else:
+            t0 = time.perf_counter()
+            score = float(scorer(model, fold["X_test"], fold["y_test"]))
+            proba = model.predict_proba(fold["X_test"])[:, 1] if hasattr(model, "predict_proba") else None
+            out[None] = {"score": score, "proba": proba, "fit_time": fit_time,
+                         "score_time": time.perf_counter() - t0, "prepare_seconds": fold["seconds"]}
+    return out
+
+
+def _refit(pipeline: ImbPipeline, params: dict[str, Any], X: Any, y: Any) -> ImbPipeline:
+    with threadpool_limits(1):
+        return clone(pipeline).set_params(**params).fit(X, y)
+
+
+# --------------------------------------------------------------------------- results
+def _cv_results(candidates: list[dict[str, Any]], scores: np.ndarray, fit_times: np.ndarray,
+                score_times: np.ndarray, apportioned: list[bool]) -> pd.DataFrame:
+    """A ``cv_results_`` table ranked exactly as scikit-learn ranks it.
+
+    ``fit_time_apportioned`` marks candidates whose fit time is their share (k / max trees) of
+    one shared forest's fit, not a fit of their own.
+    """
+    n_splits = scores.shape[1]
+    results: dict[str, Any] = {}
+    for name, arr in (("fit_time", fit_times), ("score_time", score_times)):
+        results[f"mean_{name}"] = arr.mean(axis=1)
+        results[f"std_{name}"] = arr.std(axis=1)
+    for k in sorted({k for c in candidates for k in c}):
+        results[f"param_{k}"] = [c.get(k) for c in candidates]
+    results["params"] = candidates
+    for s in range(n_splits):
+        results[f"split{s}_test_score"] = scores[:, s]
+    means = np.average(scores, axis=1)
+    results["mean_test_score"] = means
+    results["std_test_score"] = np.sqrt(np.average((scores - means[:, None]) ** 2, axis=1))
+    if np.isnan(means).all():
+        ranks = np.ones(len(means), np.int32)
+    else:
+        filled = np.where(np.isnan(means), np.nanmin(means) - 1, means)
+        ranks = rankdata(-filled, method="min").astype(np.int32)
+    results["rank_test_score"] = ranks
+    results["fit_time_apportioned"] = apportioned
+    return pd.DataFrame(results)
+
+
+# --------------------------------------------------------------------------- strategies
+def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,
+                      cv: StratifiedKFold, scoring: str, client: Client) -> SearchResult:
+    """The exact, work-sharing grid search described in the module docstring."""
+    t0 = time.perf_counter()
+    search_plan = plan(pipeline, grid)
+    candidates, groups = search_plan.candidates, search_plan.groups
+    splits = list(cv.split(X, y))
+    X_f, y_f = client.scatter([X, y], broadcast=True, hash=False)  # the data goes to the cluster once
+    prefix_steps = pipeline.steps[:-1]
+    template = pipeline.steps[-1][1]
+
+    prepared = {pk: [client.submit(_prepare_fold, prefix_steps, prefix, X_f, y_f, tr, te, pure=False)
+                     for tr, te in splits]
+                for pk, prefix in search_plan.prefixes.items()}
+    fits = {(key, s): client.submit(_fit_group, prepared[g.prefix_key][s], template, g.params, g.sizes,
+                                    scoring, pure=False, priority=-s)
+            for key, g in groups.items() for s in range(len(splits))}
+    done = dict(zip(fits, client.gather(list(fits.values())), strict=True))
+    # each prepared fold is reported by every fit that used it: count it once
+    prep_seconds = sum({(key[0], s): next(iter(out.values()))["prepare_seconds"]
+                        for (key, s), out in done.items()}.values())
+
+    n, k = len(candidates), len(splits)
+    scores, fit_t, score_t = np.full((n, k), np.nan), np.zeros((n, k)), np.zeros((n, k))
+    probas: dict[tuple[int, int], np.ndarray] = {}
+    task_seconds = prep_seconds + sum(max(v["fit_time"] + v["score_time"] for v in out.values())
+                                      for out in done.values())
+    for (key, s), out in done.items():
+        for size, members in groups[key].members.items():
+            res = out[size]
+            for i in members:
+                scores[i, s], fit_t[i, s], score_t[i, s] = res["score"], res["fit_time"], res["score_time"]
+                probas[(i, s)] = res["proba"]
+    results = _cv_results(candidates, scores, fit_t, score_t, search_plan.apportioned())
+    best = int(results["rank_test_score"].to_numpy().argmin())
+    best_params = candidates[best]
+    oof = None
+    if all(probas.get((best, s)) is not None for s in range(k)):
+        oof = np.full(len(X), np.nan)
+        for s, (_, te) in enumerate(splits):
+            oof[te] = probas[(best, s)]
+    fitted = client.submit(_refit, pipeline, best_params, X_f, y_f, pure=False).result()
+    for fut in prepared.values():
+        client.cancel(fut)
+    seconds = time.perf_counter() - t0
+    return SearchResult(fitted, dict(best_params), float(results["mean_test_score"][best]), results, seconds,
+                        n, n_fits=len(fits), oof_proba=oof, task_seconds=task_seconds)
+
+
+def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,
+                   cv: StratifiedKFold, scoring: str, client: Client | None, halving: bool = False,
+                   seed: int = 0) -> SearchResult:
+    """scikit-learn's (halving) grid search with every fit running on ``client``'s workers.
+
+    GridSearchCV keeps no out-of-fold predictions, so the best candidate is fitted once more
+    per fold (``cross_val_predict`` on the same folds) to get them: the decision threshold is
+    then chosen on rows the model was not fitted on, as with the churn engine.
+    """
+    if halving:
+        from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+        from sklearn.model_selection import HalvingGridSearchCV
+
+        search: Any = HalvingGridSearchCV(pipeline, grid, cv=cv, scoring=scoring, n_jobs=-1, refit=True,
+                                          random_state=seed, error_score="raise")
+    else:
+        search = GridSearchCV(pipeline, grid, cv=cv, scoring=scoring, n_jobs=-1, refit=True, error_score="raise")
+    t0 = time.perf_counter()
+    backend = (joblib.parallel_backend("dask", client=client, scatter=[X, y]) if client is not None
+               else contextlib.nullcontext())
+    with backend:
+        search.fit(X, y)
+        best = clone(pipeline).set_params(**search.best_params_)
+        oof = cross_val_predict(best, X, y, cv=cv, method="predict_proba", n_jobs=-1)[:, 1]
+    results = pd.DataFrame(search.cv_results_).assign(fit_time_apportioned=False)
+    n_splits = cv.get_n_splits()
+    n_fits = (len(results) if not halving else int(sum(search.n_candidates_))) * n_splits + n_splits
+    task_seconds = float(((results["mean_fit_time"] + results["mean_score_time"]) * n_splits).sum())
+    return SearchResult(search.best_estimator_, dict(search.best_params_), float(search.best_score_), results,
+                        time.perf_counter() - t0, len(results), n_fits=n_fits, oof_proba=oof,
+                        task_seconds=task_seconds)
+
+
+def grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *, cv: int,
+                scoring: str, seed: int, client: Client | None, engine: str = "churn",
+                strategy: str = "grid") -> SearchResult:
+    """Search ``grid`` for ``pipeline`` with ``cv``-fold stratified CV; see the module docstring."""
+    splitter = folds(cv, seed)
+    y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
+    if strategy == "halving" or engine == "sklearn" or client is None:
+        result = sklearn_search(pipeline, grid, X, y, cv=splitter, scoring=scoring, client=client,
+                                halving=strategy == "halving", seed=seed)
+    else:
+        result = churn_grid_search(pipeline, grid, X, y, cv=splitter, scoring=scoring, client=client)
+    log.info("search: %d candidates x %d folds (%d fits) in %.1fs; best %s %.4f", result.n_candidates, cv,
+             result.n_fits, result.seconds, scoring, result.best_score)
+    return result

@@ -1,0 +1,52 @@
+"""Saving and loading the fitted inference pipeline with skops, trusting only a fixed list of types.
+
+The list is code, not a setting: a serving host's environment cannot widen what a model file
+may instantiate. The saved pipeline holds no resampling step (samplers do nothing at predict
+time, and a fitted SMOTE carries data-dependent neighbour trees), so the list needs no
+data-dependent types. The train job checks the round trip on a tiny fit before its search.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import skops.io as sio
+
+# Beyond skops' defaults (scikit-learn's estimators, NumPy arrays and builtins): the inner
+# objects of the estimators churn fits, and churn's own feature steps.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "numpy.dtype",
+    "scipy.sparse._csr.csr_matrix",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "churn.modeling.features.TableCoercer",
+    "churn.modeling.features.CorrelationFilter",
+    "churn.modeling.features.ImportanceSelector",
+)
+
+
+class UntrustedModelError(ValueError):
+    """A model file names types outside :data:`TRUSTED_TYPES`; nothing from it was loaded."""
+
+
+def untrusted_types(path: str) -> list[str]:
+    """Types the file at ``path`` would instantiate that are neither skops defaults nor trusted here."""
+    return sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+
+
+def load_pipeline(path: str) -> Any:
+    """Load a pipeline saved by :func:`dump_pipeline`; refuse, before running anything, one that
+    needs a type outside the trusted list."""
+    extra = untrusted_types(path)
+    if extra:
+        raise UntrustedModelError(f"{path} needs types that are not trusted: {', '.join(extra)}")
+    return sio.load(path, trusted=list(TRUSTED_TYPES))
+
+
+def dump_pipeline(pipeline: Any, path: str) -> None:
+    """Save ``pipeline`` with skops, then load it back the way serving will (the check that counts)."""
+    sio.dump(pipeline, path)
+    load_pipeline(path)

@@ -1,0 +1,106 @@
+"""Evaluation pictures (matplotlib, no screen needed). Each function returns a Figure.
+
+The curves are scikit-learn's ``*Display`` objects; lift/gains, importance and the family box
+plot have no Display in scikit-learn, so they are drawn here.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.calibration import CalibrationDisplay  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+)
+
+
+def _fig(title: str) -> tuple[Figure, plt.Axes]:
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def roc(y: np.ndarray, p: np.ndarray) -> Figure:
+    fig, ax = _fig("ROC curve (test split)")
+    RocCurveDisplay.from_predictions(y, p, name="model", ax=ax, plot_chance_level=True)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (recall)")
+    return fig
+
+
+def pr(y: np.ndarray, p: np.ndarray) -> Figure:
+    fig, ax = _fig("Precision-recall curve (test split)")
+    PrecisionRecallDisplay.from_predictions(y, p, name="model", ax=ax, plot_chance_level=True)
+    ax.legend(loc="upper right")
+    return fig
+
+
+def calibration(y: np.ndarray, p: np.ndarray, brier: float) -> Figure:
+    fig, ax = _fig(f"Calibration, test split (Brier {brier:.3f})")
+    CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", name="model", ax=ax)
+    ax.set_xlabel("mean predicted churn probability")
+    ax.set_ylabel("observed churn rate")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def lift_gains(lift: pd.DataFrame) -> Figure:
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    a1.bar(lift["decile"], lift["lift"], color="tab:blue")
+    a1.axhline(1, ls="--", color="grey")
+    a1.set_title("Lift by score decile")
+    a1.set_xlabel("decile (1 = highest scores)")
+    a1.set_ylabel("lift over base rate")
+    frac = np.r_[0, lift["rows"].cumsum() / lift["rows"].sum()]
+    a2.plot(frac, np.r_[0, lift["cumulative_gain"]], "o-", lw=2, label="model")
+    a2.plot([0, 1], [0, 1], "--", color="grey", label="random")
+    a2.set_title("Cumulative gains")
+    a2.set_xlabel("share of customers contacted")
+    a2.set_ylabel("share of churners reached")
+    a2.legend(loc="lower right")
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(matrix: list[list[int]], threshold: float) -> Figure:
+    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=110)
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=["stay", "churn"]).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format=",")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(f"Confusion matrix at threshold {threshold:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def importance(names: list[str], means: np.ndarray, stds: np.ndarray, top: int = 15) -> Figure:
+    order = np.argsort(means)[::-1][:top][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.2), dpi=110)
+    ax.barh([names[i] for i in order], means[order], xerr=stds[order], color="tab:green")
+    ax.set_xlabel("drop in ROC AUC when the column is shuffled")
+    ax.set_title("Permutation feature importance (test split)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def family_scores(scores: dict[str, np.ndarray], metric: str) -> Figure:
+    """Box plot of every candidate's mean CV score, per family."""
+    names = list(scores)
+    fig, ax = _fig(f"CV {metric} by model family (all candidates)")
+    ax.boxplot([scores[n] for n in names], showmeans=True)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=20)
+    ax.set_ylabel(f"mean CV {metric}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,67 @@
+"""The registered model: the inference pipeline logged as a pyfunc model, and its alias."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
+
+import churn.serving
+from churn.config import TableSchema
+from churn.serving.pyfunc import predict_frame
+from churn.serving.trusted import dump_pipeline
+
+MODEL_CODE = Path(churn.serving.__file__).parent / "model_code.py"  # MLflow models-from-code file
+
+# what the registered model needs to load and predict (no dask, no pydantic, no imbalanced-learn)
+SERVING_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy", "mlflow")
+
+
+def requirements() -> list[str]:
+    """The serving requirements pinned at the versions the model was trained with."""
+    return [f"{p}=={version(p)}" for p in SERVING_REQUIREMENTS]
+
+
+def log_model(pipeline: Pipeline, example: pd.DataFrame, threshold: float, registered_name: str) -> Any:
+    """Log the fitted inference pipeline as a pyfunc model with signature and example; register it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "pipeline.skops")
+        dump_pipeline(pipeline, path)
+        output = predict_frame(pipeline, example, threshold)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*integer column.*")
+            signature = infer_signature(example, output)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            model_config={"threshold": float(threshold)},
+            artifacts={"pipeline": path},
+            signature=signature,
+            input_example=example,
+            registered_model_name=registered_name,
+            pip_requirements=requirements(),
+        )
+
+
+def set_alias(name: str, alias: str, version: str | int) -> None:
+    """Point ``models:/name@alias`` at ``version``."""
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def input_example(rows: pd.DataFrame, schema: TableSchema, n: int = 5) -> pd.DataFrame:
+    """A few complete feature rows typed as a caller sends them (integer columns as int64)."""
+    example = rows[schema.features].dropna().head(n).reset_index(drop=True)
+    for col, rule in schema.numeric.items():
+        if rule.integer and not rule.nullable:
+            example[col] = example[col].astype("int64")
+    for col in schema.categorical:
+        example[col] = example[col].astype(object)
+    return example

@@ -1,0 +1,131 @@
+"""The layout of a train run in MLflow.
+
+One parent run per job in the job's experiment, opened when the job starts (so a failure or a
+SIGTERM leaves it FAILED, never RUNNING) and tagged with the stage it is in; one child run per
+model family with its ``cv_results_``; the champion's parameters, metrics, report, plots and
+the registered model on the parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+
+from churn.config import JobSpec
+from churn.config.families import imbalance_used
+from churn.data.manifest import Manifest
+from churn.modeling.evaluate import Evaluation, Threshold
+from churn.modeling.search import SearchResult
+from churn.tracking import plots
+from churn.tracking.store import ensure_experiment
+
+STAGE_TAG = "churn.stage"
+
+
+@contextlib.contextmanager
+def parent_run(uri: str, job: JobSpec, job_file: str | None) -> Iterator[mlflow.ActiveRun]:
+    """Open the job's run (FAILED if the block raises, also on SIGTERM turned into an exception)."""
+    exp_id = ensure_experiment(uri, job.tracking.experiment)
+    with mlflow.start_run(experiment_id=exp_id, run_name=job.name) as run:
+        mlflow.log_params({"families": ",".join(job.model.families), "imbalance": job.model.imbalance,
+                           "seed": job.seed, "cv": job.search.cv, "scoring": job.search.scoring,
+                           "engine": job.search.engine, "strategy": job.search.strategy,
+                           "test_fraction": job.split.test, "validation_fraction": job.split.validation,
+                           **{f"economics_{k}": v for k, v in job.evaluation.economics.model_dump().items()}})
+        mlflow.log_dict(job.as_dict(), "job/job.yaml")
+        if job_file:
+            mlflow.log_artifact(job_file, "job")
+        yield run
+
+
+def set_stage(stage: str) -> None:
+    """Record the stage the run is in (read by people and by ``churn status``)."""
+    mlflow.set_tag(STAGE_TAG, stage)
+
+
+def log_seconds(seconds: dict[str, float]) -> None:
+    """Wall time of each stage."""
+    mlflow.log_metrics({f"seconds_{k}": v for k, v in seconds.items()})
+
+
+def _cv_table(res: SearchResult, folder: str) -> str:
+    path = Path(folder) / "cv_results.csv"
+    res.cv_results.assign(params=res.cv_results["params"].astype(str)).to_csv(path, index=False)
+    return str(path)
+
+
+def log_family(job: JobSpec, fam: str, res: SearchResult) -> None:
+    """One nested run per family: its best parameters, CV score and ``cv_results_``."""
+    with mlflow.start_run(run_name=fam, nested=True):
+        mlflow.set_tags({"family": fam, "imbalance": imbalance_used(fam, job.model.imbalance)})
+        mlflow.log_params({f"best_{k.removeprefix('model__')}": v for k, v in res.best_params.items()})
+        mlflow.log_metrics({f"cv_{job.search.scoring}": res.best_score, "search_seconds": res.seconds,
+                            "candidates": res.n_candidates, "fits": res.n_fits})
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_artifact(_cv_table(res, tmp), "search")
+
+
+def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchResult], champion: str,
+                 test: Evaluation, rows: dict[str, int], threshold: Threshold, kept: list[str]) -> None:
+    """The champion's parameters and metrics, the data counts and the evaluation artifacts."""
+    best = families[champion]
+    mlflow.set_tags({"champion_family": champion, "imbalance": imbalance_used(champion, job.model.imbalance),
+                     "dataset": manifest.dataset, "threshold_source": threshold.source})
+    mlflow.log_params({"champion_family": champion,
+                       **{f"best_{k.removeprefix('model__')}": v for k, v in best.best_params.items()}})
+    mlflow.log_metrics({
+        f"cv_{job.search.scoring}": best.best_score,
+        "search_rows": rows["search"],
+        "train_rows": rows["train"],
+        "search_sample_fraction": rows["search"] / max(rows["train"], 1),
+        "test_rows": rows["test"],
+        "rows_read": manifest.rows_read,
+        "rows_kept": manifest.rows_kept,
+        "rows_quarantined": manifest.rows_quarantined,
+        "duplicates_removed": manifest.duplicates_removed,
+        "decision_threshold": threshold.value,
+        "features_kept": len(kept),
+        **{f"cv_{job.search.scoring}_{f}": r.best_score for f, r in families.items()},
+    })
+    mlflow.log_metrics({f"test_{k}": v for k, v in test.metrics.items()})
+    mlflow.log_dict(manifest.to_dict(), "data/manifest.json")
+    mlflow.log_dict({"features": kept}, "model/kept_features.json")
+    mlflow.log_text(test.report, "evaluation/classification_report.txt")
+    mlflow.log_dict({"labels": ["stay", "churn"], "threshold": threshold.value, "matrix": test.confusion},
+                    "evaluation/confusion_matrix.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        lift_path = Path(tmp) / "lift_by_decile.csv"
+        test.lift.to_csv(lift_path, index=False)
+        mlflow.log_artifact(str(lift_path), "evaluation")
+        mlflow.log_artifact(_cv_table(best, tmp), "search")
+
+
+def log_plots(job: JobSpec, families: dict[str, SearchResult], test: Evaluation,
+              importance: pd.DataFrame | None) -> None:
+    """The evaluation pictures; ``importance`` (feature, mean, std) adds the permutation plot."""
+    m = test.metrics
+    figures = {
+        "roc.png": plots.roc(test.y_true, test.y_score),
+        "precision_recall.png": plots.pr(test.y_true, test.y_score),
+        "calibration.png": plots.calibration(test.y_true, test.y_score, m["brier"]),
+        "lift_gains.png": plots.lift_gains(test.lift),
+        "confusion_matrix.png": plots.confusion(test.confusion, m["threshold"]),
+        "cv_score_by_family.png": plots.family_scores(
+            {f: r.cv_results["mean_test_score"].to_numpy() for f, r in families.items()}, job.search.scoring),
+    }
+    if importance is not None:
+        figures["permutation_importance.png"] = plots.importance(
+            importance["feature"].tolist(), importance["mean"].to_numpy(np.float64),
+            importance["std"].to_numpy(np.float64))
+        mlflow.log_dict({r.feature: {"mean": float(r.mean), "std": float(r.std)} for r in importance.itertuples()},
+                        "evaluation/permutation_importance.json")
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"plots/{name}")
+        plt.close(fig)

@@ -1,0 +1,97 @@
+"""The MLflow tracking store: which one, whether it can be used, and the experiment.
+
+With no tracking URI configured (job spec or ``MLFLOW_TRACKING_URI``), runs go to an
+embedded store in the current directory: a SQLite file plus a local artifact folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+from dask.utils import parse_timedelta
+
+from churn.config import TrackingSpec, setting
+
+log = logging.getLogger(__name__)
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used."""
+
+
+def resolve_uri(spec: TrackingSpec) -> str:
+    """Job spec URI, else ``MLFLOW_TRACKING_URI``, else a SQLite store in the current directory."""
+    if spec.uri:
+        return spec.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return "sqlite:///" + str(Path(setting("tracking.default-store")).resolve())
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, naming the URI, when the store cannot be used: a tracking server that does
+    not answer, or a local database or artifact folder that cannot be written."""
+    if uri.startswith(("http://", "https://")):
+        check_reachable(uri)
+        return
+    folders = []
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        folders = [db.parent, artifact_root(uri)]
+    elif uri.startswith("file:") or "://" not in uri:
+        folders = [Path(uri.removeprefix("file://")).resolve()]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".churn-write-check-"):
+                pass
+        except OSError as exc:
+            raise TrackingError(f"tracking store {uri}: cannot write to {folder}: "
+                                f"{exc.strerror or exc}") from None
+
+
+def check_reachable(uri: str, timeout: float | None = None) -> None:
+    """Fail fast, with the URI in the message, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    timeout = parse_timedelta(setting("tracking.reachable-timeout")) if timeout is None else timeout
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - configured URI
+            if resp.status != 200:
+                raise TrackingError(f"MLflow tracking server at {uri} answered {resp.status} on /health")
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise TrackingError(f"cannot reach MLflow tracking server at {uri}: {exc}") from None
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Point mlflow at ``uri`` and return the experiment id, creating it when needed."""
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = artifact_root(uri)
+    return mlflow.create_experiment(name, artifact_location=location.as_uri() if location else None)
+
+
+def artifact_root(uri: str) -> Path | None:
+    """For a SQLite store: the artifact folder beside the database file; else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()  # sqlite:////abs and sqlite:///rel alike
+    return db.parent / setting("tracking.default-artifacts")
+
+
+def ui_hint(uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    root = artifact_root(uri)
+    if root is None:
+        return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+    return (f".venv/bin/mlflow ui --backend-store-uri {uri} --default-artifact-root {root} "
+            "--host 127.0.0.1 --port 5000")

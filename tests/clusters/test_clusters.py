@@ -1,0 +1,91 @@
+"""Getting a cluster: LocalCluster from a spec, or an existing scheduler started as processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from churn.clusters import ClusterError, cluster_client
+from churn.config import ClusterSpec
+from churn.data.ingest import ingest
+from churn.data.split import load_splits, search_sample
+from churn.modeling.pipeline import build_pipeline, grid_for
+from churn.modeling.search import grid_search
+from tests.conftest import job_spec
+
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+@pytest.fixture
+def scheduler_address(tmp_path):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, stopped afterwards."""
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(subprocess.Popen([DASK, "worker", "--scheduler-file", str(sched_file), "--host",
+                                           "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                                           "--memory-limit", "2GiB"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+        import json
+
+        address = json.loads(sched_file.read_text())["address"]
+        yield address
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_search_runs_on_an_existing_scheduler(scheduler_address, tmp_path, telco_subset):
+    """Connect by address over TCP; the grid search's fits run on both worker processes."""
+
+    job = job_spec(tmp_path, telco_subset, "search.cv=3")
+    with cluster_client(address=scheduler_address) as client:
+        client.wait_for_workers(2, timeout=60)
+        from distributed import get_task_stream
+
+        ds = ingest(job, client)
+        ddf = load_splits(str(ds.data_path), job.split, job.seed)
+        train, _ = search_sample(ddf[ddf["_split"] == "train"], job.search.max_rows, job.seed, client)
+        pipe = build_pipeline(job.table, "random_forest", "smote", job.seed)
+        with get_task_stream(client) as stream:
+            res = grid_search(pipe, grid_for("random_forest", {"n_estimators": [10, 20]}),
+                              train[job.table.features], train["_label"], cv=3, scoring="roc_auc",
+                              seed=job.seed, client=client)
+        used = {t["worker"] for t in stream.data if str(t["key"]).startswith("_fit_group")}
+        assert used == set(client.scheduler_info()["workers"])
+        assert len(used) == 2
+        assert 0.5 < res.best_score <= 1
+
+
+def test_unreachable_scheduler_fails_fast():
+    """A scheduler address where nothing listens gets a clear error within the timeout."""
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterError, match=r"cannot reach Dask scheduler at tcp://127.0.0.1:9 within 2s"):
+        with cluster_client(address="tcp://127.0.0.1:9", timeout="2s"):
+            pass
+    assert time.perf_counter() - t0 < 30
+
+
+def test_local_cluster_closes_when_startup_fails():
+    """A LocalCluster that cannot start raises ClusterError and leaves nothing running."""
+    with pytest.raises(ClusterError, match="cannot start LocalCluster"):
+        with cluster_client(ClusterSpec(host="203.0.113.1", n_workers=1, dashboard_address=None)):
+            pass

@@ -1,0 +1,187 @@
+"""Ingest on a real LocalCluster: counts reconcile, duplicates go, drift fails before reading."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from distributed import get_task_stream
+
+from churn.data.generate import generate
+from churn.data.ingest import SchemaDriftError, ingest
+from churn.data.manifest import IngestError
+from churn.data.split import load_splits
+from tests.conftest import ROOT, TELCO, job_spec
+
+
+def test_telco_ingest_reconciles_and_keeps_blanks(client, tmp_path):
+    """All 7,043 Telco rows are kept; the 11 blank TotalCharges are NaN in the Parquet data."""
+    ds = ingest(job_spec(tmp_path, TELCO), client)
+    man = ds.manifest
+    assert man.rows_read == 7043
+    assert man.rows_read == man.rows_kept + man.rows_quarantined + man.duplicates_removed
+    assert man.rows_kept == 7043
+    data = pd.read_parquet(ds.data_path)
+    assert len(data) == 7043
+    assert data["TotalCharges"].isna().sum() == 11
+    assert json.loads((ds.root / "manifest.json").read_text())["files"][0]["sha256"] == (
+        "16320c9c1ec72448db59aa0a26a0b95401046bef5d02fd3aeb906448e3055e91")
+
+
+def test_duplicate_ids_are_removed_first_kept(client, tmp_path):
+    """A repeated customerID is removed; the first occurrence (by file and line) stays."""
+    lines = TELCO.read_text().splitlines(keepends=True)
+    dup = lines[5].replace(",No\n", ",Yes\n") if lines[5].endswith(",No\n") else lines[5]
+    src = tmp_path / "dups.csv"
+    src.write_text(lines[0] + "".join(lines[1:300]) + dup + lines[7])
+    ds = ingest(job_spec(tmp_path, src, "data.blocksize=4096"), client)
+    man = ds.manifest
+    assert man.partitions > 5  # small blocks: the duplicates sit in other partitions
+    assert man.rows_read == 301
+    assert man.duplicates_removed == 2
+    assert man.rows_kept == 299
+    data = pd.read_parquet(ds.data_path)
+    assert data["customerID"].is_unique
+    first = lines[5].split(",")[0]
+    assert data.loc[data["customerID"] == first, "_label"].item() == int(lines[5].rstrip().endswith("Yes"))
+
+
+def test_file_without_declared_columns_is_refused(client, tmp_path):
+    """A file lacking a declared column is refused, naming the file and the column."""
+    frame = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(20).drop(columns=["Contract"])
+    src = tmp_path / "no-contract.csv"
+    frame.to_csv(src, index=False)
+    with pytest.raises(SchemaDriftError, match=r"no-contract.csv: missing column\(s\) Contract"):
+        ingest(job_spec(tmp_path, src), client)
+    assert not (tmp_path / "datasets").exists() or not any((tmp_path / "datasets").iterdir())
+
+
+# --------------------------------------------------------------------------- generated data
+INGEST_JOB = ROOT / "jobs" / "ingest.yaml"
+
+
+@pytest.fixture(scope="module")
+def dirty_files(tmp_path_factory):
+    """30,000 generated rows over 3 files with 3 % known faults (every kind)."""
+    out = tmp_path_factory.mktemp("dirty")
+    generate(out, rows=30_000, files=3, seed=11, dirty=0.03)
+    return out
+
+
+def test_dirty_data_exact_counts_per_reason(client, tmp_path, dirty_files):
+    """Each fault kind is found exactly as often as it was injected; counts reconcile."""
+    expected = json.loads((dirty_files / "expected.json").read_text())
+    job = job_spec(tmp_path, f"{dirty_files}/*.csv", "data.blocksize=200000", base=INGEST_JOB)
+    ds = ingest(job, client)
+    man = ds.manifest
+    assert man.partitions > 6
+    assert man.rows_read == 30_000
+    assert man.quarantined_by_reason == expected["quarantined_by_reason"]
+    assert man.rows_quarantined == expected["rows_quarantined"]
+    assert man.duplicates_removed == expected["duplicates_removed"]
+    assert man.rows_kept == expected["rows_kept"]
+    assert man.rows_read == man.rows_kept + man.rows_quarantined + man.duplicates_removed
+
+    quarantine = pd.read_parquet(ds.quarantine_path)
+    assert len(quarantine) == expected["rows_quarantined"]
+    # every quarantined row names its file and physical line, and that line holds the row
+    sample = quarantine.sample(40, random_state=0)
+    for _, row in sample.iterrows():
+        line = open(row["_source"]).read().split("\n")[row["_line"] - 1]
+        if row["_reasons"] == "wrong_field_count":
+            assert line == row["_raw"]
+        else:
+            assert line.split(",")[0] == (row["customerID"] or "")
+    data = pd.read_parquet(ds.data_path)
+    assert len(data) == expected["rows_kept"]
+    assert data["customerID"].is_unique
+
+
+def test_bad_row_budget_aborts_and_publishes_nothing(client, tmp_path, dirty_files):
+    """Over the budget: an error with the counts, and no dataset on disk."""
+    job = job_spec(tmp_path, f"{dirty_files}/*.csv", "data.max_bad_fraction=0.01", base=INGEST_JOB)
+    with pytest.raises(IngestError, match=r"bad-row budget exceeded: \d+ of 30000 rows"):
+        ingest(job, client)
+    assert list((tmp_path / "datasets").iterdir()) == []
+
+
+def test_schema_drift_fails_before_any_data_is_read(client, tmp_path, dirty_files):
+    """One drifted file among good ones: refused by its header, no task runs on the cluster."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in sorted(dirty_files.glob("*.csv")):
+        (src / f.name).write_bytes(f.read_bytes())
+    lines = (src / "churn-0001.csv").read_text().split("\n")
+    lines[0] = lines[0].replace("PaymentMethod", "PayMethod")
+    (src / "churn-0001.csv").write_text("\n".join(lines))
+    job = job_spec(tmp_path, f"{src}/*.csv", base=INGEST_JOB)
+    with get_task_stream(client) as stream:
+        with pytest.raises(SchemaDriftError) as err:
+            ingest(job, client)
+    msg = str(err.value)
+    assert "churn-0001.csv: missing column(s) PaymentMethod" in msg
+    assert "churn-0001.csv: unexpected column(s) PayMethod" in msg
+    assert "churn-0000.csv" not in msg
+    assert stream.data == []
+
+
+def test_rerun_on_unchanged_inputs_reuses_the_dataset(client, tmp_path, dirty_files):
+    """The second ingest reuses the published dataset untouched; a changed file rebuilds."""
+    job = job_spec(tmp_path, f"{dirty_files}/*.csv", base=INGEST_JOB)
+    first = ingest(job, client)
+    stamp = (first.root / "manifest.json").stat().st_mtime_ns
+    second = ingest(job, client)
+    assert second.reused and second.root == first.root
+    assert (second.root / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_killed_run_leaves_nothing_a_later_run_trusts(tmp_path):
+    """SIGKILL mid-ingest: no dataset is published; the next run cleans up and completes."""
+    src = tmp_path / "big"
+    generate(src, rows=400_000, files=2, seed=5, dirty=0.01)
+    out = tmp_path / "datasets"
+    args = [sys.executable, "-m", "churn.cli", "ingest", str(INGEST_JOB), "--set", f"data.source={src}/*.csv",
+            "--set", f"data.output={out}", "--set", "data.blocksize=1000000"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        staging = list(out.glob(".staging-*/data/*.parquet")) if out.exists() else []
+        if len(staging) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert staging, "ingest never reached the writing stage"
+    assert not list(out.glob("dataset-*")), "a killed run published a dataset"
+    assert list(out.glob(".staging-*"))
+
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not list(out.glob(".staging-*"))
+    [dataset] = list(out.glob("dataset-*"))
+    man = json.loads((dataset / "manifest.json").read_text())
+    expected = json.loads((src / "expected.json").read_text())
+    assert man["rows_kept"] == expected["rows_kept"]
+
+
+def test_split_is_stable_when_files_are_appended(client, tmp_path):
+    """Customers keep their split when a new file joins the source."""
+    src = tmp_path / "src"
+    generate(src, rows=6_000, files=2, seed=2)
+    first = src / "churn-0000.csv"
+    only = job_spec(tmp_path / "one", first, base=INGEST_JOB)
+    both = job_spec(tmp_path / "two", f"{src}/*.csv", base=INGEST_JOB)
+    for job in (only, both):
+        job.split.validation = 0.1
+    a, b = (load_splits(str(ingest(j, client).data_path), j.split, j.seed).compute().set_index("customerID")["_split"]
+            for j in (only, both))
+    assert len(b) == 6_000 and len(a) == 3_000
+    assert (b.loc[a.index] == a).all()
+    assert set(a.unique()) == {"train", "validation", "test"}

@@ -1,0 +1,136 @@
+"""End to end: a Telco subset trained on the cluster, tracked and registered in MLflow."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+from distributed import get_task_stream
+
+from churn.config import JobSpec
+from churn.data.generate import generate
+from churn.data.ingest import ingest
+from churn.data.split import load_splits, search_sample
+from churn.jobs.train import run
+from tests.conftest import ROOT, job_spec
+
+
+def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, telco_subset):
+    """The run logs params, metrics and artifacts; models:/customer-churn@champion predicts raw rows."""
+    job = job_spec(tmp_path, telco_subset, "search.cv=3", "model.families=[random_forest]",
+                   "model.grids={random_forest: {n_estimators: [10, 30], min_samples_leaf: [1, 4]}}")
+    with get_task_stream(client) as stream:
+        result = run(job, client)
+
+    # the CV fits ran as tasks on the cluster's workers
+    workers = set(client.scheduler_info()["workers"])
+    fits = [t for t in stream.data if str(t["key"]).startswith("_fit_group")]
+    assert len(fits) == 2 * 3  # two leaf sizes x three folds; n_estimators share one forest
+    assert {t["worker"] for t in fits} <= workers
+
+    n_rows = len(telco_subset.read_text().splitlines()) - 1
+    assert result.rows["train"] + result.rows["test"] == n_rows == 1506
+    assert 0.5 < result.test.metrics["roc_auc"] <= 1
+    assert 0 < result.test.metrics["pr_auc"] <= 1
+    assert len(result.search.cv_results) == 4
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_data = mlflow.get_run(result.run_id).data
+    assert run_data.params["champion_family"] == "random_forest"
+    assert abs(run_data.metrics["test_roc_auc"] - result.test.metrics["roc_auc"]) < 1e-12
+    assert "cv_roc_auc" in run_data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "search")}
+    assert "search/cv_results.csv" in artifacts
+    report = mlflow.artifacts.load_text(f"runs:/{result.run_id}/evaluation/classification_report.txt")
+    assert "churn" in report and "precision" in report
+
+    model = mlflow.pyfunc.load_model("models:/customer-churn@champion")
+    assert model.metadata.signature is not None
+    raw = pd.read_csv(telco_subset, na_values=[" "]).head(25).drop(columns=["customerID", "Churn"])
+    out = model.predict(raw)
+    assert list(out.columns) == ["probability", "decision"]
+    assert len(out) == 25
+    assert out["probability"].between(0, 1).all()
+    expected = result.search.best_estimator.predict_proba(raw)[:, 1]
+    assert (abs(out["probability"].to_numpy() - expected) < 1e-12).all()
+    assert (out["decision"] == (expected >= result.threshold.value).astype(int)).all()
+    assert abs(run_data.metrics["decision_threshold"] - result.threshold.value) < 1e-12
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert {"plots/roc.png", "plots/precision_recall.png", "plots/calibration.png", "plots/lift_gains.png",
+            "plots/confusion_matrix.png", "plots/permutation_importance.png",
+            "plots/cv_score_by_family.png"} <= plots
+    version = mlflow.MlflowClient().get_model_version_by_alias("customer-churn", "champion")
+    assert version.run_id == result.run_id
+
+
+def test_same_seed_same_split_and_search(client, tmp_path, telco_subset):
+    """Same data, config and seed give the same rows in each split and the same CV scores."""
+    grid = "model.grids={random_forest: {n_estimators: [10], min_samples_leaf: [1, 2]}}"
+    args = ("search.cv=2", "model.families=[random_forest]", "evaluation.plots=false", grid)
+    a = run(job_spec(tmp_path / "a", telco_subset, *args), client)
+    b = run(job_spec(tmp_path / "b", telco_subset, *args), client)
+    assert a.rows == b.rows
+    assert (a.test.y_true == b.test.y_true).all()
+    assert a.search.cv_results["mean_test_score"].tolist() == b.search.cv_results["mean_test_score"].tolist()
+
+
+def test_mlc_job_trains_by_config_only(client, tmp_path):
+    """jobs/train-mlc.yaml (no id column, yes/no label, 51 states) trains and registers."""
+
+    job = job_spec(tmp_path, ROOT / "data" / "mlc" / "mlc_churn.csv", "search.cv=3", "evaluation.plots=false",
+                   "model.grids={random_forest: {n_estimators: [30], min_samples_leaf: [2]}, "
+                   "hist_gradient_boosting: {max_iter: [50]}}", base=ROOT / "jobs" / "train-mlc.yaml")
+    result = run(job, client)
+    man = result.dataset.manifest
+    assert man.rows_read == man.rows_kept == 5000
+    assert man.id_column is None
+    assert result.rows["train"] + result.rows["test"] == 5000
+    assert abs(result.test.metrics["positive_rate"] - 0.1414) < 0.03
+    assert result.test.metrics["roc_auc"] > 0.8
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/customer-churn-mlc@champion")
+    rows = pd.read_csv(ROOT / "data" / "mlc" / "mlc_churn.csv").head(10).drop(columns=["churn"])
+    assert model.predict(rows)["probability"].between(0, 1).all()
+
+
+def test_search_sample_is_stratified_exact_and_deterministic(client, tmp_path):
+    """Over search.max_rows, the sample has exactly max_rows rows, keeps the class ratio, repeats."""
+
+
+    src = tmp_path / "src"
+    generate(src, rows=8_000, files=2, seed=9)
+    job = job_spec(tmp_path, f"{src}/*.csv", "search.max_rows=1000", base=ROOT / "jobs" / "ingest.yaml")
+    ddf = load_splits(str(ingest(job, client).data_path), job.split, job.seed)
+    train = ddf[ddf["_split"] == "train"]
+    a, n_train = search_sample(train, job.search.max_rows, job.seed, client)
+    b, _ = search_sample(train, job.search.max_rows, job.seed, client)
+    full = train.compute()
+    assert n_train == len(full) > 1000
+    assert abs(len(a) - 1000) <= 1
+    assert abs(a["_label"].mean() - full["_label"].mean()) < 0.002
+    assert a["customerID"].tolist() == b["customerID"].tolist()
+    assert set(a["customerID"]) <= set(full["customerID"])
+
+
+def test_all_numeric_table_with_smote_registers_a_loadable_model(client, tmp_path):
+    """Dense numeric features (SMOTE's neighbours use a KD-tree): the job registers a model that loads."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.normal(size=(900, 6)).round(4), columns=[f"f{i}" for i in range(6)])
+    frame["churn"] = np.where(frame["f0"] + rng.normal(scale=0.7, size=900) > 1.0, "yes", "no")
+    src = tmp_path / "numeric.csv"
+    frame.to_csv(src, index=False)
+    job = JobSpec.model_validate({
+        "data": {"source": str(src), "output": str(tmp_path / "ds")},
+        "schema": {"id": None, "label": "churn", "positive": "yes", "negative": "no",
+                   "numeric": [f"f{i}" for i in range(6)]},
+        "model": {"families": ["random_forest"], "imbalance": "smote",
+                  "grids": {"random_forest": {"n_estimators": [10], "min_samples_leaf": [2]}}},
+        "search": {"cv": 3}, "evaluation": {"plots": False},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "registered_model": "numeric-churn"},
+    })
+    result = run(job, client)
+    assert "smote" not in result.model.named_steps
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/numeric-churn@champion")
+    out = model.predict(frame.drop(columns="churn").head(20))
+    np.testing.assert_allclose(out["probability"], result.model.predict_proba(frame.head(20))[:, 1], atol=1e-12)

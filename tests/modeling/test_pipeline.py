@@ -1,0 +1,126 @@
+"""The model pipeline: SMOTE resamples only the training part of each CV fold."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import GridSearchCV
+
+from churn.config import load_job
+from churn.config.families import FAMILY_NAMES
+from churn.data.validate import validate_partition
+from churn.modeling.features import CorrelationFilter, ImportanceSelector
+from churn.modeling.pipeline import build_pipeline, grid_for, kept_features
+from churn.modeling.search import folds
+from tests.conftest import ROOT, TELCO
+
+
+class RecordingClassifier(ClassifierMixin, BaseEstimator):
+    """Writes the rows it is fitted on and scored on to ``log_dir``, then predicts the base rate."""
+
+    def __init__(self, log_dir: str = "", tag: int = 0):
+        self.log_dir = log_dir
+        self.tag = tag
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        self.rate_ = float(np.mean(y))
+        self.fit_id_ = os.urandom(6).hex()
+        self._write("fit", X, y)
+        return self
+
+    def predict_proba(self, X):
+        self._write("score", X, None)
+        return np.column_stack([np.full(len(X), 1 - self.rate_), np.full(len(X), self.rate_)])
+
+    def _write(self, kind, X, y):
+        rec = {"fit_id": self.fit_id_, "kind": kind, "rows": np.asarray(X).round(6).tolist(),
+               "y": None if y is None else np.asarray(y).tolist()}
+        with open(os.path.join(self.log_dir, f"{kind}-{self.fit_id_}-{os.urandom(4).hex()}.json"), "w") as fh:
+            json.dump(rec, fh)
+
+
+def test_smote_touches_only_training_folds(tmp_path):
+    """Fits see originals + synthetic rows (balanced); scoring sees exactly the untouched held-out fold."""
+    job = load_job(ROOT / "jobs" / "train.yaml")
+    raw = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(600)
+    clean, _ = validate_partition(raw, job.table, "t.csv", np.arange(len(raw)))
+    X, y = clean[job.table.features], clean["_label"].astype(int)
+    pipe = build_pipeline(job.table, "random_forest", "smote", seed=1)
+    pipe.steps[-1] = ("model", RecordingClassifier(log_dir=str(tmp_path)))
+    cv = folds(3, seed=1)
+    search = GridSearchCV(pipe, {"model__tag": [0]}, cv=cv, scoring="roc_auc", n_jobs=1, refit=False)
+    search.fit(X, y)
+
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    fits = {r["fit_id"]: r for r in records if r["kind"] == "fit"}
+    scores = [r for r in records if r["kind"] == "score"]
+    assert len(fits) == 3 and len(scores) == 3
+    prep = build_pipeline(job.table, "random_forest", "none", seed=1)[:-1]
+    for train_idx, test_idx in cv.split(X, y):
+        fitted_prep = prep.fit(X.iloc[train_idx], y.iloc[train_idx])
+        train_rows = np.asarray(fitted_prep.transform(X.iloc[train_idx])).round(6)
+        test_rows = np.asarray(fitted_prep.transform(X.iloc[test_idx])).round(6)
+        fit = next(f for f in fits.values() if len(f["rows"]) > len(train_idx)
+                   and np.allclose(np.asarray(f["rows"])[: len(train_idx)], train_rows))
+        fy = np.asarray(fit["y"])
+        assert (fy == 1).sum() == (fy == 0).sum()  # SMOTE balanced the training part
+        assert np.array_equal(fy[: len(train_idx)], y.iloc[train_idx].to_numpy())  # originals first
+        score = next(s for s in scores if s["fit_id"] == fit["fit_id"])
+        assert np.allclose(np.asarray(score["rows"]), test_rows)  # held-out fold: no synthetic rows
+        assert len(score["rows"]) == len(test_idx)
+
+
+def test_grid_is_prefixed_for_the_model_step():
+    """Grid keys from the job apply to the pipeline's model step."""
+    grid = grid_for("random_forest", {"n_estimators": [10, 20]})
+    assert grid == {"model__n_estimators": [10, 20]}
+
+
+
+
+@pytest.mark.parametrize("imbalance", ["smote", "smotenc", "class_weight", "none"])
+@pytest.mark.parametrize("family", list(FAMILY_NAMES))
+def test_every_family_trains_and_predicts(family, imbalance):
+    """Each family x imbalance mode fits on a small sample and gives probabilities for raw rows."""
+    job = load_job(ROOT / "jobs" / "train.yaml")
+    raw = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(300)
+    clean, _ = validate_partition(raw, job.table, "t.csv", np.arange(len(raw)))
+    X, y = clean[job.table.features], clean["_label"].astype(int)
+    pipe = build_pipeline(job.table, family, imbalance, seed=0)
+    if family == "mlp":
+        pipe.set_params(model__max_iter=30)
+    pipe.set_params(select_corr__threshold=0.95)
+    proba = pipe.fit(X, y).predict_proba(raw[job.table.features].head(20))
+    assert proba.shape == (20, 2)
+    assert np.allclose(proba.sum(axis=1), 1)
+    assert 0 < len(kept_features(pipe)) <= len(pipe.named_steps["encode"].get_feature_names_out())
+    assert ("smote" in pipe.named_steps) == (imbalance in ("smote", "smotenc"))
+
+
+def test_correlation_filter_drops_one_of_a_correlated_pair():
+    """Of two near-identical columns the later one goes; unrelated columns stay."""
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    X = np.column_stack([a, a + rng.normal(scale=0.01, size=500), rng.normal(size=500)])
+    f = CorrelationFilter(threshold=0.9).fit(X)
+    assert f.get_support().tolist() == [True, False, True]
+    assert f.transform(X).shape == (500, 2)
+    assert CorrelationFilter(threshold=None).fit(X).get_support().all()
+
+
+def test_importance_selector_keeps_the_informative_columns():
+    """With a 'mean' threshold the columns that carry the label are kept."""
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 6))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    keep = ImportanceSelector(threshold="mean", random_state=0).fit(X, y).get_support()
+    assert keep[0] and keep[1]
+    assert keep.sum() < 6

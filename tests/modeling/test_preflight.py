@@ -1,0 +1,73 @@
+"""The model-side preflight: grid points checked by the estimators, the saved model's round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.config import ConfigError, JobSpec, load_job
+from churn.modeling.pipeline import build_pipeline, inference_pipeline
+from churn.modeling.preflight import check_grids, check_round_trip, covering_points
+from churn.serving.trusted import UntrustedModelError, dump_pipeline
+from tests.conftest import ROOT
+
+JOB = ROOT / "jobs" / "train.yaml"
+
+
+@pytest.fixture
+def numeric_table() -> tuple[JobSpec, pd.DataFrame, pd.Series]:
+    """A dense all-numeric table (8 float columns, 15 % positives): SMOTE's neighbours use a KD-tree."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(400, 8)), columns=[f"x{i}" for i in range(8)])
+    y = pd.Series((X["x0"] + rng.normal(scale=0.5, size=400) > 1.0).astype(int))
+    job = JobSpec.model_validate({
+        "data": {"source": "unused.csv"},
+        "schema": {"id": None, "label": "churn", "positive": "1", "negative": "0", "numeric": list(X.columns)},
+        "model": {"families": ["logistic_regression", "random_forest"], "imbalance": "smote",
+                  "grids": {"random_forest": {"n_estimators": [5, 10]}}},
+    })
+    return job, X, y
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.grids.random_forest.n_estimators=[-1]",
+     r"model.grids.random_forest: grid point \(.*n_estimators=-1\) is refused by RandomForestClassifier: "
+     r"The 'n_estimators' parameter"),
+    ("model.grids.logistic_regression.C=[-1]",
+     r"model.grids.logistic_regression: grid point \(C=-1\) is refused by LogisticRegression"),
+    ("model.grids={random_forest: {depth: [3]}}", "model.grids.random_forest: random_forest has no parameter 'depth'"),
+    ("model.grids={svm: {gamma: [-2.0]}}", r"model.grids.svm: grid point \(estimator__gamma=-2.0\) is refused by SVC"),
+    ("search.scoring=auc", "search.scoring: unknown scoring 'auc'"),
+])
+def test_grid_points_the_estimator_rejects_are_named(override, message):
+    """Each bad value is refused with the key and value, without fitting anything."""
+    with pytest.raises(ConfigError, match=message):
+        check_grids(load_job(JOB, [override]))
+
+
+def test_shipped_job_passes_the_grid_check():
+    """The default job's grids are all valid."""
+    check_grids(load_job(JOB))
+
+
+def test_covering_points_use_every_value():
+    """Every value of every key appears in at least one point; no more points than the longest list."""
+    grid = {"a": [1, 2, 3], "b": ["x"], "c": [None, 0.5]}
+    points = covering_points(grid)
+    assert len(points) == 3
+    for key, values in grid.items():
+        assert {p[key] for p in points} == set(values)
+
+
+def test_smote_kd_tree_stays_out_of_the_saved_model(numeric_table, tmp_path):
+    """Fitted with SMOTE on dense numbers, the full pipeline holds a KD-tree the trusted list refuses;
+    the inference pipeline has no sampler and survives the round trip."""
+    job, X, y = numeric_table
+    fitted = build_pipeline(job.table, "random_forest", "smote", 0).fit(X, y)
+    with pytest.raises(UntrustedModelError, match="KDTree"):
+        dump_pipeline(fitted, str(tmp_path / "full.skops"))
+    model = inference_pipeline(fitted)
+    assert "smote" not in model.named_steps
+    np.testing.assert_array_equal(model.predict_proba(X), fitted.predict_proba(X))
+    check_round_trip(job, X, y, rows=300)  # every family's covering points round-trip

@@ -1,0 +1,120 @@
+"""The work-sharing search gives scikit-learn's GridSearchCV results, on the cluster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_predict
+
+from churn.config import EconomicsSpec, SelectionSpec, load_job
+from churn.data.generate import generate
+from churn.data.validate import validate_partition
+from churn.modeling.evaluate import choose_threshold
+from churn.modeling.pipeline import build_pipeline, grid_for
+from churn.modeling.plan import plan
+from churn.modeling.search import folds, grid_search
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """1,200 seeded generated rows as model inputs (X, y)."""
+    out = tmp_path_factory.mktemp("search")
+    res = generate(out, rows=1_200, files=1, seed=4)
+    raw = pd.read_csv(res.files[0], dtype=str, keep_default_na=False)
+    job = load_job(ROOT / "jobs" / "train.yaml")
+    clean, _ = validate_partition(raw, job.table, "x", np.arange(len(raw)))
+    return job.table, clean[job.table.features], clean["_label"].astype(int)
+
+
+def _reference(pipeline, grid, X, y, cv, seed):
+    ref = GridSearchCV(pipeline, grid, cv=folds(cv, seed), scoring="roc_auc", n_jobs=1).fit(X, y)
+    return pd.DataFrame(ref.cv_results_), ref.best_params_
+
+
+@pytest.mark.parametrize("family, imbalance, grid, selection", [
+    ("random_forest", "smote",
+     {"n_estimators": [5, 10, 20], "min_samples_split": [2, 5, 10], "min_samples_leaf": [1, 4]}, None),
+    ("random_forest", "class_weight", {"n_estimators": [8, 16], "max_depth": [4, None]},
+     {"correlation_threshold": [None, 0.8], "importance_threshold": [None]}),
+    ("logistic_regression", "smote", {"C": [0.1, 1.0]},
+     {"correlation_threshold": [None], "importance_threshold": [None, "median"]}),
+    ("decision_tree", "none", {"min_samples_split": [2, 6], "min_samples_leaf": [3]}, None),
+    ("random_forest", "smote", {"max_depth": [3, None], "min_samples_leaf": [2]}, None),  # no n_estimators
+    ("random_forest", "smotenc", {"n_estimators": [6, 12]}, None),
+    ("hist_gradient_boosting", "class_weight", {"max_leaf_nodes": [7, 15], "max_iter": [30]}, None),
+    ("svm", "smote", {"C": [0.3, 1.0]}, None),
+    ("mlp", "none", {"alpha": [1e-4, 1e-2], "max_iter": [60]}, None),
+])
+def test_churn_search_equals_sklearn_grid_search(client, sample, family, imbalance, grid, selection):
+    """Every candidate's per-fold scores, the ranks and best_params_ match GridSearchCV(n_jobs=1)."""
+
+    schema, X, y = sample
+    pipe = build_pipeline(schema, family, imbalance, seed=3)
+    full = grid_for(family, grid, SelectionSpec(**selection) if selection else None)
+    ours = grid_search(pipe, full, X, y, cv=4, scoring="roc_auc", seed=3, client=client)
+    ref, ref_best = _reference(pipe, full, X, y, 4, 3)
+    assert ours.best_params == ref_best
+    assert [str(p) for p in ours.cv_results["params"]] == [str(p) for p in ref["params"]]
+    for s in range(4):
+        np.testing.assert_allclose(ours.cv_results[f"split{s}_test_score"], ref[f"split{s}_test_score"],
+                                   rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.cv_results["mean_test_score"], ref["mean_test_score"], rtol=0, atol=1e-12)
+    assert ours.cv_results["rank_test_score"].tolist() == ref["rank_test_score"].tolist()
+    assert ours.oof_proba is not None and not np.isnan(ours.oof_proba).any()
+    np.testing.assert_allclose(ours.best_estimator.predict_proba(X),
+                               GridSearchCV(pipe, full, cv=folds(4, 3), scoring="roc_auc").fit(X, y)
+                               .best_estimator_.predict_proba(X), atol=1e-12)
+
+
+def test_plan_shares_forests_and_equal_tree_settings(sample):
+    """36 seed-grid candidates need 8 forests per fold: sizes share one, min_samples_split folds."""
+    schema, _, _ = sample
+    pipe = build_pipeline(schema, "random_forest", "smote", seed=0)
+    search_plan = plan(pipe, grid_for("random_forest", None))
+    assert len(search_plan.candidates) == 36
+    assert len(search_plan.groups) == 8
+    assert all(g.sizes == [10, 20, 50, 100] for g in search_plan.groups.values())
+    assert all(search_plan.apportioned())
+
+
+def test_halving_strategy_runs_on_the_cluster(client, sample):
+    """Successive halving returns a fitted best pipeline and its candidates."""
+    schema, X, y = sample
+    pipe = build_pipeline(schema, "decision_tree", "smote", seed=1)
+    res = grid_search(pipe, grid_for("decision_tree", {"max_depth": [2, 4, 6, 8]}), X, y, cv=3,
+                      scoring="roc_auc", seed=1, client=client, strategy="halving")
+    assert res.best_params["model__max_depth"] in (2, 4, 6, 8)
+    assert res.best_estimator.predict_proba(X.head(5)).shape == (5, 2)
+
+
+@pytest.mark.parametrize("engine, strategy", [("churn", "grid"), ("sklearn", "grid"), ("churn", "halving"),
+                                              ("sklearn", "halving")])
+def test_every_engine_gives_out_of_fold_predictions_for_the_threshold(client, sample, engine, strategy):
+    """The threshold comes from out-of-fold CV predictions of the best candidate, never the test split."""
+    schema, X, y = sample
+    pipe = build_pipeline(schema, "logistic_regression", "none", seed=2)
+    res = grid_search(pipe, grid_for("logistic_regression", {"C": [0.1, 1.0]}), X, y, cv=3, scoring="roc_auc",
+                      seed=2, client=client, engine=engine, strategy=strategy)
+    assert res.oof_proba is not None and res.oof_proba.shape == (len(X),)
+    ref = cross_val_predict(clone(pipe).set_params(**res.best_params), X, y, cv=folds(3, 2),
+                            method="predict_proba")[:, 1]
+    np.testing.assert_allclose(res.oof_proba, ref, rtol=0, atol=1e-9)
+    threshold = choose_threshold(y.to_numpy(), res.oof_proba, EconomicsSpec())
+    assert threshold.source == "out-of-fold CV predictions"
+    assert 0 < threshold.value < 1
+
+
+def test_forest_fit_times_shared_by_sizes_are_labelled_apportioned(client, sample):
+    """Candidates scored by a prefix of one shared forest carry fit_time_apportioned=True."""
+    schema, X, y = sample
+    pipe = build_pipeline(schema, "random_forest", "none", seed=1)
+    res = grid_search(pipe, grid_for("random_forest", {"n_estimators": [4, 8], "max_depth": [3]}), X, y, cv=2,
+                      scoring="roc_auc", seed=1, client=client)
+    assert res.cv_results["fit_time_apportioned"].tolist() == [True, True]
+    tree = grid_search(build_pipeline(schema, "decision_tree", "none", seed=1),
+                       grid_for("decision_tree", {"max_depth": [2, 3]}), X, y, cv=2, scoring="roc_auc", seed=1,
+                       client=client)
+    assert tree.cv_results["fit_time_apportioned"].tolist() == [False, False]

@@ -1,0 +1,85 @@
+"""Tracking against a real `mlflow server` process on 127.0.0.1, and an unreachable one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from churn.jobs.train import run
+from churn.tracking.store import TrackingError, check_reachable
+from tests.conftest import ROOT, job_spec
+
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` with a SQLite backend and served artifacts, stopped afterwards."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = subprocess.Popen([MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("mlflow server did not come up")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_train_against_a_tracking_server(client, tmp_path, telco_subset, mlflow_server):
+    """Runs, artifacts and the registered champion go through the server's REST API."""
+    job = job_spec(tmp_path, telco_subset, "search.cv=2", "model.families=[logistic_regression]",
+                   "evaluation.plots=false", f"tracking.uri={mlflow_server}")
+    result = run(job, client)
+    mlflow.set_tracking_uri(mlflow_server)
+    assert mlflow.get_run(result.run_id).data.metrics["test_roc_auc"] > 0.7
+    model = mlflow.pyfunc.load_model("models:/customer-churn@champion")
+    raw = pd.read_csv(telco_subset, na_values=[" "]).head(5).drop(columns=["customerID", "Churn"])
+    assert list(model.predict(raw).columns) == ["probability", "decision"]
+    # artifacts went through the server's artifact proxy, not to a local folder
+    assert mlflow.get_run(result.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+
+
+def test_unreachable_tracking_server_is_named_before_any_cluster():
+    """A tracking URI where nothing listens: one message with the URI, exit code 1, no cluster."""
+    with pytest.raises(TrackingError, match=r"cannot reach MLflow tracking server at http://127.0.0.1:9"):
+        check_reachable("http://127.0.0.1:9", timeout=2)
+    proc = subprocess.run([sys.executable, "-m", "churn.cli", "train", str(ROOT / "jobs" / "train.yaml"),
+                           "--set", "tracking.uri=http://127.0.0.1:9"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "cannot reach MLflow tracking server at http://127.0.0.1:9" in proc.stderr
+    assert "Dask client ready" not in proc.stderr
