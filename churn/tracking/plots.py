@@ -34,13 +34,16 @@ def roc(y: np.ndarray, p: np.ndarray) -> Figure:
     RocCurveDisplay.from_predictions(y, p, name="model", ax=ax, plot_chance_level=True)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate (recall)")
+    ax.legend(loc="lower right")
     return fig
 
 
 def pr(y: np.ndarray, p: np.ndarray) -> Figure:
     fig, ax = _fig("Precision-recall curve (test split)")
     PrecisionRecallDisplay.from_predictions(y, p, name="model", ax=ax, plot_chance_level=True)
-    ax.legend(loc="upper right")
+    ax.set_xlabel("recall (share of churners reached)")
+    ax.set_ylabel("precision (share of contacts who churn)")
+    ax.legend(loc="lower left")
     return fig
 
 

@@ -26,6 +26,10 @@ def _train(tmp_path: Path, *sets: str, source: Path | str = TELCO) -> subprocess
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _telco_lines(n: int, keep=lambda line: True) -> str:
     lines = TELCO.read_text().splitlines(keepends=True)
     return lines[0] + "".join([ln for ln in lines[1:] if keep(ln)][:n])
@@ -86,8 +90,10 @@ def test_a_stopped_run_is_marked_failed_with_one_line(tmp_path, how):
     """SIGTERM to the driver, or Ctrl-C to the whole process group: one line, the MLflow run FAILED."""
     args = [sys.executable, "-m", "churn.cli", "train", JOB, "--set", f"data.output={tmp_path / 'ds'}",
             "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "--set", "model.families=[random_forest]"]
+    # as from a terminal: SIGINT handled by default (a non-interactive shell's background job,
+    # such as a CI step, would otherwise hand the ignore disposition down)
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     seen = []
     deadline = time.monotonic() + 240
     for line in proc.stderr:

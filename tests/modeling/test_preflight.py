@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from churn.config import ConfigError, JobSpec, load_job
+from churn.data.validate import validate_partition
 from churn.modeling.pipeline import build_pipeline, inference_pipeline
 from churn.modeling.preflight import check_grids, check_round_trip, covering_points
 from churn.serving.trusted import UntrustedModelError, dump_pipeline
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TELCO
 
 JOB = ROOT / "jobs" / "train.yaml"
 
@@ -71,3 +72,13 @@ def test_smote_kd_tree_stays_out_of_the_saved_model(numeric_table, tmp_path):
     assert "smote" not in model.named_steps
     np.testing.assert_array_equal(model.predict_proba(X), fitted.predict_proba(X))
     check_round_trip(job, X, y, rows=300)  # every family's covering points round-trip
+
+
+@pytest.mark.parametrize("imbalance", ["smote", "smotenc"])
+def test_every_family_of_the_shipped_job_round_trips(imbalance):
+    """All six families, fitted on 300 Telco rows, survive the registered model's dump and load."""
+    job = load_job(JOB, [f"model.imbalance={imbalance}"])
+    raw = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(1500)
+    clean, _ = validate_partition(raw, job.table, "t.csv", np.arange(len(raw)))
+    assert len(job.model.families) == 6
+    check_round_trip(job, clean[job.table.features], clean["_label"], rows=300)
