@@ -68,10 +68,11 @@ def _logging(verbose: bool) -> None:
     _quiet_libraries()
 
 
-def _quiet_libraries() -> None:
-    """Keep library chatter out of the progress log (called again after distributed loads)."""
+def _quiet_libraries(level: int = logging.WARNING) -> None:
+    """Keep library chatter below ``level`` out of the progress log (called again after
+    distributed loads, on every worker, and at Ctrl-C when the cluster closes under running tasks)."""
     for noisy in ("distributed", "mlflow", "alembic", "urllib3", "fsspec", "asyncio", "tornado", "skops"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(level)
 
 
 class _QuietWorkers(WorkerPlugin):
@@ -81,8 +82,7 @@ class _QuietWorkers(WorkerPlugin):
     name = "churn-quiet-workers"
 
     def setup(self, worker: Any) -> None:
-        _quiet_libraries()
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+        _quiet_libraries(logging.ERROR)
 
 
 def _fail(message: str, code: int) -> None:
@@ -114,7 +114,8 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
                 preflight: Callable[[], Any]) -> Any:
     """Run ``preflight()`` (no cluster yet), then ``work(client)``; every failure is one message."""
     from churn.clusters import ClusterError, cluster_client
-    from churn.data.ingest import IngestError, SchemaDriftError
+    from churn.data.ingest import SchemaDriftError
+    from churn.data.manifest import IngestError
     from churn.data.split import DataCountError
     from churn.modeling.preflight import RoundTripError
     from churn.tracking.store import TrackingError
@@ -128,9 +129,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
                 try:
                     return work(client)
                 except (KeyboardInterrupt, Terminated):
-                    # the cluster now closes under tasks still running: nothing to report of that
-                    for noisy in ("asyncio", "distributed", "tornado"):
-                        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+                    _quiet_libraries(logging.CRITICAL)  # the cluster now closes under running tasks
                     raise
         except (ConfigError, SchemaDriftError) as exc:
             _fail(str(exc), EXIT_CONFIG)

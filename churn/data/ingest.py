@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from churn.config import ConfigError, JobSpec, TableSchema, setting
 from churn.data.blocks import Block, FileScan, block_offsets, read_block_bytes, read_header, scan_file
 from churn.data.columns import KEY_COLUMN
 from churn.data.dedup import drop_rows, find_duplicates, hash_ranges, write_clean
+from churn.data.folders import unwritable_reason
 from churn.data.manifest import FORMAT_VERSION, BlockResult, FileEntry, IngestError, Manifest
 from churn.data.validate import reason_counts, validate_table
 
@@ -273,9 +273,6 @@ def _remove_abandoned_staging(out_root: Path) -> None:
 def check_output_folder(job: JobSpec) -> None:
     """``data.output`` exists or can be made, and a file can be written there; else ConfigError."""
     folder = Path(job.data.output)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".churn-write-check-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"data.output: cannot write to {folder}: {exc.strerror or exc}") from None
+    reason = unwritable_reason(folder)
+    if reason:
+        raise ConfigError(f"data.output: cannot write to {folder}: {reason}")

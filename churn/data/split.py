@@ -56,6 +56,15 @@ def class_counts(ddf: dd.DataFrame, client: Client) -> dict[str, dict[int, int]]
     return out
 
 
+def sample_quota(counts: dict[int, int], max_rows: int) -> dict[int, int]:
+    """Rows per class in the search sample: all of them up to ``max_rows`` in total, else the
+    class ratio kept with at least one row of each class present."""
+    total = sum(counts.values())
+    if total <= max_rows:
+        return dict(counts)
+    return {c: min(n, max(1, round(max_rows * n / total))) for c, n in counts.items()}
+
+
 def check_counts(counts: dict[str, dict[int, int]], *, cv: int, max_rows: int, positive: str, negative: str
                  ) -> None:
     """Enough rows of each class in the training split for ``cv`` stratified folds (after the
@@ -66,8 +75,7 @@ def check_counts(counts: dict[str, dict[int, int]], *, cv: int, max_rows: int, p
     described = ", ".join(f"{n:,} {names[c]}" for c, n in sorted(train.items()))
     if total == 0:
         raise DataCountError("the training split is empty: no clean rows to train on")
-    # the search sample keeps the class ratio: at least one row per class, max_rows in all
-    searched = {c: n if total <= max_rows else min(n, max(1, round(max_rows * n / total))) for c, n in train.items()}
+    searched = sample_quota(train, max_rows)
     short = [c for c, n in sorted(searched.items()) if n < cv]
     if short:
         c = short[0]
@@ -83,19 +91,22 @@ def check_counts(counts: dict[str, dict[int, int]], *, cv: int, max_rows: int, p
                              + " (raise split.test, or add rows)")
 
 
-def search_sample(train: dd.DataFrame, max_rows: int, seed: int, client: Client) -> tuple[pd.DataFrame, int]:
+def search_sample(train: dd.DataFrame, max_rows: int, seed: int, client: Client,
+                  counts: dict[int, int] | None = None) -> tuple[pd.DataFrame, int]:
     """Training rows for the grid search: all of them, or a stratified sample of ``max_rows``.
 
     Returns (rows, number of training rows). The sample keeps the class ratio: per class the
-    ``k_c`` rows with the smallest per-key hash are taken, so it is deterministic.
+    ``k_c`` rows with the smallest per-key hash are taken, so it is deterministic. ``counts``
+    (rows per class, e.g. from :func:`class_counts`) saves a pass over the data.
     """
-    counts = client.compute(train[LABEL_COLUMN].value_counts()).result()
-    total = int(counts.sum())
+    if counts is None:
+        counts = {int(c): int(n) for c, n in client.compute(train[LABEL_COLUMN].value_counts()).result().items()}
+    total = sum(counts.values())
     if total <= max_rows:
         return client.compute(train).result().reset_index(drop=True), total
-    quota = {int(c): max(1, round(max_rows * n / total)) for c, n in counts.items()}
+    quota = {c: q for c, q in sample_quota(counts, max_rows).items() if q}
     # per class, rows whose hash is below a threshold with margin; exact cut in the driver
-    margin = {c: min(1.0, 1.2 * q / int(counts[c]) + 1e-4) for c, q in quota.items()}
+    margin = {c: min(1.0, 1.2 * q / counts[c] + 1e-4) for c, q in quota.items()}
 
     def _pre(frame: pd.DataFrame) -> pd.DataFrame:
         u = uniform_from_keys(frame[KEY_COLUMN].to_numpy(), seed, salt=1)

@@ -92,11 +92,12 @@ def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResul
         with _stage("split", seconds, f"test {job.split.test:.0%}, validation {job.split.validation:.0%}, "
                                       f"seed {job.seed}"):
             ddf = load_splits(str(dataset.data_path), job.split, job.seed)
-            check_counts(class_counts(ddf, client), cv=job.search.cv, max_rows=job.search.max_rows,
-                         positive=schema.positive, negative=schema.negative)
+            counts = class_counts(ddf, client)
+            check_counts(counts, cv=job.search.cv, max_rows=job.search.max_rows, positive=schema.positive,
+                         negative=schema.negative)
             test_ddf = ddf[ddf[SPLIT_COLUMN] == "test"]
             train, n_train = search_sample(ddf[ddf[SPLIT_COLUMN] == "train"], job.search.max_rows, job.seed,
-                                           client)
+                                           client, counts=counts["train"])
             rows = {"train": n_train, "search": len(train)}
             X, y = train[features], train[LABEL_COLUMN].astype(int)
             check_round_trip(job, X, y, int(setting("preflight.round-trip-rows")))

@@ -29,22 +29,23 @@ def _fig(title: str) -> tuple[Figure, plt.Axes]:
     return fig, ax
 
 
-def roc(y: np.ndarray, p: np.ndarray) -> Figure:
-    fig, ax = _fig("ROC curve (test split)")
-    RocCurveDisplay.from_predictions(y, p, name="model", ax=ax, plot_chance_level=True)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate (recall)")
-    ax.legend(loc="lower right")
+def _curve(display: type, title: str, y: np.ndarray, p: np.ndarray, xlabel: str, ylabel: str, legend: str) -> Figure:
+    fig, ax = _fig(title)
+    display.from_predictions(y, p, name="model", ax=ax, plot_chance_level=True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc=legend)
     return fig
+
+
+def roc(y: np.ndarray, p: np.ndarray) -> Figure:
+    return _curve(RocCurveDisplay, "ROC curve (test split)", y, p, "false positive rate",
+                  "true positive rate (recall)", "lower right")
 
 
 def pr(y: np.ndarray, p: np.ndarray) -> Figure:
-    fig, ax = _fig("Precision-recall curve (test split)")
-    PrecisionRecallDisplay.from_predictions(y, p, name="model", ax=ax, plot_chance_level=True)
-    ax.set_xlabel("recall (share of churners reached)")
-    ax.set_ylabel("precision (share of contacts who churn)")
-    ax.legend(loc="lower left")
-    return fig
+    return _curve(PrecisionRecallDisplay, "Precision-recall curve (test split)", y, p,
+                  "recall (share of churners reached)", "precision (share of contacts who churn)", "lower left")
 
 
 def calibration(y: np.ndarray, p: np.ndarray, brier: float) -> Figure:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ import mlflow
 from dask.utils import parse_timedelta
 
 from churn.config import TrackingSpec, setting
+from churn.data.folders import unwritable_reason
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,9 @@ def check_store(uri: str) -> None:
     elif uri.startswith("file:") or "://" not in uri:
         folders = [Path(uri.removeprefix("file://")).resolve()]
     for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".churn-write-check-"):
-                pass
-        except OSError as exc:
-            raise TrackingError(f"tracking store {uri}: cannot write to {folder}: "
-                                f"{exc.strerror or exc}") from None
+        reason = unwritable_reason(folder)
+        if reason:
+            raise TrackingError(f"tracking store {uri}: cannot write to {folder}: {reason}")
 
 
 def check_reachable(uri: str, timeout: float | None = None) -> None:

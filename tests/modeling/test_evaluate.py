@@ -20,6 +20,16 @@ from churn.modeling.evaluate import (
 )
 
 
+class CountedLogisticRegression(LogisticRegression):
+    """Counts how often the driver process serializes it."""
+
+    pickled: list[int] = []
+
+    def __reduce__(self):
+        CountedLogisticRegression.pickled.append(1)
+        return super().__reduce__()
+
+
 def _scores(n=400, seed=0):
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.3).astype(int)
@@ -83,3 +93,15 @@ def test_f1_threshold_and_report_at_threshold():
     ev = evaluate(y, p, 0.65, f1_cut=0.6)
     assert ev.confusion == [[3, 0], [1, 1]]
     assert ev.metrics["f1_at_f1_threshold"] == 1.0
+
+
+def test_the_model_goes_to_each_worker_once(client):
+    """Scoring 20 partitions on 2 workers serializes the model at most once per worker, not per task."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=2000)})
+    frame["_label"] = (frame["a"] > 0).astype("int8")
+    model = CountedLogisticRegression().fit(frame[["a"]], frame["_label"])
+    CountedLogisticRegression.pickled.clear()
+    y, p = score_on_cluster(dd.from_pandas(frame, npartitions=20), model, ["a"], client)
+    np.testing.assert_allclose(p, model.predict_proba(frame[["a"]])[:, 1], atol=1e-15)
+    assert 1 <= len(CountedLogisticRegression.pickled) <= len(client.scheduler_info()["workers"])
