@@ -98,7 +98,19 @@ class DataSpec(Strict):
     source: str  # path, glob or fsspec URL of CSV files
     blocksize: str | int | None = None  # bytes per partition; None reads churn.ingest.blocksize
     output: str = "build/datasets"  # where validated Parquet datasets are written
+    encoding: str = "utf-8"  # text encoding of the CSV files; lines not valid in it are quarantined
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r}") from None
+        return v
 
     def paths(self) -> list[str]:
         """Expand ``source`` into concrete files; raise if it matches nothing."""

@@ -17,7 +17,7 @@ import io
 from dataclasses import dataclass
 
 import fsspec
-from fsspec.utils import read_block
+from fsspec.utils import infer_compression, read_block
 
 _CHUNK = 8 * 2**20
 
@@ -42,20 +42,34 @@ class FileScan:
     path: str
     size: int
     sha256: str
-    lines: int
+    lines: int | None  # None for a compressed file: its one block counts them
     first_lines: tuple[int, ...]
+    offsets: tuple[int, ...] = (0,)  # byte offset of each block
 
 
-def file_size(path: str) -> int:
-    fs, p = fsspec.core.url_to_fs(path)
-    return int(fs.size(p))
+class NotTextError(ValueError):
+    """A source file that is not CSV text (binary, or not in the declared encoding)."""
 
 
-def read_header(path: str) -> list[str]:
-    """The column names in a CSV file's first line."""
-    with fsspec.open(path, "rb") as fh:
-        line = fh.readline(1 << 20)
-    text = line.decode("utf-8-sig").rstrip("\r\n")
+def compression(path: str) -> str | None:
+    """gzip, bz2, xz, zstd, … from the file name (fsspec's inference), or None."""
+    return infer_compression(path)
+
+
+def read_header(path: str, encoding: str = "utf-8") -> list[str]:
+    """The column names in a CSV file's first line; a binary file is one clear error."""
+    try:
+        with fsspec.open(path, "rb", compression="infer") as fh:
+            head = fh.read(1 << 16)
+    except (OSError, EOFError, ValueError) as exc:  # e.g. a corrupt or mislabelled gzip file
+        raise NotTextError(f"cannot read it ({exc})") from None
+    line = head.split(b"\n", 1)[0]
+    if b"\x00" in head:
+        raise NotTextError("binary data (NUL bytes), not CSV text")
+    try:
+        text = line.decode("utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding).rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise NotTextError(f"the header line is not {encoding} text (set data.encoding)") from None
     return [c.strip() for c in next(csv.reader([text]))] if text else []
 
 
@@ -72,6 +86,12 @@ def scan_file(path: str, blocksize: int) -> FileScan:
     """
     fs, p = fsspec.core.url_to_fs(path)
     size = int(fs.size(p))
+    if compression(path):  # no byte ranges in a compressed stream: one block, lines counted there
+        digest = hashlib.sha256()
+        with fs.open(p, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        return FileScan(path=path, size=size, sha256=digest.hexdigest(), lines=None, first_lines=(1,))
     offsets = block_offsets(size, blocksize)
     digest = hashlib.sha256()
     firsts = [1]
@@ -96,11 +116,15 @@ def scan_file(path: str, blocksize: int) -> FileScan:
     ends_open = size > 0 and state["last"] != b"\n"
     newlines = state["newlines"]
     return FileScan(path=path, size=size, sha256=digest.hexdigest(), lines=newlines + int(ends_open),
-                    first_lines=tuple(firsts))
+                    first_lines=tuple(firsts), offsets=tuple(offsets))
 
 
 def read_block_bytes(block: Block) -> bytes:
-    """The bytes of the lines that belong to ``block`` (fsspec's newline-aligned block)."""
+    """The bytes of the lines that belong to ``block`` (fsspec's newline-aligned block); for a
+    compressed file, the whole decompressed file."""
+    if compression(block.path):
+        with fsspec.open(block.path, "rb", compression="infer") as fh:
+            return fh.read()
     fs, p = fsspec.core.url_to_fs(block.path)
     with fs.open(p, "rb") as fh:
         return read_block(fh, block.offset, block.length, delimiter=b"\n")

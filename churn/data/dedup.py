@@ -2,14 +2,17 @@
 
 Each block task writes its sorted 64-bit id hashes; one task per hash range reads that range
 from every block's key file and names the rows that repeat an earlier (block, row)
-occurrence; only the blocks holding such rows are rewritten.
+occurrence; only the blocks holding such rows are rewritten. Rows with equal hashes are
+compared by their id text before one is dropped, so a hash collision never loses a customer.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -31,8 +34,39 @@ def hash_ranges(total_rows: int, min_buckets: int) -> list[tuple[int, int | None
     return [(b << shift, None if b == 2**bits - 1 else (b + 1) << shift) for b in range(2**bits)]
 
 
-def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None) -> dict[int, np.ndarray]:
-    """Rows whose key in [lo, hi) repeats an earlier (block, row) occurrence, per block.
+def dedup_keys(keys: np.ndarray, bits: int) -> np.ndarray:
+    """The id hashes the duplicate check compares first: all 64 bits, or only the top ``bits``
+    (``churn.ingest.dedup-key-bits``; tests shrink it to force collisions)."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    if bits >= 64:
+        return keys
+    shift = np.uint64(64 - bits)
+    return (keys >> shift) << shift
+
+
+def repeated_rows(keys: np.ndarray, entries: np.ndarray, texts: Callable[[np.ndarray], list[str]]) -> np.ndarray:
+    """Per entry (given in priority order), True when an earlier entry has the same key *and*
+    the same id text: a hash collision between distinct ids is never a duplicate.
+
+    ``texts(entries[i...])`` returns the id texts; it is only asked for entries whose key repeats.
+    """
+    order = np.argsort(keys, kind="stable")  # stable: equal keys stay in priority order
+    sk = keys[order]
+    same_prev = np.zeros(len(keys), bool)
+    same_prev[1:] = sk[1:] == sk[:-1]
+    shared = same_prev.copy()
+    shared[:-1] |= same_prev[1:]
+    out = np.zeros(len(keys), bool)
+    cand = order[shared]
+    if len(cand):
+        frame = pd.DataFrame({"k": keys[cand], "t": list(texts(entries[cand]))})
+        out[cand[frame.duplicated(["k", "t"]).to_numpy()]] = True
+    return out
+
+
+def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id_column: str
+                    ) -> dict[int, np.ndarray]:
+    """Rows whose key in [lo, hi) and id text repeat an earlier (block, row) occurrence, per block.
 
     ``hi=None`` means up to the largest key.
     """
@@ -52,12 +86,19 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None) ->
     row = np.concatenate(rows).astype(np.int64)
     order = np.lexsort((row, owner, key))
     key, owner, row = key[order], owner[order], row[order]
-    repeat = np.zeros(len(key), bool)
-    repeat[1:] = key[1:] == key[:-1]
-    out: dict[int, np.ndarray] = {}
-    for b in np.unique(owner[repeat]):
-        out[int(b)] = np.sort(row[repeat & (owner == b)])
-    return out
+
+    def texts(entries: np.ndarray) -> list[str]:
+        out: list[str] = [""] * len(entries)
+        for b in np.unique(owner[entries]):
+            pick = np.flatnonzero(owner[entries] == b)
+            ids = pq.read_table(os.path.join(staging, "data", f"part-{b:05d}.parquet"), columns=[id_column])
+            for i, text in zip(pick, ids.column(id_column).take(pa.array(row[entries[pick]])).to_pylist(),
+                               strict=True):
+                out[i] = text
+        return out
+
+    repeat = repeated_rows(key, np.arange(len(key)), texts)
+    return {int(b): np.sort(row[repeat & (owner == b)]) for b in np.unique(owner[repeat])}
 
 
 def drop_rows(staging: str, block_index: int, rows: np.ndarray, schema: TableSchema) -> int:

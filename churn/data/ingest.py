@@ -22,30 +22,27 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 from distributed import Client
 
 from churn.config import ConfigError, JobSpec, TableSchema, setting
-from churn.data.blocks import Block, FileScan, block_offsets, read_block_bytes, read_header, scan_file
+from churn.data.blocks import Block, FileScan, NotTextError, read_block_bytes, read_header, scan_file
 from churn.data.columns import KEY_COLUMN
-from churn.data.dedup import drop_rows, find_duplicates, hash_ranges, write_clean
+from churn.data.dedup import dedup_keys, drop_rows, find_duplicates, hash_ranges, repeated_rows, write_clean
 from churn.data.folders import unwritable_reason
-from churn.data.manifest import FORMAT_VERSION, BlockResult, FileEntry, IngestError, Manifest
-from churn.data.validate import reason_counts, validate_table
+from churn.data.manifest import FORMAT_VERSION, BlockResult, FileEntry, IngestError, Manifest, WrittenRows
+from churn.data.parse import count_lines, parse_block
+from churn.data.publish import new_staging, publish, remove_abandoned
+from churn.data.validate import reason_counts
 
 log = logging.getLogger(__name__)
-
-_DICT = pa.dictionary(pa.int32(), pa.string())
 
 class SchemaDriftError(ValueError):
     """A source file's header does not match the declared schema."""
@@ -69,8 +66,9 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- checks
-def check_headers(paths: list[str], schema: TableSchema) -> dict[str, list[str]]:
-    """Refuse any file whose header lacks a declared column or has an undeclared one.
+def check_headers(paths: list[str], schema: TableSchema, encoding: str = "utf-8") -> dict[str, list[str]]:
+    """Refuse any file that is not CSV text, or whose header lacks a declared column or has an
+    undeclared one.
 
     Returns each file's header (column order can differ between files).
     """
@@ -78,7 +76,11 @@ def check_headers(paths: list[str], schema: TableSchema) -> dict[str, list[str]]
     problems = []
     headers = {}
     for path in paths:
-        header = headers[path] = read_header(path)
+        try:
+            header = headers[path] = read_header(path, encoding)
+        except NotTextError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
         missing = [c for c in expected if c not in header]
         extra = [c for c in header if c not in expected]
         if missing:
@@ -92,83 +94,66 @@ def check_headers(paths: list[str], schema: TableSchema) -> dict[str, list[str]]
 
 
 # --------------------------------------------------------------------------- per block
-def _parse(data: bytes, header: list[str], first_line: int, skip_header: bool, levels: set[str] = frozenset()
-           ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str]]]:
-    """Parse CSV bytes, every field as text (``levels`` columns dictionary-encoded while
-    parsing); malformed lines are returned, not raised."""
-    bad: list[tuple[int, str]] = []
-
-    def on_invalid(row: Any) -> str:
-        bad.append((row.number, row.text))
-        return "skip"
-
-    if not data:
-        return pa.table({c: pa.array([], pa.string()) for c in header}), np.zeros(0, np.int64), bad
-    table = pacsv.read_csv(
-        pa.py_buffer(data),
-        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1 if skip_header else 0,
-                                       use_threads=False, block_size=max(1 << 20, len(data) + 1)),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
-        convert_options=pacsv.ConvertOptions(column_types={c: _DICT if c in levels else pa.string() for c in header},
-                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
-    )
-    # physical line numbers: pyarrow numbers lines from 1 within the buffer (header included)
-    offset = first_line - 1
-    bad = [(offset + num, text) for num, text in bad]
-    bad_local = {num - offset for num, _ in bad}
-    total = table.num_rows + len(bad)
-    local = np.arange(1 + int(skip_header), 1 + int(skip_header) + total, dtype=np.int64)
-    if bad_local:
-        local = local[~np.isin(local, np.fromiter(bad_local, np.int64))]
-    return table, local + offset, bad
+def _rejected_rows(rejected: list[tuple[int, str, str]], schema: TableSchema, source: str) -> pa.Table:
+    """Lines that never became fields (wrong field count, stray quote, bad encoding), as quarantine rows."""
+    rows = {c: pa.nulls(len(rejected), pa.string()) for c in schema.columns}
+    rows.update({"_reasons": pa.array([r for _, r, _ in rejected], pa.string()),
+                 "_source": pa.array([source] * len(rejected), pa.string()),
+                 "_line": pa.array([n for n, _, _ in rejected], pa.int64()),
+                 "_raw": pa.array([t for _, _, t in rejected], pa.string())})
+    return pa.table(rows)
 
 
-def ingest_block(block: Block, schema: TableSchema, staging: str) -> BlockResult:
-    """Parse, validate and write one block; returns its counts."""
+def _drop_repeats_in_block(clean: pa.Table, id_column: str, key_bits: int) -> tuple[pa.Table, np.ndarray, int]:
+    """Remove rows repeating an earlier id of the same block (same hash *and* same text; first kept).
+
+    Returns the kept rows, their dedup keys and the number removed.
+    """
+    keys = dedup_keys(clean.column(KEY_COLUMN).to_numpy(), key_bits)
+    repeat = repeated_rows(keys, np.arange(len(keys)), lambda rows: clean.column(id_column).take(rows).to_pylist())
+    if repeat.any():
+        clean = clean.filter(pa.array(~repeat))
+        keys = keys[~repeat]
+    return clean, keys, int(repeat.sum())
+
+
+def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str, key_bits: int) -> BlockResult:
+    """Parse, validate and write one block; returns its counts (lines counted from the bytes)."""
     data = read_block_bytes(block)
+    first_line = block.first_line
+    if block.offset == 0:  # the header line is not a row
+        cut = data.find(b"\n")
+        data, first_line = (b"" if cut < 0 else data[cut + 1:]), 2
+    lines = count_lines(data)
     try:
-        table, lines, bad = _parse(data, list(block.header), block.first_line if block.offset else 1,
-                                   skip_header=block.offset == 0, levels={*schema.categorical, schema.label})
-    except pa.ArrowInvalid as exc:  # e.g. bytes that are not UTF-8: the whole block is unreadable
-        raise IngestError(f"{block.path}: cannot parse the CSV lines from line {block.first_line or 1} "
-                          f"(bytes {block.offset}..{block.offset + block.length}): {exc}") from None
+        parsed = parse_block(data, list(block.header), first_line, schema, block.path, encoding)
+    except pa.ArrowInvalid as exc:
+        raise IngestError(f"{block.path}: cannot parse the CSV lines {first_line}..{first_line + lines - 1}: "
+                          f"{exc}") from None
     del data
-    clean, quarantine = validate_table(table, schema, block.path, lines)
+    clean = pa.concat_tables(parsed.clean).combine_chunks()
+    quarantine = pa.concat_tables(parsed.quarantine)
     quarantine = quarantine.append_column("_raw", pa.nulls(quarantine.num_rows, pa.string()))
-    if bad:
-        malformed = {c: pa.nulls(len(bad), pa.string()) for c in schema.columns}
-        malformed.update({"_reasons": pa.array(["wrong_field_count"] * len(bad), pa.string()),
-                          "_source": pa.array([block.path] * len(bad), pa.string()),
-                          "_line": pa.array([n for n, _ in bad], pa.int64()),
-                          "_raw": pa.array([t for _, t in bad], pa.string())})
-        quarantine = pa.concat_tables([quarantine, pa.table(malformed)])
+    if parsed.rejected:
+        quarantine = pa.concat_tables([quarantine, _rejected_rows(parsed.rejected, schema, block.path)])
         quarantine = quarantine.take(pc.sort_indices(quarantine, [("_line", "ascending")]))
     name = f"part-{block.index:05d}.parquet"
     duplicates = 0
-    if schema.id:
-        # repeats inside the block go now (first kept); repeats across blocks in a later pass
-        keys = clean.column(KEY_COLUMN).to_numpy()
+    if schema.id:  # repeats inside the block go now; repeats across blocks in a later pass
+        clean, keys, duplicates = _drop_repeats_in_block(clean, schema.id, key_bits)
         order = np.argsort(keys, kind="stable")
-        repeat = np.zeros(len(keys), bool)
-        repeat[1:] = keys[order][1:] == keys[order][:-1]
-        if repeat.any():
-            keep = np.ones(len(keys), bool)
-            keep[order[repeat]] = False
-            duplicates = int(repeat.sum())
-            clean = clean.filter(pa.array(keep))
-            keys = keys[keep]
-            order = (np.cumsum(keep) - 1)[order[~repeat]]  # the sort order, renumbered: no re-sort
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-keys.npy"), keys[order])
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-rows.npy"), order.astype(np.uint32))
     write_clean(clean, os.path.join(staging, "data", name), schema)
-    n_clean = clean.num_rows
     pq.write_table(quarantine, os.path.join(staging, "quarantine", name))
-    rows_read = table.num_rows + len(bad)
-    del table, clean
+    result = BlockResult(index=block.index, source=block.path, lines=lines, rows_read=parsed.records,
+                         embedded_newlines=parsed.embedded_newlines, rows_clean=clean.num_rows,
+                         rows_quarantined=quarantine.num_rows,
+                         reasons=dict(reason_counts(quarantine.column("_reasons").to_pylist())),
+                         duplicates=duplicates)
+    del clean, quarantine
     pa.default_memory_pool().release_unused()  # hand Arrow's freed blocks back to the OS between blocks
-    return BlockResult(index=block.index, source=block.path, rows_read=rows_read,
-                       rows_clean=n_clean, rows_quarantined=quarantine.num_rows,
-                       reasons=dict(reason_counts(quarantine.column("_reasons").to_pylist())), duplicates=duplicates)
+    return result
 
 
 # --------------------------------------------------------------------------- the stage
@@ -181,10 +166,10 @@ def dataset_key(scans: list[FileScan], schema: TableSchema) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _blocks(scans: list[FileScan], headers: dict[str, list[str]], blocksize: int) -> list[Block]:
+def plan_blocks(scans: list[FileScan], headers: dict[str, list[str]], blocksize: int) -> list[Block]:
     blocks = []
     for fi, scan in enumerate(scans):
-        for off, first in zip(block_offsets(scan.size, blocksize), scan.first_lines, strict=True):
+        for off, first in zip(scan.offsets, scan.first_lines, strict=True):
             blocks.append(Block(path=scan.path, file_index=fi, index=len(blocks), offset=off,
                                 length=blocksize, first_line=first, header=tuple(headers[scan.path])))
     return blocks
@@ -199,7 +184,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
     """Run the ingest stage of ``job`` on ``client``'s cluster; return the published dataset."""
     schema = job.table
     paths = job.data.paths()
-    headers = check_headers(paths, schema)
+    headers = check_headers(paths, schema, job.data.encoding)
     blocksize = resolve_blocksize(job)
     out_root = Path(job.data.output).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
@@ -214,14 +199,16 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
         log.info("ingest: inputs unchanged, reusing %s", final)
         return Dataset(final, manifest, reused=True)
 
-    _remove_abandoned_staging(out_root)
-    staging = out_root / f".staging-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    remove_abandoned(out_root)
+    staging = new_staging(out_root, key)
     for sub in ("data", "quarantine", "keys"):
-        (staging / sub).mkdir(parents=True)
+        (staging / sub).mkdir()
     try:
-        blocks = _blocks(scans, headers, blocksize)
+        blocks = plan_blocks(scans, headers, blocksize)
         log.info("ingest: %d file(s), %d block(s) of %s", len(scans), len(blocks), f"{blocksize:,} B")
-        futures = client.map(ingest_block, blocks, schema=schema, staging=str(staging), pure=False)
+        key_bits = int(setting("ingest.dedup-key-bits"))
+        futures = client.map(ingest_block, blocks, schema=schema, staging=str(staging),
+                             encoding=job.data.encoding, key_bits=key_bits, pure=False)
         results: list[BlockResult] = client.gather(futures)
         del futures
 
@@ -229,7 +216,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
         if schema.id:
             ranges = hash_ranges(sum(r.rows_clean for r in results), int(setting("ingest.dedup-buckets")))
             idx = [b.index for b in blocks]
-            found = client.gather([client.submit(find_duplicates, str(staging), idx, lo, hi, pure=False)
+            found = client.gather([client.submit(find_duplicates, str(staging), idx, lo, hi, schema.id, pure=False)
                                    for lo, hi in ranges])
             per_block: dict[int, list[np.ndarray]] = {}
             for part in found:
@@ -243,31 +230,34 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
         manifest = Manifest.from_blocks(
             dataset=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             files=[FileEntry(s.path, s.size, s.sha256, s.lines) for s in scans], blocksize=blocksize,
-            results=results, dropped_across_blocks=dropped, id_column=schema.id, seconds=time.perf_counter() - t0)
+            results=results, written=count_written(staging, [b.index for b in blocks]),
+            dropped_across_blocks=dropped, id_column=schema.id, seconds=time.perf_counter() - t0)
         manifest.check(job.data.max_bad_fraction)
         manifest.write(staging / "manifest.json")
-        if final.exists():  # a forced rerun replaces the old dataset
-            shutil.rmtree(final)
-        os.rename(staging, final)
+        published = publish(staging, final, force=force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if not published:  # a concurrent run published the same inputs first: use theirs
+        log.info("ingest: %s was published by another run meanwhile; using it", final)
+        return Dataset(final, Manifest.read(final / "manifest.json"), reused=True)
     log.info("ingest: %d read, %d kept, %d quarantined, %d duplicates → %s", manifest.rows_read,
              manifest.rows_kept, manifest.rows_quarantined, manifest.duplicates_removed, final)
     return Dataset(final, manifest)
 
 
-def _remove_abandoned_staging(out_root: Path) -> None:
-    """Delete staging folders left by ingests whose process is gone (crashed or killed)."""
-    for path in out_root.glob(".staging-*"):
-        try:
-            pid = int(path.name.split("-")[2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            log.info("ingest: removing abandoned %s", path.name)
-            shutil.rmtree(path, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
-            continue
+def count_written(staging: Path, blocks: list[int]) -> WrittenRows:
+    """Rows in the staged clean and quarantine files, from their Parquet metadata; a missing
+    partition file is an error naming it."""
+    counts = {}
+    for sub in ("data", "quarantine"):
+        names = [f"part-{i:05d}.parquet" for i in blocks]
+        missing = [n for n in names if not (staging / sub / n).is_file()]
+        if missing:
+            raise IngestError(f"{sub} partition file(s) missing after writing: {', '.join(missing[:5])}; "
+                              "nothing was published")
+        counts[sub] = sum(pq.read_metadata(staging / sub / n).num_rows for n in names)
+    return WrittenRows(clean=counts["data"], quarantined=counts["quarantine"])
 
 
 def check_output_folder(job: JobSpec) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when the dataset layout, block cutting or validation rules change
+FORMAT_VERSION = 3  # bump when the dataset layout, block cutting or validation rules change
 
 
 class IngestError(RuntimeError):
@@ -24,11 +24,21 @@ class BlockResult:
 
     index: int
     source: str
-    rows_read: int
+    lines: int  # physical lines in the block's bytes (header excluded), counted apart from the parser
+    rows_read: int  # records: clean + quarantined, including lines rejected before parsing
+    embedded_newlines: int  # newlines inside quoted fields: lines = rows_read + embedded_newlines
     rows_clean: int
     rows_quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0  # repeats of an id inside this block, removed before writing
+
+
+@dataclass(frozen=True)
+class WrittenRows:
+    """Rows in the staged Parquet files, from their metadata."""
+
+    clean: int
+    quarantined: int
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class FileEntry:
     path: str
     size: int
     sha256: str
-    lines: int
+    lines: int | None  # physical lines, header included (None: compressed, counted by its block)
 
 
 @dataclass
@@ -51,9 +61,10 @@ class Manifest:
     files: list[FileEntry]
     blocksize: int
     partitions: int
+    lines_read: int  # physical data lines, counted from the bytes
     rows_read: int
-    rows_kept: int
-    rows_quarantined: int
+    rows_kept: int  # from the Parquet metadata of the written files
+    rows_quarantined: int  # likewise
     quarantined_by_reason: dict[str, int]
     duplicates_removed: int
     id_column: str | None
@@ -62,15 +73,15 @@ class Manifest:
 
     @classmethod
     def from_blocks(cls, *, dataset: str, created: str, files: list[FileEntry], blocksize: int,
-                    results: list[BlockResult], dropped_across_blocks: int, id_column: str | None,
-                    seconds: float) -> Manifest:
+                    results: list[BlockResult], written: WrittenRows, dropped_across_blocks: int,
+                    id_column: str | None, seconds: float) -> Manifest:
+        """The manifest of a staged dataset: kept and quarantined rows as the files on disk hold
+        them (``written``), read rows and lines as the block tasks counted them."""
         reasons = sum((Counter(r.reasons) for r in results), Counter())
-        written = sum(r.rows_clean for r in results)  # after repeats inside blocks, before those across
         return cls(dataset=dataset, format_version=FORMAT_VERSION, created=created, files=files,
-                   blocksize=blocksize, partitions=len(results), rows_read=sum(r.rows_read for r in results),
-                   rows_kept=written - dropped_across_blocks,
-                   rows_quarantined=sum(r.rows_quarantined for r in results),
-                   quarantined_by_reason=dict(sorted(reasons.items())),
+                   blocksize=blocksize, partitions=len(results), lines_read=sum(r.lines for r in results),
+                   rows_read=sum(r.rows_read for r in results), rows_kept=written.clean,
+                   rows_quarantined=written.quarantined, quarantined_by_reason=dict(sorted(reasons.items())),
                    duplicates_removed=dropped_across_blocks + sum(r.duplicates for r in results),
                    id_column=id_column, seconds=round(seconds, 3), blocks=results)
 
@@ -94,15 +105,26 @@ class Manifest:
         return sum(f.size for f in self.files)
 
     def check(self, max_bad_fraction: float) -> None:
-        """Counts reconcile, there are rows, and the bad rows are within the budget."""
+        """Counts reconcile, there are rows, and the bad rows are within the budget.
+
+        Three independent counts must agree: the lines in the files (the driver's scan), the
+        lines the block tasks saw (every data line in exactly one block, each a record or inside
+        a quoted field), and the rows in the written Parquet files plus the duplicates removed.
+        """
         read, kept, quarantined, dups = (self.rows_read, self.rows_kept, self.rows_quarantined,
                                          self.duplicates_removed)
         if read != kept + quarantined + dups:
             raise IngestError(f"counts do not reconcile: read {read} != kept {kept} + quarantined "
-                              f"{quarantined} + duplicates {dups}")
-        data_lines = sum(f.lines - 1 for f in self.files)
-        if data_lines != read:
-            log.warning("ingest: %d data lines in the files but %d rows parsed (quoted newlines?)", data_lines, read)
+                              f"{quarantined} + duplicates {dups} (kept and quarantined as written to disk)")
+        embedded = sum(b.embedded_newlines for b in self.blocks)
+        if self.lines_read != read + embedded:
+            raise IngestError(f"counts do not reconcile: the blocks hold {self.lines_read} lines but {read} rows "
+                              f"were read with {embedded} newlines inside quoted fields")
+        if all(f.lines is not None for f in self.files):
+            data_lines = sum(f.lines - 1 for f in self.files if f.lines)
+            if data_lines != self.lines_read:
+                raise IngestError(f"counts do not reconcile: the files hold {data_lines} data lines but the "
+                                  f"blocks saw {self.lines_read}")
         if read == 0:
             raise IngestError("no data rows: " + ", ".join(f.path for f in self.files)
                               + " hold only a header")

@@ -21,6 +21,8 @@ from churn.data.hashing import hash_text
 # reason codes, each followed by ":<column>" where a column is involved
 REASONS = (
     "wrong_field_count",
+    "unbalanced_quote",
+    "invalid_encoding",
     "empty_line",
     "missing_id",
     "unknown_label",

@@ -10,7 +10,7 @@ from churn.data.ingest import Dataset, check_headers, check_output_folder, inges
 
 def preflight(job: JobSpec) -> None:
     """Every check that needs no cluster: the source files, their headers, the output folder."""
-    check_headers(job.data.paths(), job.table)
+    check_headers(job.data.paths(), job.table, job.data.encoding)
     check_output_folder(job)
 
 

@@ -63,7 +63,7 @@ class TrainResult:
 
 def preflight(job: JobSpec) -> str:
     """Every check that needs no cluster, before one starts; returns the tracking URI."""
-    check_headers(job.data.paths(), job.table)
+    check_headers(job.data.paths(), job.table, job.data.encoding)
     check_output_folder(job)
     check_grids(job)
     uri = resolve_uri(job.tracking)

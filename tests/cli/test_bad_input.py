@@ -116,3 +116,14 @@ def test_a_stopped_run_is_marked_failed_with_one_line(tmp_path, how):
     [run] = mlflow.search_runs(experiment_names=["customer-churn"], output_format="list")
     assert run.info.status == "FAILED"
     assert run.data.tags["churn.stage"] == "search"
+
+
+def test_a_binary_source_is_named_before_any_cluster(tmp_path):
+    """A binary file in place of the CSV: exit 2, the file named, no traceback."""
+    src = tmp_path / "upload.csv"
+    src.write_bytes(bytes(range(256)) * 64)
+    proc = _train(tmp_path, source=src)
+    assert proc.returncode == 2, proc.stderr
+    assert "upload.csv: binary data (NUL bytes), not CSV text" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr
+    assert "Dask client ready" not in proc.stderr

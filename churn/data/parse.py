@@ -1,0 +1,181 @@
+"""One block's bytes → validated rows, with every physical line accounted for.
+
+What pyarrow's CSV reader does not do, and this module adds:
+
+* **Encodings.** Lines whose bytes are not valid in the declared encoding are quarantined as
+  ``invalid_encoding`` (the rest of the block is kept); other encodings are transcoded to UTF-8.
+* **Line numbers.** pyarrow numbers records, not physical lines; a quoted field holding a
+  newline makes them differ, so each record's first line is computed from the newlines inside
+  its fields.
+* **Stray quotes.** An opening quote that never closes swallows the following lines into one
+  record. A record that spans several lines *and* fails (wrong field count or validation) is
+  taken for one: its first line is quarantined as ``unbalanced_quote`` and the lines it
+  swallowed are parsed again on their own.
+* **A count the parser cannot fake.** The newlines in the bytes must equal the records parsed
+  plus the newlines inside their fields; anything else is an error, never a silent drop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from churn.config import TableSchema
+from churn.data.manifest import IngestError
+from churn.data.validate import validate_table
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+_UTF8 = ("utf-8", "utf8", "utf_8")
+
+
+def count_lines(data: bytes) -> int:
+    """Physical lines: newlines, plus an unterminated last line."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+@dataclass
+class ParsedBlock:
+    """The validated rows of one block and the counts that must reconcile."""
+
+    clean: list[pa.Table] = field(default_factory=list)
+    quarantine: list[pa.Table] = field(default_factory=list)  # validation failures, text fields
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, raw text): no fields
+    records: int = 0  # rows read: clean + quarantined + rejected
+    embedded_newlines: int = 0  # newlines inside quoted fields of those records
+
+
+def decode_segments(data: bytes, encoding: str, first_line: int
+                    ) -> tuple[list[tuple[bytes, int]], list[tuple[int, str, str]]]:
+    """Split ``data`` around lines that are not valid ``encoding``: (UTF-8 segments with their
+    first line, rejected lines)."""
+    segments: list[tuple[bytes, int]] = []
+    rejected: list[tuple[int, str, str]] = []
+    start, line = 0, first_line
+    while start < len(data):
+        chunk = data[start:]
+        try:
+            text = chunk.decode(encoding)
+        except UnicodeDecodeError as exc:
+            bad_start = chunk.rfind(b"\n", 0, exc.start) + 1
+            bad_end = chunk.find(b"\n", exc.start)
+            bad_end = len(chunk) if bad_end < 0 else bad_end + 1
+            if bad_start:
+                good = chunk[:bad_start]
+                segments.append((good if encoding.lower() in _UTF8 else good.decode(encoding).encode(), line))
+            bad_line = line + chunk.count(b"\n", 0, bad_start)
+            rejected.append((bad_line, "invalid_encoding",
+                             chunk[bad_start:bad_end].rstrip(b"\r\n").decode(encoding, errors="replace")))
+            start += bad_end
+            line = bad_line + 1
+            continue
+        segments.append((chunk if encoding.lower() in _UTF8 else text.encode(), line))
+        break
+    return segments, rejected
+
+
+def _read(data: bytes, header: list[str], levels: set[str]) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """pyarrow's parse, every field as text; invalid records (record index from 0, text) returned."""
+    bad: list[tuple[int, str]] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append((row.number - 1, row.text))
+        return "skip"
+
+    table = pacsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pacsv.ReadOptions(column_names=header, use_threads=False,
+                                       block_size=max(1 << 20, len(data) + 1)),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: _DICT if c in levels else pa.string() for c in header},
+            strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+    return table, bad
+
+
+def _newlines_per_row(table: pa.Table) -> np.ndarray:
+    """Newlines inside the fields of each row."""
+    total = np.zeros(table.num_rows, np.int64)
+    for col in table.columns:
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if pa.types.is_dictionary(col.type):
+            per_value = pc.count_substring(col.dictionary, "\n").to_numpy(zero_copy_only=False)
+            total += per_value[col.indices.to_numpy(zero_copy_only=False)] if len(per_value) else 0
+        else:
+            total += pc.count_substring(col, "\n").to_numpy(zero_copy_only=False)
+    return total
+
+
+def _line_starts(data: bytes) -> np.ndarray:
+    """Byte offset of each physical line's start."""
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    return np.concatenate([[0], ends + 1]).astype(np.int64)
+
+
+def parse_segment(data: bytes, first_line: int, header: list[str], schema: TableSchema, source: str,
+                  out: ParsedBlock) -> None:
+    """Parse, number, validate and (for stray quotes) repair one UTF-8 segment into ``out``."""
+    if not data:
+        return
+    physical = count_lines(data)
+    table, bad = _read(data, header, {*schema.categorical, schema.label})
+    n_records = table.num_rows + len(bad)
+    # spans: physical lines per record, in record order
+    good = np.ones(n_records, bool)
+    good[[i for i, _ in bad]] = False
+    spans = np.ones(n_records, np.int64)
+    if n_records != physical:  # some record holds newlines: count them
+        spans[good] += _newlines_per_row(table)
+        spans[~good] += np.array([text.count("\n") for _, text in bad], np.int64)
+    if int(spans.sum()) != physical:
+        raise IngestError(f"{source}: lines {first_line}..{first_line + physical - 1} hold {physical} lines but "
+                          f"the parser returned {n_records} records covering {int(spans.sum())}")
+    starts = first_line + np.cumsum(spans) - spans
+    clean, quarantine = validate_table(table, schema, source, starts[good])
+
+    # stray quotes: a failing record that spans lines keeps only its first line as the culprit
+    span_of = dict(zip(starts.tolist(), spans.tolist(), strict=True))
+    broken = sorted({int(ln) for ln in quarantine.column("_line").to_numpy() if span_of[int(ln)] > 1}
+                    | {int(starts[i]) for i, _ in bad if spans[i] > 1})
+    if broken:
+        quarantine = quarantine.filter(pc.invert(pc.is_in(quarantine.column("_line"), pa.array(broken, pa.int64()))))
+        line_starts = _line_starts(data)
+        for line in broken:
+            k = line - first_line
+            end = k + span_of[line]
+            first_text = data[line_starts[k]:line_starts[k + 1]].rstrip(b"\r\n").decode()
+            out.rejected.append((line, "unbalanced_quote", first_text))
+            out.records += 1
+            rest_end = line_starts[end] if end < len(line_starts) else len(data)
+            parse_segment(data[line_starts[k + 1]:rest_end], line + 1, header, schema, source, out)
+    out.clean.append(clean)
+    out.quarantine.append(quarantine)
+    for i, text in bad:
+        if spans[i] == 1:  # an odd number of quotes on one line: its quote never closes
+            out.rejected.append((int(starts[i]), "unbalanced_quote" if text.count('"') % 2 else "wrong_field_count",
+                                 text))
+    kept_records = n_records - len(broken)
+    out.records += kept_records
+    out.embedded_newlines += int(spans.sum()) - n_records - sum(span_of[b] - 1 for b in broken)
+
+
+def parse_block(data: bytes, header: list[str], first_line: int, schema: TableSchema, source: str,
+                encoding: str) -> ParsedBlock:
+    """Every line of ``data`` (no header) as a clean row, a quarantined row or a rejected line."""
+    out = ParsedBlock()
+    segments, rejected = decode_segments(data, encoding, first_line)
+    out.rejected += rejected
+    out.records += len(rejected)
+    for seg, line in segments:
+        parse_segment(seg, line, header, schema, source, out)
+    if not out.clean:  # no rows at all: empty tables with the right columns
+        empty = pa.table({c: pa.array([], pa.string()) for c in header})
+        clean, quarantine = validate_table(empty, schema, source, np.zeros(0, np.int64))
+        out.clean.append(clean)
+        out.quarantine.append(quarantine)
+    return out
