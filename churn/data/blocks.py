@@ -1,12 +1,9 @@
-"""Cutting CSV files into line-aligned byte blocks, hashing them and numbering their lines.
+"""Cutting CSV files into record-aligned byte blocks, hashing them and numbering their lines.
 
-The bytes of a block come from ``fsspec.utils.read_block`` with ``delimiter=b"\n"``: block
-*i* starts after the first newline at or after its offset (block 0 at byte 0) and ends after
-the first newline at or after its end, so blocks tile a file exactly. What fsspec does not
-give is the physical line number each block starts on; :func:`scan_file` counts it in the
-same pass that hashes the file. Line numbers are physical (1 = header); a quoted field holding
-a newline is not supported by the line numbering (it is parsed, but later line numbers in
-that block shift by one).
+:func:`scan_file` reads each file once, front to back: it hashes it, counts its lines and
+picks every block's start at a record boundary (a newline outside quotes), so blocks tile the
+file exactly and a quoted field holding newlines stays in one block, wherever the nominal
+block boundary falls. Line numbers are physical (1 = header).
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import io
 from dataclasses import dataclass
 
 import fsspec
-from fsspec.utils import infer_compression, read_block
+from fsspec.utils import infer_compression
 
 _CHUNK = 8 * 2**20
 
@@ -73,16 +70,74 @@ def read_header(path: str, encoding: str = "utf-8") -> list[str]:
     return [c.strip() for c in next(csv.reader([text]))] if text else []
 
 
-def block_offsets(size: int, blocksize: int) -> list[int]:
-    return list(range(0, max(size, 1), blocksize))
+class _Reader:
+    """A file read once, front to back: what has been passed is hashed and its newlines and
+    quotes counted; what lies ahead can be looked at first."""
+
+    def __init__(self, fh: io.BufferedIOBase) -> None:
+        self.fh = fh
+        self.digest = hashlib.sha256()
+        self.buf = b""  # bytes read but not yet passed
+        self.pos = 0  # absolute position of buf[0]
+        self.newlines = 0  # newlines before pos
+        self.quotes = 0  # quote characters between the last parity reset and pos
+        self.last = b""
+
+    def ahead(self, upto: int) -> None:
+        """Read until ``buf`` reaches absolute byte ``upto`` (or the end of the file)."""
+        while self.pos + len(self.buf) < upto:
+            chunk = self.fh.read(max(_CHUNK, upto - self.pos - len(self.buf)))
+            if not chunk:
+                return
+            self.buf += chunk
+
+    def advance(self, to: int) -> None:
+        """Pass every byte before absolute position ``to``."""
+        while self.pos < to:
+            self.ahead(min(to, self.pos + _CHUNK))
+            if not self.buf:
+                return
+            cut = min(len(self.buf), to - self.pos)
+            piece, self.buf = self.buf[:cut], self.buf[cut:]
+            self.digest.update(piece)
+            self.newlines += piece.count(b"\n")
+            self.quotes += piece.count(b'"')
+            self.pos += cut
+            self.last = piece[-1:]
+
+    def record_start(self, at: int, max_record: int) -> tuple[int, bool]:
+        """The first record start at or after ``at``: after a newline outside quotes.
+
+        Returns (position, True) normally; when no newline within ``max_record`` bytes is
+        outside quotes, a stray quote is assumed: the first newline ends the record and the
+        quote parity is reset there (``False``). ``at`` must be ``self.pos``.
+        """
+        self.ahead(at + max_record)
+        parity = self.quotes % 2
+        start, first_newline = 0, None
+        while True:
+            nl = self.buf.find(b"\n", start)
+            if nl < 0 or nl > max_record:
+                break
+            first_newline = nl if first_newline is None else first_newline
+            parity = (parity + self.buf.count(b'"', start, nl)) % 2
+            if parity == 0:
+                return at + nl + 1, True
+            start = nl + 1
+        if first_newline is None:  # no newline at all ahead: the rest of the file is one record
+            return at + len(self.buf), True
+        return at + first_newline + 1, False
 
 
-def scan_file(path: str, blocksize: int) -> FileScan:
-    """One sequential pass: sha256 of the content and the first line number of every block.
+def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:
+    """One sequential pass: sha256, physical lines, and a record-aligned start for every block.
 
-    Block ``i`` starts after the first newline at or after byte ``offset_i`` (as
-    ``read_block`` cuts it), so its first line number is ``newlines_before(offset_i) + 2``;
-    block 0 holds the header (line 1).
+    Block *i* starts at the first record start at or after byte ``i * blocksize``: after a
+    newline outside quotes, so a quoted field holding newlines is never cut. (This is why the
+    blocks are not fsspec's ``read_block``, which cuts at any newline.) A quote that stays open
+    for ``max_record`` bytes is taken for a stray one: the block then starts after the next
+    newline and the parse quarantines the broken line. Each block's first physical line is
+    counted on the way.
     """
     fs, p = fsspec.core.url_to_fs(path)
     size = int(fs.size(p))
@@ -92,39 +147,32 @@ def scan_file(path: str, blocksize: int) -> FileScan:
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
         return FileScan(path=path, size=size, sha256=digest.hexdigest(), lines=None, first_lines=(1,))
-    offsets = block_offsets(size, blocksize)
-    digest = hashlib.sha256()
-    firsts = [1]
-    state = {"pos": 0, "newlines": 0, "last": b""}
-
-    def consume(fh: io.BufferedIOBase, upto: int | None) -> None:
-        """Hash and count newlines up to byte ``upto`` (None: to the end)."""
-        while upto is None or state["pos"] < upto:
-            chunk = fh.read(_CHUNK if upto is None else min(_CHUNK, upto - state["pos"]))
-            if not chunk:
-                return
-            digest.update(chunk)
-            state["newlines"] += chunk.count(b"\n")
-            state["pos"] += len(chunk)
-            state["last"] = chunk[-1:]
-
+    starts, firsts = [0], [1]
     with fs.open(p, "rb") as fh:
-        for off in offsets[1:]:
-            consume(fh, off)
-            firsts.append(state["newlines"] + 2)
-        consume(fh, None)
-    ends_open = size > 0 and state["last"] != b"\n"
-    newlines = state["newlines"]
-    return FileScan(path=path, size=size, sha256=digest.hexdigest(), lines=newlines + int(ends_open),
-                    first_lines=tuple(firsts), offsets=tuple(offsets))
+        reader = _Reader(fh)
+        for nominal in range(blocksize, size, blocksize):
+            at = max(nominal, reader.pos)  # never back into a block already placed
+            reader.advance(at)
+            start, in_step = reader.record_start(at, max_record)
+            reader.advance(start)
+            if not in_step:
+                reader.quotes = 0
+            if start < size and start > starts[-1]:
+                starts.append(start)
+                firsts.append(reader.newlines + 1)
+        reader.advance(size)
+    ends_open = size > 0 and reader.last != b"\n"
+    return FileScan(path=path, size=size, sha256=reader.digest.hexdigest(), lines=reader.newlines + int(ends_open),
+                    first_lines=tuple(firsts), offsets=tuple(starts))
 
 
 def read_block_bytes(block: Block) -> bytes:
-    """The bytes of the lines that belong to ``block`` (fsspec's newline-aligned block); for a
-    compressed file, the whole decompressed file."""
+    """The bytes of ``block``: its exact record-aligned byte range; for a compressed file, the
+    whole decompressed file."""
     if compression(block.path):
         with fsspec.open(block.path, "rb", compression="infer") as fh:
             return fh.read()
     fs, p = fsspec.core.url_to_fs(block.path)
     with fs.open(p, "rb") as fh:
-        return read_block(fh, block.offset, block.length, delimiter=b"\n")
+        fh.seek(block.offset)
+        return fh.read(block.length)

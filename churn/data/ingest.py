@@ -166,12 +166,14 @@ def dataset_key(scans: list[FileScan], schema: TableSchema) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def plan_blocks(scans: list[FileScan], headers: dict[str, list[str]], blocksize: int) -> list[Block]:
+def plan_blocks(scans: list[FileScan], headers: dict[str, list[str]]) -> list[Block]:
+    """One block per record-aligned byte range the scans found."""
     blocks = []
     for fi, scan in enumerate(scans):
-        for off, first in zip(scan.offsets, scan.first_lines, strict=True):
+        ends = [*scan.offsets[1:], scan.size]
+        for off, end, first in zip(scan.offsets, ends, scan.first_lines, strict=True):
             blocks.append(Block(path=scan.path, file_index=fi, index=len(blocks), offset=off,
-                                length=blocksize, first_line=first, header=tuple(headers[scan.path])))
+                                length=end - off, first_line=first, header=tuple(headers[scan.path])))
     return blocks
 
 
@@ -204,7 +206,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
     for sub in ("data", "quarantine", "keys"):
         (staging / sub).mkdir()
     try:
-        blocks = plan_blocks(scans, headers, blocksize)
+        blocks = plan_blocks(scans, headers)
         log.info("ingest: %d file(s), %d block(s) of %s", len(scans), len(blocks), f"{blocksize:,} B")
         key_bits = int(setting("ingest.dedup-key-bits"))
         futures = client.map(ingest_block, blocks, schema=schema, staging=str(staging),

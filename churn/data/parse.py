@@ -117,6 +117,24 @@ def _line_starts(data: bytes) -> np.ndarray:
     return np.concatenate([[0], ends + 1]).astype(np.int64)
 
 
+def _swallowing_rows(quarantine: pa.Table, span_of: dict[int, int], schema: TableSchema) -> list[int]:
+    """Lines of quarantined multi-line rows where a field that failed validation holds a newline
+    (a legit quoted newline in a column that passed is not a stray quote)."""
+    out = []
+    column_of = {"missing_id": schema.id, "unknown_label": schema.label}
+    for row in quarantine.select(["_line", "_reasons"]).to_pylist():
+        if span_of[row["_line"]] == 1:
+            continue
+        failed = set()
+        for reason in row["_reasons"].split(";"):
+            code, _, col = reason.partition(":")
+            failed.add(col or column_of.get(code))
+        fields = quarantine.filter(pc.equal(quarantine.column("_line"), row["_line"]))
+        if any(c and "\n" in (fields.column(c)[0].as_py() or "") for c in failed):
+            out.append(row["_line"])
+    return out
+
+
 def parse_segment(data: bytes, first_line: int, header: list[str], schema: TableSchema, source: str,
                   out: ParsedBlock) -> None:
     """Parse, number, validate and (for stray quotes) repair one UTF-8 segment into ``out``."""
@@ -138,10 +156,11 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
     starts = first_line + np.cumsum(spans) - spans
     clean, quarantine = validate_table(table, schema, source, starts[good])
 
-    # stray quotes: a failing record that spans lines keeps only its first line as the culprit
+    # stray quotes: a record that spans lines and breaks (wrong field count, or a field that fails
+    # validation holds a newline) keeps only its first line as the culprit
     span_of = dict(zip(starts.tolist(), spans.tolist(), strict=True))
-    broken = sorted({int(ln) for ln in quarantine.column("_line").to_numpy() if span_of[int(ln)] > 1}
-                    | {int(starts[i]) for i, _ in bad if spans[i] > 1})
+    broken = sorted({int(starts[i]) for i, _ in bad if spans[i] > 1}
+                    | set(_swallowing_rows(quarantine, span_of, schema)))
     if broken:
         quarantine = quarantine.filter(pc.invert(pc.is_in(quarantine.column("_line"), pa.array(broken, pa.int64()))))
         line_starts = _line_starts(data)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 
 from churn.data.blocks import Block, read_block_bytes, scan_file
+
+
+def _blocks(path, scan) -> list[Block]:
+    ends = [*scan.offsets[1:], scan.size]
+    return [Block(str(path), 0, i, off, end - off, first)
+            for i, (off, end, first) in enumerate(zip(scan.offsets, ends, scan.first_lines, strict=True))]
 
 
 @pytest.mark.parametrize("blocksize", [7, 64, 1000, 10**6])
@@ -21,8 +28,9 @@ def test_blocks_tile_the_file_and_number_lines(tmp_path, blocksize, trailing_new
     assert scan.sha256 == hashlib.sha256(text.encode()).hexdigest()
     assert scan.lines == len(lines)
     pieces = []
-    for i, (off, first) in enumerate(zip(range(0, scan.size, blocksize), scan.first_lines, strict=True)):
-        data = read_block_bytes(Block(str(path), 0, i, off, blocksize, first))
+    for block in _blocks(path, scan):
+        data = read_block_bytes(block)
+        first = block.first_line
         pieces.append(data)
         if data:
             assert data.decode().split("\n")[0] == lines[first - 1]
@@ -38,9 +46,38 @@ def test_lines_starting_exactly_at_a_block_offset(tmp_path, blocksize):
     path.write_text(text)
     scan = scan_file(str(path), blocksize)
     seen = []
-    for i, (off, first) in enumerate(zip(range(0, scan.size, blocksize), scan.first_lines, strict=True)):
-        data = read_block_bytes(Block(str(path), 0, i, off, blocksize, first)).decode()
+    for block in _blocks(path, scan):
+        data = read_block_bytes(block).decode()
+        first = block.first_line
         got = data.split("\n")[:-1]
         assert got == lines[first - 1:first - 1 + len(got)]
         seen += got
     assert seen == lines
+
+
+@pytest.mark.parametrize("blocksize", [5, 16, 40, 100])
+def test_quoted_newlines_are_never_cut(tmp_path, blocksize):
+    """Wherever a nominal boundary falls, a block starts at a record: a quoted field's lines stay together."""
+    rows = ["id,note,churn"] + [f'{i},"line one\nline two\nline three",No' if i % 3 == 0 else f"{i},plain,Yes"
+                                for i in range(40)]
+    text = "\n".join(rows) + "\n"
+    path = tmp_path / "quoted.csv"
+    path.write_text(text)
+    scan = scan_file(str(path), blocksize)
+    pieces = [read_block_bytes(b) for b in _blocks(path, scan)]
+    assert b"".join(pieces) == text.encode()
+    physical = text.split("\n")
+    for block, data in zip(_blocks(path, scan), pieces, strict=True):
+        assert data.count(b'"') % 2 == 0  # no quoted field is split
+        assert data.decode().split("\n")[0] == physical[block.first_line - 1]
+
+
+def test_a_stray_quote_does_not_swallow_the_rest_of_the_file(tmp_path):
+    """A quote that never closes: blocks after it still start every ~blocksize bytes."""
+    rows = ["id,note,churn"] + [f"{i},plain,Yes" for i in range(5000)]
+    rows[10] = '9,"broken,Yes'
+    path = tmp_path / "stray.csv"
+    path.write_text("\n".join(rows) + "\n")
+    scan = scan_file(str(path), 4096, max_record=2048)
+    sizes = np.diff([*scan.offsets, scan.size])
+    assert len(scan.offsets) > 10 and sizes.max() < 4096 + 2048 + 100
