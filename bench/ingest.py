@@ -88,8 +88,8 @@ def main() -> None:
         for name, code in [("pandas.read_csv (C engine), 1 process", PANDAS),
                            ("pyarrow.csv.read_csv, 1 process", ARROW)]:
             r = run_isolated(code.format(pattern=pattern))
-            rows.append([name, f"{size / r['wall'] / 1e6:,.0f}", f"{r['wall']:.1f}", f"{r['cpu']:.1f}",
-                         mb(r["peak_rss"]), "no limit", "-", f"{r['rows']:,}"])
+            rows.append([name, f"{size / r['wall'] / 1e6:,.0f}", f"{size / r['cpu'] / 1e6:,.0f}", f"{r['wall']:.1f}",
+                         f"{r['cpu']:.1f}", mb(r["peak_rss"]), "no limit", "-", f"{r['rows']:,}"])
             logging.info("%s: %s", name, rows[-1])
 
     out = ROOT / "build" / "bench" / "datasets"
@@ -116,8 +116,9 @@ def main() -> None:
     cpu = sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
     peak = max(after[w]["peak_rss"] for w in after)
     man = ds.manifest
-    rows.append([f"churn ingest, LocalCluster 2 x {args.workers_memory}", f"{size / wall / 1e6:,.0f}", f"{wall:.1f}",
-                 f"{cpu + driver_after['cpu'] - driver_before['cpu']:.1f}",
+    churn_cpu = cpu + driver_after["cpu"] - driver_before["cpu"]
+    rows.append([f"churn ingest, LocalCluster 2 x {args.workers_memory}", f"{size / wall / 1e6:,.0f}",
+                 f"{size / churn_cpu / 1e6:,.0f}", f"{wall:.1f}", f"{churn_cpu:.1f}",
                  f"{mb(peak)} per worker (driver {mb(driver_after['peak_rss'])})", args.workers_memory,
                  "yes" if (restarted or kills) else "no", f"{man.rows_read:,}"])
     logging.info("churn: %s", rows[-1])
@@ -140,10 +141,17 @@ def main() -> None:
                              "result = {}")
             gen.append(f"{n:,} rows: {g['wall']:.1f}s, peak RSS {mb(g['peak_rss'])} MB")
         read_back.append("churn generate streams (flat memory): " + "; ".join(gen) + ".")
+    ratio = []
+    if not args.skip_baselines:  # rows[0] is pandas, rows[-1] churn: both measured above, same files
+        speed = [float(r[1].replace(",", "")) for r in (rows[-1], rows[0])]
+        ratio.append(f"churn / pandas.read_csv MB/s: {speed[0] / speed[1]:.2f} (target >= 0.6).")
     notes = [
+        *ratio,
+        "Wall seconds per ingest stage (manifest stage_seconds): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in man.stage_seconds.items()) + ".",
         f"Input: {len(files)} generated CSV files, {size / 1e9:.2f} GB, {man.rows_read:,} rows "
         f"(0.1 % faults); blocksize {man.blocksize:,} B, {man.partitions} partitions.",
-        f"churn ingest = header check + per-file sha256/line scan + parse + validate + quarantine + "
+        f"churn ingest = header check + per-file sha256/line/record-boundary scan + parse + validate + quarantine + "
         f"Parquet write + shuffle-free duplicate removal + manifest: kept {man.rows_kept:,}, "
         f"quarantined {man.rows_quarantined:,}, duplicates {man.duplicates_removed:,}.",
         "CPU s for churn = worker processes + driver; peak RSS = the larger worker's high-water mark.",
@@ -151,7 +159,8 @@ def main() -> None:
     ]
     name = "ingest" if args.gb == 2.1 else f"ingest-{args.gb:g}gb"
     write_table(name, f"Ingest benchmark ({size / 1e9:.1f} GB of CSV)",
-                ["method", "MB/s", "wall s", "CPU s", "peak RSS MB", "memory limit", "worker restart", "rows"],
+                ["method", "MB/s", "MB per CPU-s", "wall s", "CPU s", "peak RSS MB", "memory limit", "worker restart",
+                 "rows"],
                 rows, notes)
 
 

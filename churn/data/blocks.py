@@ -72,38 +72,42 @@ def read_header(path: str, encoding: str = "utf-8") -> list[str]:
 
 class _Reader:
     """A file read once, front to back: what has been passed is hashed and its newlines and
-    quotes counted; what lies ahead can be looked at first."""
+    quotes counted; what lies ahead can be looked at first. (Counts run on ranges of the read
+    buffer: no byte is copied to be counted.)"""
 
     def __init__(self, fh: io.BufferedIOBase) -> None:
         self.fh = fh
         self.digest = hashlib.sha256()
-        self.buf = b""  # bytes read but not yet passed
-        self.pos = 0  # absolute position of buf[0]
+        self.buf = b""  # bytes read; self.buf[self.off:] not yet passed
+        self.off = 0
+        self.pos = 0  # absolute position of buf[off]
         self.newlines = 0  # newlines before pos
         self.quotes = 0  # quote characters between the last parity reset and pos
         self.last = b""
 
     def ahead(self, upto: int) -> None:
-        """Read until ``buf`` reaches absolute byte ``upto`` (or the end of the file)."""
-        while self.pos + len(self.buf) < upto:
-            chunk = self.fh.read(max(_CHUNK, upto - self.pos - len(self.buf)))
+        """Read until the buffer reaches absolute byte ``upto`` (or the end of the file)."""
+        while self.pos + len(self.buf) - self.off < upto:
+            chunk = self.fh.read(max(_CHUNK, upto - self.pos - len(self.buf) + self.off))
             if not chunk:
                 return
-            self.buf += chunk
+            self.buf = self.buf[self.off:] + chunk if self.off < len(self.buf) else chunk
+            self.off = 0
 
     def advance(self, to: int) -> None:
         """Pass every byte before absolute position ``to``."""
         while self.pos < to:
-            self.ahead(min(to, self.pos + _CHUNK))
-            if not self.buf:
-                return
-            cut = min(len(self.buf), to - self.pos)
-            piece, self.buf = self.buf[:cut], self.buf[cut:]
-            self.digest.update(piece)
-            self.newlines += piece.count(b"\n")
-            self.quotes += piece.count(b'"')
-            self.pos += cut
-            self.last = piece[-1:]
+            if self.off >= len(self.buf):
+                self.ahead(min(to, self.pos + _CHUNK))
+                if self.off >= len(self.buf):
+                    return
+            end = min(len(self.buf), self.off + to - self.pos)
+            self.digest.update(memoryview(self.buf)[self.off:end])
+            self.newlines += self.buf.count(b"\n", self.off, end)
+            self.quotes += self.buf.count(b'"', self.off, end)
+            self.last = self.buf[end - 1:end]
+            self.pos += end - self.off
+            self.off = end
 
     def record_start(self, at: int, max_record: int) -> tuple[int, bool]:
         """The first record start at or after ``at``: after a newline outside quotes.
@@ -113,20 +117,22 @@ class _Reader:
         quote parity is reset there (``False``). ``at`` must be ``self.pos``.
         """
         self.ahead(at + max_record)
+        buf, base = self.buf, self.off
         parity = self.quotes % 2
-        start, first_newline = 0, None
+        start, first_newline = base, None
+        limit = base + max_record
         while True:
-            nl = self.buf.find(b"\n", start)
-            if nl < 0 or nl > max_record:
+            nl = buf.find(b"\n", start)
+            if nl < 0 or nl > limit:
                 break
             first_newline = nl if first_newline is None else first_newline
-            parity = (parity + self.buf.count(b'"', start, nl)) % 2
+            parity = (parity + buf.count(b'"', start, nl)) % 2
             if parity == 0:
-                return at + nl + 1, True
+                return at + nl + 1 - base, True
             start = nl + 1
         if first_newline is None:  # no newline at all ahead: the rest of the file is one record
-            return at + len(self.buf), True
-        return at + first_newline + 1, False
+            return at + len(buf) - base, True
+        return at + first_newline + 1 - base, False
 
 
 def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:

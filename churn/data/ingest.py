@@ -104,17 +104,23 @@ def _rejected_rows(rejected: list[tuple[int, str, str]], schema: TableSchema, so
     return pa.table(rows)
 
 
-def _drop_repeats_in_block(clean: pa.Table, id_column: str, key_bits: int) -> tuple[pa.Table, np.ndarray, int]:
+def _drop_repeats_in_block(clean: pa.Table, id_column: str, key_bits: int
+                           ) -> tuple[pa.Table, np.ndarray, np.ndarray, int]:
     """Remove rows repeating an earlier id of the same block (same hash *and* same text; first kept).
 
-    Returns the kept rows, their dedup keys and the number removed.
+    Returns the kept rows, their dedup keys, the stable sort order of those keys and the
+    number removed (one sort serves both the check and the key file).
     """
     keys = dedup_keys(clean.column(KEY_COLUMN).to_numpy(), key_bits)
-    repeat = repeated_rows(keys, np.arange(len(keys)), lambda rows: clean.column(id_column).take(rows).to_pylist())
+    order = np.argsort(keys, kind="stable")
+    repeat = repeated_rows(keys, np.arange(len(keys)), lambda rows: clean.column(id_column).take(rows).to_pylist(),
+                           order=order)
     if repeat.any():
-        clean = clean.filter(pa.array(~repeat))
-        keys = keys[~repeat]
-    return clean, keys, int(repeat.sum())
+        keep = ~repeat
+        clean = clean.filter(pa.array(keep))
+        keys = keys[keep]
+        order = (np.cumsum(keep) - 1)[order[keep[order]]]  # the sort order, renumbered: no re-sort
+    return clean, keys, order, int(repeat.sum())
 
 
 def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str, key_bits: int) -> BlockResult:
@@ -126,7 +132,7 @@ def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str,
         data, first_line = (b"" if cut < 0 else data[cut + 1:]), 2
     lines = count_lines(data)
     try:
-        parsed = parse_block(data, list(block.header), first_line, schema, block.path, encoding)
+        parsed = parse_block(data, list(block.header), first_line, schema, block.path, encoding, lines=lines)
     except pa.ArrowInvalid as exc:
         raise IngestError(f"{block.path}: cannot parse the CSV lines {first_line}..{first_line + lines - 1}: "
                           f"{exc}") from None
@@ -140,8 +146,7 @@ def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str,
     name = f"part-{block.index:05d}.parquet"
     duplicates = 0
     if schema.id:  # repeats inside the block go now; repeats across blocks in a later pass
-        clean, keys, duplicates = _drop_repeats_in_block(clean, schema.id, key_bits)
-        order = np.argsort(keys, kind="stable")
+        clean, keys, order, duplicates = _drop_repeats_in_block(clean, schema.id, key_bits)
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-keys.npy"), keys[order])
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-rows.npy"), order.astype(np.uint32))
     write_clean(clean, os.path.join(staging, "data", name), schema)
@@ -192,7 +197,9 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
     out_root.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
+    stages: dict[str, float] = {}
     scans: list[FileScan] = client.gather(client.map(scan_file, paths, blocksize=blocksize, pure=False))
+    stages["scan"] = time.perf_counter() - t0
     key = dataset_key(scans, schema)
     final = out_root / f"dataset-{key}"
     if (final / "manifest.json").is_file() and not force:
@@ -213,6 +220,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
                              encoding=job.data.encoding, key_bits=key_bits, pure=False)
         results: list[BlockResult] = client.gather(futures)
         del futures
+        stages["blocks"] = time.perf_counter() - t0 - sum(stages.values())
 
         dropped = 0  # repeats across blocks (repeats inside a block went in ingest_block)
         if schema.id:
@@ -220,6 +228,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
             idx = [b.index for b in blocks]
             found = client.gather([client.submit(find_duplicates, str(staging), idx, lo, hi, schema.id, pure=False)
                                    for lo, hi in ranges])
+            stages["duplicates_find"] = time.perf_counter() - t0 - sum(stages.values())
             per_block: dict[int, list[np.ndarray]] = {}
             for part in found:
                 for b, rows in part.items():
@@ -227,7 +236,9 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
             drops = [client.submit(drop_rows, str(staging), b, np.sort(np.concatenate(r)), schema, pure=False)
                      for b, r in sorted(per_block.items())]
             dropped = int(sum(client.gather(drops)))
+            log.info("ingest: %d repeated ids across blocks, %d partition(s) rewritten", dropped, len(drops))
         shutil.rmtree(staging / "keys")
+        stages["duplicates_rewrite"] = time.perf_counter() - t0 - sum(stages.values())
 
         manifest = Manifest.from_blocks(
             dataset=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -235,6 +246,8 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
             results=results, written=count_written(staging, [b.index for b in blocks]),
             dropped_across_blocks=dropped, id_column=schema.id, seconds=time.perf_counter() - t0)
         manifest.check(job.data.max_bad_fraction)
+        stages["manifest"] = time.perf_counter() - t0 - sum(stages.values())
+        manifest.stage_seconds = {k: round(v, 3) for k, v in stages.items()}
         manifest.write(staging / "manifest.json")
         published = publish(staging, final, force=force)
     except BaseException:

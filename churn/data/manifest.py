@@ -70,6 +70,7 @@ class Manifest:
     id_column: str | None
     seconds: float
     blocks: list[BlockResult] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time of scan, blocks, duplicates, …
 
     @classmethod
     def from_blocks(cls, *, dataset: str, created: str, files: list[FileEntry], blocksize: int,

@@ -78,24 +78,43 @@ def decode_segments(data: bytes, encoding: str, first_line: int
     return segments, rejected
 
 
-def _read(data: bytes, header: list[str], levels: set[str]) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """pyarrow's parse, every field as text; invalid records (record index from 0, text) returned."""
-    bad: list[tuple[int, str]] = []
+_BLANK = ["", " "]  # the blank cells a typed parse may read as null (others: the text path)
 
-    def on_invalid(row: Any) -> str:
-        bad.append((row.number - 1, row.text))
-        return "skip"
 
-    table = pacsv.read_csv(
-        pa.py_buffer(data),
-        read_options=pacsv.ReadOptions(column_names=header, use_threads=False,
-                                       block_size=max(1 << 20, len(data) + 1)),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: _DICT if c in levels else pa.string() for c in header},
-            strings_can_be_null=False, quoted_strings_can_be_null=False),
-    )
-    return table, bad
+def _read(data: bytes, header: list[str], schema: TableSchema) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """pyarrow's parse; invalid records (record index from 0, text) are returned.
+
+    Fast path: numeric columns parsed as numbers (blank cells null), categoricals dictionary-
+    encoded, the rest text. If any numeric cell is not a plain number, the segment is parsed
+    again with every field as text, for the validation to name each bad cell.
+    """
+    levels = {*schema.categorical, schema.label}
+    text_types = {c: _DICT if c in levels else pa.string() for c in header}
+    typed = {**text_types, **{c: pa.int64() if rule.integer else pa.float64()
+                              for c, rule in schema.numeric.items()}}
+    for types in (typed, text_types):
+        bad: list[tuple[int, str]] = []
+
+        def on_invalid(row: Any, bad: list[tuple[int, str]] = bad) -> str:
+            bad.append((row.number - 1, row.text))
+            return "skip"
+
+        try:
+            table = pacsv.read_csv(
+                pa.py_buffer(data),
+                read_options=pacsv.ReadOptions(column_names=header, use_threads=False,
+                                               block_size=max(1 << 20, len(data) + 1)),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                     quoted_strings_can_be_null=False,
+                                                     null_values=_BLANK if types is typed else []),
+            )
+        except pa.ArrowInvalid as exc:
+            if types is typed and "CSV conversion error" in str(exc) and "UTF8" not in str(exc):
+                continue  # a cell that is not a plain number: the text path names it
+            raise
+        return table, bad
+    raise AssertionError("unreachable")
 
 
 def _newlines_per_row(table: pa.Table) -> np.ndarray:
@@ -103,6 +122,8 @@ def _newlines_per_row(table: pa.Table) -> np.ndarray:
     total = np.zeros(table.num_rows, np.int64)
     for col in table.columns:
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if not (pa.types.is_string(col.type) or pa.types.is_dictionary(col.type)):
+            continue  # numbers hold no newlines
         if pa.types.is_dictionary(col.type):
             per_value = pc.count_substring(col.dictionary, "\n").to_numpy(zero_copy_only=False)
             total += per_value[col.indices.to_numpy(zero_copy_only=False)] if len(per_value) else 0
@@ -123,7 +144,7 @@ def _swallowing_rows(quarantine: pa.Table, span_of: dict[int, int], schema: Tabl
     out = []
     column_of = {"missing_id": schema.id, "unknown_label": schema.label}
     for row in quarantine.select(["_line", "_reasons"]).to_pylist():
-        if span_of[row["_line"]] == 1:
+        if row["_line"] not in span_of:  # a one-line row
             continue
         failed = set()
         for reason in row["_reasons"].split(";"):
@@ -136,12 +157,13 @@ def _swallowing_rows(quarantine: pa.Table, span_of: dict[int, int], schema: Tabl
 
 
 def parse_segment(data: bytes, first_line: int, header: list[str], schema: TableSchema, source: str,
-                  out: ParsedBlock) -> None:
-    """Parse, number, validate and (for stray quotes) repair one UTF-8 segment into ``out``."""
+                  out: ParsedBlock, physical: int | None = None) -> None:
+    """Parse, number, validate and (for stray quotes) repair one UTF-8 segment into ``out``
+    (``physical``: its line count when the caller has counted it already)."""
     if not data:
         return
-    physical = count_lines(data)
-    table, bad = _read(data, header, {*schema.categorical, schema.label})
+    physical = count_lines(data) if physical is None else physical
+    table, bad = _read(data, header, schema)
     n_records = table.num_rows + len(bad)
     # spans: physical lines per record, in record order
     good = np.ones(n_records, bool)
@@ -158,15 +180,16 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
 
     # stray quotes: a record that spans lines and breaks (wrong field count, or a field that fails
     # validation holds a newline) keeps only its first line as the culprit
-    span_of = dict(zip(starts.tolist(), spans.tolist(), strict=True))
+    multi = spans > 1
+    span_of = dict(zip(starts[multi].tolist(), spans[multi].tolist(), strict=True))  # only multi-line records
     broken = sorted({int(starts[i]) for i, _ in bad if spans[i] > 1}
-                    | set(_swallowing_rows(quarantine, span_of, schema)))
+                    | set(_swallowing_rows(quarantine, span_of, schema) if span_of else ()))
     if broken:
         quarantine = quarantine.filter(pc.invert(pc.is_in(quarantine.column("_line"), pa.array(broken, pa.int64()))))
         line_starts = _line_starts(data)
         for line in broken:
             k = line - first_line
-            end = k + span_of[line]
+            end = k + span_of.get(line, 1)
             first_text = data[line_starts[k]:line_starts[k + 1]].rstrip(b"\r\n").decode()
             out.rejected.append((line, "unbalanced_quote", first_text))
             out.records += 1
@@ -180,18 +203,34 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
                                  text))
     kept_records = n_records - len(broken)
     out.records += kept_records
-    out.embedded_newlines += int(spans.sum()) - n_records - sum(span_of[b] - 1 for b in broken)
+    out.embedded_newlines += int(spans.sum()) - n_records - sum(span_of.get(b, 1) - 1 for b in broken)
 
 
 def parse_block(data: bytes, header: list[str], first_line: int, schema: TableSchema, source: str,
-                encoding: str) -> ParsedBlock:
-    """Every line of ``data`` (no header) as a clean row, a quarantined row or a rejected line."""
+                encoding: str, lines: int | None = None) -> ParsedBlock:
+    """Every line of ``data`` (no header) as a clean row, a quarantined row or a rejected line.
+
+    UTF-8 blocks go straight to the parser, which checks the bytes itself; only a block it
+    refuses for invalid UTF-8 (or a block in another encoding) is decoded line-aware first.
+    """
     out = ParsedBlock()
+    if encoding.lower() in _UTF8:
+        try:
+            parse_segment(data, first_line, header, schema, source, out, physical=lines)
+            return _with_tables(out, header, schema, source)
+        except pa.ArrowInvalid as exc:
+            if "UTF8" not in str(exc):
+                raise
+            out = ParsedBlock()
     segments, rejected = decode_segments(data, encoding, first_line)
     out.rejected += rejected
     out.records += len(rejected)
     for seg, line in segments:
         parse_segment(seg, line, header, schema, source, out)
+    return _with_tables(out, header, schema, source)
+
+
+def _with_tables(out: ParsedBlock, header: list[str], schema: TableSchema, source: str) -> ParsedBlock:
     if not out.clean:  # no rows at all: empty tables with the right columns
         empty = pa.table({c: pa.array([], pa.string()) for c in header})
         clean, quarantine = validate_table(empty, schema, source, np.zeros(0, np.int64))

@@ -73,12 +73,19 @@ def _levels(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
 def _categorical(values: pa.Array, idx: np.ndarray, blank_rows: np.ndarray) -> pa.DictionaryArray:
     """Dictionary column over the trimmed values; blank rows are null."""
     uniq = pc.unique(values)
+    if len(uniq) == len(values):  # trimming merged no two values: the indices stand as they are
+        return pa.DictionaryArray.from_arrays(pa.array(idx, mask=blank_rows if blank_rows.any() else None), values)
     remap = np.asarray(pc.index_in(values, value_set=uniq).to_numpy(zero_copy_only=False), np.int32)
     return pa.DictionaryArray.from_arrays(pa.array(remap[idx], mask=blank_rows), uniq)
 
 
 def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(float64 values with NaN, well-formed mask, blank mask) of a text column."""
+    """(float64 values with NaN, well-formed mask, blank mask) of a text column, or of a column
+    the CSV reader already parsed as numbers (nulls are its blank cells)."""
+    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+        values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        blank = np.isnan(values)
+        return values, ~blank, blank
     text = pc.fill_null(col.cast(pa.string()), "")
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
