@@ -20,6 +20,9 @@ from churn.serving.pyfunc import predict_frame
 from churn.serving.trusted import dump_pipeline
 
 MODEL_CODE = Path(churn.serving.__file__).parent / "model_code.py"  # MLflow models-from-code file
+# shipped with the model (``code_paths``) so it loads where churn is not installed; loading
+# imports only churn.serving and churn.modeling.features from it (no dask, no pydantic)
+PACKAGE_DIR = Path(churn.serving.__file__).parents[1]
 
 # what the registered model needs to load and predict (no dask, no pydantic, no imbalanced-learn)
 SERVING_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy", "mlflow")
@@ -48,6 +51,7 @@ def log_model(pipeline: Pipeline, example: pd.DataFrame, threshold: float, regis
             input_example=example,
             registered_model_name=registered_name,
             pip_requirements=requirements(),
+            code_paths=[str(PACKAGE_DIR)],
         )
 
 
