@@ -101,10 +101,19 @@ def _cluster(cluster: Path | None, scheduler: str | None) -> ClusterSpec | None:
     return load_cluster(cluster or default)
 
 
+def _load_job(job: Path, set_: list[str] | None) -> JobSpec:
+    try:
+        return load_job(job, set_ or [])
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+        raise  # unreachable: _fail exits
+
+
 def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: str | None
           ) -> tuple[JobSpec, ClusterSpec | None]:
+    spec = _load_job(job, set_)
     try:
-        return load_job(job, set_ or []), _cluster(cluster, scheduler)
+        return spec, _cluster(cluster, scheduler)
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
         raise  # unreachable: _fail exits
@@ -216,6 +225,15 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     out.print(summary.search_table(spec, result))
     out.print(summary.result_table(spec, result, time.perf_counter() - t0))
     out.print(f"MLflow UI: {ui_hint(result.tracking_uri)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def graph(job: JobArg, set_: SetOpt = None) -> None:
+    """Print the job's stage graph (ingest → split → search per family → … → register) as Mermaid."""
+    spec = _load_job(job, set_)
+    from churn.jobs.graph import to_mermaid, train_graph
+
+    typer.echo(to_mermaid(train_graph(spec)), nl=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

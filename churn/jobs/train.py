@@ -17,6 +17,7 @@ from churn.config.families import imbalance_used
 from churn.data.columns import LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import Dataset, check_headers, check_output_folder, ingest
 from churn.data.split import check_counts, class_counts, load_splits, sample_rows, search_sample
+from churn.jobs.graph import to_mermaid, train_graph
 from churn.modeling.evaluate import (
     Evaluation,
     Threshold,
@@ -29,7 +30,15 @@ from churn.modeling.pipeline import build_pipeline, grid_for, inference_pipeline
 from churn.modeling.preflight import check_grids, check_round_trip
 from churn.modeling.search import SearchResult, grid_search
 from churn.tracking.registry import input_example, log_model, set_alias
-from churn.tracking.run_log import log_champion, log_family, log_plots, log_seconds, parent_run, set_stage
+from churn.tracking.run_log import (
+    log_champion,
+    log_family,
+    log_graph,
+    log_plots,
+    log_seconds,
+    parent_run,
+    set_stage,
+)
 from churn.tracking.store import check_store, resolve_uri
 
 log = logging.getLogger(__name__)
@@ -137,7 +146,11 @@ def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResul
             version = str(info.registered_model_version)
             set_alias(job.tracking.registered_model, job.tracking.alias, version)
         log_seconds(seconds)
+        result = TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}@{job.tracking.alias}",
+                             version, dataset, families, champion, threshold, test, rows, kept, model, seconds)
+        graph = train_graph(job, result)
+        log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
+                  f"churn train: {job.name}")
         set_stage("done")
-    return TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}@{job.tracking.alias}",
-                       version, dataset, families, champion, threshold, test, rows, kept, model, seconds)
+    return result
 

@@ -108,3 +108,29 @@ def family_scores(scores: dict[str, np.ndarray], metric: str) -> Figure:
     ax.set_ylabel(f"mean CV {metric}")
     fig.tight_layout()
     return fig
+
+
+def flow_chart(ranks: list[list[list[str]]], title: str) -> Figure:
+    """Boxes in ranks from top to bottom (each box: label lines), every box joined to every box
+    of the next rank: the stage graph of a job. (No graph-drawing library needed for a layered
+    chart this simple; Mermaid text of the same graph is logged beside it.)"""
+    width = max(len(r) for r in ranks)
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.3 * width), 1.25 * len(ranks) + 0.6), dpi=110)
+    ax.set_xlim(0, width)
+    ax.set_ylim(len(ranks), -0.3)
+    ax.axis("off")
+    ax.set_title(title)
+    centres: list[list[tuple[float, float]]] = []
+    for y, rank in enumerate(ranks):
+        xs = [(width - len(rank)) / 2 + i + 0.5 for i in range(len(rank))]
+        centres.append([(x, y + 0.5) for x in xs])
+        for x, label in zip(xs, rank, strict=True):
+            ax.text(x, y + 0.5, "\n".join(label), ha="center", va="center", fontsize=8,
+                    bbox={"boxstyle": "round,pad=0.4", "facecolor": "#e8f0fe", "edgecolor": "#3b6fb6"})
+    for upper, lower in zip(centres, centres[1:], strict=False):
+        for x0, y0 in upper:
+            for x1, y1 in lower:
+                ax.annotate("", xy=(x1, y1 - 0.32), xytext=(x0, y0 + 0.32),
+                            arrowprops={"arrowstyle": "->", "color": "#555555", "lw": 0.8})
+    fig.tight_layout()
+    return fig

@@ -129,3 +129,11 @@ def log_plots(job: JobSpec, families: dict[str, SearchResult], test: Evaluation,
     for name, fig in figures.items():
         mlflow.log_figure(fig, f"plots/{name}")
         plt.close(fig)
+
+
+def log_graph(mermaid: str, ranks: list[list[list[str]]], title: str) -> None:
+    """The job's stage graph with each stage's wall time and rows: Mermaid text and a picture."""
+    mlflow.log_text(mermaid, "graph/stages.mmd")
+    fig = plots.flow_chart(ranks, title)
+    mlflow.log_figure(fig, "graph/stages.png")
+    plt.close(fig)

@@ -61,6 +61,10 @@ def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, tel
             "plots/cv_score_by_family.png"} <= plots
     version = mlflow.MlflowClient().get_model_version_by_alias("customer-churn", "champion")
     assert version.run_id == result.run_id
+    graph = mlflow.artifacts.load_text(f"runs:/{result.run_id}/graph/stages.mmd")
+    assert f"{result.rows['train']:,} train / {result.rows['test']:,} test" in graph
+    assert f"{result.seconds['ingest']:.1f} s" in graph and "search: random_forest" in graph
+    assert "graph/stages.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "graph")}
 
 
 def test_same_seed_same_split_and_search(client, tmp_path, telco_subset):

@@ -1,0 +1,45 @@
+"""The stage graph: one search node per family between split and threshold, as Mermaid text."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from churn.config import load_job
+from churn.jobs.graph import to_mermaid, train_graph
+from tests.conftest import ROOT
+
+JOB = ROOT / "jobs" / "train.yaml"
+
+
+def test_graph_of_the_default_job():
+    """ingest → split → six searches → threshold → evaluate → track → register."""
+    g = train_graph(load_job(JOB))
+    assert [len(rank) for rank in g.ranks] == [1, 1, 6, 1, 1, 1, 1]
+    assert g.ranks[0] == ["ingest"] and g.ranks[-1] == ["register"]
+    assert ("split", "search_svm") in g.edges and ("search_svm", "threshold") in g.edges
+    assert ("ingest", "threshold") not in g.edges
+    text = to_mermaid(g)
+    assert text.startswith("flowchart TD\n")
+    assert text.count(" --> ") == len(g.edges) == 1 + 6 + 6 + 3
+
+
+def test_graph_follows_the_spec():
+    """Two families, another registered name: the graph says so."""
+    g = train_graph(load_job(JOB, ["model.families=[random_forest, mlp]", "tracking.registered_model=x"]))
+    assert g.ranks[2] == ["search_random_forest", "search_mlp"]
+    assert "x@champion" in to_mermaid(g)
+
+
+@pytest.mark.cluster
+def test_churn_graph_prints_mermaid():
+    """`churn graph JOB` prints the flowchart and exits 0; a bad --set exits 2."""
+    proc = subprocess.run([sys.executable, "-m", "churn.cli", "graph", str(JOB)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == to_mermaid(train_graph(load_job(JOB)))
+    bad = subprocess.run([sys.executable, "-m", "churn.cli", "graph", str(JOB), "--set", "search.folds=3"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "search.folds: unknown key" in bad.stderr
