@@ -228,6 +228,46 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
 
 
 @app.command()
+def serve(
+    model_uri: Annotated[str, typer.Option("--model-uri", "-m", help="Model to serve.")] =
+    "models:/customer-churn@champion",
+    host: Annotated[str, typer.Option("--host", help="Interface to bind (loopback unless told).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = 5001,
+    workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="Registry to resolve models:/ "
+                                                                               "from (default as in train).")] = None,
+) -> None:
+    """Serve the registered model over HTTP with MLflow's own scoring server (POST /invocations).
+
+    Rows are checked against the table's rules: a row ingest would quarantine gets HTTP 400
+    naming the column and the value, never a score."""
+    import os
+    import subprocess
+    import sys
+
+    from churn.config import TrackingSpec
+    from churn.tracking.store import TrackingError, check_reachable, resolve_uri
+
+    uri = resolve_uri(TrackingSpec(uri=tracking_uri))
+    try:
+        check_reachable(uri)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+    bin_dir = os.path.dirname(sys.executable)  # mlflow runs uvicorn from PATH: this environment's first
+    mlflow_cli = os.path.join(bin_dir, "mlflow")
+    args = [mlflow_cli, "models", "serve", "-m", model_uri, "--host", host, "--port", str(port),
+            "--workers", str(workers), "--env-manager", "local"]
+    console.print(f"serving {model_uri} from {uri} on http://{host}:{port}/invocations", highlight=False)
+    with _signals():
+        try:
+            code = subprocess.call(args, env={**os.environ, "MLFLOW_TRACKING_URI": uri,
+                                              "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")})
+        except (KeyboardInterrupt, Terminated):
+            code = 0
+    raise typer.Exit(code)
+
+
+@app.command()
 def graph(job: JobArg, set_: SetOpt = None) -> None:
     """Print the job's stage graph (ingest → split → search per family → … → register) as Mermaid."""
     spec = _load_job(job, set_)

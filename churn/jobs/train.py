@@ -142,7 +142,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResul
             if job.evaluation.plots:
                 sample = sample_rows(test_ddf, rows["test"], job.evaluation.permutation_rows, job.seed, client)
                 log_plots(job, families, test, permutation_table(model, sample, features, job.seed, client))
-            info = log_model(model, input_example(train, schema), threshold.value, job.tracking.registered_model)
+            info = log_model(model, input_example(train, schema), threshold.value, job.tracking.registered_model,
+                             schema)
             version = str(info.registered_model_version)
             set_alias(job.tracking.registered_model, job.tracking.alias, version)
         log_seconds(seconds)

@@ -10,8 +10,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
+from churn.serving.rules import row_problems
 from churn.serving.trusted import load_pipeline
 
 
@@ -27,10 +30,19 @@ class ChurnModel(PythonModel):
     def __init__(self) -> None:
         self.pipeline: Any = None
         self.threshold = 0.5
+        self.rules: dict[str, Any] = {}
 
     def load_context(self, context: Any) -> None:
         self.pipeline = load_pipeline(context.artifacts["pipeline"])
-        self.threshold = float((context.model_config or {}).get("threshold", 0.5))
+        config = context.model_config or {}
+        self.threshold = float(config.get("threshold", 0.5))
+        self.rules = config.get("rules", {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Scores for rows that pass the table's rules; any row ingest would quarantine makes the
+        whole request an error naming it (HTTP 400 from MLflow's scoring server)."""
+        problems = row_problems(model_input, self.rules)
+        if problems:
+            raise MlflowException("rows break the table's rules: " + "; ".join(problems),
+                                  error_code=INVALID_PARAMETER_VALUE)
         return predict_frame(self.pipeline, model_input, self.threshold)

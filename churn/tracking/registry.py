@@ -33,8 +33,16 @@ def requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in SERVING_REQUIREMENTS]
 
 
-def log_model(pipeline: Pipeline, example: pd.DataFrame, threshold: float, registered_name: str) -> Any:
-    """Log the fitted inference pipeline as a pyfunc model with signature and example; register it."""
+def serving_rules(schema: TableSchema) -> dict[str, Any]:
+    """The table's validation rules as plain JSON for the served model (no pydantic there)."""
+    return {"numeric": {c: r.model_dump() for c, r in schema.numeric.items()},
+            "categorical": {c: r.model_dump() for c, r in schema.categorical.items()}}
+
+
+def log_model(pipeline: Pipeline, example: pd.DataFrame, threshold: float, registered_name: str,
+              schema: TableSchema) -> Any:
+    """Log the fitted inference pipeline as a pyfunc model with signature, example and the
+    table's rules; register it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pipeline.skops")
         dump_pipeline(pipeline, path)
@@ -45,7 +53,7 @@ def log_model(pipeline: Pipeline, example: pd.DataFrame, threshold: float, regis
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
-            model_config={"threshold": float(threshold)},
+            model_config={"threshold": float(threshold), "rules": serving_rules(schema)},
             artifacts={"pipeline": path},
             signature=signature,
             input_example=example,
