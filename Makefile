@@ -6,7 +6,7 @@ JOB    ?= jobs/train.yaml
 CLUSTER ?= cluster/local.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search clean
+.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ test-fast: $(VENV)/.installed-test  ## only the fast, pure tests (no cluster, no
 lint: $(VENV)/.installed-test  ## ruff over the library, tests and benchmarks
 	$(BIN)/ruff check churn tests bench
 
-bench: bench-ingest bench-search  ## all benchmarks; tables land in bench/results/
+bench: bench-ingest bench-search bench-serve  ## all benchmarks; tables land in bench/results/
 
 bench-ingest: $(VENV)/.installed-test  ## CSV → Parquet ingest vs pandas and pyarrow
 	$(BIN)/python -m bench.ingest
@@ -50,6 +50,9 @@ bench-ingest-10g: $(VENV)/.installed-test  ## ingest of >= 10 GiB of CSV on 2 wo
 
 bench-search: $(VENV)/.installed-test  ## grid search: loky vs dask backend vs churn's search
 	$(BIN)/python -m bench.search
+
+bench-serve: $(VENV)/.installed-test  ## churn serve: p50/p99 latency of 1-row and 100-row requests
+	$(BIN)/python -m bench.serve
 
 clean:  ## remove build outputs (keeps .venv and the MLflow store)
 	rm -rf build .pytest_cache

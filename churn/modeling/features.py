@@ -7,6 +7,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from churn.serving.rules import number_cells, text_cells
+
 
 class TableCoercer(TransformerMixin, BaseEstimator):
     """Coerce a raw churn table to model-ready dtypes.
@@ -33,16 +35,8 @@ class TableCoercer(TransformerMixin, BaseEstimator):
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
         if missing:
             raise ValueError(f"input lacks column(s): {', '.join(missing)}")
-        out = {}
-        for c in self.numeric:
-            col = X[c]
-            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-                col = pd.to_numeric(col.astype("string").str.strip().replace("", None), errors="coerce")
-            out[c] = col.astype("float64").to_numpy(na_value=np.nan)
-        for c in self.categorical:
-            col = X[c].astype("string").str.strip()
-            col = col.where(col != "", pd.NA)
-            out[c] = col.astype(object).where(col.notna(), np.nan).to_numpy()
+        out = {c: number_cells(X[c])[0] for c in self.numeric}
+        out.update({c: text_cells(X[c]) for c in self.categorical})
         return pd.DataFrame(out, index=X.index)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -17,12 +12,7 @@ import pytest
 
 from churn.jobs.train import run
 from tests.conftest import job_spec
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import http_process
 
 
 @pytest.fixture(scope="module")
@@ -32,31 +22,10 @@ def served(client, tmp_path_factory, telco_subset):
     job = job_spec(tmp, telco_subset, "search.cv=2", "model.families=[logistic_regression]",
                    "evaluation.plots=false")
     result = run(job, client)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "churn.cli", "serve", "--tracking-uri",
-                             f"sqlite:///{tmp / 'mlflow.db'}", "--port", str(port)], cwd=tmp,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the scoring server did not come up: " + proc.stderr.read().decode()[-2000:])
-            time.sleep(0.5)
-        rows = pd.read_csv(telco_subset, na_values=[" "]).head(3).drop(columns=["customerID", "Churn"])
+    rows = pd.read_csv(telco_subset, na_values=[" "]).head(3).drop(columns=["customerID", "Churn"])
+    with http_process([sys.executable, "-m", "churn.cli", "serve", "--tracking-uri",
+                       f"sqlite:///{tmp / 'mlflow.db'}", "--port", "{port}"], "/ping", cwd=tmp) as url:
         yield url, rows, result.model
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _post(url: str, body: bytes) -> tuple[int, str]:
