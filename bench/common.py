@@ -64,3 +64,23 @@ def write_table(name: str, title: str, columns: list[str], rows: list[list[Any]]
 
 def mb(n_bytes: float) -> str:
     return f"{n_bytes / 1e6:,.0f}"
+
+
+def bench_logging() -> None:
+    """Progress lines with times; distributed's chatter off."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+
+def train_small_model(work: Path, client: Any) -> tuple[str, str]:
+    """A registered hist-gradient-boosting model on Telco in a store under ``work``: (store URI, model URI)."""
+    from churn.config import load_job
+    from churn.jobs.train import run
+
+    store = f"sqlite:///{work / 'mlflow.db'}"
+    job = load_job(Path(__file__).resolve().parents[1] / "jobs" / "train.yaml", [
+        f"data.output={work / 'datasets'}", f"tracking.uri={store}", "model.families=[hist_gradient_boosting]",
+        "search.cv=3", "evaluation.plots=false"])
+    return store, run(job, client).model_uri

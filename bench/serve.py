@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common import write_table
+from bench.common import bench_logging, train_small_model, write_table
 from churn.clusters import cluster_client
-from churn.config import ClusterSpec, load_job
-from churn.jobs.train import run
+from churn.config import ClusterSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "bench" / "serve"
@@ -59,14 +58,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=400)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    store = f"sqlite:///{WORK / 'mlflow.db'}"
-    job = load_job(ROOT / "jobs" / "train.yaml", [f"data.output={WORK / 'datasets'}", f"tracking.uri={store}",
-                                                  "model.families=[hist_gradient_boosting]", "search.cv=3",
-                                                  "evaluation.plots=false"])
+    bench_logging()
     with cluster_client(ClusterSpec(n_workers=2, dashboard_address=None)) as client:
-        result = run(job, client)
+        store, model_uri = train_small_model(WORK, client)
     rows = pd.read_csv(ROOT / "data" / "telco" / "Telco-Customer-Churn.csv", na_values=[" "])
     rows = rows.drop(columns=["customerID", "Churn"])
 
@@ -76,7 +70,7 @@ def main() -> None:
 
     port = _port()
     proc = subprocess.Popen([sys.executable, "-m", "churn.cli", "serve", "--tracking-uri", store, "--port", str(port),
-                             "-m", result.model_uri], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "-m", model_uri], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -101,7 +95,7 @@ def main() -> None:
     p99_one = float(table[0][3])
     write_table("serve", "Serving benchmark (churn serve, MLflow scoring server, 1 worker)",
                 ["request", "requests", "p50 ms", "p99 ms", "requests/s", "rows/s"], table, [
-                    f"Model: {result.model_uri} (hist_gradient_boosting on Telco), served by `churn serve` on "
+                    f"Model: {model_uri} (hist_gradient_boosting on Telco), served by `churn serve` on "
                     "127.0.0.1 with the table's rules checked on every request.",
                     "Client: one keep-alive HTTP connection from this machine, one request at a time, after 20 "
                     "warm-up requests; latency is the client's wall time per request.",

@@ -6,11 +6,11 @@ too few rows, Ctrl-C, SIGTERM) ends in one line on stderr and an exit code, no t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from churn.cli import summary
-from churn.config import ClusterSpec, ConfigError, JobSpec, load_cluster, load_job
+from churn.config import ClusterSpec, ConfigError, JobSpec, load_cluster, load_job, load_score_job
 
 app = typer.Typer(help="Customer-churn model training that scales out on Dask.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -46,7 +46,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _signals() -> Iterator[None]:
     """SIGTERM becomes :class:`Terminated` while a job runs."""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -138,7 +138,11 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
                 try:
                     return work(client)
                 except (KeyboardInterrupt, Terminated):
-                    _quiet_libraries(logging.CRITICAL)  # the cluster now closes under running tasks
+                    # the cluster now closes under running tasks: nothing to report of that, here or
+                    # on the workers (whose heartbeats would otherwise log the lost scheduler)
+                    _quiet_libraries(logging.CRITICAL)
+                    with contextlib.suppress(Exception):
+                        client.run(_quiet_libraries, logging.CRITICAL)
                     raise
         except (ConfigError, SchemaDriftError) as exc:
             _fail(str(exc), EXIT_CONFIG)
@@ -225,6 +229,23 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     out.print(summary.search_table(spec, result))
     out.print(summary.result_table(spec, result, time.perf_counter() - t0))
     out.print(f"MLflow UI: {ui_hint(result.tracking_uri)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def score(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
+          verbose: VerboseOpt = False) -> None:
+    """Score CSV data (larger than memory) with a registered model, block by block on the cluster."""
+    _logging(verbose)
+    try:
+        spec = load_score_job(job, set_ or [])
+        cluster_spec = _cluster(cluster, scheduler)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    from churn.jobs import score as score_job
+
+    res = _on_cluster(cluster_spec, scheduler, lambda client: score_job.run(spec, client),
+                      preflight=lambda: score_job.preflight(spec))
+    Console().print(summary.score_table(spec, res))
 
 
 @app.command()

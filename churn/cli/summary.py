@@ -10,8 +10,10 @@ from churn.config import JobSpec
 from churn.config.families import imbalance_used
 
 if TYPE_CHECKING:
+    from churn.config import ScoreSpec
     from churn.data.ingest import Dataset
     from churn.jobs.train import TrainResult
+    from churn.modeling.batch import ScoreResult
 
 
 def ingest_table(spec: JobSpec, ds: Dataset) -> Table:
@@ -68,4 +70,14 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
         ("wall time", f"{wall:.1f}s"),
     ]:
         table.add_row(key, value)
+    return table
+
+
+def score_table(spec: ScoreSpec, res: ScoreResult) -> Table:
+    table = Table(title=f"churn score: {spec.name} with {spec.model_uri}", show_header=False)
+    for k, v in [("scores", str(res.root)), ("rows read", f"{res.rows_read:,}"),
+                 ("rows scored", f"{res.rows_scored:,}"), ("rows quarantined", f"{res.rows_quarantined:,}"),
+                 *[(f"  quarantined: {k}", f"{v:,}") for k, v in res.reasons.items()],
+                 ("seconds", f"{res.seconds:.1f}")]:
+        table.add_row(k, v)
     return table

@@ -19,11 +19,12 @@ from churn.config.job import (
     TableSchema,
     TrackingSpec,
 )
-from churn.config.load import apply_overrides, load_cluster, load_job
+from churn.config.load import apply_overrides, load_cluster, load_job, load_score_job
+from churn.config.score import ScoreSpec
 from churn.config.settings import setting
 
 __all__ = [
     "CategoricalRule", "ClusterSpec", "ConfigError", "DataSpec", "EconomicsSpec", "EvaluationSpec", "JobSpec",
-    "ModelSpec", "NumericRule", "SearchSpec", "SelectionSpec", "SplitSpec", "TableSchema", "TrackingSpec",
-    "apply_overrides", "load_cluster", "load_job", "setting",
+    "ModelSpec", "NumericRule", "ScoreSpec", "SearchSpec", "SelectionSpec", "SplitSpec", "TableSchema", "TrackingSpec",
+    "apply_overrides", "load_cluster", "load_job", "load_score_job", "setting",
 ]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from churn.config.cluster import ClusterSpec
 from churn.config.errors import ConfigError
 from churn.config.job import JobSpec
+from churn.config.score import ScoreSpec
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -86,6 +87,11 @@ def _load(model: type[SpecT], what: str, path: str | os.PathLike[str], overrides
 def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> JobSpec:
     """Build a validated :class:`JobSpec` from a YAML file and ``--set`` overrides."""
     return _load(JobSpec, "job spec", path, overrides)
+
+
+def load_score_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ScoreSpec:
+    """Build a validated :class:`ScoreSpec` from a YAML file and ``--set`` overrides."""
+    return _load(ScoreSpec, "score job spec", path, overrides)
 
 
 def load_cluster(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ClusterSpec:

@@ -182,3 +182,12 @@ def read_block_bytes(block: Block) -> bytes:
     with fs.open(p, "rb") as fh:
         fh.seek(block.offset)
         return fh.read(block.length)
+
+
+def read_block_rows(block: Block) -> tuple[bytes, int]:
+    """The bytes of ``block`` without the header line, and the physical line they start on."""
+    data = read_block_bytes(block)
+    if block.offset:
+        return data, block.first_line
+    cut = data.find(b"\n")
+    return (b"" if cut < 0 else data[cut + 1:]), 2

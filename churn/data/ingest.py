@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 from distributed import Client
 
-from churn.config import ConfigError, JobSpec, TableSchema, setting
-from churn.data.blocks import Block, FileScan, NotTextError, read_block_bytes, read_header, scan_file
+from churn.config import ConfigError, JobSpec, ScoreSpec, TableSchema, setting
+from churn.data.blocks import Block, FileScan, NotTextError, read_block_rows, read_header, scan_file
 from churn.data.columns import KEY_COLUMN
 from churn.data.dedup import dedup_keys, drop_rows, find_duplicates, hash_ranges, repeated_rows, write_clean
 from churn.data.folders import unwritable_reason
@@ -66,13 +66,14 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- checks
-def check_headers(paths: list[str], schema: TableSchema, encoding: str = "utf-8") -> dict[str, list[str]]:
+def check_headers(paths: list[str], schema: TableSchema, encoding: str = "utf-8", *, require_label: bool = True
+                  ) -> dict[str, list[str]]:
     """Refuse any file that is not CSV text, or whose header lacks a declared column or has an
     undeclared one.
 
     Returns each file's header (column order can differ between files).
     """
-    expected = schema.columns
+    expected = schema.columns if require_label else [c for c in schema.columns if c != schema.label]
     problems = []
     headers = {}
     for path in paths:
@@ -82,7 +83,7 @@ def check_headers(paths: list[str], schema: TableSchema, encoding: str = "utf-8"
             problems.append(f"{path}: {exc}")
             continue
         missing = [c for c in expected if c not in header]
-        extra = [c for c in header if c not in expected]
+        extra = [c for c in header if c not in schema.columns]
         if missing:
             problems.append(f"{path}: missing column(s) {', '.join(missing)}")
         if extra:
@@ -94,7 +95,7 @@ def check_headers(paths: list[str], schema: TableSchema, encoding: str = "utf-8"
 
 
 # --------------------------------------------------------------------------- per block
-def _rejected_rows(rejected: list[tuple[int, str, str]], schema: TableSchema, source: str) -> pa.Table:
+def rejected_rows(rejected: list[tuple[int, str, str]], schema: TableSchema, source: str) -> pa.Table:
     """Lines that never became fields (wrong field count, stray quote, bad encoding), as quarantine rows."""
     rows = {c: pa.nulls(len(rejected), pa.string()) for c in schema.columns}
     rows.update({"_reasons": pa.array([r for _, r, _ in rejected], pa.string()),
@@ -125,11 +126,7 @@ def _drop_repeats_in_block(clean: pa.Table, id_column: str, key_bits: int
 
 def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str, key_bits: int) -> BlockResult:
     """Parse, validate and write one block; returns its counts (lines counted from the bytes)."""
-    data = read_block_bytes(block)
-    first_line = block.first_line
-    if block.offset == 0:  # the header line is not a row
-        cut = data.find(b"\n")
-        data, first_line = (b"" if cut < 0 else data[cut + 1:]), 2
+    data, first_line = read_block_rows(block)
     lines = count_lines(data)
     try:
         parsed = parse_block(data, list(block.header), first_line, schema, block.path, encoding, lines=lines)
@@ -141,7 +138,7 @@ def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str,
     quarantine = pa.concat_tables(parsed.quarantine)
     quarantine = quarantine.append_column("_raw", pa.nulls(quarantine.num_rows, pa.string()))
     if parsed.rejected:
-        quarantine = pa.concat_tables([quarantine, _rejected_rows(parsed.rejected, schema, block.path)])
+        quarantine = pa.concat_tables([quarantine, rejected_rows(parsed.rejected, schema, block.path)])
         quarantine = quarantine.take(pc.sort_indices(quarantine, [("_line", "ascending")]))
     name = f"part-{block.index:05d}.parquet"
     duplicates = 0
@@ -182,7 +179,7 @@ def plan_blocks(scans: list[FileScan], headers: dict[str, list[str]]) -> list[Bl
     return blocks
 
 
-def resolve_blocksize(job: JobSpec) -> int:
+def resolve_blocksize(job: JobSpec | ScoreSpec) -> int:
     """``data.blocksize`` of the job, else the ``churn.ingest.blocksize`` setting, in bytes."""
     return int(parse_bytes(job.data.blocksize or setting("ingest.blocksize")))
 
@@ -275,7 +272,7 @@ def count_written(staging: Path, blocks: list[int]) -> WrittenRows:
     return WrittenRows(clean=counts["data"], quarantined=counts["quarantine"])
 
 
-def check_output_folder(job: JobSpec) -> None:
+def check_output_folder(job: JobSpec | ScoreSpec) -> None:
     """``data.output`` exists or can be made, and a file can be written there; else ConfigError."""
     folder = Path(job.data.output)
     reason = unwritable_reason(folder)

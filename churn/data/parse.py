@@ -157,7 +157,7 @@ def _swallowing_rows(quarantine: pa.Table, span_of: dict[int, int], schema: Tabl
 
 
 def parse_segment(data: bytes, first_line: int, header: list[str], schema: TableSchema, source: str,
-                  out: ParsedBlock, physical: int | None = None) -> None:
+                  out: ParsedBlock, physical: int | None = None, require_label: bool = True) -> None:
     """Parse, number, validate and (for stray quotes) repair one UTF-8 segment into ``out``
     (``physical``: its line count when the caller has counted it already)."""
     if not data:
@@ -176,7 +176,7 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
         raise IngestError(f"{source}: lines {first_line}..{first_line + physical - 1} hold {physical} lines but "
                           f"the parser returned {n_records} records covering {int(spans.sum())}")
     starts = first_line + np.cumsum(spans) - spans
-    clean, quarantine = validate_table(table, schema, source, starts[good])
+    clean, quarantine = validate_table(table, schema, source, starts[good], require_label=require_label)
 
     # stray quotes: a record that spans lines and breaks (wrong field count, or a field that fails
     # validation holds a newline) keeps only its first line as the culprit
@@ -194,7 +194,8 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
             out.rejected.append((line, "unbalanced_quote", first_text))
             out.records += 1
             rest_end = line_starts[end] if end < len(line_starts) else len(data)
-            parse_segment(data[line_starts[k + 1]:rest_end], line + 1, header, schema, source, out)
+            parse_segment(data[line_starts[k + 1]:rest_end], line + 1, header, schema, source, out,
+                          require_label=require_label)
     out.clean.append(clean)
     out.quarantine.append(quarantine)
     for i, text in bad:
@@ -207,7 +208,7 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
 
 
 def parse_block(data: bytes, header: list[str], first_line: int, schema: TableSchema, source: str,
-                encoding: str, lines: int | None = None) -> ParsedBlock:
+                encoding: str, lines: int | None = None, require_label: bool = True) -> ParsedBlock:
     """Every line of ``data`` (no header) as a clean row, a quarantined row or a rejected line.
 
     UTF-8 blocks go straight to the parser, which checks the bytes itself; only a block it
@@ -216,8 +217,8 @@ def parse_block(data: bytes, header: list[str], first_line: int, schema: TableSc
     out = ParsedBlock()
     if encoding.lower() in _UTF8:
         try:
-            parse_segment(data, first_line, header, schema, source, out, physical=lines)
-            return _with_tables(out, header, schema, source)
+            parse_segment(data, first_line, header, schema, source, out, physical=lines, require_label=require_label)
+            return _with_tables(out, header, schema, source, require_label)
         except pa.ArrowInvalid as exc:
             if "UTF8" not in str(exc):
                 raise
@@ -226,14 +227,15 @@ def parse_block(data: bytes, header: list[str], first_line: int, schema: TableSc
     out.rejected += rejected
     out.records += len(rejected)
     for seg, line in segments:
-        parse_segment(seg, line, header, schema, source, out)
-    return _with_tables(out, header, schema, source)
+        parse_segment(seg, line, header, schema, source, out, require_label=require_label)
+    return _with_tables(out, header, schema, source, require_label)
 
 
-def _with_tables(out: ParsedBlock, header: list[str], schema: TableSchema, source: str) -> ParsedBlock:
+def _with_tables(out: ParsedBlock, header: list[str], schema: TableSchema, source: str, require_label: bool
+                 ) -> ParsedBlock:
     if not out.clean:  # no rows at all: empty tables with the right columns
         empty = pa.table({c: pa.array([], pa.string()) for c in header})
-        clean, quarantine = validate_table(empty, schema, source, np.zeros(0, np.int64))
+        clean, quarantine = validate_table(empty, schema, source, np.zeros(0, np.int64), require_label=require_label)
         out.clean.append(clean)
         out.quarantine.append(quarantine)
     return out

@@ -105,14 +105,15 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, n
     return values.to_numpy(zero_copy_only=False), ok, blank
 
 
-def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.ndarray
-                   ) -> tuple[pa.Table, pa.Table]:
+def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.ndarray, *,
+                   require_label: bool = True) -> tuple[pa.Table, pa.Table]:
     """Split raw text rows into (clean typed rows, quarantined rows with reasons), in Arrow.
 
     Clean rows carry the id (string), numeric features (float64, NaN for allowed blanks),
     categorical features (dictionary-encoded strings, null for allowed blanks), ``_label``
     (int8) and ``_key`` (uint64). Quarantined rows keep every original field as text plus
-    ``_reasons``, ``_source`` and ``_line``.
+    ``_reasons``, ``_source`` and ``_line``. With ``require_label=False`` (scoring) the label
+    may be absent or unknown: ``_label`` is then null, and no row is refused for it.
     """
     n = raw.num_rows
     out: dict[str, pa.Array] = {}
@@ -153,13 +154,21 @@ def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.nd
             known = pc.is_in(values, value_set=pa.array(rule.values, pa.string())).to_numpy(zero_copy_only=False)
             checks.append((f"unknown_category:{col}", ~known[idx] & ~blank if n else np.zeros(0, bool)))
         out[col] = _categorical(values, idx, blank)
-    values, idx = _levels(raw.column(schema.label))
-    label_blank = pc.equal(values, "").to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
-    blanks.append(label_blank)
-    is_pos = pc.equal(values, schema.positive).to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
-    is_neg = pc.equal(values, schema.negative).to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
-    checks.append(("unknown_label", ~(is_pos | is_neg)))
-    out[LABEL_COLUMN] = pa.array(is_pos.astype(np.int8))
+    if schema.label in raw.column_names:
+        values, idx = _levels(raw.column(schema.label))
+        label_blank = pc.equal(values, "").to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+        is_pos = pc.equal(values, schema.positive).to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+        is_neg = pc.equal(values, schema.negative).to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+        if require_label:
+            blanks.append(label_blank)
+            checks.append(("unknown_label", ~(is_pos | is_neg)))
+            out[LABEL_COLUMN] = pa.array(is_pos.astype(np.int8))
+        else:
+            out[LABEL_COLUMN] = pa.array(is_pos.astype(np.int8), mask=~(is_pos | is_neg))
+    elif require_label:
+        raise ValueError(f"{source}: no label column {schema.label!r}")
+    else:
+        out[LABEL_COLUMN] = pa.nulls(n, pa.int8())
 
     empty = np.logical_and.reduce(blanks) if n else np.zeros(0, bool)
     reasons = [("empty_line", empty)] + [(name, mask & ~empty) for name, mask in checks]
@@ -170,8 +179,9 @@ def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.nd
     clean = clean.append_column(KEY_COLUMN, pa.array(row_keys(clean, schema), pa.uint64()))
 
     bad_idx = np.flatnonzero(bad)
-    quarantine = raw.select(schema.columns).take(pa.array(bad_idx))
-    quarantine = pa.table({c: quarantine.column(c).cast(pa.string()) for c in schema.columns})
+    present = [c for c in schema.columns if c in raw.column_names]
+    quarantine = raw.select(present).take(pa.array(bad_idx))
+    quarantine = pa.table({c: quarantine.column(c).cast(pa.string()) for c in present})
     reason_text: list[str] = []
     if len(bad_idx):
         labels = np.array([name for name, _ in reasons], dtype=object)

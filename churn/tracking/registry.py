@@ -77,3 +77,23 @@ def input_example(rows: pd.DataFrame, schema: TableSchema, n: int = 5) -> pd.Dat
     for col in schema.categorical:
         example[col] = example[col].astype(object)
     return example
+
+
+def load_for_scoring(model_uri: str) -> tuple[Any, float, str | None, str | None]:
+    """(inference pipeline, decision threshold, registered name, version) of a logged churn model.
+
+    Loaded once in the driver, through MLflow (so the trusted-type check runs), then sent to the
+    workers; a ``models:/name@alias`` or ``models:/name/version`` URI names its version.
+    """
+    model = mlflow.pyfunc.load_model(model_uri)
+    churn_model = model.unwrap_python_model()
+    name = version = None
+    if model_uri.startswith("models:/"):
+        ref = model_uri.removeprefix("models:/")
+        client = mlflow.MlflowClient()
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias).version
+        else:
+            name, _, version = ref.partition("/")
+    return churn_model.pipeline, float(churn_model.threshold), name, version and str(version)

@@ -1,0 +1,80 @@
+"""Batch scoring benchmark: `churn score` on a 2-worker LocalCluster against single-process
+pandas (read_csv + the same pipeline's predict_proba), on the same generated files, in one run.
+
+    python -m bench.score [--rows 2000000]
+
+Writes bench/results/score.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import shutil
+import time
+from pathlib import Path
+
+from bench.common import bench_logging, run_isolated, train_small_model, write_table
+from churn.clusters import cluster_client
+from churn.config import ClusterSpec, load_score_job
+from churn.data.generate import generate
+from churn.jobs import score as score_job
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "build" / "bench" / "score"
+
+PANDAS = """
+import glob, time, mlflow, pandas as pd
+from churn.tracking.registry import load_for_scoring
+mlflow.set_tracking_uri({store!r})
+t_load = time.perf_counter()
+pipeline, threshold, _, _ = load_for_scoring({uri!r})
+t0 = time.perf_counter()
+rows = 0
+for f in sorted(glob.glob({pattern!r})):
+    for chunk in pd.read_csv(f, chunksize=500_000, na_values=[" "]):
+        p = pipeline.predict_proba(chunk)[:, 1]
+        rows += len(p)
+result = {{"rows": rows, "scoring": time.perf_counter() - t_load}}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    args = ap.parse_args()
+    bench_logging()
+    data = WORK / f"data-{args.rows}"
+    if not list(data.glob("*.csv")):
+        generate(data, rows=args.rows, files=4, seed=7)
+    pattern = str(data / "*.csv")
+    with cluster_client(ClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="2GiB",
+                                    dashboard_address=None)) as client:
+        store, model_uri = train_small_model(WORK, client)
+        spec = load_score_job(ROOT / "jobs" / "score.yaml", [f"data.source={pattern}",
+                                                             f"data.output={WORK / 'scores'}", f"tracking.uri={store}"])
+        shutil.rmtree(WORK / "scores", ignore_errors=True)
+        t0 = time.perf_counter()
+        res = score_job.run(spec, client)
+        churn_wall = time.perf_counter() - t0
+    base = run_isolated(PANDAS.format(store=store, uri=model_uri, pattern=pattern))
+    size = sum(Path(f).stat().st_size for f in glob.glob(pattern))
+    rows = [["pandas read_csv + predict_proba, 1 process", f"{base['rows']:,}", f"{base['scoring']:.1f}",
+             f"{base['rows'] / base['scoring']:,.0f}", "-"],
+            ["churn score, LocalCluster 2 x 1 thread", f"{res.rows_read:,}", f"{churn_wall:.1f}",
+             f"{res.rows_read / churn_wall:,.0f}", f"{res.rows_scored:,} scored, {res.rows_quarantined:,} quarantined"]]
+    ratio = (res.rows_read / churn_wall) / (base["rows"] / base["scoring"])
+    write_table("score", f"Batch scoring benchmark ({args.rows:,} rows, {size / 1e9:.2f} GB of CSV)",
+                ["method", "rows", "wall s", "rows/s", "notes"], rows, [
+                    f"churn / pandas rows/s: {ratio:.2f} (target >= 1.8).",
+                    "wall s = model load + read + score (+ for churn: scan, checks, writes), not interpreter "
+                    "start-up or cluster start-up.",
+                    "Same generated Telco-shaped files and the same registered model (hist_gradient_boosting on "
+                    "Telco) for both; pandas reads in chunks of 500,000 rows; churn also checks every row against the "
+                    "schema, quarantines what breaks it and writes Parquet scores (id, probability, decision, model "
+                    "name and version, time).",
+                ])
+
+
+if __name__ == "__main__":
+    main()
