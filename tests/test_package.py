@@ -14,7 +14,8 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "churn"
 # cli → jobs → tracking → modeling → data / clusters / serving → config
-LAYER = {"config": 0, "data": 1, "clusters": 1, "serving": 1, "modeling": 2, "tracking": 3, "jobs": 4, "cli": 5}
+LAYER = {"config": 0, "data": 1, "clusters": 1, "serving": 1, "modeling": 2, "monitoring": 2, "tracking": 3, "jobs": 4,
+         "cli": 5}
 
 
 def _imports(path) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,11 +21,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from churn.cli import summary
-from churn.config import ClusterSpec, ConfigError, JobSpec, load_cluster, load_job, load_score_job
+from churn.config import ClusterSpec, ConfigError, JobSpec, load_cluster, load_job, load_monitor_job, load_score_job
 
 app = typer.Typer(help="Customer-churn model training that scales out on Dask.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # logs to a file: no wrapping
 
 
 @app.callback()
@@ -33,6 +34,7 @@ def _root() -> None:
 
 EXIT_CONFIG = 2  # a spec, an input file or an argument is wrong; nothing was started
 EXIT_RUNTIME = 1  # something failed while running (cluster, tracking, data budget)
+EXIT_DRIFT = 3  # churn monitor: a drift or performance threshold was crossed (the run finished)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_TERMINATED = 143  # SIGTERM
 
@@ -109,11 +111,11 @@ def _load_job(job: Path, set_: list[str] | None) -> JobSpec:
         raise  # unreachable: _fail exits
 
 
-def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: str | None
-          ) -> tuple[JobSpec, ClusterSpec | None]:
-    spec = _load_job(job, set_)
+def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: str | None,
+          loader: Callable[[Path, list[str]], Any] = load_job) -> tuple[Any, ClusterSpec | None]:
+    """The job spec (train by default; ``loader`` for score and monitor specs) and the cluster spec."""
     try:
-        return spec, _cluster(cluster, scheduler)
+        return loader(job, set_ or []), _cluster(cluster, scheduler)
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
         raise  # unreachable: _fail exits
@@ -225,7 +227,7 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     t0 = time.perf_counter()
     result = _on_cluster(cluster_spec, scheduler, lambda client: train_job.run(spec, client, job_file=str(job)),
                          preflight=lambda: train_job.preflight(spec))
-    out = Console(width=max(100, Console().width))
+    out = Console(width=max(140, Console().width))
     out.print(summary.search_table(spec, result))
     out.print(summary.result_table(spec, result, time.perf_counter() - t0))
     out.print(f"MLflow UI: {ui_hint(result.tracking_uri)}", highlight=False, soft_wrap=True)
@@ -236,16 +238,28 @@ def score(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
           verbose: VerboseOpt = False) -> None:
     """Score CSV data (larger than memory) with a registered model, block by block on the cluster."""
     _logging(verbose)
-    try:
-        spec = load_score_job(job, set_ or [])
-        cluster_spec = _cluster(cluster, scheduler)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_CONFIG)
+    spec, cluster_spec = _load(job, set_, cluster, scheduler, load_score_job)
     from churn.jobs import score as score_job
 
     res = _on_cluster(cluster_spec, scheduler, lambda client: score_job.run(spec, client),
                       preflight=lambda: score_job.preflight(spec))
     Console().print(summary.score_table(spec, res))
+
+
+@app.command()
+def monitor(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
+            verbose: VerboseOpt = False) -> None:
+    """Compare a new batch (larger than memory, label optional) with the model's training profile:
+    feature and prediction drift, performance when labelled. Exit code 3 when a threshold is crossed."""
+    _logging(verbose)
+    spec, cluster_spec = _load(job, set_, cluster, scheduler, load_monitor_job)
+    from churn.jobs import monitor as monitor_job
+
+    res = _on_cluster(cluster_spec, scheduler, lambda client: monitor_job.run(spec, client),
+                      preflight=lambda: monitor_job.preflight(spec))
+    Console(width=max(120, Console().width)).print(summary.monitor_table(spec, res))
+    if res.drift.alerts:
+        raise typer.Exit(EXIT_DRIFT)
 
 
 @app.command()

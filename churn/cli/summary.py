@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from churn.config import JobSpec
-from churn.config.families import imbalance_used
+from churn.modeling.calibrate import STACK
 
 if TYPE_CHECKING:
-    from churn.config import ScoreSpec
+    from churn.config import MonitorSpec, ScoreSpec
     from churn.data.ingest import Dataset
+    from churn.jobs.monitor import MonitorResult
     from churn.jobs.train import TrainResult
     from churn.modeling.batch import ScoreResult
 
@@ -33,15 +34,34 @@ def ingest_table(spec: JobSpec, ds: Dataset) -> Table:
     return table
 
 
+def stack_members(result: TrainResult) -> list[str]:
+    """The families in the stack (forward selection); the best pair tried when no stack won."""
+    if result.champion.name == STACK:
+        return result.champion.members
+    return sorted(result.families, key=lambda f: -result.families[f].best_score)[:1] + ["(+ the best second family "
+                                                                                       "did not add enough)"]
+
+
 def search_table(spec: JobSpec, result: TrainResult) -> Table:
-    fams = Table(title=f"churn train: {spec.name} — search ({spec.search.engine}, {spec.search.strategy})")
-    for col in ("family", "imbalance", "candidates", "fits", f"CV {spec.search.scoring}", "seconds", "best params"):
-        fams.add_column(col, overflow="fold")
+    fams = Table(title=f"churn train: {spec.name} — search ({spec.search.engine}, {spec.search.strategy}; "
+                       f"imbalance searched: {', '.join(spec.model.imbalance)})")
+    for col in ("family", "imbalance", "rows per fit", "fits", f"CV {spec.search.scoring} ± std", "seconds",
+                "best params"):
+        fams.add_column(col, overflow="fold", no_wrap=col != "best params")
+    champ = result.champion
     for fam, res in result.families.items():
-        mark = " (champion)" if fam == result.champion else ""
-        fams.add_row(fam + mark, imbalance_used(fam, spec.model.imbalance), str(res.n_candidates), str(res.n_fits),
-                     f"{res.best_score:.4f}", f"{res.seconds:.1f}",
-                     ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in res.best_params.items()))
+        mark = " (champion)" if fam == champ.name else " (in stack)" if fam in champ.members else ""
+        rows = f"{res.rows_per_fit:,}" + (" (capped)" if res.rows_per_fit < result.rows["search"] else "")
+        fams.add_row(fam + mark, res.imbalance, rows, f"{res.n_fits} ({res.n_candidates} candidates)",
+                     f"{res.best_score:.4f} ± {res.std_score:.4f}",
+                     f"{res.seconds:.1f}",
+                     ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in res.best_params.items()
+                               if k != "resample__method" and k != "model__class_weight"))
+    if champ.stack_score is not None:
+        mark = " (champion)" if champ.name == STACK else ""
+        fams.add_row(STACK + mark, "-", f"{result.rows['search']:,}", "-",
+                     f"{champ.stack_score:.4f} ± {champ.stack_std:.4f}", "-",
+                     "logistic regression over the out-of-fold scores of " + ", ".join(stack_members(result)))
     return fams
 
 
@@ -55,8 +75,12 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
          f"{man.rows_read:,} / {man.rows_kept:,} / {man.rows_quarantined:,} / {man.duplicates_removed:,}"),
         ("train rows (search rows) / test rows",
          f"{result.rows['train']:,} ({result.rows['search']:,}) / {result.rows['test']:,}"),
+        ("champion / calibration", f"{result.champion.name} (CV {spec.search.scoring} "
+         f"{result.champion.cv_score:.4f} ± {result.champion.cv_std:.4f}) / {result.champion.calibration.method} "
+         f"(out-of-fold Brier {', '.join(f'{k} {v:.4f}' for k, v in result.champion.calibration.brier.items())})"),
         ("test ROC AUC / PR AUC / Brier / log loss",
-         f"{m['roc_auc']:.4f} / {m['pr_auc']:.4f} / {m['brier']:.4f} / {m['log_loss']:.4f}"),
+         f"{m['roc_auc']:.4f} / {m['pr_auc']:.4f} / {m['brier']:.4f} / {m['log_loss']:.4f} "
+         "(model before finalising)"),
         ("precision at top 10 %", f"{m.get('precision_at_10pct', float('nan')):.3f}"),
         ("decision threshold (profit) / F1 threshold",
          f"{result.threshold.value:.3f} (from {result.threshold.source}) / {result.threshold.f1:.3f}"),
@@ -65,7 +89,9 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
          f"(value {econ.customer_value:g}, offer {econ.offer_cost:g}, contact {econ.contact_cost:g}, "
          f"acceptance {econ.acceptance_rate:g})"),
         ("features kept by the champion", f"{len(result.kept_features)}"),
-        ("registered model", f"{result.model_uri} (version {result.model_version})"),
+        ("registered model", f"{result.model_uri} (version {result.model_version}), fitted on "
+         f"{result.rows['final']:,} rows" + (" (train + test)" if result.rows["final"] > result.rows["search"]
+                                             else "")),
         ("MLflow run", result.run_id),
         ("wall time", f"{wall:.1f}s"),
     ]:
@@ -79,5 +105,27 @@ def score_table(spec: ScoreSpec, res: ScoreResult) -> Table:
                  ("rows scored", f"{res.rows_scored:,}"), ("rows quarantined", f"{res.rows_quarantined:,}"),
                  *[(f"  quarantined: {k}", f"{v:,}") for k, v in res.reasons.items()],
                  ("seconds", f"{res.seconds:.1f}")]:
+        table.add_row(k, v)
+    return table
+
+
+def monitor_table(spec: MonitorSpec, res: MonitorResult) -> Table:
+    d = res.drift
+    table = Table(title=f"churn monitor: {spec.name} with {spec.model_uri} ({res.model})", show_header=False)
+    rows = [("rows read / profiled / quarantined",
+             f"{res.batch.rows_read:,} / {res.batch.rows_profiled:,} / {res.batch.rows_quarantined:,}"),
+            ("drifted features (PSI >= " + f"{spec.thresholds.psi})", ", ".join(
+                f"{f.feature} ({f.psi:.2f})" for f in d.features if f.flagged) or "none"),
+            ("largest PSI", ", ".join(f"{f.feature} {f.psi:.3f}"
+                                      for f in sorted(d.features, key=lambda f: -f.psi)[:3]))]
+    if d.prediction is not None:
+        rows.append(("prediction drift (score PSI / KS)", f"{d.prediction.psi:.3f} / {d.prediction.statistic:.3f}"))
+    for k in ("roc_auc", "pr_auc", "brier"):
+        if k in d.performance:
+            v = d.performance[k]
+            rows.append((f"{k} batch (reference)", f"{v['batch']:.4f} ({v['reference']:.4f})"))
+    rows += [("alerts", "; ".join(d.alerts) or "none"), ("report", str(res.report)), ("MLflow run", res.run_id),
+             ("seconds", f"{res.seconds:.1f}")]
+    for k, v in rows:
         table.add_row(k, v)
     return table

@@ -19,12 +19,14 @@ from churn.config.job import (
     TableSchema,
     TrackingSpec,
 )
-from churn.config.load import apply_overrides, load_cluster, load_job, load_score_job
+from churn.config.load import apply_overrides, load_cluster, load_job, load_monitor_job, load_score_job
+from churn.config.monitor import MonitorSpec, ThresholdSpec
 from churn.config.score import ScoreSpec
 from churn.config.settings import setting
 
 __all__ = [
     "CategoricalRule", "ClusterSpec", "ConfigError", "DataSpec", "EconomicsSpec", "EvaluationSpec", "JobSpec",
-    "ModelSpec", "NumericRule", "ScoreSpec", "SearchSpec", "SelectionSpec", "SplitSpec", "TableSchema", "TrackingSpec",
-    "apply_overrides", "load_cluster", "load_job", "load_score_job", "setting",
+    "ModelSpec", "MonitorSpec", "NumericRule", "ScoreSpec", "SearchSpec", "SelectionSpec", "SplitSpec",
+    "TableSchema", "ThresholdSpec", "TrackingSpec", "apply_overrides", "load_cluster", "load_job",
+    "load_monitor_job", "load_score_job", "setting",
 ]

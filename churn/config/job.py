@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from churn.config.errors import ConfigError
-from churn.config.families import FAMILY_NAMES, check_grid_shape
+from churn.config.families import FAMILY_NAMES, check_grid_shape, rules
 
 
 class Strict(BaseModel):
@@ -50,6 +50,12 @@ class TableSchema(Strict):
     numeric: dict[str, NumericRule] = Field(default_factory=dict)
     categorical: dict[str, CategoricalRule] = Field(default_factory=dict)
     ignore: list[str] = Field(default_factory=list)  # columns read but not used as features
+
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _label_text(cls, v: Any) -> Any:
+        """A 0/1 label written unquoted in YAML (``positive: 1``) means the text the CSV holds."""
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("numeric", mode="before")
     @classmethod
@@ -154,19 +160,43 @@ class SelectionSpec(Strict):
 class ModelSpec(Strict):
     """Which model families to search, how to handle class imbalance, and the grids."""
 
-    families: list[str] = Field(default_factory=lambda: ["random_forest"], min_length=1)
-    imbalance: Literal["smote", "smotenc", "class_weight", "none"] = "smote"  # see families.IMBALANCE_MODES
+    families: list[str] = Field(default_factory=lambda: list(FAMILY_NAMES), min_length=1)
+    # searched like a hyper-parameter: one mode or a list (families.IMBALANCE_MODES); smotenc only alone
+    imbalance: list[Literal["none", "class_weight", "smote", "smotenc"]] = Field(
+        default_factory=lambda: ["none", "class_weight", "smote"], min_length=1)
     grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # family -> grid; missing: default
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    max_rows: dict[str, int | None] = Field(default_factory=dict)  # family -> training rows per fit (null: all);
+    # a family not listed uses its default (families.FamilyRules.max_rows: svm 4,000)
+    calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"  # auto: lowest cross-fitted Brier
+    ensemble: int = Field(3, ge=0)  # stack the best N families as one more candidate (0 or 1: no stack)
+    finalize: bool = True  # refit the champion on every labelled row before registering it
+
+    @field_validator("imbalance", mode="before")
+    @classmethod
+    def _one_or_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _known(self) -> ModelSpec:
-        unknown = [f for f in [*self.families, *self.grids] if f not in FAMILY_NAMES]
+        unknown = [f for f in [*self.families, *self.grids, *self.max_rows] if f not in FAMILY_NAMES]
         if unknown:
             raise ValueError(f"unknown model family {unknown[0]!r}; choose from {', '.join(FAMILY_NAMES)}")
         for fam, grid in self.grids.items():
             check_grid_shape(fam, grid)
+        if "smotenc" in self.imbalance and len(self.imbalance) > 1:
+            raise ValueError("model.imbalance: smotenc cannot be searched with other modes (its pipeline "
+                             "resamples before encoding); list it alone")
+        if len(set(self.imbalance)) != len(self.imbalance):
+            raise ValueError("model.imbalance lists a mode twice")
+        bad = [f for f, n in self.max_rows.items() if n is not None and n < 50]
+        if bad:
+            raise ValueError(f"model.max_rows.{bad[0]} must be at least 50 (or null for every row)")
         return self
+
+    def row_cap(self, family: str) -> int | None:
+        """Training rows per fit for ``family``: the job's ``max_rows`` entry, else the family default."""
+        return self.max_rows[family] if family in self.max_rows else rules(family).max_rows
 
 
 class SearchSpec(Strict):
@@ -189,7 +219,7 @@ class EconomicsSpec(Strict):
 class EvaluationSpec(Strict):
     economics: EconomicsSpec = Field(default_factory=EconomicsSpec)
     top_k: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])  # precision at top k of scores
-    permutation_rows: int = Field(2000, ge=50)  # rows used for permutation importance
+    permutation_rows: int = Field(1000, ge=50)  # rows used for permutation importance
     plots: bool = True
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from churn.config.cluster import ClusterSpec
 from churn.config.errors import ConfigError
 from churn.config.job import JobSpec
+from churn.config.monitor import MonitorSpec
 from churn.config.score import ScoreSpec
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -92,6 +93,11 @@ def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -
 def load_score_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ScoreSpec:
     """Build a validated :class:`ScoreSpec` from a YAML file and ``--set`` overrides."""
     return _load(ScoreSpec, "score job spec", path, overrides)
+
+
+def load_monitor_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> MonitorSpec:
+    """Build a validated :class:`MonitorSpec` from a YAML file and ``--set`` overrides."""
+    return _load(MonitorSpec, "monitor job spec", path, overrides)
 
 
 def load_cluster(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ClusterSpec:

@@ -32,7 +32,7 @@ class StageGraph:
 
 
 def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
-    """ingest → split → search per family → threshold → evaluate → track → register."""
+    """ingest → split → search per family → calibrate → evaluate → finalize → track → register."""
     sec = result.seconds if result else {}
     man = result.dataset.manifest if result else None
     rows = result.rows if result else {}
@@ -53,10 +53,14 @@ def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
                                      *([f"{job.search.scoring} {res.best_score:.4f}", f"{res.seconds:.1f} s"]
                                        if res else [])]
     g.add_rank(families)
-    champion = [f"champion: {result.champion}", f"cut {result.threshold.value:.3f}"] if result else []
-    g.add_rank({"threshold": timed("threshold", "profit on out-of-fold", *champion)})
+    champion = ([f"champion: {result.champion.name}", f"{result.champion.calibration.method} map",
+                 f"cut {result.threshold.value:.3f}"] if result else [])
+    g.add_rank({"calibrate": timed("calibrate", "stack, calibration, threshold", "on out-of-fold", *champion)})
     g.add_rank({"evaluate": timed("evaluate", "test split",
                                   *([f"ROC AUC {result.test.metrics['roc_auc']:.4f}"] if result else []))})
+    if job.model.finalize:
+        g.add_rank({"finalize": timed("finalize", "refit on every labelled row",
+                                      *([f"{rows['final']:,} rows"] if rows else []))})
     g.add_rank({"track": timed("track", f"MLflow: {job.tracking.experiment}")})
     g.add_rank({"register": ["register", f"{job.tracking.registered_model}@{job.tracking.alias}",
                              *([f"version {result.model_version}"] if result else [])]})

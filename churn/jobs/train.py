@@ -1,4 +1,4 @@
-"""The train job: ingest → split → search → threshold → evaluate → track. Wiring only: the
+"""The train job: ingest → split → search → calibrate → evaluate → finalize → track. Wiring only: the
 logic lives in :mod:`churn.data`, :mod:`churn.modeling` and :mod:`churn.tracking`."""
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pandas as pd
 from distributed import Client
-from sklearn.pipeline import Pipeline
 
 from churn.config import JobSpec, setting
 from churn.config.families import imbalance_used
-from churn.data.columns import LABEL_COLUMN, SPLIT_COLUMN
+from churn.data.columns import KEY_COLUMN, LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import Dataset, check_headers, check_output_folder, ingest
 from churn.data.split import check_counts, class_counts, load_splits, sample_rows, search_sample
 from churn.jobs.graph import to_mermaid, train_graph
+from churn.modeling.calibrate import Champion, assemble, choose_champion
 from churn.modeling.evaluate import (
     Evaluation,
     Threshold,
@@ -26,9 +27,11 @@ from churn.modeling.evaluate import (
     permutation_table,
     score_on_cluster,
 )
-from churn.modeling.pipeline import build_pipeline, grid_for, inference_pipeline, kept_features
+from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
-from churn.modeling.search import SearchResult, grid_search
+from churn.modeling.search import SearchResult, folds, grid_search, refit_best
+from churn.monitoring.batch import reference_profile
+from churn.serving.calibration import ChurnClassifier
 from churn.tracking.registry import input_example, log_model, set_alias
 from churn.tracking.run_log import (
     log_champion,
@@ -43,7 +46,7 @@ from churn.tracking.store import check_store, resolve_uri
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "split", "search", "threshold", "evaluate", "track")
+STAGES = ("ingest", "split", "search", "calibrate", "evaluate", "finalize", "track")
 
 
 @dataclass
@@ -56,18 +59,18 @@ class TrainResult:
     model_version: str
     dataset: Dataset
     families: dict[str, SearchResult]
-    champion: str
+    champion: Champion
     threshold: Threshold
-    test: Evaluation
+    test: Evaluation  # of the model before finalising (fitted on the search rows only)
     rows: dict[str, int]
     kept_features: list[str]
-    model: Pipeline  # the registered inference pipeline (no sampler)
+    model: ChurnClassifier  # the registered model (finalised unless model.finalize is off)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def search(self) -> SearchResult:
-        """The champion family's search."""
-        return self.families[self.champion]
+        """The search of the champion's best family."""
+        return self.families[self.champion.members[0]]
 
 
 def preflight(job: JobSpec) -> str:
@@ -87,6 +90,24 @@ def _stage(name: str, seconds: dict[str, float], detail: str = "") -> Iterator[N
     t = time.perf_counter()
     yield
     seconds[name] = time.perf_counter() - t
+
+
+def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client) -> dict[str, SearchResult]:
+    families: dict[str, SearchResult] = {}
+    for i, fam in enumerate(job.model.families, 1):
+        cap = job.model.row_cap(fam)
+        capped = f", fits on at most {cap:,} of {len(X):,} rows" if cap and cap < len(X) else ""
+        log.info("search %d/%d: %s (imbalance %s%s)", i, len(job.model.families), fam,
+                 imbalance_used(fam, job.model.imbalance), capped)
+        res = grid_search(
+            build_pipeline(job.table, fam, job.model.imbalance, job.seed, cap),
+            grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance), X, y,
+            cv=job.search.cv, scoring=job.search.scoring, seed=job.seed, client=client,
+            engine=job.search.engine, strategy=job.search.strategy)
+        res.imbalance = imbalance_of(res.best_params, fam, job.model.imbalance)
+        res.rows_per_fit = min(cap, len(X)) if cap else len(X)
+        families[fam] = res
+    return families
 
 
 def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResult:
@@ -111,47 +132,63 @@ def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResul
             X, y = train[features], train[LABEL_COLUMN].astype(int)
             check_round_trip(job, X, y, int(setting("preflight.round-trip-rows")))
 
-        families: dict[str, SearchResult] = {}
         with _stage("search", seconds, f"{len(job.model.families)} families, cv={job.search.cv}, {len(train):,} rows"):
-            for i, fam in enumerate(job.model.families, 1):
-                log.info("search %d/%d: %s (%s)", i, len(job.model.families), fam,
-                         imbalance_used(fam, job.model.imbalance))
-                families[fam] = grid_search(
-                    build_pipeline(schema, fam, job.model.imbalance, job.seed),
-                    grid_for(fam, job.model.grids.get(fam), job.model.selection), X, y, cv=job.search.cv,
-                    scoring=job.search.scoring, seed=job.seed, client=client, engine=job.search.engine,
-                    strategy=job.search.strategy)
-        champion = max(families, key=lambda f: families[f].best_score)  # first family wins ties
-        best = families[champion]
+            families = _search_families(job, X, y, client)
 
-        with _stage("threshold", seconds, f"champion {champion} (CV {job.search.scoring} {best.best_score:.4f})"):
-            threshold = choose_threshold(y.to_numpy(), best.oof_proba, job.evaluation.economics)
+        with _stage("calibrate", seconds, f"stack of the best {job.model.ensemble}, calibration "
+                                          f"{job.model.calibration}, threshold on out-of-fold"):
+            splits = list(folds(job.search.cv, job.seed).split(X, y))
+            champion = choose_champion(families, y.to_numpy(), splits, job.search.scoring, job.model.ensemble,
+                                       job.model.calibration)
+            threshold = choose_threshold(y.to_numpy(), champion.oof_proba, job.evaluation.economics)
+            fitted = [inference_pipeline(families[f].best_estimator) for f in champion.members]
+            model = assemble(fitted, champion.calibration, champion.members)
+            log.info("champion %s (CV %s %.4f ± %.4f), calibration %s, threshold %.3f", champion.name,
+                     job.search.scoring, champion.cv_score, champion.cv_std, champion.calibration.method,
+                     threshold.value)
 
         with _stage("evaluate", seconds, f"test split, threshold {threshold.value:.3f} from {threshold.source}"):
-            model = inference_pipeline(best.best_estimator)
             y_test, p_test = score_on_cluster(test_ddf, model, features, client)
             rows["test"] = len(y_test)
             test = evaluate(y_test, p_test, threshold.value, economics=job.evaluation.economics,
                             top_k=job.evaluation.top_k, f1_cut=threshold.f1)
-            kept = kept_features(model)
+            kept = kept_features(fitted[0])
+            raw = None  # the best member's own probabilities, for the before/after calibration plot
+            if job.evaluation.plots and families[champion.members[0]].proba_scores:
+                raw = score_on_cluster(test_ddf, fitted[0], features, client)[1]
+            importance = None
+            if job.evaluation.plots:
+                sample = sample_rows(test_ddf, rows["test"], job.evaluation.permutation_rows, job.seed, client)
+                importance = permutation_table(model, sample, features, job.seed, client)
+
+        registered, rows["final"] = model, rows["search"]
+        if job.model.finalize and rows["search"] == rows["train"]:
+            with _stage("finalize", seconds, f"refit {', '.join(champion.members)} on train + test rows"):
+                test_rows = test_ddf[[*features, LABEL_COLUMN]].compute()
+                X_all = pd.concat([X, test_rows[features]])
+                y_all = pd.concat([y, test_rows[LABEL_COLUMN].astype(int)])
+                refits = [refit_best(families[f], X_all, y_all, client) for f in champion.members]
+                registered = assemble([inference_pipeline(r) for r in refits], champion.calibration,
+                                      champion.members)
+                rows["final"] = len(X_all)
 
         with _stage("track", seconds, f"{uri} (experiment {job.tracking.experiment})"):
             for fam, res in families.items():
                 log_family(job, fam, res)
             log_champion(job, dataset.manifest, families, champion, test, rows, threshold, kept)
             if job.evaluation.plots:
-                sample = sample_rows(test_ddf, rows["test"], job.evaluation.permutation_rows, job.seed, client)
-                log_plots(job, families, test, permutation_table(model, sample, features, job.seed, client))
-            info = log_model(model, input_example(train, schema), threshold.value, job.tracking.registered_model,
-                             schema)
+                log_plots(job, families, test, importance, raw, champion.calibration.method)
+            reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, champion.oof_proba, y.to_numpy(),
+                                          train[KEY_COLUMN].to_numpy(), schema, client)
+            info = log_model(registered, input_example(train, schema), threshold.value,
+                             job.tracking.registered_model, schema, reference)
             version = str(info.registered_model_version)
             set_alias(job.tracking.registered_model, job.tracking.alias, version)
         log_seconds(seconds)
         result = TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}@{job.tracking.alias}",
-                             version, dataset, families, champion, threshold, test, rows, kept, model, seconds)
+                             version, dataset, families, champion, threshold, test, rows, kept, registered, seconds)
         graph = train_graph(job, result)
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
                   f"churn train: {job.name}")
         set_stage("done")
     return result
-

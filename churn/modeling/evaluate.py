@@ -185,16 +185,30 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, *,
 
 
 
-def permutation_table(model: Any, rows: pd.DataFrame, features: list[str], seed: int, client: Client
-                      ) -> pd.DataFrame | None:
-    """Permutation importance (drop in ROC AUC, 5 repeats) on ``rows``, repeats run on the cluster;
-    None when the rows do not hold both classes."""
-    import joblib
+def _permutation(model: Any, X: pd.DataFrame, y: pd.Series, repeats: int, seed: int) -> np.ndarray:
     from sklearn.inspection import permutation_importance
 
+    return permutation_importance(model, X, y, scoring="roc_auc", n_repeats=repeats, random_state=seed,
+                                  n_jobs=1).importances
+
+
+def permutation_table(model: Any, rows: pd.DataFrame, features: list[str], seed: int, client: Client,
+                      repeats: int = 4) -> pd.DataFrame | None:
+    """Permutation importance (drop in ROC AUC over ``repeats`` shuffles) on ``rows``; None when the
+    rows do not hold both classes.
+
+    The repeats are split into one task per worker (each its own seeded stream) and their
+    importances joined: the model and rows go to each worker once. Under joblib's dask backend
+    scikit-learn ships the model with every feature's task, which measured slower on 2 workers
+    (21 s) than one process (12.5 s) for a three-model stack.
+    """
     if not len(rows) or rows[LABEL_COLUMN].nunique() != 2:
         return None
-    with joblib.parallel_backend("dask", client=client):
-        imp = permutation_importance(model, rows[features], rows[LABEL_COLUMN].astype(int), scoring="roc_auc",
-                                     n_repeats=5, random_state=seed, n_jobs=-1)
-    return pd.DataFrame({"feature": features, "mean": imp.importances_mean, "std": imp.importances_std})
+    X, y = rows[features], rows[LABEL_COLUMN].astype(int)
+    workers = max(1, min(repeats, len(client.scheduler_info()["workers"])))
+    model_f, X_f, y_f = client.scatter([model, X, y], hash=False)
+    shares = [len(part) for part in np.array_split(np.arange(repeats), workers)]
+    parts = client.gather([client.submit(_permutation, model_f, X_f, y_f, n, seed + i, pure=False)
+                           for i, n in enumerate(shares)])
+    imp = np.concatenate(parts, axis=1)
+    return pd.DataFrame({"feature": features, "mean": imp.mean(axis=1), "std": imp.std(axis=1)})

@@ -23,7 +23,8 @@ from sklearn.model_selection import ParameterGrid
 
 from churn.config import ConfigError, JobSpec
 from churn.modeling.compat import validate_params
-from churn.modeling.pipeline import build_pipeline, fresh, grid_for, inference_pipeline
+from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
+from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
 from churn.serving.trusted import UntrustedModelError, dump_pipeline
 
 
@@ -31,10 +32,10 @@ class RoundTripError(RuntimeError):
     """A fitted pipeline would not survive saving and loading as the registered model."""
 
 
-def family_grids(job: JobSpec) -> dict[str, tuple[ImbPipeline, dict[str, list[Any]]]]:
-    """Each family's pipeline and its full grid (model grid plus the selection grid)."""
-    return {fam: (build_pipeline(job.table, fam, job.model.imbalance, job.seed),
-                  grid_for(fam, job.model.grids.get(fam), job.model.selection))
+def family_grids(job: JobSpec) -> dict[str, tuple[ImbPipeline, list[dict[str, list[Any]]]]]:
+    """Each family's pipeline and its full grid (model grid, selection grid, imbalance treatments)."""
+    return {fam: (build_pipeline(job.table, fam, job.model.imbalance, job.seed, job.model.row_cap(fam)),
+                  grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance))
             for fam in job.model.families}
 
 
@@ -44,7 +45,7 @@ def check_grids(job: JobSpec) -> None:
         raise ConfigError(f"search.scoring: unknown scoring {job.search.scoring!r}")
     for fam, (pipeline, grid) in family_grids(job).items():
         valid = pipeline.get_params()
-        for key in grid:
+        for key in {k for part in grid for k in part}:
             if key not in valid:
                 raise ConfigError(f"model.grids.{fam}: {fam} has no parameter {key.split('__')[-1]!r}")
         for point in ParameterGrid(grid):
@@ -54,15 +55,29 @@ def check_grids(job: JobSpec) -> None:
                     try:
                         validate_params(est)
                     except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
-                        shown = ", ".join(f"{k.removeprefix('model__')}={v!r}" for k, v in point.items())
+                        treatment = {"resample__method", "model__class_weight"} - set(job.model.grids.get(fam) or {})
+                        shown = ", ".join(f"{k.removeprefix('model__')}={v!r}" for k, v in point.items()
+                                          if k not in treatment)
+                        shown += f"; imbalance {imbalance_of(point, fam, job.model.imbalance)}"
                         raise ConfigError(f"model.grids.{fam}: grid point ({shown}) is refused by "
                                           f"{type(est).__name__}: {exc}") from None
 
 
-def covering_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """A few grid points that use every value of every key at least once."""
-    width = max((len(v) for v in grid.values()), default=1)
-    return [{k: v[i % len(v)] for k, v in grid.items()} for i in range(width)]
+def covering_points(grid: dict[str, list[Any]] | list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    """A few grid points that use every value of every key, and every partial grid, at least once.
+
+    Keys that all partial grids share are cycled together with the settings only some have
+    (the imbalance treatments), so a list of grids costs as many points as its widest key.
+    """
+    parts = [grid] if isinstance(grid, dict) else grid
+    shared = {k: v for k, v in parts[0].items() if all(part.get(k) == v for part in parts)}
+    own: list[dict[str, Any]] = []
+    for part in parts:
+        rest = {k: v for k, v in part.items() if k not in shared}
+        width = max((len(v) for v in rest.values()), default=1)
+        own += [{k: v[i % len(v)] for k, v in rest.items()} for i in range(width)]
+    width = max([len(own), *(len(v) for v in shared.values())])
+    return [{**{k: v[i % len(v)] for k, v in shared.items()}, **own[i % len(own)]} for i in range(width)]
 
 
 def tiny_sample(X: pd.DataFrame, y: pd.Series, rows: int) -> tuple[pd.DataFrame, pd.Series]:
@@ -76,6 +91,13 @@ def tiny_sample(X: pd.DataFrame, y: pd.Series, rows: int) -> tuple[pd.DataFrame,
     return X.iloc[picked], y.iloc[picked]
 
 
+def registered_form(pipeline: Any, X: pd.DataFrame, y: pd.Series, name: str) -> ChurnClassifier:
+    """``pipeline`` wrapped as the registered model is: with a calibration map over its scores."""
+    scores = member_scores(pipeline, X)
+    calibrator = ScoreCalibrator("sigmoid", (hasattr(pipeline, "predict_proba"),)).fit(scores, y)
+    return ChurnClassifier(members=[pipeline], calibrator=calibrator, names=[name])
+
+
 def check_round_trip(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int) -> None:
     """Fit every family's covering grid points on a tiny sample; each inference pipeline must
     dump and load back with the trusted types only."""
@@ -83,10 +105,13 @@ def check_round_trip(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int) -> 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pipeline.skops")
         for fam, (pipeline, grid) in family_grids(job).items():
+            # a few trees show the same types as many, and save and load in a fraction of the time
+            few = {k: 3 for k in ("model__n_estimators", "model__max_iter")
+                   if k in pipeline.get_params() and fam in ("random_forest", "hist_gradient_boosting")}
             for point in covering_points(grid):
-                fitted = fresh(pipeline, point).fit(Xs, ys)
+                fitted = fresh(pipeline, {**point, **few}).fit(Xs, ys)
                 try:
-                    dump_pipeline(inference_pipeline(fitted), path)
+                    dump_pipeline(registered_form(inference_pipeline(fitted), Xs, ys, fam), path)
                 except UntrustedModelError as exc:
                     raise RoundTripError(f"{fam}: the fitted model could not be saved and loaded back as the "
                                          f"registered model ({exc}); no search was run") from None

@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from churn.modeling.compat import forest_checked_X, safe_indexing
 from churn.modeling.plan import plan
+from churn.serving.calibration import member_scores
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,16 @@ class SearchResult:
     seconds: float
     n_candidates: int
     n_fits: int = 0  # model fits really run (after sharing); candidates x folds for sklearn
-    oof_proba: np.ndarray | None = field(default=None, repr=False)  # best candidate, out of fold
+    oof_proba: np.ndarray | None = field(default=None, repr=False)  # best candidate's scores, out of fold
+    # (probabilities, or decision values for a model without them: see ``proba_scores``)
+    std_score: float = float("nan")  # standard deviation of the best candidate's fold scores
+    imbalance: str = ""  # the best candidate's imbalance treatment (set by the caller)
+    rows_per_fit: int = 0  # training rows each fit saw at most (a family row cap; set by the caller)
+
+    @property
+    def proba_scores(self) -> bool:
+        """Are the out-of-fold scores probabilities?"""
+        return hasattr(self.best_estimator, "predict_proba")
     task_seconds: float = 0.0  # compute time spent in fits (and fold preparation), summed over workers
 
 
@@ -85,14 +95,14 @@ def _prepare_fold(prefix: list[tuple[str, Any]], params: dict[str, Any], X: Any,
 
 
 
-class _Scored(ClassifierMixin, BaseEstimator):
+class FixedScores(ClassifierMixin, BaseEstimator):
     """Stands in for a fitted classifier whose test probabilities are already known."""
 
     def __init__(self, classes: np.ndarray | None = None, proba: np.ndarray | None = None):
         self.classes = classes
         self.proba = proba
 
-    def fit(self, X: Any, y: Any) -> _Scored:  # pragma: no cover - never fitted
+    def fit(self, X: Any, y: Any) -> FixedScores:  # pragma: no cover - never fitted
         return self
 
     @property
@@ -135,7 +145,7 @@ def _fit_group(fold: dict[str, Any], template: Any, params: dict[str, Any], size
             t0 = time.perf_counter()
             probas = _forest_prefix_proba(model, fold["X_test"], sizes)
             for k, proba in probas.items():
-                stand_in = _Scored(model.classes_, proba)
+                stand_in = FixedScores(model.classes_, proba)
                 out[k] = {"score": float(scorer(stand_in, fold["X_test"], fold["y_test"])),
                           "proba": proba[:, 1], "fit_time": fit_time * k / max(sizes)}
             score_time = (time.perf_counter() - t0) / len(probas)
@@ -145,7 +155,7 @@ def _fit_group(fold: dict[str, Any], template: Any, params: dict[str, Any], size
         else:
             t0 = time.perf_counter()
             score = float(scorer(model, fold["X_test"], fold["y_test"]))
-            proba = model.predict_proba(fold["X_test"])[:, 1] if hasattr(model, "predict_proba") else None
+            proba = member_scores(model, fold["X_test"])  # a decision function where no probabilities
             out[None] = {"score": score, "proba": proba, "fit_time": fit_time,
                          "score_time": time.perf_counter() - t0, "prepare_seconds": fold["seconds"]}
     return out
@@ -154,6 +164,13 @@ def _fit_group(fold: dict[str, Any], template: Any, params: dict[str, Any], size
 def _refit(pipeline: ImbPipeline, params: dict[str, Any], X: Any, y: Any) -> ImbPipeline:
     with threadpool_limits(1):
         return clone(pipeline).set_params(**params).fit(X, y)
+
+
+def refit_best(result: SearchResult, X: pd.DataFrame, y: pd.Series, client: Client) -> ImbPipeline:
+    """The best candidate of ``result`` fitted again, on ``X``/``y``, on a worker."""
+    y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
+    X_f, y_f = client.scatter([X, y], hash=False)
+    return client.submit(_refit, clone(result.best_estimator), {}, X_f, y_f, pure=False).result()
 
 
 # --------------------------------------------------------------------------- results
@@ -234,7 +251,8 @@ def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.D
         client.cancel(fut)
     seconds = time.perf_counter() - t0
     return SearchResult(fitted, dict(best_params), float(results["mean_test_score"][best]), results, seconds,
-                        n, n_fits=len(fits), oof_proba=oof, task_seconds=task_seconds)
+                        n, n_fits=len(fits), oof_proba=oof, task_seconds=task_seconds,
+                        std_score=float(results["std_test_score"][best]))
 
 
 def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,
@@ -260,14 +278,17 @@ def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.Data
     with backend:
         search.fit(X, y)
         best = clone(pipeline).set_params(**search.best_params_)
-        oof = cross_val_predict(best, X, y, cv=cv, method="predict_proba", n_jobs=-1)[:, 1]
+        if hasattr(best, "predict_proba"):
+            oof = cross_val_predict(best, X, y, cv=cv, method="predict_proba", n_jobs=-1)[:, 1]
+        else:
+            oof = cross_val_predict(best, X, y, cv=cv, method="decision_function", n_jobs=-1)
     results = pd.DataFrame(search.cv_results_).assign(fit_time_apportioned=False)
     n_splits = cv.get_n_splits()
     n_fits = (len(results) if not halving else int(sum(search.n_candidates_))) * n_splits + n_splits
     task_seconds = float(((results["mean_fit_time"] + results["mean_score_time"]) * n_splits).sum())
     return SearchResult(search.best_estimator_, dict(search.best_params_), float(search.best_score_), results,
                         time.perf_counter() - t0, len(results), n_fits=n_fits, oof_proba=oof,
-                        task_seconds=task_seconds)
+                        task_seconds=task_seconds, std_score=float(results["std_test_score"][search.best_index_]))
 
 
 def grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *, cv: int,

@@ -31,9 +31,11 @@ class ChurnModel(PythonModel):
         self.pipeline: Any = None
         self.threshold = 0.5
         self.rules: dict[str, Any] = {}
+        self.reference_profile: str | None = None  # path of the training profile (for monitoring)
 
     def load_context(self, context: Any) -> None:
         self.pipeline = load_pipeline(context.artifacts["pipeline"])
+        self.reference_profile = context.artifacts.get("reference_profile")
         config = context.model_config or {}
         self.threshold = float(config.get("threshold", 0.5))
         self.rules = config.get("rules", {})

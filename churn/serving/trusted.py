@@ -20,9 +20,16 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.calibration._CalibratedClassifier",
+    # native-categorical HGB keeps a preprocessor whose numeric columns pass through
+    # partial(check_array, ...); skops checks the wrapped function against this list too
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
+    "sklearn.calibration._CalibratedClassifier",  # Platt-scaled SVC of models registered before 2026-11-24
     "sklearn.calibration._SigmoidCalibration",
+    "churn.serving.calibration.ChurnClassifier",
+    "churn.serving.calibration.ScoreCalibrator",
     "churn.modeling.features.TableCoercer",
+    "churn.modeling.features.CategoryEncoder",
     "churn.modeling.features.CorrelationFilter",
     "churn.modeling.features.ImportanceSelector",
 )

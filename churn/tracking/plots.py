@@ -19,6 +19,7 @@ from sklearn.metrics import (  # noqa: E402
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
     RocCurveDisplay,
+    brier_score_loss,
 )
 
 
@@ -48,9 +49,16 @@ def pr(y: np.ndarray, p: np.ndarray) -> Figure:
                   "recall (share of churners reached)", "precision (share of contacts who churn)", "lower left")
 
 
-def calibration(y: np.ndarray, p: np.ndarray, brier: float) -> Figure:
+def calibration(y: np.ndarray, p: np.ndarray, brier: float, raw: np.ndarray | None = None,
+                method: str = "") -> Figure:
+    """Reliability curve of the registered model's probabilities on the test split, and of the
+    uncalibrated probabilities beside it when given."""
     fig, ax = _fig(f"Calibration, test split (Brier {brier:.3f})")
-    CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", name="model", ax=ax)
+    if raw is not None:
+        CalibrationDisplay.from_predictions(y, raw, n_bins=10, strategy="quantile", ax=ax, color="tab:grey",
+                                            name=f"before calibration (Brier {brier_score_loss(y, raw):.3f})")
+    CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", ax=ax, color="tab:blue",
+                                        name=f"registered, {method or 'calibrated'} (Brier {brier:.3f})")
     ax.set_xlabel("mean predicted churn probability")
     ax.set_ylabel("observed churn rate")
     ax.legend(loc="upper left")

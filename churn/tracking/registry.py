@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,6 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
-from sklearn.pipeline import Pipeline
 
 import churn.serving
 from churn.config import TableSchema
@@ -39,13 +41,17 @@ def serving_rules(schema: TableSchema) -> dict[str, Any]:
             "categorical": {c: r.model_dump() for c, r in schema.categorical.items()}}
 
 
-def log_model(pipeline: Pipeline, example: pd.DataFrame, threshold: float, registered_name: str,
-              schema: TableSchema) -> Any:
-    """Log the fitted inference pipeline as a pyfunc model with signature, example and the
-    table's rules; register it."""
+def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered_name: str,
+              schema: TableSchema, reference: dict[str, Any] | None = None) -> Any:
+    """Log the fitted model as a pyfunc model with signature, example, the table's rules and the
+    training profile that monitoring compares batches with; register it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pipeline.skops")
         dump_pipeline(pipeline, path)
+        artifacts = {"pipeline": path}
+        if reference is not None:
+            artifacts["reference_profile"] = os.path.join(tmp, "reference_profile.json")
+            Path(artifacts["reference_profile"]).write_text(json.dumps(reference))
         output = predict_frame(pipeline, example, threshold)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*integer column.*")
@@ -54,7 +60,7 @@ def log_model(pipeline: Pipeline, example: pd.DataFrame, threshold: float, regis
             name="model",
             python_model=str(MODEL_CODE),
             model_config={"threshold": float(threshold), "rules": serving_rules(schema)},
-            artifacts={"pipeline": path},
+            artifacts=artifacts,
             signature=signature,
             input_example=example,
             registered_model_name=registered_name,
@@ -79,14 +85,38 @@ def input_example(rows: pd.DataFrame, schema: TableSchema, n: int = 5) -> pd.Dat
     return example
 
 
-def load_for_scoring(model_uri: str) -> tuple[Any, float, str | None, str | None]:
-    """(inference pipeline, decision threshold, registered name, version) of a logged churn model.
+def _load(model_uri: str) -> Any:
+    path = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    finally:
+        # MLflow puts the model's code copy first on sys.path; workers started later would then
+        # import that copy of churn (perhaps an older one) instead of the installed package
+        sys.path[:] = path
 
-    Loaded once in the driver, through MLflow (so the trusted-type check runs), then sent to the
-    workers; a ``models:/name@alias`` or ``models:/name/version`` URI names its version.
-    """
-    model = mlflow.pyfunc.load_model(model_uri)
-    churn_model = model.unwrap_python_model()
+
+@dataclass
+class LoadedModel:
+    """A logged churn model loaded in the driver: what scoring and monitoring need."""
+
+    pipeline: Any
+    threshold: float
+    name: str | None
+    version: str | None
+    reference_profile: str | None  # local path of the training profile, when the model has one
+
+    def reference(self) -> dict[str, Any]:
+        """The training profile stored with the model version (for monitoring)."""
+        if not self.reference_profile:
+            raise ValueError("the model carries no reference profile (trained before monitoring existed); "
+                             "train it again to monitor it")
+        return json.loads(Path(self.reference_profile).read_text())
+
+
+def load_churn_model(model_uri: str) -> LoadedModel:
+    """Load a logged churn model once in the driver, through MLflow (so the trusted-type check
+    runs); a ``models:/name@alias`` or ``models:/name/version`` URI names its version."""
+    churn_model = _load(model_uri).unwrap_python_model()
     name = version = None
     if model_uri.startswith("models:/"):
         ref = model_uri.removeprefix("models:/")
@@ -96,4 +126,12 @@ def load_for_scoring(model_uri: str) -> tuple[Any, float, str | None, str | None
             version = client.get_model_version_by_alias(name, alias).version
         else:
             name, _, version = ref.partition("/")
-    return churn_model.pipeline, float(churn_model.threshold), name, version and str(version)
+    return LoadedModel(churn_model.pipeline, float(churn_model.threshold), name, version and str(version),
+                       churn_model.reference_profile)
+
+
+def load_for_scoring(model_uri: str) -> tuple[Any, float, str | None, str | None]:
+    """(model, decision threshold, registered name, version) of a logged churn model, loaded
+    once in the driver and then sent to the workers."""
+    m = load_churn_model(model_uri)
+    return m.pipeline, m.threshold, m.name, m.version

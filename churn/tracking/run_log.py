@@ -21,6 +21,7 @@ import pandas as pd
 from churn.config import JobSpec
 from churn.config.families import imbalance_used
 from churn.data.manifest import Manifest
+from churn.modeling.calibrate import STACK, Champion
 from churn.modeling.evaluate import Evaluation, Threshold
 from churn.modeling.search import SearchResult
 from churn.tracking import plots
@@ -34,7 +35,9 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None) -> Iterator[mlflow.
     """Open the job's run (FAILED if the block raises, also on SIGTERM turned into an exception)."""
     exp_id = ensure_experiment(uri, job.tracking.experiment)
     with mlflow.start_run(experiment_id=exp_id, run_name=job.name) as run:
-        mlflow.log_params({"families": ",".join(job.model.families), "imbalance": job.model.imbalance,
+        mlflow.log_params({"families": ",".join(job.model.families), "imbalance": ",".join(job.model.imbalance),
+                           "calibration": job.model.calibration, "ensemble": job.model.ensemble,
+                           "finalize": job.model.finalize,
                            "seed": job.seed, "cv": job.search.cv, "scoring": job.search.scoring,
                            "engine": job.search.engine, "strategy": job.search.strategy,
                            "test_fraction": job.split.test, "validation_fraction": job.split.validation,
@@ -64,26 +67,40 @@ def _cv_table(res: SearchResult, folder: str) -> str:
 def log_family(job: JobSpec, fam: str, res: SearchResult) -> None:
     """One nested run per family: its best parameters, CV score and ``cv_results_``."""
     with mlflow.start_run(run_name=fam, nested=True):
-        mlflow.set_tags({"family": fam, "imbalance": imbalance_used(fam, job.model.imbalance)})
+        mlflow.set_tags({"family": fam, "imbalance_searched": imbalance_used(fam, job.model.imbalance),
+                         "imbalance": res.imbalance})
         mlflow.log_params({f"best_{k.removeprefix('model__')}": v for k, v in res.best_params.items()})
-        mlflow.log_metrics({f"cv_{job.search.scoring}": res.best_score, "search_seconds": res.seconds,
-                            "candidates": res.n_candidates, "fits": res.n_fits})
+        mlflow.log_metrics({f"cv_{job.search.scoring}": res.best_score, f"cv_{job.search.scoring}_std": res.std_score,
+                            "search_seconds": res.seconds, "candidates": res.n_candidates, "fits": res.n_fits,
+                            "rows_per_fit": res.rows_per_fit})
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.log_artifact(_cv_table(res, tmp), "search")
 
 
-def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchResult], champion: str,
+def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchResult], champion: Champion,
                  test: Evaluation, rows: dict[str, int], threshold: Threshold, kept: list[str]) -> None:
-    """The champion's parameters and metrics, the data counts and the evaluation artifacts."""
-    best = families[champion]
-    mlflow.set_tags({"champion_family": champion, "imbalance": imbalance_used(champion, job.model.imbalance),
-                     "dataset": manifest.dataset, "threshold_source": threshold.source})
-    mlflow.log_params({"champion_family": champion,
-                       **{f"best_{k.removeprefix('model__')}": v for k, v in best.best_params.items()}})
-    mlflow.log_metrics({
-        f"cv_{job.search.scoring}": best.best_score,
+    """The champion's parameters and metrics, the data counts and the evaluation artifacts.
+
+    ``test_*`` metrics are those of the model *before finalising* (fitted on the search rows);
+    ``final_rows`` says how many labelled rows the registered model was refitted on.
+    """
+    cal = champion.calibration
+    mlflow.set_tags({"champion": champion.name, "champion_members": ",".join(champion.members),
+                     "imbalance": ",".join(families[f].imbalance for f in champion.members),
+                     "calibration": cal.method, "dataset": manifest.dataset, "threshold_source": threshold.source,
+                     "test_metrics_of": "the model before finalising (fitted on the search rows only)",
+                     "registered_model_rows": ("train + test" if rows["final"] > rows["search"]
+                                               else "search rows")})
+    params = {"champion": champion.name}
+    for f in champion.members:
+        params.update({f"best_{f}_{k.removeprefix('model__')}"[:250]: v for k, v in families[f].best_params.items()})
+    mlflow.log_params(params)
+    metrics = {
+        f"cv_{job.search.scoring}": champion.cv_score,
+        f"cv_{job.search.scoring}_std": champion.cv_std,
         "search_rows": rows["search"],
         "train_rows": rows["train"],
+        "final_rows": rows["final"],
         "search_sample_fraction": rows["search"] / max(rows["train"], 1),
         "test_rows": rows["test"],
         "rows_read": manifest.rows_read,
@@ -93,7 +110,11 @@ def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchRes
         "decision_threshold": threshold.value,
         "features_kept": len(kept),
         **{f"cv_{job.search.scoring}_{f}": r.best_score for f, r in families.items()},
-    })
+        **{f"oof_brier_{m}": b for m, b in cal.brier.items()},
+    }
+    if champion.stack_score is not None:
+        metrics[f"cv_{job.search.scoring}_{STACK}"] = champion.stack_score
+    mlflow.log_metrics(metrics)
     mlflow.log_metrics({f"test_{k}": v for k, v in test.metrics.items()})
     mlflow.log_dict(manifest.to_dict(), "data/manifest.json")
     mlflow.log_dict({"features": kept}, "model/kept_features.json")
@@ -104,17 +125,18 @@ def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchRes
         lift_path = Path(tmp) / "lift_by_decile.csv"
         test.lift.to_csv(lift_path, index=False)
         mlflow.log_artifact(str(lift_path), "evaluation")
-        mlflow.log_artifact(_cv_table(best, tmp), "search")
+        mlflow.log_artifact(_cv_table(families[champion.members[0]], tmp), "search")
 
 
 def log_plots(job: JobSpec, families: dict[str, SearchResult], test: Evaluation,
-              importance: pd.DataFrame | None) -> None:
-    """The evaluation pictures; ``importance`` (feature, mean, std) adds the permutation plot."""
+              importance: pd.DataFrame | None, raw: np.ndarray | None = None, calibration: str = "") -> None:
+    """The evaluation pictures; ``importance`` (feature, mean, std) adds the permutation plot,
+    ``raw`` (test probabilities before the calibration map) a second reliability curve."""
     m = test.metrics
     figures = {
         "roc.png": plots.roc(test.y_true, test.y_score),
         "precision_recall.png": plots.pr(test.y_true, test.y_score),
-        "calibration.png": plots.calibration(test.y_true, test.y_score, m["brier"]),
+        "calibration.png": plots.calibration(test.y_true, test.y_score, m["brier"], raw, calibration),
         "lift_gains.png": plots.lift_gains(test.lift),
         "confusion_matrix.png": plots.confusion(test.confusion, m["threshold"]),
         "cv_score_by_family.png": plots.family_scores(

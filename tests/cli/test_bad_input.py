@@ -37,8 +37,10 @@ def _telco_lines(n: int, keep=lambda line: True) -> str:
 
 @pytest.mark.parametrize("sets, message", [
     (["model.grids.random_forest.n_estimators=[-1]"],
-     "model.grids.random_forest: grid point (min_samples_leaf=1, min_samples_split=2, n_estimators=-1) is refused"),
-    (["model.grids.logistic_regression.C=[-1]"], "model.grids.logistic_regression: grid point (C=-1) is refused"),
+     "model.grids.random_forest: grid point (max_features='sqrt', min_samples_leaf=3, n_estimators=-1; "
+     "imbalance none) is refused"),
+    (["model.grids.logistic_regression.C=[-1]"],
+     "model.grids.logistic_regression: grid point (C=-1; imbalance none) is refused"),
     (["data.output=/proc/x"], "data.output: cannot write to /proc/x"),
 ])
 def test_refused_before_any_cluster_starts(tmp_path, sets, message):
@@ -82,7 +84,7 @@ def test_too_few_rows_stop_before_the_search(tmp_path, content, sets, message):
     assert proc.returncode == 1, proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
-    assert "stage 3/6" not in proc.stderr
+    assert "stage 3/7" not in proc.stderr
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
@@ -98,9 +100,9 @@ def test_a_stopped_run_is_marked_failed_with_one_line(tmp_path, how):
     deadline = time.monotonic() + 240
     for line in proc.stderr:
         seen.append(line)
-        if "stage 3/6" in line or time.monotonic() > deadline:
+        if "stage 3/7" in line or time.monotonic() > deadline:
             break
-    assert any("stage 3/6" in ln for ln in seen), "".join(seen)
+    assert any("stage 3/7" in ln for ln in seen), "".join(seen)
     time.sleep(2)  # inside the search
     if how == "SIGTERM":
         os.kill(proc.pid, signal.SIGTERM)

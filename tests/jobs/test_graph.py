@@ -15,15 +15,21 @@ JOB = ROOT / "jobs" / "train.yaml"
 
 
 def test_graph_of_the_default_job():
-    """ingest → split → six searches → threshold → evaluate → track → register."""
+    """ingest → split → six searches → calibrate → evaluate → finalize → track → register."""
     g = train_graph(load_job(JOB))
-    assert [len(rank) for rank in g.ranks] == [1, 1, 6, 1, 1, 1, 1]
+    assert [len(rank) for rank in g.ranks] == [1, 1, 6, 1, 1, 1, 1, 1]
     assert g.ranks[0] == ["ingest"] and g.ranks[-1] == ["register"]
-    assert ("split", "search_svm") in g.edges and ("search_svm", "threshold") in g.edges
-    assert ("ingest", "threshold") not in g.edges
+    assert ("split", "search_svm") in g.edges and ("search_svm", "calibrate") in g.edges
+    assert ("evaluate", "finalize") in g.edges and ("ingest", "calibrate") not in g.edges
     text = to_mermaid(g)
     assert text.startswith("flowchart TD\n")
-    assert text.count(" --> ") == len(g.edges) == 1 + 6 + 6 + 3
+    assert text.count(" --> ") == len(g.edges) == 1 + 6 + 6 + 4
+
+
+def test_graph_without_finalizing():
+    """model.finalize off: no finalize stage, evaluate leads to track."""
+    g = train_graph(load_job(JOB, ["model.finalize=false"]))
+    assert "finalize" not in g.nodes and ("evaluate", "track") in g.edges
 
 
 def test_graph_follows_the_spec():

@@ -25,18 +25,23 @@ def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, tel
     # the CV fits ran as tasks on the cluster's workers
     workers = set(client.scheduler_info()["workers"])
     fits = [t for t in stream.data if str(t["key"]).startswith("_fit_group")]
-    assert len(fits) == 2 * 3  # two leaf sizes x three folds; n_estimators share one forest
+    # two leaf sizes x three imbalance treatments x three folds; n_estimators share one forest
+    assert len(fits) == 2 * 3 * 3
     assert {t["worker"] for t in fits} <= workers
 
     n_rows = len(telco_subset.read_text().splitlines()) - 1
     assert result.rows["train"] + result.rows["test"] == n_rows == 1506
     assert 0.5 < result.test.metrics["roc_auc"] <= 1
     assert 0 < result.test.metrics["pr_auc"] <= 1
-    assert len(result.search.cv_results) == 4
+    assert len(result.search.cv_results) == 4 * 3  # candidates x imbalance treatments
+    assert result.search.imbalance in ("none", "class_weight", "smote")
+    assert result.rows["final"] == n_rows  # finalised: refitted on train + test
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_data = mlflow.get_run(result.run_id).data
-    assert run_data.params["champion_family"] == "random_forest"
+    assert run_data.params["champion"] == "random_forest"
+    assert run_data.tags["test_metrics_of"].startswith("the model before finalising")
+    assert run_data.metrics["final_rows"] == n_rows
     assert abs(run_data.metrics["test_roc_auc"] - result.test.metrics["roc_auc"]) < 1e-12
     assert "cv_roc_auc" in run_data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "search")}
@@ -51,7 +56,7 @@ def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, tel
     assert list(out.columns) == ["probability", "decision"]
     assert len(out) == 25
     assert out["probability"].between(0, 1).all()
-    expected = result.search.best_estimator.predict_proba(raw)[:, 1]
+    expected = result.model.predict_proba(raw)[:, 1]  # the finalised, calibrated model
     assert (abs(out["probability"].to_numpy() - expected) < 1e-12).all()
     assert (out["decision"] == (expected >= result.threshold.value).astype(int)).all()
     assert abs(run_data.metrics["decision_threshold"] - result.threshold.value) < 1e-12
@@ -133,8 +138,37 @@ def test_all_numeric_table_with_smote_registers_a_loadable_model(client, tmp_pat
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "registered_model": "numeric-churn"},
     })
     result = run(job, client)
-    assert "smote" not in result.model.named_steps
+    assert all("resample" not in m.named_steps for m in result.model.members)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/numeric-churn@champion")
     out = model.predict(frame.drop(columns="churn").head(20))
     np.testing.assert_allclose(out["probability"], result.model.predict_proba(frame.head(20))[:, 1], atol=1e-12)
+
+
+def test_stack_calibration_and_finalising(client, tmp_path, telco_subset):
+    """Two families: the champion is the best CV score among them and their stack; the registered
+    model is the calibration map over the champion's members, refitted on every labelled row, and
+    the threshold comes from calibrated out-of-fold probabilities."""
+    args = ("search.cv=3", "evaluation.plots=false", "model.families=[logistic_regression, decision_tree]",
+            "model.grids={logistic_regression: {C: [0.1, 1.0]}, decision_tree: {max_depth: [3, 5]}}",
+            "model.ensemble=2")
+    result = run(job_spec(tmp_path / "a", telco_subset, *args), client)
+    champ = result.champion
+    scores = {f: r.best_score for f, r in result.families.items()} | {"stacked_ensemble": champ.stack_score}
+    assert champ.cv_score == max(scores.values()) and champ.name == max(scores, key=scores.get)
+    assert champ.calibration.method in ("none", "sigmoid", "isotonic")
+    assert np.isfinite(champ.oof_proba).all() and champ.oof_proba.min() >= 0 and champ.oof_proba.max() <= 1
+    assert result.model.names == champ.members
+    assert result.rows["final"] == result.rows["train"] + result.rows["test"]
+
+    kept = run(job_spec(tmp_path / "b", telco_subset, *args, "model.finalize=false"), client)
+    assert kept.rows["final"] == kept.rows["search"]
+    raw = pd.read_csv(telco_subset, na_values=[" "]).head(40).drop(columns=["customerID", "Churn"])
+    search_fit = kept.families[kept.champion.members[0]].best_estimator
+    if kept.champion.name != "stacked_ensemble":  # not finalised: the search's own refit, calibrated
+        np.testing.assert_allclose(kept.model.predict_proba(raw)[:, 1],
+                                   kept.champion.calibration.calibrator.predict(
+                                       search_fit.predict_proba(raw)[:, 1]), atol=1e-12)
+    # finalising changes the members (more rows), not the calibration map or the test metrics
+    assert result.test.metrics == kept.test.metrics
+    assert not np.allclose(result.model.predict_proba(raw), kept.model.predict_proba(raw))

@@ -15,8 +15,9 @@ from churn.config import load_job
 from churn.config.families import FAMILY_NAMES
 from churn.data.validate import validate_partition
 from churn.modeling.features import CorrelationFilter, ImportanceSelector
-from churn.modeling.pipeline import build_pipeline, grid_for, kept_features
+from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, kept_features
 from churn.modeling.search import folds
+from churn.serving.calibration import member_scores
 from tests.conftest import ROOT, TELCO
 
 
@@ -61,7 +62,7 @@ def test_smote_touches_only_training_folds(tmp_path):
     fits = {r["fit_id"]: r for r in records if r["kind"] == "fit"}
     scores = [r for r in records if r["kind"] == "score"]
     assert len(fits) == 3 and len(scores) == 3
-    prep = build_pipeline(job.table, "random_forest", "none", seed=1)[:-1]
+    prep = build_pipeline(job.table, "random_forest", "none", seed=1)[:-2]  # without resample and model
     for train_idx, test_idx in cv.split(X, y):
         fitted_prep = prep.fit(X.iloc[train_idx], y.iloc[train_idx])
         train_rows = np.asarray(fitted_prep.transform(X.iloc[train_idx])).round(6)
@@ -79,7 +80,35 @@ def test_smote_touches_only_training_folds(tmp_path):
 def test_grid_is_prefixed_for_the_model_step():
     """Grid keys from the job apply to the pipeline's model step."""
     grid = grid_for("random_forest", {"n_estimators": [10, 20]})
-    assert grid == {"model__n_estimators": [10, 20]}
+    assert grid == [{"model__n_estimators": [10, 20]}]
+
+
+def test_imbalance_treatments_become_partial_grids():
+    """none and class_weight share the resample setting (one fold preparation); smote has its own;
+    a family that cannot do a treatment does not search it."""
+    grid = grid_for("logistic_regression", {"C": [1.0]}, imbalance=["none", "class_weight", "smote"])
+    assert grid == [{"model__C": [1.0], "resample__method": ["none"], "model__class_weight": [None, "balanced"]},
+                    {"model__C": [1.0], "resample__method": ["smote"], "model__class_weight": [None]}]
+    assert grid_for("mlp", {"alpha": [0.1]}, imbalance=["none", "class_weight", "smote"]) == [
+        {"model__alpha": [0.1], "resample__method": ["none"]}, {"model__alpha": [0.1], "resample__method": ["smote"]}]
+    assert grid_for("hist_gradient_boosting", {"max_leaf_nodes": [7]}, imbalance=["smote"]) == [
+        {"model__max_leaf_nodes": [7]}]  # native categories: no SMOTE, so only none is left
+    assert imbalance_of({"resample__method": "none", "model__class_weight": "balanced"}, "logistic_regression",
+                        ["none", "class_weight"]) == "class_weight"
+
+
+def test_row_cap_samples_the_training_rows_only():
+    """A capped family fits on a seeded, stratified sample of max_rows rows; predictions cover every row."""
+    job = load_job(ROOT / "jobs" / "train.yaml")
+    raw = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(600)
+    clean, _ = validate_partition(raw, job.table, "t.csv", np.arange(len(raw)))
+    X, y = clean[job.table.features], clean["_label"].astype(int)
+    pipe = build_pipeline(job.table, "logistic_regression", "none", seed=0, max_rows=200)
+    Xt, yt = pipe.named_steps["resample"].fit_resample(X, y)
+    assert len(Xt) == 200 and abs(yt.mean() - y.mean()) < 0.01
+    again, _ = pipe.named_steps["resample"].fit_resample(X, y)
+    assert Xt.index.equals(again.index)  # seeded
+    assert pipe.fit(X, y).predict_proba(X).shape == (len(X), 2)
 
 
 
@@ -96,11 +125,16 @@ def test_every_family_trains_and_predicts(family, imbalance):
     if family == "mlp":
         pipe.set_params(model__max_iter=30)
     pipe.set_params(select_corr__threshold=0.95)
-    proba = pipe.fit(X, y).predict_proba(raw[job.table.features].head(20))
-    assert proba.shape == (20, 2)
-    assert np.allclose(proba.sum(axis=1), 1)
+    scores = member_scores(pipe.fit(X, y), raw[job.table.features].head(20))
+    assert scores.shape == (20,) and np.isfinite(scores).all()
+    if family != "svm":  # SVC scores with its decision function; the calibration map makes probabilities
+        assert ((scores >= 0) & (scores <= 1)).all()
     assert 0 < len(kept_features(pipe)) <= len(pipe.named_steps["encode"].get_feature_names_out())
-    assert ("smote" in pipe.named_steps) == (imbalance in ("smote", "smotenc"))
+    if imbalance == "smotenc" and family != "hist_gradient_boosting":
+        assert "smote" in pipe.named_steps
+    else:
+        expected = "smote" if imbalance == "smote" and family != "hist_gradient_boosting" else "none"
+        assert pipe.named_steps["resample"].method == expected
 
 
 def test_correlation_filter_drops_one_of_a_correlated_pair():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from imblearn.over_sampling import SMOTE
 
 from churn.config import ConfigError, JobSpec, load_job
 from churn.data.validate import validate_partition
@@ -33,12 +34,12 @@ def numeric_table() -> tuple[JobSpec, pd.DataFrame, pd.Series]:
 
 @pytest.mark.parametrize("override, message", [
     ("model.grids.random_forest.n_estimators=[-1]",
-     r"model.grids.random_forest: grid point \(.*n_estimators=-1\) is refused by RandomForestClassifier: "
+     r"model.grids.random_forest: grid point \(.*n_estimators=-1[,;)].* is refused by RandomForestClassifier: "
      r"The 'n_estimators' parameter"),
     ("model.grids.logistic_regression.C=[-1]",
-     r"model.grids.logistic_regression: grid point \(C=-1\) is refused by LogisticRegression"),
+     r"model.grids.logistic_regression: grid point \(.*C=-1[,;)].* is refused by LogisticRegression"),
     ("model.grids={random_forest: {depth: [3]}}", "model.grids.random_forest: random_forest has no parameter 'depth'"),
-    ("model.grids={svm: {gamma: [-2.0]}}", r"model.grids.svm: grid point \(estimator__gamma=-2.0\) is refused by SVC"),
+    ("model.grids={svm: {gamma: [-2.0]}}", r"model.grids.svm: grid point \(.*gamma=-2.0[,;)].* is refused by SVC"),
     ("search.scoring=auc", "search.scoring: unknown scoring 'auc'"),
 ])
 def test_grid_points_the_estimator_rejects_are_named(override, message):
@@ -62,16 +63,27 @@ def test_covering_points_use_every_value():
 
 
 def test_smote_kd_tree_stays_out_of_the_saved_model(numeric_table, tmp_path):
-    """Fitted with SMOTE on dense numbers, the full pipeline holds a KD-tree the trusted list refuses;
-    the inference pipeline has no sampler and survives the round trip."""
+    """A fitted SMOTE on dense numbers holds a KD-tree the trusted list refuses; the saved model
+    has no resample step and survives the round trip with the same predictions."""
     job, X, y = numeric_table
-    fitted = build_pipeline(job.table, "random_forest", "smote", 0).fit(X, y)
+    sampler = SMOTE(random_state=0)
+    sampler.fit_resample(X, y)
     with pytest.raises(UntrustedModelError, match="KDTree"):
-        dump_pipeline(fitted, str(tmp_path / "full.skops"))
+        dump_pipeline(sampler, str(tmp_path / "smote.skops"))
+    fitted = build_pipeline(job.table, "random_forest", "smote", 0).fit(X, y)
     model = inference_pipeline(fitted)
-    assert "smote" not in model.named_steps
+    assert "resample" not in model.named_steps
     np.testing.assert_array_equal(model.predict_proba(X), fitted.predict_proba(X))
     check_round_trip(job, X, y, rows=300)  # every family's covering points round-trip
+
+
+def test_covering_points_of_partial_grids():
+    """Shared keys and each partial grid's own settings all appear, in as many points as the widest."""
+    grid = [{"C": [1, 2, 3, 4], "m": ["none"], "w": [None, "balanced"]}, {"C": [1, 2, 3, 4], "m": ["smote"]}]
+    points = covering_points(grid)
+    assert len(points) == 4
+    assert {p["C"] for p in points} == {1, 2, 3, 4}
+    assert {(p["m"], p.get("w")) for p in points} == {("none", None), ("none", "balanced"), ("smote", None)}
 
 
 @pytest.mark.parametrize("imbalance", ["smote", "smotenc"])

@@ -13,6 +13,7 @@ from churn.data.generate import generate
 from churn.data.validate import validate_partition
 from churn.modeling.evaluate import choose_threshold
 from churn.modeling.pipeline import build_pipeline, grid_for
+from churn.serving.calibration import member_scores
 from churn.modeling.plan import plan
 from churn.modeling.search import folds, grid_search
 from tests.conftest import ROOT
@@ -64,16 +65,17 @@ def test_churn_search_equals_sklearn_grid_search(client, sample, family, imbalan
     np.testing.assert_allclose(ours.cv_results["mean_test_score"], ref["mean_test_score"], rtol=0, atol=1e-12)
     assert ours.cv_results["rank_test_score"].tolist() == ref["rank_test_score"].tolist()
     assert ours.oof_proba is not None and not np.isnan(ours.oof_proba).any()
-    np.testing.assert_allclose(ours.best_estimator.predict_proba(X),
-                               GridSearchCV(pipe, full, cv=folds(4, 3), scoring="roc_auc").fit(X, y)
-                               .best_estimator_.predict_proba(X), atol=1e-12)
+    np.testing.assert_allclose(member_scores(ours.best_estimator, X),  # SVC: its decision function
+                               member_scores(GridSearchCV(pipe, full, cv=folds(4, 3), scoring="roc_auc").fit(X, y)
+                                             .best_estimator_, X), atol=1e-12)
 
 
 def test_plan_shares_forests_and_equal_tree_settings(sample):
     """36 seed-grid candidates need 8 forests per fold: sizes share one, min_samples_split folds."""
     schema, _, _ = sample
     pipe = build_pipeline(schema, "random_forest", "smote", seed=0)
-    search_plan = plan(pipe, grid_for("random_forest", None))
+    seed_grid = {"n_estimators": [10, 20, 50, 100], "min_samples_split": [2, 5, 10], "min_samples_leaf": [1, 2, 4]}
+    search_plan = plan(pipe, grid_for("random_forest", seed_grid))
     assert len(search_plan.candidates) == 36
     assert len(search_plan.groups) == 8
     assert all(g.sizes == [10, 20, 50, 100] for g in search_plan.groups.values())

@@ -1,0 +1,31 @@
+"""The typed monitor job spec: which model, which new batch, and what counts as drift."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field
+
+from churn.config.job import DataSpec, Strict, TableSchema, TrackingSpec
+
+
+class ThresholdSpec(Strict):
+    """Crossing any of these makes ``churn monitor`` exit with code 3 (null switches one off)."""
+
+    psi: float | None = Field(0.2, gt=0)  # per feature
+    prediction_psi: float | None = Field(0.2, gt=0)  # the model's scores
+    roc_auc_drop: float | None = Field(0.05, gt=0)  # below the reference (labelled batches)
+    brier_rise: float | None = Field(0.03, gt=0)  # above the reference (labelled batches)
+
+
+class MonitorSpec(Strict):
+    """Monitoring: a new batch (label optional) is profiled on the cluster and compared with the
+    reference profile stored with the model version at train time."""
+
+    name: str = "monitor"
+    model_uri: str = "models:/customer-churn@champion"
+    data: DataSpec
+    table: TableSchema = Field(alias="schema")
+    thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)
+    report: str = "build/monitoring"  # the HTML report and drift.json land in a folder here
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)

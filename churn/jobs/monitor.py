@@ -1,0 +1,73 @@
+"""The monitor job: a new batch against the model version's training profile. Wiring only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from distributed import Client
+
+from churn.config import ConfigError, MonitorSpec
+from churn.data.blocks import scan_file
+from churn.data.folders import unwritable_reason
+from churn.data.ingest import check_headers, plan_blocks, resolve_blocksize
+from churn.monitoring.batch import BatchProfile, profile_batch
+from churn.monitoring.drift import DriftResult, Thresholds, compare
+from churn.monitoring.report import render
+from churn.tracking.monitor_log import log_monitoring
+from churn.tracking.registry import load_churn_model
+from churn.tracking.store import check_store, resolve_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorResult:
+    drift: DriftResult
+    batch: BatchProfile
+    report: Path
+    run_id: str
+    model: str
+    seconds: float
+
+
+def preflight(spec: MonitorSpec) -> str:
+    """Source files and headers (label optional), the report folder and the tracking store."""
+    check_headers(spec.data.paths(), spec.table, spec.data.encoding, require_label=False)
+    reason = unwritable_reason(Path(spec.report))
+    if reason:
+        raise ConfigError(f"report: cannot write to {spec.report}: {reason}")
+    uri = resolve_uri(spec.tracking)
+    check_store(uri)
+    return uri
+
+
+def run(spec: MonitorSpec, client: Client) -> MonitorResult:
+    """Profile the batch on the cluster, compare it with the reference, write the report, log the run."""
+    t0 = time.perf_counter()
+    mlflow.set_tracking_uri(resolve_uri(spec.tracking))
+    model = load_churn_model(spec.model_uri)
+    reference = model.reference()
+    paths = spec.data.paths()
+    headers = check_headers(paths, spec.table, spec.data.encoding, require_label=False)
+    scans = client.gather(client.map(scan_file, paths, blocksize=resolve_blocksize(spec), pure=False))
+    batch = profile_batch(plan_blocks(scans, headers), spec.table, spec.data.encoding, model.pipeline, reference,
+                          client)
+    drift = compare(reference, batch.profile, Thresholds(**spec.thresholds.model_dump()))
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    label = f"{model.name or 'model'} v{model.version or '-'}"
+    folder = Path(spec.report) / f"{spec.name}-{created.replace(':', '').replace('-', '')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    report = folder / "report.html"
+    report.write_text(render(drift, f"churn monitor: {spec.name}", f"{spec.model_uri} ({label})",
+                             spec.data.source, created))
+    (folder / "drift.json").write_text(json.dumps(asdict(drift), indent=2, default=float))
+    seconds = time.perf_counter() - t0
+    run_id = log_monitoring(spec, drift, batch, folder, model.name, model.version, seconds)
+    log.info("monitor: %d rows profiled, %d quarantined, %d alert(s); report %s", batch.rows_profiled,
+             batch.rows_quarantined, len(drift.alerts), report)
+    return MonitorResult(drift, batch, report, run_id, label, seconds)

@@ -1,0 +1,157 @@
+"""After the search: the stacked candidate, the calibration map and the registered classifier.
+
+Everything here works on the out-of-fold (OOF) scores the search already computed, on the same
+CV folds, so no row's own label ever shapes the probability it is given:
+
+* :func:`stack_scores` — a logistic regression over the best families' OOF scores, cross-fitted
+  fold by fold: the stacked ensemble's CV score, comparable with each family's;
+* :func:`calibrate` — the calibration map (sigmoid or isotonic, or the one with the lower
+  cross-fitted Brier score) and the cross-fitted calibrated OOF probabilities that the
+  decision threshold is chosen on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import brier_score_loss, check_scoring
+
+from churn.modeling.search import FixedScores
+from churn.serving.calibration import ChurnClassifier, ScoreCalibrator
+
+STACK = "stacked_ensemble"
+
+
+@dataclass
+class Calibration:
+    """The chosen map, fitted on every OOF row, and what it was chosen on."""
+
+    method: str
+    calibrator: ScoreCalibrator
+    oof_proba: np.ndarray = field(repr=False)  # cross-fitted: each fold's rows mapped by the other folds' fit
+    brier: dict[str, float] = field(default_factory=dict)  # cross-fitted OOF Brier score per method tried
+
+
+def _cross_fit(method: str, S: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+               is_proba: tuple[bool, ...]) -> np.ndarray:
+    out = np.full(len(y), np.nan)
+    for train, test in splits:
+        out[test] = ScoreCalibrator(method, is_proba).fit(S[train], y[train]).predict(S[test])
+    return out
+
+
+def fold_scores(y: np.ndarray, p: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], scoring: str
+                ) -> np.ndarray:
+    """``scoring`` on each fold's test rows of an OOF prediction vector."""
+    scorer = check_scoring(FixedScores(np.array([0, 1])), scoring=scoring)
+    out = []
+    for _, test in splits:
+        proba = np.column_stack([1 - p[test], p[test]])
+        out.append(float(scorer(FixedScores(np.array([0, 1]), proba), np.zeros((len(test), 1)), y[test])))
+    return np.array(out)
+
+
+def stack_scores(S: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+                 is_proba: tuple[bool, ...]) -> np.ndarray:
+    """Cross-fitted probabilities of the stacked ensemble over the member OOF score columns ``S``."""
+    return _cross_fit("sigmoid", S, y, splits, is_proba)
+
+
+def calibrate(S: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+              is_proba: tuple[bool, ...], method: str = "auto") -> Calibration:
+    """Fit the calibration map of the champion's OOF score columns ``S``.
+
+    ``auto`` tries sigmoid and isotonic (and ``none`` when the single column is already a
+    probability) and keeps the lowest cross-fitted Brier score; several columns (a stack)
+    always use sigmoid, which is the stack's own combiner.
+    """
+    S = np.asarray(S, dtype=np.float64).reshape(len(y), -1)
+    y = np.asarray(y).astype(int)
+    if S.shape[1] > 1:
+        tried = ["sigmoid"]
+    elif method == "auto":
+        tried = (["none"] if is_proba[0] else []) + ["sigmoid", "isotonic"]
+    else:
+        tried = [method]
+    oof = {m: _cross_fit(m, S, y, splits, is_proba) for m in tried}
+    brier = {m: float(brier_score_loss(y, p)) for m, p in oof.items()}
+    chosen = min(tried, key=lambda m: brier[m])  # first listed wins ties: none before a map
+    return Calibration(chosen, ScoreCalibrator(chosen, is_proba).fit(S, y), oof[chosen], brier)
+
+
+def assemble(members: list[Any], calibration: Calibration, names: list[str]) -> ChurnClassifier:
+    """The registered classifier: fitted inference pipelines and the calibration map over them."""
+    return ChurnClassifier(members=members, calibrator=calibration.calibrator, names=names)
+
+
+
+
+
+
+@dataclass
+class Champion:
+    """The winning candidate: one family's best pipeline, or the stack of the best few."""
+
+    name: str  # a family name, or STACK
+    members: list[str]  # families whose best pipelines it uses
+    cv_score: float
+    cv_std: float
+    calibration: Calibration
+    stack_score: float | None = None  # the stack's CV score, also when it did not win
+    stack_std: float | None = None
+
+    @property
+    def oof_proba(self) -> np.ndarray:
+        """Calibrated, cross-fitted out-of-fold probabilities (for the threshold)."""
+        return self.calibration.oof_proba
+
+
+MIN_GAIN = 0.0005  # a family joins the stack only if the stack's CV score rises by this much
+
+
+def _stack_cv(results: dict[str, Any], members: list[str], y: np.ndarray,
+              splits: list[tuple[np.ndarray, np.ndarray]], scoring: str) -> np.ndarray:
+    S = np.column_stack([results[f].oof_proba for f in members])
+    p = stack_scores(S, y, splits, tuple(results[f].proba_scores for f in members))
+    return fold_scores(y, p, splits, scoring)
+
+
+def choose_champion(results: dict[str, Any], y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+                    scoring: str, ensemble: int, calibration: str = "auto") -> Champion:
+    """The best family by CV score, or a stack of up to ``ensemble`` families when its
+    cross-fitted CV score is higher; then its calibration map.
+
+    The stack is built by forward selection (as in Caruana et al.'s ensemble selection): start
+    from the best family, add the family that raises the stack's CV score most, stop when none
+    raises it by ``MIN_GAIN`` or the stack is full. Weak or redundant families stay out, which
+    keeps the served model small. ``results`` maps family → search result (``best_score``,
+    ``std_score``, ``oof_proba``, ``proba_scores``); families that tie keep the first listed.
+    """
+    y = np.asarray(y).astype(int)
+    ranked = sorted(results, key=lambda f: -results[f].best_score)  # stable: first listed wins ties
+    best = ranked[0]
+    name, members, score, std = best, [best], results[best].best_score, results[best].std_score
+    stack_score = stack_std = None
+    usable = [f for f in ranked if results[f].oof_proba is not None]
+    if ensemble >= 2 and len(usable) >= 2 and best in usable:
+        chosen, current = [best], score
+        while len(chosen) < ensemble:
+            trials = {f: _stack_cv(results, [*chosen, f], y, splits, scoring) for f in usable if f not in chosen}
+            if not trials:
+                break
+            pick = max(trials, key=lambda f: trials[f].mean())
+            if len(chosen) == 1:  # no stack yet: report the best pair tried, even if it does not win
+                stack_score, stack_std = float(trials[pick].mean()), float(trials[pick].std())
+            if trials[pick].mean() < current + MIN_GAIN:
+                break
+            chosen.append(pick)
+            current = float(trials[pick].mean())
+            stack_score, stack_std = current, float(trials[pick].std())
+        if len(chosen) > 1:
+            name, members, score, std = STACK, chosen, stack_score, stack_std
+    S = np.column_stack([results[f].oof_proba for f in members])
+    cal = calibrate(S, y, splits, tuple(results[f].proba_scores for f in members),
+                    "sigmoid" if len(members) > 1 else calibration)
+    return Champion(name, members, float(score), float(std), cal, stack_score, stack_std)

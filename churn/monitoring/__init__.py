@@ -1,0 +1,1 @@
+"""Drift and performance monitoring: mergeable data profiles, drift statistics, the HTML report."""

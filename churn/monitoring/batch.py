@@ -1,0 +1,93 @@
+"""Profiles on the cluster: the training split at train time, a new CSV batch at monitor time.
+
+Both run one task per partition (or CSV block) and merge the small profiles in the driver;
+the data never leaves the workers. A batch is parsed and checked with the table's rules as in
+ingest and batch scoring (label optional), and scored by the registered model, sent to each
+worker once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from distributed import Client
+
+from churn.config import TableSchema
+from churn.data.blocks import Block, read_block_rows
+from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
+from churn.data.parse import count_lines, parse_block
+from churn.data.validate import reason_counts
+from churn.monitoring.profile import Profile, merge_all, numeric_edges, profile_features, profile_scores
+
+
+@dataclass
+class BatchProfile:
+    """A batch's merged profile and the counts of what was read."""
+
+    profile: Profile
+    rows_read: int = 0
+    rows_profiled: int = 0
+    rows_quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def edges_for(sample: pd.DataFrame, schema: TableSchema) -> dict[str, list[float]]:
+    """Numeric bin edges from a sample of the reference rows (deciles)."""
+    return {c: numeric_edges(sample[c]) for c in schema.numeric}
+
+
+def _profile_partition(frame: pd.DataFrame, edges: dict[str, list[float]], categorical: list[str]) -> Profile:
+    return profile_features(frame, frame[KEY_COLUMN].to_numpy(np.uint64), edges, categorical)
+
+
+def reference_profile(train_ddf: Any, sample: pd.DataFrame, oof: np.ndarray, y: np.ndarray, keys: np.ndarray,
+                      schema: TableSchema, client: Client) -> Profile:
+    """The training split's profile: features partition by partition on the workers; scores and
+    labels from the champion's calibrated out-of-fold predictions (what the model gives rows it
+    was not fitted on)."""
+    edges = edges_for(sample, schema)
+    parts = [client.submit(_profile_partition, part, edges, list(schema.categorical), pure=False)
+             for part in client.compute(train_ddf.to_delayed())]
+    profile = merge_all(client.gather(parts))
+    profile.update(profile_scores(oof, keys, y))
+    return profile
+
+
+def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, reference: Profile
+                  ) -> tuple[Profile, int, int, dict[str, int]]:
+    """Parse, check, score and profile one CSV block: (profile, rows read, quarantined, reasons)."""
+    data, first_line = read_block_rows(block)
+    parsed = parse_block(data, list(block.header), first_line, schema, block.path, encoding,
+                         lines=count_lines(data), require_label=False)
+    clean = pa.concat_tables(parsed.clean).combine_chunks()
+    frame = clean.select(schema.features).to_pandas()
+    keys = clean.column(KEY_COLUMN).to_numpy().astype(np.uint64)
+    edges = {c: reference["numeric"][c]["edges"] for c in schema.numeric}
+    profile = profile_features(frame, keys, edges, list(schema.categorical))
+    labels = clean.column(LABEL_COLUMN).to_pandas().astype("float64").to_numpy()
+    scores = model.predict_proba(frame)[:, 1] if len(frame) else np.zeros(0)
+    profile.update(profile_scores(scores, keys, labels if np.isfinite(labels).any() else None))
+    quarantined = sum(t.num_rows for t in parsed.quarantine) + len(parsed.rejected)
+    reasons = reason_counts([r for t in parsed.quarantine for r in t.column("_reasons").to_pylist()]
+                            + [r for _, r, _ in parsed.rejected])
+    return profile, parsed.records, quarantined, dict(reasons)
+
+
+def profile_batch(blocks: list[Block], schema: TableSchema, encoding: str, model: Any, reference: Profile,
+                  client: Client) -> BatchProfile:
+    """The merged profile of every block, the model sent to each worker once."""
+    [model_f] = client.scatter([model], broadcast=True, hash=False)
+    results = client.gather([client.submit(profile_block, b, schema, encoding, model_f, reference, pure=False)
+                             for b in blocks])
+    out = BatchProfile(merge_all([r[0] for r in results]))
+    for _, read, quarantined, reasons in results:
+        out.rows_read += read
+        out.rows_quarantined += quarantined
+        for k, v in reasons.items():
+            out.reasons[k] = out.reasons.get(k, 0) + v
+    out.rows_profiled = out.profile["rows"]
+    return out
