@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from churn.config import JobSpec
-from churn.modeling.calibrate import STACK
+from churn.modeling.calibrate import MIN_GAIN, STACK
 
 if TYPE_CHECKING:
     from churn.config import MonitorSpec, ScoreSpec
@@ -34,12 +34,11 @@ def ingest_table(spec: JobSpec, ds: Dataset) -> Table:
     return table
 
 
-def stack_members(result: TrainResult) -> list[str]:
-    """The families in the stack (forward selection); the best pair tried when no stack won."""
+def stack_description(result: TrainResult) -> str:
+    """What the stacked candidate was: its members, or why it stayed the best family alone."""
     if result.champion.name == STACK:
-        return result.champion.members
-    return sorted(result.families, key=lambda f: -result.families[f].best_score)[:1] + ["(+ the best second family "
-                                                                                       "did not add enough)"]
+        return "logistic regression over the out-of-fold scores of " + ", ".join(result.champion.members)
+    return f"best pair tried; no second family raised the best family's CV score by {MIN_GAIN}"
 
 
 def search_table(spec: JobSpec, result: TrainResult) -> Table:
@@ -61,7 +60,7 @@ def search_table(spec: JobSpec, result: TrainResult) -> Table:
         mark = " (champion)" if champ.name == STACK else ""
         fams.add_row(STACK + mark, "-", f"{result.rows['search']:,}", "-",
                      f"{champ.stack_score:.4f} ± {champ.stack_std:.4f}", "-",
-                     "logistic regression over the out-of-fold scores of " + ", ".join(stack_members(result)))
+                     stack_description(result))
     return fams
 
 

@@ -169,7 +169,7 @@ class ModelSpec(Strict):
     max_rows: dict[str, int | None] = Field(default_factory=dict)  # family -> training rows per fit (null: all);
     # a family not listed uses its default (families.FamilyRules.max_rows: svm 4,000)
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"  # auto: lowest cross-fitted Brier
-    ensemble: int = Field(3, ge=0)  # stack the best N families as one more candidate (0 or 1: no stack)
+    ensemble: int = Field(3, ge=0)  # a stack of up to N families (forward selection) competes (0 or 1: none)
     finalize: bool = True  # refit the champion on every labelled row before registering it
 
     @field_validator("imbalance", mode="before")

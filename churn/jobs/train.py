@@ -135,7 +135,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResul
         with _stage("search", seconds, f"{len(job.model.families)} families, cv={job.search.cv}, {len(train):,} rows"):
             families = _search_families(job, X, y, client)
 
-        with _stage("calibrate", seconds, f"stack of the best {job.model.ensemble}, calibration "
+        with _stage("calibrate", seconds, f"stack of up to {job.model.ensemble}, calibration "
                                           f"{job.model.calibration}, threshold on out-of-fold"):
             splits = list(folds(job.search.cv, job.seed).split(X, y))
             champion = choose_champion(families, y.to_numpy(), splits, job.search.scoring, job.model.ensemble,

@@ -14,7 +14,8 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import churn.serving
 from churn.config import TableSchema
@@ -41,6 +42,18 @@ def serving_rules(schema: TableSchema) -> dict[str, Any]:
             "categorical": {c: r.model_dump() for c, r in schema.categorical.items()}}
 
 
+def signature_for(inferred: ModelSignature, schema: TableSchema) -> ModelSignature:
+    """The inferred signature, with nullable integer columns of any type.
+
+    MLflow refuses int64 for a ``double`` column ("Can not safely convert int64 to float64"), and
+    a ``long`` column cannot hold a blank; callers naturally send integers, and blanks are
+    allowed. The served model checks those values with the table's rules itself.
+    """
+    loose = {c for c, rule in schema.numeric.items() if rule.integer and rule.nullable}
+    cols = [ColSpec(AnyType(), c.name, required=c.required) if c.name in loose else c for c in inferred.inputs.inputs]
+    return ModelSignature(Schema(cols), inferred.outputs)
+
+
 def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered_name: str,
               schema: TableSchema, reference: dict[str, Any] | None = None) -> Any:
     """Log the fitted model as a pyfunc model with signature, example, the table's rules and the
@@ -55,7 +68,7 @@ def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered
         output = predict_frame(pipeline, example, threshold)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*integer column.*")
-            signature = infer_signature(example, output)
+            signature = signature_for(infer_signature(example, output), schema)
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),

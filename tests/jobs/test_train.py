@@ -172,3 +172,19 @@ def test_stack_calibration_and_finalising(client, tmp_path, telco_subset):
     # finalising changes the members (more rows), not the calibration map or the test metrics
     assert result.test.metrics == kept.test.metrics
     assert not np.allclose(result.model.predict_proba(raw), kept.model.predict_proba(raw))
+
+
+def test_nullable_integer_column_takes_integers_and_blanks(client, tmp_path, telco_subset):
+    """tenure declared a nullable integer: the registered model scores rows sending it as integers
+    and as blanks (MLflow would refuse int64 for a double column)."""
+    job = job_spec(tmp_path, telco_subset, "search.cv=2", "evaluation.plots=false",
+                   "model.families=[logistic_regression]", "model.grids={logistic_regression: {C: [1.0]}}",
+                   "model.imbalance=none", "schema.numeric.tenure={integer: true, min: 0, nullable: true}")
+    result = run(job, client)
+    mlflow.set_tracking_uri(job.tracking.uri)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    rows = pd.read_csv(telco_subset, na_values=[" "]).head(4).drop(columns=["customerID", "Churn"])
+    assert rows["tenure"].dtype == np.int64
+    as_ints = model.predict(rows)["probability"]
+    blanks = model.predict(rows.assign(tenure=[1.0, None, 3.0, None]))["probability"]
+    assert as_ints.between(0, 1).all() and blanks.between(0, 1).all()

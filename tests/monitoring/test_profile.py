@@ -68,6 +68,7 @@ def test_drift_flags_exactly_the_shifted_features(telco):
     calm = compare(ref_profile, _profile(batch, edges, parts=3), Thresholds())
     assert calm.drifted == [] and calm.alerts == []
     assert max(f.psi for f in calm.features) < 0.05
+    assert sum(f.p_value < 0.001 for f in calm.features) <= 1  # the tests see noise as noise
 
     batch["MonthlyCharges"] = batch["MonthlyCharges"] * 1.4
     moved = rng.random(len(batch)) < 0.6

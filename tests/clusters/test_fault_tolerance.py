@@ -1,0 +1,94 @@
+"""Losing a worker process in the middle of a grid search: the search finishes with the same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from churn.clusters import cluster_client
+from churn.data.ingest import ingest
+from churn.data.split import load_splits, search_sample
+from churn.modeling.pipeline import build_pipeline, grid_for
+from churn.modeling.search import grid_search
+from tests.clusters.test_clusters import DASK
+from tests.conftest import job_spec
+
+
+@pytest.fixture
+def three_workers(tmp_path):
+    """`dask scheduler` and three `dask worker` process groups on 127.0.0.1: (address, worker processes)."""
+    sched_file = tmp_path / "scheduler.json"
+    sched = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                              "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(3):
+            workers.append(subprocess.Popen([DASK, "worker", "--scheduler-file", str(sched_file), "--host",
+                                             "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                                             "--memory-limit", "2GiB"], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True))
+        yield json.loads(Path(sched_file).read_text())["address"], workers
+    finally:
+        for p in [*workers, sched]:
+            try:
+                os.killpg(p.pid, signal.SIGKILL if p is not sched else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in [*workers, sched]:
+            p.wait(timeout=30)
+
+
+def _fits_done(client) -> int:
+    def count(dask_scheduler):
+        return sum(1 for k, ts in dask_scheduler.tasks.items()
+                   if str(k).startswith("_fit_group") and ts.state == "memory")
+    return client.run_on_scheduler(count)
+
+
+def test_search_survives_a_killed_worker(three_workers, tmp_path, telco_subset):
+    """SIGKILL one of three worker process groups after a few fits: the same best_params_ and the
+    same CV scores as the undisturbed search (lost fold preparations and fits are recomputed)."""
+    address, workers = three_workers
+    job = job_spec(tmp_path, telco_subset, "search.cv=4")
+    grid = grid_for("random_forest", {"n_estimators": [20], "min_samples_leaf": [1, 2, 4, 8]},
+                    imbalance=["none", "class_weight", "smote"])
+    with cluster_client(address=address) as client:
+        client.wait_for_workers(3, timeout=60)
+        ddf = load_splits(str(ingest(job, client).data_path), job.split, job.seed)
+        train, _ = search_sample(ddf[ddf["_split"] == "train"], job.search.max_rows, job.seed, client)
+        X, y = train[job.table.features], train["_label"]
+        pipe = build_pipeline(job.table, "random_forest", ["none", "class_weight", "smote"], job.seed)
+
+        def search():
+            return grid_search(pipe, grid, X, y, cv=4, scoring="roc_auc", seed=job.seed, client=client)
+
+        calm = search()
+        deadline = time.monotonic() + 30
+        while _fits_done(client) and time.monotonic() < deadline:  # the first search's results are released
+            time.sleep(0.05)
+        out = {}
+        runner = threading.Thread(target=lambda: out.update(res=search()))
+        t0 = time.monotonic()
+        runner.start()
+        while _fits_done(client) < 5 and time.monotonic() - t0 < 120:
+            time.sleep(0.05)
+        os.killpg(workers[0].pid, signal.SIGKILL)
+        killed_at = time.monotonic() - t0
+        runner.join(timeout=300)
+        assert not runner.is_alive()
+        assert len(client.scheduler_info()["workers"]) == 2
+    disturbed = out["res"]
+    assert killed_at < disturbed.seconds  # the kill happened while the search ran
+    assert disturbed.best_params == calm.best_params
+    assert disturbed.cv_results["mean_test_score"].tolist() == calm.cv_results["mean_test_score"].tolist()
