@@ -94,6 +94,7 @@ def render(result: DriftResult, title: str, model: str, batch: str, created: str
                  + "".join(_png(_bars(f)) for f in shown) + "</div>")
     parts.append("<p class='meta'>PSI over the reference bins (numeric: deciles of the training rows and "
                  "blanks; categorical: levels, blanks and unseen levels). KS: SciPy's two-sample test on "
-                 "5,000-row samples; chi2: SciPy's test of homogeneity of the reference's and the batch's level counts.</p>")
+                 "5,000-row samples; chi2: SciPy's test of homogeneity of the reference's and the "
+                 "batch's level counts.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)

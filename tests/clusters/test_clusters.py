@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,35 +25,40 @@ from tests.conftest import job_spec
 DASK = str(Path(sys.executable).parent / "dask")
 
 
-@pytest.fixture
-def scheduler_address(tmp_path):
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, stopped afterwards."""
-    sched_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)]
+@contextlib.contextmanager
+def dask_processes(folder: Path, workers: int) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """`dask scheduler` and ``workers`` `dask worker` process groups on 127.0.0.1, each worker with
+    one thread and its nanny: (scheduler address, worker processes); all stopped afterwards."""
+    sched_file = folder / "scheduler.json"
+    sched = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                              "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    procs: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + 60
         while not sched_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        for _ in range(2):
+        for _ in range(workers):
             procs.append(subprocess.Popen([DASK, "worker", "--scheduler-file", str(sched_file), "--host",
-                                           "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                                           "--memory-limit", "2GiB"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
-        import json
-
-        address = json.loads(sched_file.read_text())["address"]
-        yield address
+                                           "127.0.0.1", "--nthreads", "1", "--no-dashboard", "--memory-limit", "2GiB"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        yield json.loads(sched_file.read_text())["address"], procs
     finally:
-        for p in reversed(procs):
-            os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
+        for p in [*reversed(procs), sched]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in [*procs, sched]:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def scheduler_address(tmp_path):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, stopped afterwards."""
+    with dask_processes(tmp_path, 2) as (address, _):
+        yield address
 
 
 def test_search_runs_on_an_existing_scheduler(scheduler_address, tmp_path, telco_subset):

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,36 +14,15 @@ from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
 from churn.modeling.pipeline import build_pipeline, grid_for
 from churn.modeling.search import grid_search
-from tests.clusters.test_clusters import DASK
+from tests.clusters.test_clusters import dask_processes
 from tests.conftest import job_spec
 
 
 @pytest.fixture
 def three_workers(tmp_path):
     """`dask scheduler` and three `dask worker` process groups on 127.0.0.1: (address, worker processes)."""
-    sched_file = tmp_path / "scheduler.json"
-    sched = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                              "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-    workers = []
-    try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for _ in range(3):
-            workers.append(subprocess.Popen([DASK, "worker", "--scheduler-file", str(sched_file), "--host",
-                                             "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                                             "--memory-limit", "2GiB"], stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, start_new_session=True))
-        yield json.loads(Path(sched_file).read_text())["address"], workers
-    finally:
-        for p in [*workers, sched]:
-            try:
-                os.killpg(p.pid, signal.SIGKILL if p is not sched else signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in [*workers, sched]:
-            p.wait(timeout=30)
+    with dask_processes(tmp_path, 3) as started:
+        yield started
 
 
 def _fits_done(client) -> int:

@@ -13,9 +13,9 @@ from churn.data.generate import generate
 from churn.data.validate import validate_partition
 from churn.modeling.evaluate import choose_threshold
 from churn.modeling.pipeline import build_pipeline, grid_for
-from churn.serving.calibration import member_scores
 from churn.modeling.plan import plan
 from churn.modeling.search import folds, grid_search
+from churn.serving.calibration import member_scores
 from tests.conftest import ROOT
 
 
