@@ -37,7 +37,8 @@ raw = pd.read_csv({csv!r}, dtype=str, keep_default_na=False)
 clean, _ = validate_partition(raw, job.table, "bench", np.arange(len(raw)))
 X, y = clean[job.table.features], clean["_label"].astype(int)
 pipe = build_pipeline(job.table, "random_forest", "smote", 42)
-grid = grid_for("random_forest", None)
+grid = grid_for("random_forest", {{"n_estimators": [10, 20, 50, 100], "min_samples_split": [2, 5, 10],
+                                   "min_samples_leaf": [1, 2, 4]}})  # the seed's grid: 36 candidates
 """
 
 LOKY = SETUP + """
@@ -93,7 +94,8 @@ def main() -> None:
     clean, _ = validate_partition(raw, spec.table, "bench", np.arange(len(raw)))
     X, y = clean[spec.table.features], clean["_label"].astype(int)
     pipe = build_pipeline(spec.table, "random_forest", "smote", 42)
-    grid = grid_for("random_forest", None)
+    grid = grid_for("random_forest", {"n_estimators": [10, 20, 50, 100], "min_samples_split": [2, 5, 10],
+                                      "min_samples_leaf": [1, 2, 4]})  # the seed's grid: 36 candidates
 
     rows, results = [], {}
     with LocalCluster(host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:

@@ -79,11 +79,9 @@ def _encode(schema: TableSchema, impute: bool) -> ColumnTransformer:
                              verbose_feature_names_out=False)
 
 
-def _native(schema: TableSchema) -> ColumnTransformer:
+def _native(schema: TableSchema) -> CategoryEncoder:
     """Numbers as they are (the model handles blanks), text columns as pandas categories."""
-    return ColumnTransformer([("num", "passthrough", list(schema.numeric)),
-                              ("cat", CategoryEncoder(), list(schema.categorical))],
-                             verbose_feature_names_out=False).set_output(transform="pandas")
+    return CategoryEncoder(categorical=list(schema.categorical))
 
 
 def build_pipeline(schema: TableSchema, family_name: str, imbalance: str | list[str], seed: int,
