@@ -8,6 +8,8 @@ fails loudly when a scikit-learn upgrade moves or changes one of them.
 * ``forest_checked_X`` — a forest's own input check before predicting with its trees one by
   one (the prefix forests of the work-sharing search must see what ``predict_proba`` sees).
 * ``validate_params`` — an estimator's own parameter-constraint check, without fitting.
+* ``scorer_response_method`` — which prediction method a named scorer calls (the preflight
+  refuses a probability-only scoring for a family that has only a decision function).
 """
 
 from __future__ import annotations
@@ -33,3 +35,10 @@ def forest_checked_X(forest: RandomForestClassifier, X: Any) -> np.ndarray:
 def validate_params(estimator: BaseEstimator) -> None:
     """Raise scikit-learn's ``InvalidParameterError`` when a parameter breaks its constraints."""
     estimator._validate_params()
+
+
+def scorer_response_method(scoring: str) -> str | tuple[str, ...]:
+    """The method (or methods, in order of preference) the scorer named ``scoring`` calls."""
+    from sklearn.metrics import get_scorer
+
+    return get_scorer(scoring)._response_method

@@ -22,7 +22,7 @@ from sklearn.metrics import get_scorer_names
 from sklearn.model_selection import ParameterGrid
 
 from churn.config import ConfigError, JobSpec
-from churn.modeling.compat import validate_params
+from churn.modeling.compat import scorer_response_method, validate_params
 from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
 from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
 from churn.serving.trusted import UntrustedModelError, dump_pipeline
@@ -43,7 +43,12 @@ def check_grids(job: JobSpec) -> None:
     """Refuse, with one message naming the key and value, any grid point an estimator rejects."""
     if job.search.scoring not in get_scorer_names():
         raise ConfigError(f"search.scoring: unknown scoring {job.search.scoring!r}")
+    needs = scorer_response_method(job.search.scoring)
     for fam, (pipeline, grid) in family_grids(job).items():
+        if needs == "predict_proba" and not hasattr(pipeline, "predict_proba"):
+            raise ConfigError(f"search.scoring: {job.search.scoring} needs probabilities, but {fam} scores with a "
+                              "decision function (its probabilities come from the calibration map after the "
+                              "search); use roc_auc or average_precision, or leave the family out")
         valid = pipeline.get_params()
         for key in {k for part in grid for k in part}:
             if key not in valid:

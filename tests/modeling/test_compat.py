@@ -39,3 +39,10 @@ def test_validate_params_refuses_a_bad_value_without_fitting():
     compat.validate_params(LogisticRegression(C=1.0))
     with pytest.raises(ValueError, match="'C' parameter of LogisticRegression"):
         compat.validate_params(LogisticRegression(C=-1.0))
+
+
+def test_scorer_response_method_names_what_each_scorer_calls():
+    """Brier and log loss need probabilities; ROC AUC takes a decision function first."""
+    assert compat.scorer_response_method("neg_brier_score") == "predict_proba"
+    assert compat.scorer_response_method("neg_log_loss") == "predict_proba"
+    assert "decision_function" in compat.scorer_response_method("roc_auc")

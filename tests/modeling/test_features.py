@@ -1,0 +1,41 @@
+"""The native-category encoder that feeds gradient boosting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from churn.modeling.features import CategoryEncoder
+
+
+def _frame() -> pd.DataFrame:
+    """A number, a 3-level plan with a rare level and blanks, and a 40-level city."""
+    rng = np.random.default_rng(0)
+    plan = rng.choice(["basic", "plus", "pro"], size=400).astype(object)
+    plan[:3] = "legacy"  # seen 3 times: rarer than min_count
+    plan[3:8] = np.nan
+    return pd.DataFrame({"usage": rng.normal(size=400), "plan": plan,
+                         "city": [f"c{k:02d}" for k in rng.integers(0, 40, size=400)]})
+
+
+def test_levels_rare_unseen_and_blank():
+    """Known levels stay, a rare or new level becomes __other__, a blank stays missing, numbers pass."""
+    X = _frame()
+    enc = CategoryEncoder(categorical=["plan", "city"]).fit(X)
+    assert enc.levels_["plan"] == ["basic", "plus", "pro"]
+    out = enc.transform(pd.DataFrame({"usage": [1.5, 2.0, 3.0], "plan": ["pro", "legacy", np.nan],
+                                      "city": ["c01", "nowhere", "c02"]}))
+    assert list(out.columns) == ["usage", "plan", "city"]
+    assert out["usage"].tolist() == [1.5, 2.0, 3.0]
+    assert isinstance(out["plan"].dtype, pd.CategoricalDtype)
+    assert out["plan"].tolist()[:2] == ["pro", "__other__"] and pd.isna(out["plan"].iloc[2])
+
+
+def test_many_levels_become_codes():
+    """Past max_native_levels a column goes in as its level codes (numbers), unseen levels last."""
+    X = _frame()
+    enc = CategoryEncoder(categorical=["plan", "city"], max_native_levels=16).fit(X)
+    out = enc.transform(pd.DataFrame({"usage": [0.0, 0.0], "plan": ["basic", "plus"], "city": ["c00", "zz"]}))
+    assert out["city"].dtype == np.float64
+    assert out["city"].tolist() == [0.0, float(len(enc.levels_["city"]))]
+    assert isinstance(out["plan"].dtype, pd.CategoricalDtype)
