@@ -97,3 +97,15 @@ def test_local_cluster_closes_when_startup_fails():
     with pytest.raises(ClusterError, match="cannot start LocalCluster"):
         with cluster_client(ClusterSpec(host="203.0.113.1", n_workers=1, dashboard_address=None)):
             pass
+
+
+def test_dashboard_link_only_when_a_dashboard_answers(scheduler_address):
+    """A scheduler started with --no-dashboard gets no link; a LocalCluster with one gets its URL."""
+    from churn.clusters import dashboard_link
+
+    with cluster_client(address=scheduler_address) as client:
+        assert dashboard_link(client) is None
+    spec = ClusterSpec(n_workers=1, memory_limit="1GiB", dashboard_address="127.0.0.1:0")
+    with cluster_client(spec) as client:
+        link = dashboard_link(client)
+        assert link is not None and link.startswith("http://127.0.0.1:") and link.endswith("/status")
