@@ -39,7 +39,7 @@ from bench.common import bench_logging, write_table
 from churn.clusters import cluster_client
 from churn.config import ClusterSpec, JobSpec
 from churn.jobs.train import run
-from churn.tracking.registry import load_for_scoring
+from churn.tracking.registry import load_churn_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {"telco": ROOT / "jobs" / "train.yaml", "mlc": ROOT / "jobs" / "train-mlc.yaml"}
@@ -107,7 +107,7 @@ def one_split(name: str, spec_path: Path, seed: int, client: Any) -> list[dict[s
         result = run(job, client)
         seconds = time.perf_counter() - t
         mlflow.set_tracking_uri(job.tracking.uri)
-        pipeline, _, _, _ = load_for_scoring(result.model_uri)
+        pipeline = load_churn_model(result.model_uri).pipeline
         p = pipeline.predict_proba(X_test)[:, 1]
         champ = result.champion
         won = f"{champ.name}: " + ", ".join(f"{f} ({result.families[f].imbalance})" for f in champ.members)

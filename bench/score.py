@@ -25,10 +25,11 @@ WORK = ROOT / "build" / "bench" / "score"
 
 PANDAS = """
 import glob, time, mlflow, pandas as pd
-from churn.tracking.registry import load_for_scoring
+from churn.tracking.registry import load_churn_model
 mlflow.set_tracking_uri({store!r})
 t_load = time.perf_counter()
-pipeline, threshold, _, _ = load_for_scoring({uri!r})
+loaded = load_churn_model({uri!r})
+pipeline, threshold = loaded.pipeline, loaded.threshold
 t0 = time.perf_counter()
 rows = 0
 for f in sorted(glob.glob({pattern!r})):

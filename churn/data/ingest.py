@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 from distributed import Client
 
-from churn.config import ConfigError, JobSpec, ScoreSpec, TableSchema, setting
+from churn.config import ConfigError, JobSpec, MonitorSpec, ScoreSpec, TableSchema, setting
 from churn.data.blocks import Block, FileScan, NotTextError, read_block_rows, read_header, scan_file
 from churn.data.columns import KEY_COLUMN
 from churn.data.dedup import dedup_keys, drop_rows, find_duplicates, hash_ranges, repeated_rows, write_clean
@@ -179,9 +180,32 @@ def plan_blocks(scans: list[FileScan], headers: dict[str, list[str]]) -> list[Bl
     return blocks
 
 
-def resolve_blocksize(job: JobSpec | ScoreSpec) -> int:
+def resolve_blocksize(job: JobSpec | ScoreSpec | MonitorSpec) -> int:
     """``data.blocksize`` of the job, else the ``churn.ingest.blocksize`` setting, in bytes."""
     return int(parse_bytes(job.data.blocksize or setting("ingest.blocksize")))
+
+
+MIN_BLOCK = 4 << 20  # smaller blocks cost more in per-task overhead than they gain in balance
+
+
+def balanced_blocksize(job: ScoreSpec | MonitorSpec, paths: list[str], workers: int) -> int:
+    """For reading a batch (scoring, monitoring): ``data.blocksize`` when the job sets it; else the
+    ingest block size, shrunk (down to 4 MiB) so there are at least 4 blocks per worker: with 9
+    blocks on 2 workers, one worker reads a fifth block while the other idles."""
+    if job.data.blocksize is not None:
+        return resolve_blocksize(job)
+    total = 0
+    for path in paths:
+        fs, p = fsspec.core.url_to_fs(path)
+        total += int(fs.size(p))
+    return max(MIN_BLOCK, min(resolve_blocksize(job), -(-total // (4 * max(workers, 1)))))
+
+
+def scan_blocks(paths: list[str], headers: dict[str, list[str]], blocksize: int, client: Client
+                ) -> tuple[list[FileScan], list[Block]]:
+    """Scan every file on the cluster (one task per file) and plan its record-aligned blocks."""
+    scans: list[FileScan] = client.gather(client.map(scan_file, paths, blocksize=blocksize, pure=False))
+    return scans, plan_blocks(scans, headers)
 
 
 def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
@@ -195,7 +219,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
 
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
-    scans: list[FileScan] = client.gather(client.map(scan_file, paths, blocksize=blocksize, pure=False))
+    scans, blocks = scan_blocks(paths, headers, blocksize, client)
     stages["scan"] = time.perf_counter() - t0
     key = dataset_key(scans, schema)
     final = out_root / f"dataset-{key}"
@@ -210,7 +234,6 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
     for sub in ("data", "quarantine", "keys"):
         (staging / sub).mkdir()
     try:
-        blocks = plan_blocks(scans, headers)
         log.info("ingest: %d file(s), %d block(s) of %s", len(scans), len(blocks), f"{blocksize:,} B")
         key_bits = int(setting("ingest.dedup-key-bits"))
         futures = client.map(ingest_block, blocks, schema=schema, staging=str(staging),

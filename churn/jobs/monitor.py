@@ -12,9 +12,8 @@ import mlflow
 from distributed import Client
 
 from churn.config import ConfigError, MonitorSpec
-from churn.data.blocks import scan_file
 from churn.data.folders import unwritable_reason
-from churn.data.ingest import check_headers, plan_blocks, resolve_blocksize
+from churn.data.ingest import balanced_blocksize, check_headers, scan_blocks
 from churn.monitoring.batch import BatchProfile, profile_batch
 from churn.monitoring.drift import DriftResult, Thresholds, compare
 from churn.monitoring.report import render
@@ -54,9 +53,9 @@ def run(spec: MonitorSpec, client: Client) -> MonitorResult:
     reference = model.reference()
     paths = spec.data.paths()
     headers = check_headers(paths, spec.table, spec.data.encoding, require_label=False)
-    scans = client.gather(client.map(scan_file, paths, blocksize=resolve_blocksize(spec), pure=False))
-    batch = profile_batch(plan_blocks(scans, headers), spec.table, spec.data.encoding, model.pipeline, reference,
-                          client)
+    _, blocks = scan_blocks(paths, headers, balanced_blocksize(spec, paths, len(client.scheduler_info()["workers"])),
+                            client)
+    batch = profile_batch(blocks, spec.table, spec.data.encoding, model.pipeline, reference, client)
     drift = compare(reference, batch.profile, Thresholds(**spec.thresholds.model_dump()))
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     label = f"{model.name or 'model'} v{model.version or '-'}"

@@ -8,7 +8,7 @@ from distributed import Client
 from churn.config import ScoreSpec
 from churn.data.ingest import check_headers, check_output_folder
 from churn.modeling.batch import ModelRef, ScoreResult, score
-from churn.tracking.registry import load_for_scoring
+from churn.tracking.registry import load_churn_model
 from churn.tracking.store import check_store, resolve_uri
 
 
@@ -24,5 +24,5 @@ def preflight(spec: ScoreSpec) -> str:
 def run(spec: ScoreSpec, client: Client) -> ScoreResult:
     """Load the model once in the driver, then score every block on the workers."""
     mlflow.set_tracking_uri(resolve_uri(spec.tracking))
-    pipeline, threshold, name, version = load_for_scoring(spec.model_uri)
-    return score(spec, client, pipeline, ModelRef(spec.model_uri, name, version, threshold))
+    model = load_churn_model(spec.model_uri)
+    return score(spec, client, model.pipeline, ModelRef(spec.model_uri, model.name, model.version, model.threshold))

@@ -24,8 +24,8 @@ from churn.modeling.evaluate import (
     Threshold,
     choose_threshold,
     evaluate,
+    member_scores_on_cluster,
     permutation_table,
-    score_on_cluster,
 )
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
@@ -148,14 +148,15 @@ def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResul
                      threshold.value)
 
         with _stage("evaluate", seconds, f"test split, threshold {threshold.value:.3f} from {threshold.source}"):
-            y_test, p_test = score_on_cluster(test_ddf, model, features, client)
+            # one pass over the test split: each member's raw score, then the calibration map here
+            y_test, s_test = member_scores_on_cluster(test_ddf, model, features, client)
+            p_test = model.calibrator.predict(s_test)
             rows["test"] = len(y_test)
             test = evaluate(y_test, p_test, threshold.value, economics=job.evaluation.economics,
                             top_k=job.evaluation.top_k, f1_cut=threshold.f1)
             kept = kept_features(fitted[0])
-            raw = None  # the best member's own probabilities, for the before/after calibration plot
-            if job.evaluation.plots and families[champion.members[0]].proba_scores:
-                raw = score_on_cluster(test_ddf, fitted[0], features, client)[1]
+            # the best member's own probabilities, for the before/after calibration plot
+            raw = s_test[:, 0] if families[champion.members[0]].proba_scores else None
             importance = None
             if job.evaluation.plots:
                 sample = sample_rows(test_ddf, rows["test"], job.evaluation.permutation_rows, job.seed, client)
@@ -167,7 +168,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResul
                 test_rows = test_ddf[[*features, LABEL_COLUMN]].compute()
                 X_all = pd.concat([X, test_rows[features]])
                 y_all = pd.concat([y, test_rows[LABEL_COLUMN].astype(int)])
-                refits = [refit_best(families[f], X_all, y_all, client) for f in champion.members]
+                refits = refit_best([families[f] for f in champion.members], X_all, y_all, client)
                 registered = assemble([inference_pipeline(r) for r in refits], champion.calibration,
                                       champion.members)
                 rows["final"] = len(X_all)

@@ -18,15 +18,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from distributed import Client
 
 from churn.config import ScoreSpec
-from churn.data.blocks import Block, read_block_rows, scan_file
-from churn.data.ingest import check_headers, plan_blocks, rejected_rows, resolve_blocksize
+from churn.data.blocks import Block, read_block_rows
+from churn.data.ingest import balanced_blocksize, check_headers, rejected_rows, scan_blocks
 from churn.data.manifest import IngestError
 from churn.data.parse import count_lines, parse_block
 from churn.data.publish import new_staging
@@ -99,19 +98,6 @@ def score_block(block: Block, spec: ScoreSpec, staging: str, model: Any, ref: Mo
                       dict(reason_counts(quarantine.column("_reasons").to_pylist())))
 
 
-MIN_BLOCK = 4 << 20  # smaller blocks cost more in per-task overhead than they gain in balance
-
-
-def balanced_blocksize(spec: ScoreSpec, paths: list[str], workers: int) -> int:
-    """``data.blocksize`` when the job sets it; else the ingest block size, shrunk (down to 4 MiB)
-    so there are at least 4 blocks per worker: with 9 blocks on 2 workers, one worker scores a
-    fifth block while the other idles."""
-    if spec.data.blocksize is not None:
-        return resolve_blocksize(spec)
-    total = sum(int(fsspec.core.url_to_fs(p)[0].size(fsspec.core.url_to_fs(p)[1])) for p in paths)
-    return max(MIN_BLOCK, min(resolve_blocksize(spec), -(-total // (4 * max(workers, 1)))))
-
-
 def score(spec: ScoreSpec, client: Client, model: Any, ref: ModelRef) -> ScoreResult:
     """Score ``spec``'s data on ``client``'s cluster with ``model`` (a fitted inference pipeline)."""
     t0 = time.perf_counter()
@@ -120,8 +106,7 @@ def score(spec: ScoreSpec, client: Client, model: Any, ref: ModelRef) -> ScoreRe
     blocksize = balanced_blocksize(spec, paths, len(client.scheduler_info()["workers"]))
     out_root = Path(spec.data.output).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
-    scans = client.gather(client.map(scan_file, paths, blocksize=blocksize, pure=False))
-    blocks = plan_blocks(scans, headers)
+    scans, blocks = scan_blocks(paths, headers, blocksize, client)
     scored_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     staging = new_staging(out_root, "scores")
     for sub in ("data", "quarantine"):

@@ -86,10 +86,6 @@ def assemble(members: list[Any], calibration: Calibration, names: list[str]) -> 
     return ChurnClassifier(members=members, calibrator=calibration.calibrator, names=names)
 
 
-
-
-
-
 @dataclass
 class Champion:
     """The winning candidate: one family's best pipeline, or the stack of the best few."""

@@ -36,11 +36,29 @@ class Evaluation:
     y_score: np.ndarray = field(repr=False)
 
 
-def _score_partition(frame: pd.DataFrame, model: Any, features: list[str]) -> pd.DataFrame:
+def _score_partition(frame: pd.DataFrame, model: Any, features: list[str], members: bool) -> pd.DataFrame:
+    """Labels and score columns of one partition: ``predict_proba``'s churn column, or with
+    ``members`` each member's raw score (a :class:`ChurnClassifier`'s ``scores``)."""
     if len(frame) == 0:
-        return pd.DataFrame({"y": np.zeros(0, np.int8), "p": np.zeros(0)})
+        return pd.DataFrame({"y": np.zeros(0, np.int8)})
+    X = frame[features]
+    scores = model.scores(X) if members else model.predict_proba(X)[:, 1:]
     return pd.DataFrame({"y": frame[LABEL_COLUMN].to_numpy(np.int8),
-                         "p": model.predict_proba(frame[features])[:, 1]})
+                         **{f"s{j}": scores[:, j] for j in range(scores.shape[1])}})
+
+
+def _scores_on_cluster(ddf: Any, model: Any, features: list[str], client: Client, members: bool
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    [model_future] = client.scatter([model], broadcast=True, hash=False)
+    # submit per partition: a Future handed to map_partitions is resolved in the driver and the
+    # model embedded in every task again
+    futures = [client.submit(_score_partition, part, model_future, features, members, pure=False)
+               for part in client.compute(ddf.to_delayed())]
+    scored = [s for s in client.gather(futures) if len(s)]
+    if not scored:
+        return np.zeros(0, np.int8), np.zeros((0, len(model.members) if members else 1))
+    both = pd.concat(scored, ignore_index=True)
+    return both["y"].to_numpy(np.int8), both.drop(columns="y").to_numpy(np.float64)
 
 
 def score_on_cluster(ddf: Any, model: Any, features: list[str], client: Client) -> tuple[np.ndarray, np.ndarray]:
@@ -51,16 +69,15 @@ def score_on_cluster(ddf: Any, model: Any, features: list[str], client: Client) 
     ``ParallelPostFit`` embeds the estimator in every partition task instead (21 times for the
     same 20 partitions), and so does ``map_partitions`` handed a Future.
     """
-    [model_future] = client.scatter([model], broadcast=True, hash=False)
-    # submit per partition: a Future handed to map_partitions is resolved in the driver and the
-    # model embedded in every task again
-    futures = [client.submit(_score_partition, part, model_future, features, pure=False)
-               for part in client.compute(ddf.to_delayed())]
-    scored = [s for s in client.gather(futures) if len(s)]
-    if not scored:
-        return np.zeros(0, np.int8), np.zeros(0)
-    both = pd.concat(scored, ignore_index=True)
-    return both["y"].to_numpy(np.int8), both["p"].to_numpy(np.float64)
+    y, scores = _scores_on_cluster(ddf, model, features, client, members=False)
+    return y, scores[:, 0]
+
+
+def member_scores_on_cluster(ddf: Any, model: Any, features: list[str], client: Client
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, one raw-score column per member) of a ``ChurnClassifier``, in one pass over ``ddf``;
+    ``model.calibrator.predict`` of the columns is its probability."""
+    return _scores_on_cluster(ddf, model, features, client, members=True)
 
 
 @dataclass(frozen=True)

@@ -113,14 +113,13 @@ def imbalance_grid(family_name: str, imbalance: str | list[str]) -> list[dict[st
     modes = imbalance_modes(family_name, imbalance)
     if len(modes) == 1:
         return [{}]
+    weighted = rules(family_name).supports_class_weight  # else the model has no class_weight to set
     weights = [w for m, w in (("none", None), ("class_weight", "balanced")) if m in modes]
     parts: list[dict[str, list[Any]]] = []
     if weights:
-        parts.append({"resample__method": ["none"], **({"model__class_weight": weights} if rules(
-            family_name).supports_class_weight else {})})
+        parts.append({"resample__method": ["none"], **({"model__class_weight": weights} if weighted else {})})
     if "smote" in modes:
-        parts.append({"resample__method": ["smote"], **({"model__class_weight": [None]} if rules(
-            family_name).supports_class_weight else {})})
+        parts.append({"resample__method": ["smote"], **({"model__class_weight": [None]} if weighted else {})})
     return parts
 
 

@@ -40,12 +40,16 @@ class Resampler(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> Resampler:
-        self.fit_resample(X, y)
+        """Nothing to learn (pipelines call ``fit_resample``); only the parameters are checked."""
+        self._check_method()
         return self
 
-    def fit_resample(self, X: Any, y: Any) -> tuple[Any, Any]:
+    def _check_method(self) -> None:
         if self.method not in ("none", "smote"):
             raise ValueError(f"Resampler.method must be 'none' or 'smote', not {self.method!r}")
+
+    def fit_resample(self, X: Any, y: Any) -> tuple[Any, Any]:
+        self._check_method()
         if self.max_rows is not None and len(y) > self.max_rows:
             keep = stratified_cap(np.asarray(y), self.max_rows, self.random_state)
             X, y = safe_indexing(X, keep), safe_indexing(y, keep)

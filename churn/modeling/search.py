@@ -61,12 +61,12 @@ class SearchResult:
     std_score: float = float("nan")  # standard deviation of the best candidate's fold scores
     imbalance: str = ""  # the best candidate's imbalance treatment (set by the caller)
     rows_per_fit: int = 0  # training rows each fit saw at most (a family row cap; set by the caller)
+    task_seconds: float = 0.0  # compute time spent in fits (and fold preparation), summed over workers
 
     @property
     def proba_scores(self) -> bool:
         """Are the out-of-fold scores probabilities?"""
         return hasattr(self.best_estimator, "predict_proba")
-    task_seconds: float = 0.0  # compute time spent in fits (and fold preparation), summed over workers
 
 
 def folds(cv: int, seed: int) -> StratifiedKFold:
@@ -166,11 +166,13 @@ def _refit(pipeline: ImbPipeline, params: dict[str, Any], X: Any, y: Any) -> Imb
         return clone(pipeline).set_params(**params).fit(X, y)
 
 
-def refit_best(result: SearchResult, X: pd.DataFrame, y: pd.Series, client: Client) -> ImbPipeline:
-    """The best candidate of ``result`` fitted again, on ``X``/``y``, on a worker."""
+def refit_best(results: list[SearchResult], X: pd.DataFrame, y: pd.Series, client: Client) -> list[ImbPipeline]:
+    """The best candidate of each search fitted again on ``X``/``y``, on the workers; the rows go
+    to the cluster once for all of them."""
     y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
     X_f, y_f = client.scatter([X, y], hash=False)
-    return client.submit(_refit, clone(result.best_estimator), {}, X_f, y_f, pure=False).result()
+    return client.gather([client.submit(_refit, clone(r.best_estimator), {}, X_f, y_f, pure=False)
+                          for r in results])
 
 
 # --------------------------------------------------------------------------- results

@@ -57,7 +57,7 @@ def reference_profile(train_ddf: Any, sample: pd.DataFrame, oof: np.ndarray, y: 
     return profile
 
 
-def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, reference: Profile
+def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, edges: dict[str, list[float]]
                   ) -> tuple[Profile, int, int, dict[str, int]]:
     """Parse, check, score and profile one CSV block: (profile, rows read, quarantined, reasons)."""
     data, first_line = read_block_rows(block)
@@ -66,7 +66,6 @@ def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, 
     clean = pa.concat_tables(parsed.clean).combine_chunks()
     frame = clean.select(schema.features).to_pandas()
     keys = clean.column(KEY_COLUMN).to_numpy().astype(np.uint64)
-    edges = {c: reference["numeric"][c]["edges"] for c in schema.numeric}
     profile = profile_features(frame, keys, edges, list(schema.categorical))
     labels = clean.column(LABEL_COLUMN).to_pandas().astype("float64").to_numpy()
     scores = model.predict_proba(frame)[:, 1] if len(frame) else np.zeros(0)
@@ -81,7 +80,8 @@ def profile_batch(blocks: list[Block], schema: TableSchema, encoding: str, model
                   client: Client) -> BatchProfile:
     """The merged profile of every block, the model sent to each worker once."""
     [model_f] = client.scatter([model], broadcast=True, hash=False)
-    results = client.gather([client.submit(profile_block, b, schema, encoding, model_f, reference, pure=False)
+    edges = {c: reference["numeric"][c]["edges"] for c in schema.numeric}  # the bins only, not the samples
+    results = client.gather([client.submit(profile_block, b, schema, encoding, model_f, edges, pure=False)
                              for b in blocks])
     out = BatchProfile(merge_all([r[0] for r in results]))
     for _, read, quarantined, reasons in results:

@@ -141,10 +141,3 @@ def load_churn_model(model_uri: str) -> LoadedModel:
             name, _, version = ref.partition("/")
     return LoadedModel(churn_model.pipeline, float(churn_model.threshold), name, version and str(version),
                        churn_model.reference_profile)
-
-
-def load_for_scoring(model_uri: str) -> tuple[Any, float, str | None, str | None]:
-    """(model, decision threshold, registered name, version) of a logged churn model, loaded
-    once in the driver and then sent to the workers."""
-    m = load_churn_model(model_uri)
-    return m.pipeline, m.threshold, m.name, m.version

@@ -26,11 +26,18 @@ def _parse(header, body, encoding="utf-8"):
     return out, clean, quarantined
 
 
+def _edit(body, index, *pairs):
+    """A copy of ``body`` with each (old, new) replaced once in line ``index``."""
+    body = list(body)
+    for old, new in pairs:
+        body[index] = body[index].replace(old, new, 1)
+    return body
+
+
 def test_a_stray_quote_costs_only_its_row(telco_lines):
     """A quote opened in line 51 and never closed: line 51 is quarantined, the 199 others kept."""
     header, body = telco_lines
-    body = list(body)
-    body[49] = body[49].replace(b",Female,", b',"Female,', 1).replace(b",Male,", b',"Male,', 1)
+    body = _edit(body, 49, (b",Female,", b',"Female,'), (b",Male,", b',"Male,'))
     out, clean, quarantined = _parse(header, body)
     assert [(line, reason) for line, reason, _ in out.rejected] == [(51, "unbalanced_quote")]
     assert out.rejected[0][2] == body[49].decode()
@@ -41,9 +48,7 @@ def test_a_stray_quote_costs_only_its_row(telco_lines):
 def test_two_stray_quotes_in_one_block(telco_lines):
     """Each broken line is quarantined on its own; everything else is kept."""
     header, body = telco_lines
-    body = list(body)
-    for i in (20, 120):
-        body[i] = body[i].replace(b",No,", b',"No,', 1)
+    body = _edit(_edit(body, 20, (b",No,", b',"No,')), 120, (b",No,", b',"No,'))
     out, clean, _ = _parse(header, body)
     assert sorted(line for line, reason, _ in out.rejected if reason == "unbalanced_quote") == [22, 122]
     assert clean.num_rows == 198
@@ -52,8 +57,7 @@ def test_two_stray_quotes_in_one_block(telco_lines):
 def test_a_bad_byte_costs_only_its_line_and_latin1_reads_it(telco_lines):
     """One latin-1 byte: invalid_encoding for that line under UTF-8; with data.encoding latin-1 it is kept."""
     header, body = telco_lines
-    body = list(body)
-    body[10] = body[10].replace(b"Mailed check", b"Mail\xe9d check", 1).replace(b"Electronic check", b"\xe9", 1)
+    body = _edit(body, 10, (b"Mailed check", b"Mail\xe9d check"), (b"Electronic check", b"\xe9"))
     out, clean, quarantined = _parse(header, body)
     assert [(line, reason) for line, reason, _ in out.rejected] == [(12, "invalid_encoding")]
     assert clean.num_rows == 199
