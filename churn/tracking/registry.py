@@ -14,11 +14,12 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import churn.serving
-from churn.config import TableSchema
+from churn.config import ConfigError, TableSchema
 from churn.serving.pyfunc import predict_frame
 from churn.serving.trusted import dump_pipeline
 
@@ -99,9 +100,12 @@ def input_example(rows: pd.DataFrame, schema: TableSchema, n: int = 5) -> pd.Dat
 
 
 def _load(model_uri: str) -> Any:
+    """The pyfunc model at ``model_uri``; a URI that names nothing is a ConfigError naming it."""
     path = list(sys.path)
     try:
         return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise ConfigError(f"model_uri: cannot load {model_uri}: {exc.message}") from None
     finally:
         # MLflow puts the model's code copy first on sys.path; workers started later would then
         # import that copy of churn (perhaps an older one) instead of the installed package
@@ -121,8 +125,8 @@ class LoadedModel:
     def reference(self) -> dict[str, Any]:
         """The training profile stored with the model version (for monitoring)."""
         if not self.reference_profile:
-            raise ValueError("the model carries no reference profile (trained before monitoring existed); "
-                             "train it again to monitor it")
+            raise ConfigError("model_uri: the model carries no reference profile (trained before monitoring "
+                              "existed); train it again to monitor it")
         return json.loads(Path(self.reference_profile).read_text())
 
 

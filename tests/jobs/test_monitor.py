@@ -89,3 +89,15 @@ def test_monitor_exit_code_follows_the_thresholds(client, trained):
            "thresholds.roc_auc_drop=null", "--set", "thresholds.brier_rise=null"]
     quiet = subprocess.run(base + off, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert quiet.returncode == 0, quiet.stderr
+
+
+def test_a_model_that_is_not_there_is_named(client, trained):
+    """An alias that points nowhere: exit 2, one line naming the URI, no traceback."""
+    tmp, uri = trained
+    proc = subprocess.run([sys.executable, "-m", "churn.cli", "monitor", str(ROOT / "jobs" / "monitor.yaml"),
+                           "--scheduler", client.scheduler.address, "--set", f"tracking.uri={uri}",
+                           "--set", "model_uri=models:/customer-churn@nowhere", "--set", f"report={tmp / 'r'}"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert "model_uri: cannot load models:/customer-churn@nowhere" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr
