@@ -138,7 +138,8 @@ class _Reader:
 def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:
     """One sequential pass: sha256, physical lines, and a record-aligned start for every block.
 
-    Block *i* starts at the first record start at or after byte ``i * blocksize``: after a
+    The file is cut into equal nominal blocks of at most ``blocksize`` bytes; block *i* starts at
+    the first record start at or after its nominal start: after a
     newline outside quotes, so a quoted field holding newlines is never cut. (This is why the
     blocks are not fsspec's ``read_block``, which cuts at any newline.) A quote that stays open
     for ``max_record`` bytes is taken for a stray one: the block then starts after the next
@@ -156,7 +157,10 @@ def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:
     starts, firsts = [0], [1]
     with fs.open(p, "rb") as fh:
         reader = _Reader(fh)
-        for nominal in range(blocksize, size, blocksize):
+        # equal blocks of at most ``blocksize``: 2.1 blocks' worth is 3 blocks of 0.7, not 2 and a
+        # sliver that leaves one worker idle at the end
+        step = -(-size // max(1, -(-size // blocksize)))
+        for nominal in range(step, size, step):
             at = max(nominal, reader.pos)  # never back into a block already placed
             reader.advance(at)
             start, in_step = reader.record_start(at, max_record)

@@ -15,15 +15,25 @@ import pandas as pd
 MAX_SHOWN = 5  # problems listed in one message
 
 
+LOOP_ROWS = 256  # up to this many cells a plain loop beats factorising (a served request)
+
+
+def _trimmed(v: Any) -> Any:
+    return (v.strip() or np.nan) if isinstance(v, str) else np.nan if v is None or v != v else str(v)  # v != v: NaN
+
+
 def text_cells(col: pd.Series) -> np.ndarray:
     """A column as trimmed text, NaN for missing or blank cells (object array).
 
-    A plain loop: on the few rows of a request it is ~30x faster than pandas' string methods,
-    and on a 5,000-row partition still as fast (measured).
+    A request's few rows go through a plain loop (~30x faster than pandas' string methods);
+    a batch is factorised first, so each distinct value is trimmed once (a 200,000-row
+    partition of a Telco-like table has a handful of values per column).
     """
-    return np.array([(v.strip() or np.nan) if isinstance(v, str)
-                     else np.nan if v is None or v != v else str(v)  # v != v: NaN
-                     for v in col.to_numpy(dtype=object)], dtype=object)
+    if len(col) <= LOOP_ROWS:
+        return np.array([_trimmed(v) for v in col.to_numpy(dtype=object)], dtype=object)
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    trimmed = np.array([*(_trimmed(v) for v in np.asarray(uniques, dtype=object)), np.nan], dtype=object)
+    return trimmed[codes]  # code -1 (missing) takes the trailing NaN
 
 
 def number_cells(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from churn.modeling.features import CategoryEncoder
+from churn.modeling.features import CategoryEncoder, TableCoercer
+from churn.serving.rules import LOOP_ROWS
 
 
 def _frame() -> pd.DataFrame:
@@ -39,3 +40,18 @@ def test_many_levels_become_codes():
     assert out["city"].dtype == np.float64
     assert out["city"].tolist() == [0.0, float(len(enc.levels_["city"]))]
     assert isinstance(out["plan"].dtype, pd.CategoricalDtype)
+
+
+def test_batch_path_equals_row_by_row():
+    """A batch (factorised) is coded and trimmed exactly as the same rows sent one at a time."""
+    X = _frame()
+    X.loc[10:20, "plan"] = [" pro ", " ", "", None, "basic", "nowhere", " plus", "pro", np.nan, "basic ", "x"]
+    coercer = TableCoercer(numeric=["usage"], categorical=["plan", "city"]).fit(X)
+    enc = CategoryEncoder(categorical=["plan", "city"]).fit(coercer.transform(X))
+    batch = enc.transform(coercer.transform(X))
+    assert len(X) > LOOP_ROWS
+    rows = pd.concat([enc.transform(coercer.transform(X.iloc[[i]])) for i in range(len(X))])
+    for col in ("plan", "city"):
+        assert batch[col].astype(object).where(batch[col].notna(), None).tolist() == \
+            rows[col].astype(object).where(rows[col].notna(), None).tolist()
+    assert batch["plan"].iloc[10] == "pro" and pd.isna(batch["plan"].iloc[11])
