@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common import mb, run_isolated, self_usage, worker_usage, write_table
 from churn.clusters import cluster_client
-from churn.config import ClusterSpec, load_job
+from churn.config import LocalClusterSpec, load_job
 from churn.data.generate import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def main() -> None:
     if args.blocksize:
         overrides.append(f"data.blocksize={args.blocksize}")
     job = load_job(ROOT / "jobs" / "ingest.yaml", overrides)
-    spec = ClusterSpec(n_workers=2, threads_per_worker=1, memory_limit=args.workers_memory, dashboard_address=None)
+    spec = LocalClusterSpec(n_workers=2, threads_per_worker=1, memory_limit=args.workers_memory, dashboard_address=None)
     from churn.data.ingest import ingest
 
     driver_before = self_usage()

@@ -37,7 +37,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from bench.common import bench_logging, write_table
 from churn.clusters import cluster_client
-from churn.config import ClusterSpec, JobSpec
+from churn.config import JobSpec, LocalClusterSpec
 from churn.jobs.train import run
 from churn.tracking.registry import load_churn_model
 
@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     bench_logging()
     rows: list[dict[str, Any]] = []
-    with cluster_client(ClusterSpec()) as client:
+    with cluster_client(LocalClusterSpec()) as client:
         for name in args.tables:
             for seed in args.seeds:
                 rows += one_split(name, TABLES[name], seed, client)

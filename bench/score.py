@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import bench_logging, run_isolated, self_usage, train_small_model, worker_usage, write_table
 from churn.clusters import cluster_client
-from churn.config import ClusterSpec, load_score_job
+from churn.config import LocalClusterSpec, load_score_job
 from churn.data.generate import generate
 from churn.jobs import score as score_job
 
@@ -53,7 +53,7 @@ def main() -> None:
     if not list(data.glob("*.csv")):
         generate(data, rows=args.rows, files=4, seed=7)
     pattern = str(data / "*.csv")
-    with cluster_client(ClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="2GiB",
+    with cluster_client(LocalClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="2GiB",
                                     dashboard_address=None)) as client:
         store, model_uri = train_small_model(WORK, client)
         spec = load_score_job(ROOT / "jobs" / "score.yaml", [f"data.source={pattern}",

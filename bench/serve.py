@@ -26,7 +26,7 @@ import pandas as pd
 
 from bench.common import bench_logging, train_small_model, write_table
 from churn.clusters import cluster_client
-from churn.config import ClusterSpec
+from churn.config import LocalClusterSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "bench" / "serve"
@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400)
     args = ap.parse_args()
     bench_logging()
-    with cluster_client(ClusterSpec(n_workers=2, dashboard_address=None)) as client:
+    with cluster_client(LocalClusterSpec(n_workers=2, dashboard_address=None)) as client:
         store, model_uri = train_small_model(WORK, client)
     rows = pd.read_csv(ROOT / "data" / "telco" / "Telco-Customer-Churn.csv", na_values=[" "])
     rows = rows.drop(columns=["customerID", "Churn"])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from churn.clusters import cluster_client
-from churn.config import ClusterSpec, JobSpec, apply_overrides
+from churn.config import JobSpec, LocalClusterSpec, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 TELCO = ROOT / "data" / "telco" / "Telco-Customer-Churn.csv"
@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def client():
     """A LocalCluster of 2 worker processes x 1 thread on 127.0.0.1, shared by the suite."""
-    spec = ClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard_address=None)
+    spec = LocalClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard_address=None)
     with cluster_client(spec) as c:
         yield c
 

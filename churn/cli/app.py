@@ -17,11 +17,22 @@ from typing import Annotated, Any, Optional
 
 import typer
 from distributed.diagnostics.plugin import WorkerPlugin
+from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
 from churn.cli import summary
-from churn.config import ClusterSpec, ConfigError, JobSpec, load_cluster, load_job, load_monitor_job, load_score_job
+from churn.config import (
+    AddressSpec,
+    ClusterSpec,
+    ConfigError,
+    JobSpec,
+    LocalClusterSpec,
+    load_cluster,
+    load_job,
+    load_monitor_job,
+    load_score_job,
+)
 
 app = typer.Typer(help="Customer-churn model training that scales out on Dask.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -58,7 +69,7 @@ def _signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 JobArg = Annotated[Path, typer.Argument(help="Job spec (YAML): what to run.")]
-ClusterOpt = Annotated[Optional[Path], typer.Option("--cluster", help="Cluster spec (YAML) for a LocalCluster.")]
+ClusterOpt = Annotated[Optional[Path], typer.Option("--cluster", help="Cluster spec (YAML): where to run.")]
 SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Address of an existing Dask scheduler.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a job key: --set search.cv=3.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
@@ -93,13 +104,20 @@ def _fail(message: str, code: int) -> None:
 
 
 def _cluster(cluster: Path | None, scheduler: str | None) -> ClusterSpec | None:
+    """The cluster spec from ``--cluster`` (default ``cluster/local.yaml``, else a LocalCluster);
+    None with ``--scheduler``, whose address is checked here, before anything starts."""
     if cluster is not None and scheduler is not None:
         _fail("give --cluster or --scheduler, not both", EXIT_CONFIG)
     if scheduler is not None:
+        try:
+            AddressSpec(address=scheduler)
+        except ValidationError as exc:
+            raise ConfigError(f"--scheduler {scheduler}: {exc.errors()[0]['msg']} (a tls:// scheduler needs a "
+                              "cluster spec of kind address with a tls section: --cluster)") from None
         return None
     default = Path("cluster/local.yaml")
     if cluster is None and not default.is_file():
-        return ClusterSpec()
+        return LocalClusterSpec()
     return load_cluster(cluster or default)
 
 
@@ -192,6 +210,26 @@ def generate(
         _fail(f"cannot write to {out}: {exc}", EXIT_RUNTIME)
     Console().print(f"wrote {result.rows:,} rows to {len(result.files)} file(s) in {out}; "
                     f"expected counts in {out / 'expected.json'}", highlight=False)
+
+
+cluster_app = typer.Typer(help="Work with cluster specs.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("render")
+def cluster_render(spec: Annotated[Path, typer.Argument(help="Cluster spec (YAML).")],
+                   set_: SetOpt = None) -> None:
+    """Print what the spec would launch (sbatch script, DaskCluster manifest, ssh commands),
+    without launching anything."""
+    from churn.clusters import ClusterError, render
+
+    try:
+        text = render(load_cluster(spec, set_ or []))
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except ClusterError as exc:  # an optional backend that is not installed
+        _fail(str(exc), EXIT_CONFIG)
+    typer.echo(text, nl=False)
 
 
 schema_app = typer.Typer(help="Work with table schemas.", no_args_is_help=True)

@@ -1,8 +1,9 @@
 """Getting a Dask cluster: one context manager that yields a ``distributed.Client``.
 
-It starts a LocalCluster from a :class:`~churn.config.ClusterSpec` (:mod:`.local`), or
-connects to an existing scheduler by address (:mod:`.address`), and always closes what it
-started, also when startup fails.
+One module per cluster kind (as dask-jobqueue has one class per queueing system): :mod:`.local`,
+:mod:`.address`, :mod:`.ssh`, :mod:`.slurm`, :mod:`.kubernetes`. Each opens a client on an
+``ExitStack`` and renders what it would launch. :func:`cluster_client` always closes what it
+started, also when startup fails half-way.
 """
 
 from __future__ import annotations
@@ -11,17 +12,24 @@ import contextlib
 import logging
 import urllib.request
 from collections.abc import Iterator
+from types import ModuleType
 
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from churn.clusters import address as address_kind
+from churn.clusters import kubernetes as kubernetes_kind
 from churn.clusters import local as local_kind
+from churn.clusters import slurm as slurm_kind
+from churn.clusters import ssh as ssh_kind
 from churn.clusters.errors import ClusterError
-from churn.config import ClusterSpec
+from churn.config import AddressSpec, ClusterSpec, LocalClusterSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterError", "cluster_client", "dashboard_link"]
+__all__ = ["ClusterError", "cluster_client", "dashboard_link", "render"]
+
+KINDS: dict[str, ModuleType] = {"local": local_kind, "address": address_kind, "ssh": ssh_kind,
+                                "slurm": slurm_kind, "kubernetes": kubernetes_kind}
 
 
 def dashboard_link(client: Client, timeout: float = 2.0) -> str | None:
@@ -38,6 +46,12 @@ def dashboard_link(client: Client, timeout: float = 2.0) -> str | None:
         return None
 
 
+def render(spec: ClusterSpec) -> str:
+    """What ``spec`` would launch (an sbatch script, a DaskCluster manifest, ssh commands),
+    without launching anything."""
+    return KINDS[spec.kind].render(spec)
+
+
 @contextlib.contextmanager
 def cluster_client(
     spec: ClusterSpec | None = None,
@@ -45,29 +59,21 @@ def cluster_client(
     address: str | None = None,
     timeout: str | float | None = None,
 ) -> Iterator[Client]:
-    """Yield a client on a new LocalCluster (``spec``) or an existing scheduler (``address``).
+    """Yield a client on the cluster ``spec`` describes, or on the scheduler at ``address``.
 
     ``timeout`` bounds the wait for an existing scheduler. Everything started here is closed
     on exit, also when startup fails half-way.
     """
     if address is not None and spec is not None:
         raise ValueError("give either a cluster spec or a scheduler address, not both")
-    cluster: LocalCluster | None = None
-    client: Client | None = None
-    try:
-        if address is not None:
-            client = address_kind.connect(address, timeout)
-        else:
-            cluster = local_kind.start(spec or ClusterSpec())
-            client = Client(cluster, set_as_default=False)
+    if address is not None:
+        spec = AddressSpec(address=address, timeout=None if timeout is None else str(timeout))
+    spec = spec or LocalClusterSpec()
+    with contextlib.ExitStack() as stack:
+        client = KINDS[spec.kind].open_client(spec, stack)
         log.info("Dask client ready: %s workers at %s", len(client.scheduler_info(n_workers=-1)["workers"]),
                  client.scheduler.address)
         link = dashboard_link(client)
         if link:
             log.info("Dask dashboard: %s", link)
         yield client
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()

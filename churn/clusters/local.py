@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import dask.config
 from dask.utils import parse_timedelta
-from distributed import LocalCluster
+from distributed import Client, LocalCluster
 
 from churn.clusters.errors import ClusterError
-from churn.config import ClusterSpec, setting
+from churn.clusters.security import security_for
+from churn.config import LocalClusterSpec, setting
 
 # Worker settings that keep CPU-bound fits fast: no sampling profiler stealing cycles
 # from every task.
@@ -36,19 +37,33 @@ def _children_ignore_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def start(spec: ClusterSpec) -> LocalCluster:
+def _options(spec: LocalClusterSpec) -> dict[str, object]:
+    options: dict[str, object] = dict(host=spec.host, n_workers=spec.n_workers,
+                                      threads_per_worker=spec.threads_per_worker, memory_limit=spec.memory_limit,
+                                      processes=spec.processes, dashboard_address=spec.dashboard_address)
+    if spec.tls is not None:
+        options["protocol"] = "tls://"
+    return options
+
+
+def start(spec: LocalClusterSpec) -> LocalCluster:
     """Start the LocalCluster ``spec`` describes; any startup failure is one ClusterError."""
     timeout = parse_timedelta(setting("cluster.local-startup-timeout"))
     try:
         with dask.config.set(WORKER_CONFIG), _children_ignore_sigint():
-            return LocalCluster(
-                host=spec.host,
-                n_workers=spec.n_workers,
-                threads_per_worker=spec.threads_per_worker,
-                memory_limit=spec.memory_limit,
-                processes=spec.processes,
-                dashboard_address=spec.dashboard_address,  # None: no dashboard
-                timeout=timeout,
-            )
+            return LocalCluster(**_options(spec), security=security_for(spec.tls), timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - report any startup failure in one line
         raise ClusterError(f"cannot start LocalCluster on {spec.host}: {exc}") from exc
+
+
+def open_client(spec: LocalClusterSpec, stack: contextlib.ExitStack) -> Client:
+    """A client on a new LocalCluster; ``stack`` closes both."""
+    cluster = stack.enter_context(start(spec))
+    return stack.enter_context(Client(cluster, security=security_for(spec.tls), set_as_default=False))
+
+
+def render(spec: LocalClusterSpec) -> str:
+    """The LocalCluster call this spec makes."""
+    args = ", ".join(f"{k}={v!r}" for k, v in _options(spec).items())
+    tls = f"\nTLS: CA {spec.tls.ca_file}, certificate {spec.tls.cert}" if spec.tls else ""
+    return f"distributed.LocalCluster({args}){tls}\n"

@@ -3,7 +3,15 @@
 The bottom layer: it imports nothing else from churn, and no scikit-learn.
 """
 
-from churn.config.cluster import ClusterSpec
+from churn.config.cluster import (
+    AddressSpec,
+    ClusterSpec,
+    KubernetesSpec,
+    LocalClusterSpec,
+    SlurmSpec,
+    SSHSpec,
+    TLSSpec,
+)
 from churn.config.errors import ConfigError
 from churn.config.job import (
     CategoricalRule,
@@ -25,7 +33,8 @@ from churn.config.score import ScoreSpec
 from churn.config.settings import setting
 
 __all__ = [
-    "CategoricalRule", "ClusterSpec", "ConfigError", "DataSpec", "EconomicsSpec", "EvaluationSpec", "JobSpec",
+    "AddressSpec", "CategoricalRule", "ClusterSpec", "KubernetesSpec", "LocalClusterSpec", "SlurmSpec", "SSHSpec",
+    "TLSSpec", "ConfigError", "DataSpec", "EconomicsSpec", "EvaluationSpec", "JobSpec",
     "ModelSpec", "MonitorSpec", "NumericRule", "ScoreSpec", "SearchSpec", "SelectionSpec", "SplitSpec",
     "TableSchema", "ThresholdSpec", "TrackingSpec", "apply_overrides", "load_cluster", "load_job",
     "load_monitor_job", "load_score_job", "setting",

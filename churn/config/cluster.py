@@ -1,15 +1,40 @@
-"""The typed cluster spec: where a job runs."""
+"""The typed cluster spec: where a job runs. One kind per YAML file in ``cluster/``.
+
+``kind`` picks the class (a pydantic discriminated union), as dask-jobqueue has one class per
+queueing system: ``local`` (a LocalCluster on this machine), ``address`` (an existing
+scheduler), ``ssh`` (distributed's SSHCluster), ``slurm`` (dask-jobqueue) and ``kubernetes``
+(dask-kubernetes' operator). Launching lives in :mod:`churn.clusters`, one module per kind.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from churn.config.job import Strict
 
 
-class ClusterSpec(Strict):
+class TLSSpec(Strict):
+    """TLS for every connection of the cluster: the CA that signs the certificates, and this
+    side's certificate and key (PEM files). With ``require_encryption`` plain ``tcp://`` is refused."""
+
+    ca_file: str
+    cert: str
+    key: str | None = None  # None: the key is in the cert file
+    require_encryption: bool = True
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> TLSSpec:
+        for name in ("ca_file", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(os.path.expanduser(path)):
+                raise ValueError(f"tls.{name}: file not found: {path}")
+        return self
+
+
+class LocalClusterSpec(Strict):
     """A LocalCluster on this machine, bound to loopback unless the spec says otherwise."""
 
     kind: Literal["local"] = "local"
@@ -19,3 +44,85 @@ class ClusterSpec(Strict):
     memory_limit: str | int = "4GiB"
     processes: bool = True
     dashboard_address: str | None = "127.0.0.1:0"  # None: no dashboard
+    tls: TLSSpec | None = None
+
+
+class AddressSpec(Strict):
+    """An existing Dask scheduler, reached by address."""
+
+    kind: Literal["address"] = "address"
+    address: str
+    timeout: str | None = None  # None: the churn.cluster.connect-timeout setting
+    tls: TLSSpec | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if "://" not in value:
+            return f"tcp://{value}"  # host:port, as the dask CLI takes it
+        if not value.startswith(("tcp://", "tls://")):
+            raise ValueError(f"expected a tcp:// or tls:// address, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_address(self) -> AddressSpec:
+        if self.address.startswith("tls://") and self.tls is None:
+            raise ValueError("a tls:// address needs a tls section (ca_file, cert, key)")
+        return self
+
+
+class SSHSpec(Strict):
+    """distributed's SSHCluster: the scheduler on the first host, workers on the others."""
+
+    kind: Literal["ssh"] = "ssh"
+    hosts: list[str] = Field(min_length=2)  # first: the scheduler; the rest: one worker group each
+    username: str | None = None
+    known_hosts: str | None = "~/.ssh/known_hosts"  # None disables host key checking: don't
+    client_keys: list[str] | None = None
+    remote_python: str | None = None  # None: the same path as this Python
+    n_workers: int = Field(1, ge=1)  # worker processes per host
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str | int = "4GiB"
+    scheduler_port: int = 8786
+    dashboard_address: str | None = ":8787"
+    tls: TLSSpec | None = None
+
+
+class SlurmSpec(Strict):
+    """dask-jobqueue's SLURMCluster: the scheduler here, each worker group one ``sbatch`` job."""
+
+    kind: Literal["slurm"] = "slurm"
+    jobs: int = Field(2, ge=1)
+    cores: int = Field(ge=1)
+    memory: str
+    processes: int = Field(1, ge=1)  # worker processes per job (threads = cores / processes)
+    queue: str | None = None
+    account: str | None = None
+    walltime: str = "01:00:00"
+    python: str | None = None  # the workers' Python; None: the same path as this Python
+    interface: str | None = None  # network interface the workers listen on (e.g. ib0)
+    job_extra_directives: list[str] = Field(default_factory=list)
+    job_script_prologue: list[str] = Field(default_factory=list)  # e.g. "source /opt/venv/bin/activate"
+    local_directory: str | None = None
+    log_directory: str | None = None
+    dashboard_address: str | None = ":8787"
+
+
+class KubernetesSpec(Strict):
+    """A ``DaskCluster`` resource for the dask-kubernetes operator (which must be installed)."""
+
+    kind: Literal["kubernetes"] = "kubernetes"
+    name: str = "churn"
+    namespace: str | None = None
+    image: str
+    n_workers: int = Field(2, ge=1)
+    cpu: str = "1"
+    memory: str = "4Gi"
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+ClusterSpec = Annotated[
+    Union[LocalClusterSpec, AddressSpec, SSHSpec, SlurmSpec, KubernetesSpec],  # noqa: UP007 - py3.10 pydantic
+    Field(discriminator="kind"),
+]
+CLUSTER_SPEC = TypeAdapter(ClusterSpec)

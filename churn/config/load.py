@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from churn.config.cluster import ClusterSpec
+from churn.config.cluster import CLUSTER_SPEC, ClusterSpec
 from churn.config.errors import ConfigError
 from churn.config.job import JobSpec
 from churn.config.monitor import MonitorSpec
@@ -77,10 +77,11 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _load(model: type[SpecT], what: str, path: str | os.PathLike[str], overrides: list[str] | None) -> SpecT:
+def _load(model: type[SpecT] | TypeAdapter[Any], what: str, path: str | os.PathLike[str],
+          overrides: list[str] | None) -> Any:
     data = apply_overrides(_read_yaml(path, what), overrides or [])
     try:
-        return model.model_validate(data)
+        return model.validate_python(data) if isinstance(model, TypeAdapter) else model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, str(path))) from None
 
@@ -101,5 +102,5 @@ def load_monitor_job(path: str | os.PathLike[str], overrides: list[str] | None =
 
 
 def load_cluster(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ClusterSpec:
-    """Build a validated :class:`ClusterSpec` from a YAML file."""
-    return _load(ClusterSpec, "cluster spec", path, overrides)
+    """Build a validated cluster spec (its class picked by ``kind``) from a YAML file."""
+    return _load(CLUSTER_SPEC, "cluster spec", path, overrides)

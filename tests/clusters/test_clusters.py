@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from churn.clusters import ClusterError, cluster_client
-from churn.config import ClusterSpec
+from churn.config import LocalClusterSpec
 from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
 from churn.modeling.pipeline import build_pipeline, grid_for
@@ -95,7 +95,7 @@ def test_unreachable_scheduler_fails_fast():
 def test_local_cluster_closes_when_startup_fails():
     """A LocalCluster that cannot start raises ClusterError and leaves nothing running."""
     with pytest.raises(ClusterError, match="cannot start LocalCluster"):
-        with cluster_client(ClusterSpec(host="203.0.113.1", n_workers=1, dashboard_address=None)):
+        with cluster_client(LocalClusterSpec(host="203.0.113.1", n_workers=1, dashboard_address=None)):
             pass
 
 
@@ -105,7 +105,7 @@ def test_dashboard_link_only_when_a_dashboard_answers(scheduler_address):
 
     with cluster_client(address=scheduler_address) as client:
         assert dashboard_link(client) is None
-    spec = ClusterSpec(n_workers=1, memory_limit="1GiB", dashboard_address="127.0.0.1:0")
+    spec = LocalClusterSpec(n_workers=1, memory_limit="1GiB", dashboard_address="127.0.0.1:0")
     with cluster_client(spec) as client:
         link = dashboard_link(client)
         assert link is not None and link.startswith("http://127.0.0.1:") and link.endswith("/status")

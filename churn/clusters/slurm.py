@@ -1,0 +1,54 @@
+"""dask-jobqueue's SLURMCluster from a ``kind: slurm`` spec (``churn[slurm]``): the scheduler runs
+in this process, each worker group is one ``sbatch`` job."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+from dask.utils import parse_timedelta
+from distributed import Client
+
+from churn.clusters.errors import ClusterError
+from churn.clusters.extras import require
+from churn.config import SlurmSpec, setting
+
+
+def _job_options(spec: SlurmSpec) -> dict[str, Any]:
+    options: dict[str, Any] = dict(
+        cores=spec.cores, memory=spec.memory, processes=spec.processes, queue=spec.queue, account=spec.account,
+        walltime=spec.walltime, python=spec.python or sys.executable, interface=spec.interface,
+        job_extra_directives=spec.job_extra_directives, job_script_prologue=spec.job_script_prologue,
+        local_directory=spec.local_directory, log_directory=spec.log_directory, name="churn-worker",
+        job_name="churn-worker")
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def open_client(spec: SlurmSpec, stack: contextlib.ExitStack) -> Client:
+    """Start the scheduler, submit ``spec.jobs`` worker jobs and wait for the first worker."""
+    jobqueue = require("dask_jobqueue", "slurm", "slurm")
+    try:
+        cluster = jobqueue.SLURMCluster(**_job_options(spec),
+                                        scheduler_options={"dashboard_address": spec.dashboard_address})
+    except Exception as exc:  # noqa: BLE001 - e.g. no sbatch on this machine
+        raise ClusterError(f"cannot start SLURMCluster: {exc}") from exc
+    stack.enter_context(cluster)  # closing it cancels the jobs (scancel)
+    cluster.scale(jobs=spec.jobs)
+    client = stack.enter_context(Client(cluster, set_as_default=False))
+    timeout = parse_timedelta(setting("cluster.workers-timeout"))
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(f"no SLURM worker job started within {timeout:g}s (squeue shows why)") from None
+    return client
+
+
+def render(spec: SlurmSpec) -> str:
+    """The sbatch script of one worker job, as dask-jobqueue writes it (scheduler address filled
+    in at launch), and how many are submitted."""
+    from dask_jobqueue.slurm import SLURMJob  # require() first: a clear message when missing
+
+    require("dask_jobqueue", "slurm", "slurm")
+    script = SLURMJob(scheduler="tcp://SCHEDULER:8786", **_job_options(spec)).job_script()
+    return f"# sbatch x {spec.jobs} (SCHEDULER: this host, known once the scheduler starts)\n{script}"

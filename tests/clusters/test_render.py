@@ -1,0 +1,156 @@
+"""Cluster specs: one class per kind, and what each would launch, rendered without launching it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from distributed import Client
+
+from churn.clusters import ClusterError, render
+from churn.clusters.extras import require
+from churn.config import (
+    AddressSpec,
+    ConfigError,
+    KubernetesSpec,
+    LocalClusterSpec,
+    SlurmSpec,
+    SSHSpec,
+    load_cluster,
+)
+from tests.conftest import ROOT
+
+CLUSTER = ROOT / "cluster"
+
+
+def _churn(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "churn.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("name, cls", [("local", LocalClusterSpec), ("address", AddressSpec), ("ssh", SSHSpec),
+                                       ("slurm", SlurmSpec), ("kubernetes", KubernetesSpec)])
+def test_each_bundled_spec_loads_as_its_kind(name, cls):
+    """cluster/<kind>.yaml validates to the class its ``kind`` names."""
+    spec = load_cluster(CLUSTER / f"{name}.yaml")
+    assert type(spec) is cls and spec.kind == name
+
+
+def test_an_unknown_kind_or_key_is_named(tmp_path):
+    """A kind that does not exist, or a key another kind has, is one ConfigError naming it."""
+    bad = tmp_path / "c.yaml"
+    bad.write_text("kind: yarn\n")
+    with pytest.raises(ConfigError, match="yarn"):
+        load_cluster(bad)
+    bad.write_text("kind: slurm\ncores: 4\nmemory: 8GiB\nn_workers: 3\n")
+    with pytest.raises(ConfigError, match=r"slurm\.n_workers: unknown key"):
+        load_cluster(bad)
+
+
+def test_slurm_renders_the_sbatch_script():
+    """The SLURM spec becomes dask-jobqueue's job script: queue, account, resources, prologue, worker command."""
+    text = render(load_cluster(CLUSTER / "slurm.yaml"))
+    assert text.startswith("# sbatch x 4")
+    for line in ("#SBATCH -J churn-worker", "#SBATCH -p normal", "#SBATCH -A churn", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --mem=32G", "#SBATCH -t 02:00:00", "#SBATCH --exclusive",
+                 "#SBATCH -o logs/slurm/churn-worker-%J.out", "module load python/3.11"):
+        assert line in text.splitlines(), line
+    worker = text.splitlines()[-1]
+    assert worker.startswith("/opt/churn/.venv/bin/python -m distributed.cli.dask_worker tcp://SCHEDULER:8786")
+    assert "--nworkers 4" in worker and "--nthreads 2" in worker and "--memory-limit 8.00GiB" in worker
+
+
+def test_kubernetes_renders_the_daskcluster_manifest():
+    """The Kubernetes spec becomes the operator's DaskCluster: image, replicas, resources, env, namespace."""
+    manifest = yaml.safe_load(render(load_cluster(CLUSTER / "kubernetes.yaml")))
+    assert manifest["kind"] == "DaskCluster" and manifest["apiVersion"].startswith("kubernetes.dask.org/")
+    assert manifest["metadata"] == {"name": "churn", "namespace": "data-science"}
+    worker = manifest["spec"]["worker"]
+    assert worker["replicas"] == 4
+    [container] = worker["spec"]["containers"]
+    assert container["image"] == "ghcr.io/example/churn:0.2.0"
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    assert {"name": "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "value": "False"} in container["env"]
+    assert manifest["spec"]["scheduler"]["spec"]["containers"][0]["image"] == "ghcr.io/example/churn:0.2.0"
+
+
+def test_ssh_renders_one_command_per_host():
+    """The SSH spec becomes the scheduler's command on the first host and a worker command on each other."""
+    text = render(load_cluster(CLUSTER / "ssh.yaml"))
+    commands = [line for line in text.splitlines() if not line.startswith("#")]
+    assert len(commands) == 3
+    assert "# the scheduler, on node0.example.org (ssh churn@node0.example.org)" in text
+    assert all(c.startswith("/opt/churn/.venv/bin/python -m distributed.cli.dask_spec") for c in commands)
+    assert all("tcp://node0.example.org:8786" in c for c in commands[1:])
+    assert '"memory_limit": "8GiB"' in commands[1] and commands[1].count("distributed.Nanny") == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.cluster
+def test_rendered_ssh_commands_start_a_working_cluster():
+    """The rendered commands, run here instead of over ssh (hosts 127.0.0.1), start a scheduler and
+    the workers the spec asks for, which compute."""
+    port = _free_port()
+    spec = SSHSpec(hosts=["127.0.0.1", "127.0.0.1"], remote_python=sys.executable, n_workers=2,
+                   memory_limit="1GiB", scheduler_port=port, dashboard_address=None)
+    commands = [line for line in render(spec).splitlines() if not line.startswith("#")]
+    procs = [subprocess.Popen(shlex.split(c), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True) for c in commands]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = Client(f"tcp://127.0.0.1:{port}", timeout=5, set_as_default=False)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        with client:
+            client.wait_for_workers(2, timeout=60)
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+            assert len(workers) == 2 and all(w["memory_limit"] == 2**30 for w in workers)
+            assert client.submit(sum, [1, 2, 3]).result() == 6
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_local_and_address_render_without_starting_anything():
+    """Local shows the LocalCluster call (loopback); address says nothing is launched."""
+    assert "host='127.0.0.1'" in render(load_cluster(CLUSTER / "local.yaml"))
+    assert "nothing is launched" in render(AddressSpec(address="127.0.0.1:8786"))
+    assert AddressSpec(address="127.0.0.1:8786").address == "tcp://127.0.0.1:8786"
+
+
+def test_a_missing_extra_names_the_pip_command():
+    """A backend whose package is absent is one ClusterError naming the extra to install."""
+    with pytest.raises(ClusterError, match=r"pip install 'churn\[slurm\]'"):
+        require("churn_no_such_backend", "slurm", "slurm")
+
+
+def test_cluster_render_command(tmp_path):
+    """`churn cluster render` prints the manifest; a spec with an error exits 2 naming the key."""
+    ok = _churn("cluster", "render", str(CLUSTER / "kubernetes.yaml"), "--set", "n_workers=7")
+    assert ok.returncode == 0, ok.stderr
+    assert yaml.safe_load(ok.stdout)["spec"]["worker"]["replicas"] == 7
+    bad = tmp_path / "slurm.yaml"
+    bad.write_text("kind: slurm\ncores: 0\nmemory: 8GiB\n")
+    out = _churn("cluster", "render", str(bad))
+    assert out.returncode == 2 and "slurm.cores" in out.stderr, out.stderr
