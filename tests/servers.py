@@ -20,13 +20,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def http_process(args: list[str], ready_path: str, *, cwd: Path | None = None, timeout: float = 120
-                 ) -> Iterator[str]:
-    """Run ``args`` (``{port}`` in them becomes a free port) until ``ready_path`` answers 200;
-    yield the base URL; stop the whole process group afterwards."""
+def http_process(args: list[str], ready_path: str, *, cwd: Path | None = None, timeout: float = 120,
+                 env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run ``args`` (``{port}`` in them becomes a free port; ``env`` added to the environment) until
+    ``ready_path`` answers 200; yield the base URL; stop the whole process group afterwards."""
     port = free_port()
     proc = subprocess.Popen([a.replace("{port}", str(port)) for a in args], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

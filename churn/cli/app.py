@@ -321,7 +321,10 @@ def serve(
     from churn.config import TrackingSpec
     from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 
-    uri = resolve_uri(TrackingSpec(uri=tracking_uri))
+    try:
+        uri = resolve_uri(TrackingSpec(uri=tracking_uri))
+    except ValidationError as exc:
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
     try:
         check_reachable(uri)
     except TrackingError as exc:

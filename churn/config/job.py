@@ -229,6 +229,15 @@ class TrackingSpec(Strict):
     registered_model: str = "customer-churn"
     alias: str = "champion"
 
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        """Credentials come from the environment only: a spec is shared, logged and committed."""
+        if value and "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("the tracking URI holds credentials: remove them and set MLFLOW_TRACKING_USERNAME "
+                             "and MLFLOW_TRACKING_PASSWORD in the environment instead")
+        return value
+
 
 class JobSpec(Strict):
     """One training job: what data, which schema, how to split, search and track."""

@@ -64,6 +64,27 @@ def check_reachable(uri: str, timeout: float | None = None) -> None:
                 raise TrackingError(f"MLflow tracking server at {uri} answered {resp.status} on /health")
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise TrackingError(f"cannot reach MLflow tracking server at {uri}: {exc}") from None
+    check_credentials(uri, timeout)
+
+
+def check_credentials(uri: str, timeout: float) -> None:
+    """Fail fast when the server wants credentials it did not get or refuses.
+
+    ``/health`` answers everyone, so one read-only API call is made with the credentials MLflow
+    itself takes from the environment (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``
+    or ``MLFLOW_TRACKING_TOKEN``, through MLflow's own request helper). The message names the
+    user, never the password.
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)
+    resp = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=0, timeout=timeout,
+                        raise_on_status=False, params={"max_results": 1})
+    if resp.status_code in (401, 403):
+        who = (f"user {creds.username!r}" if creds.username else "a token" if creds.token
+               else "no credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)")
+        raise TrackingError(f"MLflow tracking server at {uri} refused {who}: HTTP {resp.status_code}")
 
 
 def ensure_experiment(uri: str, name: str) -> str:
