@@ -272,6 +272,63 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
 
 
 @app.command()
+def submit(job: JobArg, scheduler: SchedulerOpt = None, cluster: Annotated[Optional[Path], typer.Option(
+        "--cluster", help="Cluster spec of kind address (e.g. a tls:// scheduler).")] = None,
+           set_: SetOpt = None, verbose: VerboseOpt = False) -> None:
+    """Run a train job on a running cluster, detached: prints the MLflow run id at once; the job goes
+    on after this command exits (follow it with `churn status RUN_ID`)."""
+    _logging(verbose)
+    if scheduler is None and cluster is None:
+        _fail("churn submit needs a running cluster: --scheduler ADDRESS, or --cluster with an address spec",
+              EXIT_CONFIG)
+    spec, cluster_spec = _load(job, set_, cluster, scheduler)
+    if cluster_spec is not None and cluster_spec.kind != "address":
+        _fail(f"churn submit needs a running cluster: {cluster} is of kind {cluster_spec.kind!r}, not 'address'",
+              EXIT_CONFIG)
+    from churn.jobs import submit as submit_job
+    from churn.jobs import train as train_job
+
+    run_id = _on_cluster(cluster_spec, scheduler, lambda client: submit_job.submit(spec, client, str(job)),
+                         preflight=lambda: train_job.preflight(spec))
+    typer.echo(run_id)
+
+
+@app.command()
+def status(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id (printed by churn submit).")],
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="Tracking store (default as in "
+                                                                               "train).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the run has ended.")] = False,
+    poll: Annotated[float, typer.Option("--poll", min=0.1, help="Seconds between checks with --wait.")] = 5.0,
+) -> None:
+    """The stage a train run is in and how it ended, from MLflow. Exit code 1 when it failed."""
+    from mlflow.exceptions import MlflowException
+
+    from churn.config import TrackingSpec
+    from churn.tracking.run_log import run_status
+    from churn.tracking.store import TrackingError, check_reachable, resolve_uri
+
+    try:
+        uri = resolve_uri(TrackingSpec(uri=tracking_uri))
+        check_reachable(uri)
+    except ValidationError as exc:
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+    while True:
+        try:
+            st = run_status(uri, run_id)
+        except MlflowException:
+            _fail(f"no run {run_id} in the tracking store {uri}", EXIT_CONFIG)
+        if st.done or not wait:
+            break
+        time.sleep(poll)
+    Console().print(summary.status_table(st))
+    if st.status in ("FAILED", "KILLED"):
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command()
 def score(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
           verbose: VerboseOpt = False) -> None:
     """Score CSV data (larger than memory) with a registered model, block by block on the cluster."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from churn.jobs.monitor import MonitorResult
     from churn.jobs.train import TrainResult
     from churn.modeling.batch import ScoreResult
+    from churn.tracking.run_log import RunStatus
 
 
 def ingest_table(spec: JobSpec, ds: Dataset) -> Table:
@@ -125,6 +126,24 @@ def monitor_table(spec: MonitorSpec, res: MonitorResult) -> Table:
             rows.append((f"{k} batch (reference)", f"{v['batch']:.4f} ({v['reference']:.4f})"))
     rows += [("alerts", "; ".join(d.alerts) or "none"), ("report", str(res.report)), ("MLflow run", res.run_id),
              ("seconds", f"{res.seconds:.1f}")]
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def status_table(st: RunStatus) -> Table:
+    """A run's state for ``churn status``: MLflow status, stage, times, error, headline metrics."""
+    import time
+
+    table = Table(title=f"churn run {st.run_id} ({st.name})", show_header=False)
+    end = st.ended or time.time()
+    rows = [("status", st.status), ("stage", st.stage or "-"),
+            ("started", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.started)) if st.started else "-"),
+            ("running for" if not st.done else "took", f"{end - st.started:.0f} s" if st.started else "-")]
+    if st.error:
+        rows.append(("error", st.error))
+    rows += [(k, f"{st.metrics[k]:.4f}") for k in sorted(st.metrics)
+             if k.startswith(("cv_", "test_roc_auc", "test_pr_auc", "test_brier"))]
     for k, v in rows:
         table.add_row(k, v)
     return table

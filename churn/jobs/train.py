@@ -110,12 +110,13 @@ def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client
     return families
 
 
-def run(job: JobSpec, client: Client, job_file: str | None = None) -> TrainResult:
-    """Run the whole train job on ``client``'s cluster; log it all to one MLflow run."""
+def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None) -> TrainResult:
+    """Run the whole train job on ``client``'s cluster; log it all to one MLflow run (``run_id``:
+    resume that run, made by ``churn submit``)."""
     schema, features = job.table, job.table.features
     seconds: dict[str, float] = {}
     uri = resolve_uri(job.tracking)
-    with parent_run(uri, job, job_file) as parent:
+    with parent_run(uri, job, job_file, run_id) as parent:
         with _stage("ingest", seconds, job.data.source):
             dataset = ingest(job, client)
 

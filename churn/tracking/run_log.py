@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -28,29 +29,76 @@ from churn.tracking import plots
 from churn.tracking.store import ensure_experiment
 
 STAGE_TAG = "churn.stage"
+ERROR_TAG = "churn.error"
+
+
+def create_run(uri: str, job: JobSpec, job_file: str | None) -> str:
+    """A run for a job that a driver elsewhere will resume (``churn submit``); its id."""
+    exp_id = ensure_experiment(uri, job.tracking.experiment)
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(exp_id, run_name=job.name, tags={STAGE_TAG: "submitted"})
+    if job_file:
+        client.log_artifact(run.info.run_id, job_file, "job")
+    return run.info.run_id
 
 
 @contextlib.contextmanager
-def parent_run(uri: str, job: JobSpec, job_file: str | None) -> Iterator[mlflow.ActiveRun]:
-    """Open the job's run (FAILED if the block raises, also on SIGTERM turned into an exception)."""
+def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None = None
+               ) -> Iterator[mlflow.ActiveRun]:
+    """Open the job's run, or resume ``run_id`` (made by :func:`create_run`). If the block raises
+    (also on SIGTERM turned into an exception) the run ends FAILED with the error's first line in
+    the ``churn.error`` tag."""
     exp_id = ensure_experiment(uri, job.tracking.experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=job.name) as run:
-        mlflow.log_params({"families": ",".join(job.model.families), "imbalance": ",".join(job.model.imbalance),
-                           "calibration": job.model.calibration, "ensemble": job.model.ensemble,
-                           "finalize": job.model.finalize,
-                           "seed": job.seed, "cv": job.search.cv, "scoring": job.search.scoring,
-                           "engine": job.search.engine, "strategy": job.search.strategy,
-                           "test_fraction": job.split.test, "validation_fraction": job.split.validation,
-                           **{f"economics_{k}": v for k, v in job.evaluation.economics.model_dump().items()}})
-        mlflow.log_dict(job.as_dict(), "job/job.yaml")
-        if job_file:
-            mlflow.log_artifact(job_file, "job")
-        yield run
+    start = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=exp_id, run_name=job.name)
+    with start as run:
+        try:
+            mlflow.log_params({
+                "families": ",".join(job.model.families), "imbalance": ",".join(job.model.imbalance),
+                "calibration": job.model.calibration, "ensemble": job.model.ensemble, "finalize": job.model.finalize,
+                "seed": job.seed, "cv": job.search.cv, "scoring": job.search.scoring, "engine": job.search.engine,
+                "strategy": job.search.strategy, "test_fraction": job.split.test,
+                "validation_fraction": job.split.validation,
+                **{f"economics_{k}": v for k, v in job.evaluation.economics.model_dump().items()}})
+            mlflow.log_dict(job.as_dict(), "job/job.yaml")
+            if job_file:
+                mlflow.log_artifact(job_file, "job")
+            yield run
+        except BaseException as exc:
+            first = next((line for line in str(exc).splitlines() if line.strip()), "")
+            mlflow.set_tag(ERROR_TAG, f"{type(exc).__name__}: {first}"[:500])
+            raise
 
 
 def set_stage(stage: str) -> None:
     """Record the stage the run is in (read by people and by ``churn status``)."""
     mlflow.set_tag(STAGE_TAG, stage)
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What ``churn status`` shows: the run's MLflow state, the stage it is in, how it ended."""
+
+    run_id: str
+    name: str
+    status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
+    stage: str | None
+    error: str | None
+    started: float | None  # epoch seconds
+    ended: float | None
+    metrics: dict[str, float]
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("FINISHED", "FAILED", "KILLED")
+
+
+def run_status(uri: str, run_id: str) -> RunStatus:
+    """The state of run ``run_id`` in the store at ``uri`` (an unknown id is an MlflowException)."""
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    info, data = run.info, run.data
+    return RunStatus(info.run_id, info.run_name or "", info.status, data.tags.get(STAGE_TAG),
+                     data.tags.get(ERROR_TAG), info.start_time / 1000 if info.start_time else None,
+                     info.end_time / 1000 if info.end_time else None, dict(data.metrics))
 
 
 def log_seconds(seconds: dict[str, float]) -> None:

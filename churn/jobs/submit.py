@@ -1,0 +1,56 @@
+"""Detached jobs: ``churn submit`` runs a train job's driver as a task on the cluster itself, so the
+job goes on after the submitting process exits. Wiring only.
+
+The driver task secedes from its worker's thread pool (``worker_client``), so it does not hold a
+slot that the job's own tasks need: a one-thread worker runs both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from distributed import Client, fire_and_forget, worker_client
+
+from churn.clusters import ClusterError
+from churn.config import JobSpec
+from churn.jobs import train
+from churn.tracking.run_log import create_run
+from churn.tracking.store import resolve_uri
+
+log = logging.getLogger(__name__)
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def portable(job: JobSpec) -> JobSpec:
+    """The job with its local paths and tracking URI made absolute: the driver runs in a worker,
+    whose working directory is not this one (the files must be on a filesystem both can see)."""
+    data = job.data.model_copy(update={"source": _absolute(job.data.source), "output": _absolute(job.data.output)})
+    tracking = job.tracking.model_copy(update={"uri": resolve_uri(job.tracking)})
+    return job.model_copy(update={"data": data, "tracking": tracking})
+
+
+def drive(job: JobSpec, run_id: str) -> str:
+    """The job's driver, as a task: runs the train job into run ``run_id``; returns the model URI."""
+    with worker_client() as client:  # secede: the job's tasks get this worker's thread
+        return train.run(job, client, run_id=run_id).model_uri
+
+
+def submit(job: JobSpec, client: Client, job_file: str | None = None, timeout: float = 30.0) -> str:
+    """Create the job's MLflow run, hand its driver to the scheduler and return the run id once the
+    scheduler holds the task (it then runs whether or not this process is still there)."""
+    job = portable(job)
+    run_id = create_run(job.tracking.uri or "", job, job_file)
+    key = f"churn-driver-{run_id}"
+    fire_and_forget(client.submit(drive, job, run_id, key=key, pure=False))
+    deadline = time.monotonic() + timeout
+    while not client.run_on_scheduler(lambda dask_scheduler: key in dask_scheduler.tasks):
+        if time.monotonic() > deadline:
+            raise ClusterError(f"the scheduler did not take the driver task {key} within {timeout:g}s")
+        time.sleep(0.1)
+    log.info("submitted %s as run %s to %s", job.name, run_id, client.scheduler.address)
+    return run_id
