@@ -142,6 +142,8 @@ def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: st
 def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: Callable[[Any], Any],
                 preflight: Callable[[], Any]) -> Any:
     """Run ``preflight()`` (no cluster yet), then ``work(client)``; every failure is one message."""
+    from distributed.comm.core import CommClosedError
+
     from churn.clusters import ClusterError, cluster_client
     from churn.data.ingest import SchemaDriftError
     from churn.data.manifest import IngestError
@@ -168,6 +170,8 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
             _fail(str(exc), EXIT_CONFIG)
         except (ClusterError, IngestError, TrackingError, DataCountError, RoundTripError) as exc:
             _fail(str(exc), EXIT_RUNTIME)
+        except CommClosedError as exc:  # the scheduler or a worker went away under a running step
+            _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
         except KeyboardInterrupt:
             _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
                   "published", EXIT_INTERRUPTED)

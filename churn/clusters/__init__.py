@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from types import ModuleType
 
+from dask.utils import parse_timedelta
 from distributed import Client
 
 from churn.clusters import address as address_kind
@@ -22,7 +23,8 @@ from churn.clusters import local as local_kind
 from churn.clusters import slurm as slurm_kind
 from churn.clusters import ssh as ssh_kind
 from churn.clusters.errors import ClusterError
-from churn.config import AddressSpec, ClusterSpec, LocalClusterSpec
+from churn.clusters.watch import WorkerWatch
+from churn.config import AddressSpec, ClusterSpec, LocalClusterSpec, setting
 
 log = logging.getLogger(__name__)
 
@@ -76,4 +78,10 @@ def cluster_client(
         link = dashboard_link(client)
         if link:
             log.info("Dask dashboard: %s", link)
-        yield client
+        watch = stack.enter_context(WorkerWatch(client, parse_timedelta(setting("cluster.no-workers-timeout"))))
+        try:
+            yield client
+        except BaseException as exc:
+            if watch.message:
+                raise ClusterError(watch.message) from exc
+            raise

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churn.config import TableSchema
+from churn.data.manifest import IngestError
 
 
 def write_clean(table: pa.Table, path: str, schema: TableSchema) -> None:
@@ -106,11 +107,24 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
     return {int(b): np.sort(row[repeat & (owner == b)]) for b in np.unique(owner[repeat])}
 
 
-def drop_rows(staging: str, block_index: int, rows: np.ndarray, schema: TableSchema) -> int:
-    """Rewrite one clean partition without the given row positions."""
+def drop_rows(staging: str, block_index: int, rows: np.ndarray, schema: TableSchema, written_rows: int) -> int:
+    """Rewrite one clean partition (``written_rows`` rows as its block wrote it) without the given
+    row positions.
+
+    Idempotent, so that a task run again after its worker died drops nothing twice: the new file
+    replaces the old one atomically, and a partition that already has the dropped row count is
+    left as it is.
+    """
     path = os.path.join(staging, "data", f"part-{block_index:05d}.parquet")
     table = pq.read_table(path)
+    if table.num_rows == written_rows - len(rows):
+        return len(rows)  # done by an earlier attempt of this task
+    if table.num_rows != written_rows:
+        raise IngestError(f"{path}: {table.num_rows} rows where the block wrote {written_rows}")
     keep = np.ones(table.num_rows, bool)
     keep[rows] = False
-    write_clean(table.filter(pa.array(keep)), path, schema)
+    # written beside the key files (a folder removed before publishing), never among the partitions
+    tmp = os.path.join(staging, "keys", f"part-{block_index:05d}.{os.getpid()}.parquet")
+    write_clean(table.filter(pa.array(keep)), tmp, schema)
+    os.replace(tmp, path)
     return int((~keep).sum())

@@ -40,6 +40,7 @@ from churn.data.dedup import dedup_keys, drop_rows, find_duplicates, hash_ranges
 from churn.data.folders import unwritable_reason
 from churn.data.manifest import FORMAT_VERSION, BlockResult, FileEntry, IngestError, Manifest, WrittenRows
 from churn.data.parse import count_lines, parse_block
+from churn.data.partitions import map_blocks
 from churn.data.publish import new_staging, publish, remove_abandoned
 from churn.data.validate import reason_counts
 
@@ -236,10 +237,8 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
     try:
         log.info("ingest: %d file(s), %d block(s) of %s", len(scans), len(blocks), f"{blocksize:,} B")
         key_bits = int(setting("ingest.dedup-key-bits"))
-        futures = client.map(ingest_block, blocks, schema=schema, staging=str(staging),
-                             encoding=job.data.encoding, key_bits=key_bits, pure=False)
-        results: list[BlockResult] = client.gather(futures)
-        del futures
+        results: list[BlockResult] = map_blocks(client, "ingest", ingest_block, blocks, schema=schema,
+                                                staging=str(staging), encoding=job.data.encoding, key_bits=key_bits)
         stages["blocks"] = time.perf_counter() - t0 - sum(stages.values())
 
         dropped = 0  # repeats across blocks (repeats inside a block went in ingest_block)
@@ -253,8 +252,9 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
             for part in found:
                 for b, rows in part.items():
                     per_block.setdefault(b, []).append(rows)
-            drops = [client.submit(drop_rows, str(staging), b, np.sort(np.concatenate(r)), schema, pure=False)
-                     for b, r in sorted(per_block.items())]
+            written = {r.index: r.rows_clean for r in results}
+            drops = [client.submit(drop_rows, str(staging), b, np.sort(np.concatenate(r)), schema, written[b],
+                                   pure=False) for b, r in sorted(per_block.items())]
             dropped = int(sum(client.gather(drops)))
             log.info("ingest: %d repeated ids across blocks, %d partition(s) rewritten", dropped, len(drops))
         shutil.rmtree(staging / "keys")

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from distributed import Client
+from distributed.scheduler import KilledWorker
 
+from churn.clusters import ClusterError
 from churn.config import JobSpec, setting
 from churn.config.families import imbalance_used
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN, SPLIT_COLUMN
@@ -88,7 +90,11 @@ def _stage(name: str, seconds: dict[str, float], detail: str = "") -> Iterator[N
     log.info("stage %d/%d %s%s", STAGES.index(name) + 1, len(STAGES), name, f": {detail}" if detail else "")
     set_stage(name)
     t = time.perf_counter()
-    yield
+    try:
+        yield
+    except KilledWorker as exc:  # a task (not a block: those are named by map_blocks) kept killing workers
+        raise ClusterError(f"stage {name}: task {exc.task!r} killed every worker that ran it "
+                           f"({exc.allowed_failures + 1} attempts); the worker logs say why") from None
     seconds[name] = time.perf_counter() - t
 
 

@@ -23,11 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from distributed import Client
 
+from churn.clusters.scatter import scatter
 from churn.config import ScoreSpec
 from churn.data.blocks import Block, read_block_rows
 from churn.data.ingest import balanced_blocksize, check_headers, rejected_rows, scan_blocks
 from churn.data.manifest import IngestError
 from churn.data.parse import count_lines, parse_block
+from churn.data.partitions import map_blocks
 from churn.data.publish import new_staging
 from churn.data.validate import reason_counts
 from churn.serving.pyfunc import predict_frame
@@ -112,10 +114,9 @@ def score(spec: ScoreSpec, client: Client, model: Any, ref: ModelRef) -> ScoreRe
     for sub in ("data", "quarantine"):
         (staging / sub).mkdir()
     try:
-        [model_future] = client.scatter([model], broadcast=True, hash=False)  # to each worker once
-        futures = [client.submit(score_block, b, spec, str(staging), model_future, ref, scored_at, pure=False)
-                   for b in blocks]
-        results: list[BlockScore] = client.gather(futures)
+        [model_future] = scatter(client, [model], broadcast=True)  # to each worker once
+        results: list[BlockScore] = map_blocks(client, "score", score_block, blocks, spec, str(staging), model_future,
+                                               ref, scored_at)
         written = {sub: sum(pq.read_metadata(staging / sub / f"part-{b.index:05d}.parquet").num_rows
                             for b in blocks) for sub in ("data", "quarantine")}
         read = sum(r.rows_read for r in results)

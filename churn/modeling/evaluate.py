@@ -18,6 +18,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from churn.clusters.scatter import scatter
 from churn.config import EconomicsSpec
 from churn.data.columns import LABEL_COLUMN
 
@@ -49,7 +50,7 @@ def _score_partition(frame: pd.DataFrame, model: Any, features: list[str], membe
 
 def _scores_on_cluster(ddf: Any, model: Any, features: list[str], client: Client, members: bool
                        ) -> tuple[np.ndarray, np.ndarray]:
-    [model_future] = client.scatter([model], broadcast=True, hash=False)
+    [model_future] = scatter(client, [model], broadcast=True)
     # submit per partition: a Future handed to map_partitions is resolved in the driver and the
     # model embedded in every task again
     futures = [client.submit(_score_partition, part, model_future, features, members, pure=False)
@@ -223,7 +224,7 @@ def permutation_table(model: Any, rows: pd.DataFrame, features: list[str], seed:
         return None
     X, y = rows[features], rows[LABEL_COLUMN].astype(int)
     workers = max(1, min(repeats, len(client.scheduler_info()["workers"])))
-    model_f, X_f, y_f = client.scatter([model, X, y], hash=False)
+    model_f, X_f, y_f = scatter(client, [model, X, y])
     shares = [len(part) for part in np.array_split(np.arange(repeats), workers)]
     parts = client.gather([client.submit(_permutation, model_f, X_f, y_f, n, seed + i, pure=False)
                            for i, n in enumerate(shares)])

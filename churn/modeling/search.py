@@ -30,6 +30,8 @@ import joblib
 import numpy as np
 import pandas as pd
 from distributed import Client
+from distributed.client import FutureCancelledError
+from distributed.comm.core import CommClosedError
 from imblearn.pipeline import Pipeline as ImbPipeline
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -38,6 +40,7 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
+from churn.clusters.scatter import scatter
 from churn.modeling.compat import forest_checked_X, safe_indexing
 from churn.modeling.plan import plan
 from churn.serving.calibration import member_scores
@@ -170,7 +173,7 @@ def refit_best(results: list[SearchResult], X: pd.DataFrame, y: pd.Series, clien
     """The best candidate of each search fitted again on ``X``/``y``, on the workers; the rows go
     to the cluster once for all of them."""
     y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
-    X_f, y_f = client.scatter([X, y], hash=False)
+    X_f, y_f = scatter(client, [X, y])
     return client.gather([client.submit(_refit, clone(r.best_estimator), {}, X_f, y_f, pure=False)
                           for r in results])
 
@@ -214,7 +217,7 @@ def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.D
     search_plan = plan(pipeline, grid)
     candidates, groups = search_plan.candidates, search_plan.groups
     splits = list(cv.split(X, y))
-    X_f, y_f = client.scatter([X, y], broadcast=True, hash=False)  # the data goes to the cluster once
+    X_f, y_f = scatter(client, [X, y], broadcast=True)  # the data goes to the cluster once
     prefix_steps = pipeline.steps[:-1]
     template = pipeline.steps[-1][1]
 
@@ -257,6 +260,9 @@ def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.D
                         std_score=float(results["std_test_score"][best]))
 
 
+SKLEARN_ATTEMPTS = 3  # runs of a joblib search that lost its data with a worker
+
+
 def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,
                    cv: StratifiedKFold, scoring: str, client: Client | None, halving: bool = False,
                    seed: int = 0) -> SearchResult:
@@ -275,15 +281,28 @@ def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.Data
     else:
         search = GridSearchCV(pipeline, grid, cv=cv, scoring=scoring, n_jobs=-1, refit=True, error_score="raise")
     t0 = time.perf_counter()
-    backend = (joblib.parallel_backend("dask", client=client, scatter=[X, y]) if client is not None
-               else contextlib.nullcontext())
-    with backend:
-        search.fit(X, y)
-        best = clone(pipeline).set_params(**search.best_params_)
-        if hasattr(best, "predict_proba"):
-            oof = cross_val_predict(best, X, y, cv=cv, method="predict_proba", n_jobs=-1)[:, 1]
-        else:
-            oof = cross_val_predict(best, X, y, cv=cv, method="decision_function", n_jobs=-1)
+
+    def fit() -> np.ndarray:
+        backend = (joblib.parallel_backend("dask", client=client, scatter=[X, y]) if client is not None
+                   else contextlib.nullcontext())
+        with backend:
+            search.fit(X, y)
+            best = clone(pipeline).set_params(**search.best_params_)
+            if hasattr(best, "predict_proba"):
+                return cross_val_predict(best, X, y, cv=cv, method="predict_proba", n_jobs=-1)[:, 1]
+            return cross_val_predict(best, X, y, cv=cv, method="decision_function", n_jobs=-1)
+
+    # joblib scatters each large argument (an estimator, a fold's indices) to one worker only; when
+    # that worker dies the data is gone and the batches that need it are cancelled, so the search
+    # (deterministic: same folds, same seeds) is run again on the workers that remain
+    for attempt in range(1, SKLEARN_ATTEMPTS + 1):
+        try:
+            oof = fit()
+            break
+        except (FutureCancelledError, CommClosedError) as exc:
+            if attempt == SKLEARN_ATTEMPTS or client is None:
+                raise
+            log.warning("grid search lost data with a worker (%s); running it again", exc)
     results = pd.DataFrame(search.cv_results_).assign(fit_time_apportioned=False)
     n_splits = cv.get_n_splits()
     n_fits = (len(results) if not halving else int(sum(search.n_candidates_))) * n_splits + n_splits

@@ -16,10 +16,12 @@ import pandas as pd
 import pyarrow as pa
 from distributed import Client
 
+from churn.clusters.scatter import scatter
 from churn.config import TableSchema
 from churn.data.blocks import Block, read_block_rows
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
 from churn.data.parse import count_lines, parse_block
+from churn.data.partitions import map_blocks
 from churn.data.validate import reason_counts
 from churn.monitoring.profile import Profile, merge_all, numeric_edges, profile_features, profile_scores
 
@@ -79,10 +81,9 @@ def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, 
 def profile_batch(blocks: list[Block], schema: TableSchema, encoding: str, model: Any, reference: Profile,
                   client: Client) -> BatchProfile:
     """The merged profile of every block, the model sent to each worker once."""
-    [model_f] = client.scatter([model], broadcast=True, hash=False)
+    [model_f] = scatter(client, [model], broadcast=True)
     edges = {c: reference["numeric"][c]["edges"] for c in schema.numeric}  # the bins only, not the samples
-    results = client.gather([client.submit(profile_block, b, schema, encoding, model_f, edges, pure=False)
-                             for b in blocks])
+    results = map_blocks(client, "monitor", profile_block, blocks, schema, encoding, model_f, edges)
     out = BatchProfile(merge_all([r[0] for r in results]))
     for _, read, quarantined, reasons in results:
         out.rows_read += read

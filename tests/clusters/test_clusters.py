@@ -20,19 +20,24 @@ from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
 from churn.modeling.pipeline import build_pipeline, grid_for
 from churn.modeling.search import grid_search
-from tests.conftest import job_spec
+from tests.conftest import ROOT, job_spec
 
 DASK = str(Path(sys.executable).parent / "dask")
 
 
 @contextlib.contextmanager
-def dask_processes(folder: Path, workers: int) -> Iterator[tuple[str, list[subprocess.Popen]]]:
-    """`dask scheduler` and ``workers`` `dask worker` process groups on 127.0.0.1, each worker with
-    one thread and its nanny: (scheduler address, worker processes); all stopped afterwards."""
+def dask_processes(folder: Path, workers: int, scheduler_env: dict[str, str] | None = None
+                   ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """`dask scheduler` (``scheduler_env`` added to its environment) and ``workers`` `dask worker`
+    process groups on 127.0.0.1, each worker with one thread and its nanny: (scheduler address,
+    worker processes); all stopped afterwards."""
     sched_file = folder / "scheduler.json"
+    # the tests' own fault-injection plugins are pickled by reference: workers import them from here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     sched = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                               "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+                             stderr=subprocess.DEVNULL, start_new_session=True,
+                             env={**env, **(scheduler_env or {})})
     procs: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + 60
@@ -41,7 +46,8 @@ def dask_processes(folder: Path, workers: int) -> Iterator[tuple[str, list[subpr
         for _ in range(workers):
             procs.append(subprocess.Popen([DASK, "worker", "--scheduler-file", str(sched_file), "--host",
                                            "127.0.0.1", "--nthreads", "1", "--no-dashboard", "--memory-limit", "2GiB"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                          env=env))
         yield json.loads(sched_file.read_text())["address"], procs
     finally:
         for p in [*reversed(procs), sched]:

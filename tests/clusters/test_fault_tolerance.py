@@ -1,21 +1,30 @@
-"""Losing a worker process in the middle of a grid search: the search finishes with the same results."""
+"""Worker processes that die: in the middle of a grid search or an ingest (same results), or every time
+one block runs (a clear error naming it)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from churn.clusters import cluster_client
+from churn.data.generate import generate
 from churn.data.ingest import ingest
+from churn.data.partitions import PartitionKilledError
 from churn.data.split import load_splits, search_sample
 from churn.modeling.pipeline import build_pipeline, grid_for
 from churn.modeling.search import grid_search
 from tests.clusters.test_clusters import dask_processes
-from tests.conftest import job_spec
+from tests.conftest import ROOT, job_spec
 
 
 @pytest.fixture
@@ -63,3 +72,96 @@ def test_search_survives_a_killed_worker(three_workers, tmp_path, telco_subset, 
     assert killed_at < disturbed.seconds  # the kill happened while the search ran
     assert disturbed.best_params == calm.best_params
     assert disturbed.cv_results["mean_test_score"].tolist() == calm.cv_results["mean_test_score"].tolist()
+
+
+class _DieOnBlock(WorkerPlugin):
+    """Test fault: the worker process exits as soon as it starts the task of one block."""
+
+    name = "die-on-block"
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and self.marker in str(key):
+            os._exit(1)
+
+
+def test_a_block_that_kills_every_worker_is_named(tmp_path, telco_subset):
+    """A block whose task kills each worker that runs it fails the ingest after the scheduler's
+    allowed failures, with the stage, the file and the byte range named; nothing is published."""
+    job = job_spec(tmp_path, telco_subset, "data.blocksize=65536")
+    with dask_processes(tmp_path, 2, {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}) as (address, _):
+        with cluster_client(address=address) as client:
+            client.wait_for_workers(2, timeout=60)
+            client.register_plugin(_DieOnBlock("ingest-block-00002-"))
+            with pytest.raises(PartitionKilledError, match=r"ingest: block 2 of .*telco-subset\.csv \(bytes "
+                                                           r"[\d,]+\.\.[\d,]+, from line [\d,]+\) killed every "
+                                                           r"worker that ran it \(2 attempts"):
+                ingest(job, client)
+    out = Path(job.data.output)
+    assert not [p for p in out.iterdir() if p.name.startswith("dataset-")]  # no dataset, no staging left
+
+
+def test_a_worker_killed_during_ingest_changes_nothing(three_workers, tmp_path):
+    """SIGKILL one of three worker groups while ingest runs: the same rows, counts and content as an
+    undisturbed ingest of the same files (re-run blocks overwrite, never add)."""
+    address, workers = three_workers
+    src = tmp_path / "gen"
+    generate(src, rows=300_000, files=2, seed=5, dirty=0.01)
+    calm_job = job_spec(tmp_path / "calm", f"{src}/*.csv", "data.blocksize=2MiB")
+    hit_job = job_spec(tmp_path / "hit", f"{src}/*.csv", "data.blocksize=2MiB")
+    with cluster_client(address=address) as client:
+        client.wait_for_workers(3, timeout=60)
+        t0 = time.monotonic()
+        calm = ingest(calm_job, client)
+        calm_seconds = time.monotonic() - t0
+        out = {}
+        runner = threading.Thread(target=lambda: out.update(ds=ingest(hit_job, client)))
+        t0 = time.monotonic()
+        runner.start()
+        time.sleep(0.4 * calm_seconds)
+        os.killpg(workers[0].pid, signal.SIGKILL)
+        killed_at = time.monotonic() - t0
+        runner.join(timeout=300)
+        assert not runner.is_alive()
+    hit = out["ds"]
+    assert killed_at < hit.manifest.seconds  # the kill happened while the ingest ran
+    for attr in ("rows_read", "rows_kept", "rows_quarantined", "duplicates_removed"):
+        assert getattr(hit.manifest, attr) == getattr(calm.manifest, attr), attr
+    a = pd.read_parquet(calm.data_path).sort_values("_key", kind="stable").reset_index(drop=True)
+    b = pd.read_parquet(hit.data_path).sort_values("_key", kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_all_workers_gone_fails_within_the_timeout(tmp_path, telco_subset):
+    """Every worker killed during the search: `churn train` stops within the configured no-workers
+    timeout with one line saying so (exit 1), instead of waiting for ever; its run ends FAILED."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with dask_processes(tmp_path, 2) as (address, workers):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "churn.cli", "train", str(ROOT / "jobs" / "train.yaml"), "--scheduler", address,
+             "--set", f"data.source={telco_subset}", "--set", f"data.output={tmp_path / 'ds'}",
+             "--set", f"tracking.uri={store}", "--set", "model.families=[random_forest]"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "DASK_CHURN__CLUSTER__NO_WORKERS_TIMEOUT": "3s"})
+        lines: list[str] = []
+        for line in proc.stderr:  # until the search starts
+            lines.append(line)
+            if "search 1/1: random_forest" in line:
+                break
+        for w in workers:
+            os.killpg(w.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            _, rest = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        stopped_after = time.monotonic() - killed
+    assert proc.returncode == 1, "".join(lines) + rest
+    assert "no Dask worker for 3s (churn.cluster.no-workers-timeout)" in rest
+    assert "Traceback" not in rest
+    assert stopped_after < 60
+    tracking = mlflow.MlflowClient(store)
+    [run] = tracking.search_runs([e.experiment_id for e in tracking.search_experiments()])
+    assert run.info.status == "FAILED"

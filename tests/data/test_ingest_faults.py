@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 
 import dask.config
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import zstandard
 
 from churn.data.blocks import scan_file
+from churn.data.dedup import drop_rows
 from churn.data.generate import generate
 from churn.data.ingest import (
     SchemaDriftError,
@@ -226,3 +228,23 @@ def test_quoted_newlines_across_block_boundaries_keep_rows_whole(client, tmp_pat
     assert man.lines_read == physical == 1500 + 2 * 375
     line = pd.read_parquet(ds.quarantine_path)["_line"].item()
     assert src.read_text().split("\n")[line - 1].startswith(frame.loc[1400, "customerID"] + ",")
+
+
+def test_dropping_repeats_twice_drops_nothing_more(tmp_path):
+    """drop_rows run again (its worker died after the rewrite) leaves the partition as the first run
+    left it; a partition with a row count neither before nor after is an error."""
+    schema = job_spec(tmp_path, TELCO).table
+    staging = tmp_path / "staging"
+    for sub in ("data", "keys"):
+        (staging / sub).mkdir(parents=True)
+    rows = pd.read_csv(TELCO).head(50).astype({"TotalCharges": str})
+    part = staging / "data" / "part-00000.parquet"
+    rows.to_parquet(part, index=False)
+    drop = np.array([3, 10, 11])
+    assert drop_rows(str(staging), 0, drop, schema, written_rows=50) == 3
+    once = pq.read_table(part)
+    assert once.num_rows == 47 and "7795-CFOCW" not in once.column("customerID").to_pylist()
+    assert drop_rows(str(staging), 0, drop, schema, written_rows=50) == 3
+    assert pq.read_table(part).equals(once)
+    with pytest.raises(IngestError, match="47 rows where the block wrote 48"):
+        drop_rows(str(staging), 0, drop, schema, written_rows=48)
