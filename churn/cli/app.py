@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from churn.cli import summary
+from churn.cli.progress import FitProgress
 from churn.config import (
     AddressSpec,
     ClusterSpec,
@@ -267,8 +268,10 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     from churn.tracking.store import ui_hint
 
     t0 = time.perf_counter()
-    result = _on_cluster(cluster_spec, scheduler, lambda client: train_job.run(spec, client, job_file=str(job)),
-                         preflight=lambda: train_job.preflight(spec))
+    with FitProgress(console) as progress:
+        result = _on_cluster(cluster_spec, scheduler,
+                             lambda client: train_job.run(spec, client, job_file=str(job), progress=progress),
+                             preflight=lambda: train_job.preflight(spec))
     out = Console(width=max(140, Console().width))
     out.print(summary.search_table(spec, result))
     out.print(summary.result_table(spec, result, time.perf_counter() - t0))

@@ -45,7 +45,7 @@ def stack_description(result: TrainResult) -> str:
 def search_table(spec: JobSpec, result: TrainResult) -> Table:
     fams = Table(title=f"churn train: {spec.name} — search ({spec.search.engine}, {spec.search.strategy}; "
                        f"imbalance searched: {', '.join(spec.model.imbalance)})")
-    for col in ("family", "imbalance", "rows per fit", "fits", f"CV {spec.search.scoring} ± std", "seconds",
+    for col in ("family", "imbalance", "rows per fit", "fits", f"CV {spec.search.scoring} ± std", "done at s",
                 "best params"):
         fams.add_column(col, overflow="fold", no_wrap=col != "best params")
     champ = result.champion

@@ -50,7 +50,7 @@ def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
     for fam in job.model.families:
         res = result.families.get(fam) if result else None
         families[f"search_{fam}"] = [f"search: {fam}", f"{job.search.cv}-fold CV",
-                                     *([f"{job.search.scoring} {res.best_score:.4f}", f"{res.seconds:.1f} s"]
+                                     *([f"{job.search.scoring} {res.best_score:.4f}", f"done at {res.seconds:.1f} s"]
                                        if res else [])]
     g.add_rank(families)
     champion = ([f"champion: {result.champion.name}", f"{result.champion.calibration.method} map",

@@ -31,7 +31,7 @@ from churn.modeling.evaluate import (
 )
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
-from churn.modeling.search import SearchResult, folds, grid_search, refit_best
+from churn.modeling.search import Progress, SearchResult, folds, refit_best, search_families
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
 from churn.tracking.registry import input_example, log_model, set_alias
@@ -98,27 +98,29 @@ def _stage(name: str, seconds: dict[str, float], detail: str = "") -> Iterator[N
     seconds[name] = time.perf_counter() - t
 
 
-def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client) -> dict[str, SearchResult]:
-    families: dict[str, SearchResult] = {}
-    for i, fam in enumerate(job.model.families, 1):
+def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client,
+                     progress: Progress | None = None) -> dict[str, SearchResult]:
+    searches = {}
+    for fam in job.model.families:
         cap = job.model.row_cap(fam)
         capped = f", fits on at most {cap:,} of {len(X):,} rows" if cap and cap < len(X) else ""
-        log.info("search %d/%d: %s (imbalance %s%s)", i, len(job.model.families), fam,
-                 imbalance_used(fam, job.model.imbalance), capped)
-        res = grid_search(
-            build_pipeline(job.table, fam, job.model.imbalance, job.seed, cap),
-            grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance), X, y,
-            cv=job.search.cv, scoring=job.search.scoring, seed=job.seed, client=client,
-            engine=job.search.engine, strategy=job.search.strategy)
+        log.info("search %s (imbalance %s%s)", fam, imbalance_used(fam, job.model.imbalance), capped)
+        searches[fam] = (build_pipeline(job.table, fam, job.model.imbalance, job.seed, cap),
+                         grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance))
+    families = search_families(searches, X, y, cv=job.search.cv, scoring=job.search.scoring, seed=job.seed,
+                               client=client, engine=job.search.engine, strategy=job.search.strategy,
+                               progress=progress)
+    for fam, res in families.items():
+        cap = job.model.row_cap(fam)
         res.imbalance = imbalance_of(res.best_params, fam, job.model.imbalance)
         res.rows_per_fit = min(cap, len(X)) if cap else len(X)
-        families[fam] = res
     return families
 
 
-def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None) -> TrainResult:
+def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None,
+        progress: Progress | None = None) -> TrainResult:
     """Run the whole train job on ``client``'s cluster; log it all to one MLflow run (``run_id``:
-    resume that run, made by ``churn submit``)."""
+    resume that run, made by ``churn submit``; ``progress``: told after each finished fit)."""
     schema, features = job.table, job.table.features
     seconds: dict[str, float] = {}
     uri = resolve_uri(job.tracking)
@@ -140,7 +142,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             check_round_trip(job, X, y, int(setting("preflight.round-trip-rows")))
 
         with _stage("search", seconds, f"{len(job.model.families)} families, cv={job.search.cv}, {len(train):,} rows"):
-            families = _search_families(job, X, y, client)
+            families = _search_families(job, X, y, client, progress)
 
         with _stage("calibrate", seconds, f"stack of up to {job.model.ensemble}, calibration "
                                           f"{job.model.calibration}, threshold on out-of-fold"):

@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
-from distributed import Client
+from distributed import Client, Future, as_completed
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
 from imblearn.pipeline import Pipeline as ImbPipeline
@@ -210,28 +211,39 @@ def _cv_results(candidates: list[dict[str, Any]], scores: np.ndarray, fit_times:
 
 
 # --------------------------------------------------------------------------- strategies
-def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,
-                      cv: StratifiedKFold, scoring: str, client: Client) -> SearchResult:
-    """The exact, work-sharing grid search described in the module docstring."""
-    t0 = time.perf_counter()
-    search_plan = plan(pipeline, grid)
-    candidates, groups = search_plan.candidates, search_plan.groups
-    splits = list(cv.split(X, y))
-    X_f, y_f = scatter(client, [X, y], broadcast=True)  # the data goes to the cluster once
-    prefix_steps = pipeline.steps[:-1]
-    template = pipeline.steps[-1][1]
+@dataclass
+class _Submitted:
+    """One family's grid search, submitted: its plan and its fold-preparation and fit futures."""
 
-    prepared = {pk: [client.submit(_prepare_fold, prefix_steps, prefix, X_f, y_f, tr, te, pure=False)
-                     for tr, te in splits]
+    pipeline: ImbPipeline
+    plan: Any
+    prepared: dict[Any, list[Future]]
+    fits: dict[tuple[Any, int], Future]
+    done: dict[tuple[Any, int], dict[Any, dict[str, Any]]] = field(default_factory=dict)
+
+
+def _submit_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X_f: Future, y_f: Future,
+                   splits: list[tuple[np.ndarray, np.ndarray]], scoring: str, client: Client,
+                   priority: int = 0) -> _Submitted:
+    """Submit every fold preparation and fit of one family's search (none is waited for)."""
+    search_plan = plan(pipeline, grid)
+    prefix_steps, template = pipeline.steps[:-1], pipeline.steps[-1][1]
+    prepared = {pk: [client.submit(_prepare_fold, prefix_steps, prefix, X_f, y_f, tr, te, pure=False,
+                                   priority=priority) for tr, te in splits]
                 for pk, prefix in search_plan.prefixes.items()}
     fits = {(key, s): client.submit(_fit_group, prepared[g.prefix_key][s], template, g.params, g.sizes,
-                                    scoring, pure=False, priority=-s)
-            for key, g in groups.items() for s in range(len(splits))}
-    done = dict(zip(fits, client.gather(list(fits.values())), strict=True))
+                                    scoring, pure=False, priority=priority - s)
+            for key, g in search_plan.groups.items() for s in range(len(splits))}
+    return _Submitted(pipeline, search_plan, prepared, fits)
+
+
+def _tabulate(sub: _Submitted, splits: list[tuple[np.ndarray, np.ndarray]], n_rows: int
+              ) -> tuple[pd.DataFrame, int, np.ndarray | None, float]:
+    """(cv_results_, best candidate, its out-of-fold scores, task seconds) from a family's finished fits."""
+    candidates, groups, done = sub.plan.candidates, sub.plan.groups, sub.done
     # each prepared fold is reported by every fit that used it: count it once
     prep_seconds = sum({(key[0], s): next(iter(out.values()))["prepare_seconds"]
                         for (key, s), out in done.items()}.values())
-
     n, k = len(candidates), len(splits)
     scores, fit_t, score_t = np.full((n, k), np.nan), np.zeros((n, k)), np.zeros((n, k))
     probas: dict[tuple[int, int], np.ndarray] = {}
@@ -243,21 +255,74 @@ def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.D
             for i in members:
                 scores[i, s], fit_t[i, s], score_t[i, s] = res["score"], res["fit_time"], res["score_time"]
                 probas[(i, s)] = res["proba"]
-    results = _cv_results(candidates, scores, fit_t, score_t, search_plan.apportioned())
+    results = _cv_results(candidates, scores, fit_t, score_t, sub.plan.apportioned())
     best = int(results["rank_test_score"].to_numpy().argmin())
-    best_params = candidates[best]
     oof = None
     if all(probas.get((best, s)) is not None for s in range(k)):
-        oof = np.full(len(X), np.nan)
+        oof = np.full(n_rows, np.nan)
         for s, (_, te) in enumerate(splits):
             oof[te] = probas[(best, s)]
-    fitted = client.submit(_refit, pipeline, best_params, X_f, y_f, pure=False).result()
-    for fut in prepared.values():
-        client.cancel(fut)
-    seconds = time.perf_counter() - t0
-    return SearchResult(fitted, dict(best_params), float(results["mean_test_score"][best]), results, seconds,
-                        n, n_fits=len(fits), oof_proba=oof, task_seconds=task_seconds,
-                        std_score=float(results["std_test_score"][best]))
+    return results, best, oof, task_seconds
+
+
+Progress = Callable[[str, int, int], None]  # (family, fits done, fits in all): 0 done at the start, then
+# after each finished fit (scikit-learn's searches: 0 of 1, then 1 of 1)
+
+
+def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[Any]]]], X: pd.DataFrame,
+                        y: pd.Series, *, cv: StratifiedKFold, scoring: str, client: Client,
+                        progress: Progress | None = None) -> dict[str, SearchResult]:
+    """The exact, work-sharing grid search of the module docstring, for several families at once.
+
+    Every family's fold preparations and fits are submitted together, the earlier families with
+    the higher priority, so no worker idles at the tail of one family while the next waits; as a
+    family's last fit ends its best candidate is refitted, alongside the other families' fits.
+    The data go to the cluster once for all of them. A family's ``seconds`` is the wall time from
+    the start until its refit was done (families overlap).
+    """
+    t0 = time.perf_counter()
+    splits = list(cv.split(X, y))
+    X_f, y_f = scatter(client, [X, y], broadcast=True)  # the data goes to the cluster once
+    width = 1 + max(len(splits), 1)
+    submitted = {name: _submit_search(pipe, grid, X_f, y_f, splits, scoring, client,
+                                      priority=(len(searches) - i) * width)
+                 for i, (name, (pipe, grid)) in enumerate(searches.items())}
+    if progress is not None:
+        for name, sub in submitted.items():
+            progress(name, 0, len(sub.fits))
+    owner = {fut.key: (name, key) for name, sub in submitted.items() for key, fut in sub.fits.items()}
+    tables: dict[str, tuple[pd.DataFrame, int, np.ndarray | None, float]] = {}
+    refits: dict[str, Future] = {}
+    for fut in as_completed([f for sub in submitted.values() for f in sub.fits.values()], loop=client.loop):
+        name, key = owner[fut.key]
+        sub = submitted[name]
+        sub.done[key] = fut.result()
+        fut.release()
+        if progress is not None:
+            progress(name, len(sub.done), len(sub.fits))
+        if len(sub.done) == len(sub.fits):  # the family's last fit: its best candidate, refitted now
+            tables[name] = _tabulate(sub, splits, len(X))
+            best_params = sub.plan.candidates[tables[name][1]]
+            refits[name] = client.submit(_refit, sub.pipeline, best_params, X_f, y_f, pure=False,
+                                         priority=len(searches) * width + 1)
+            for futures in sub.prepared.values():
+                client.cancel(futures)
+    out: dict[str, SearchResult] = {}
+    for fut in as_completed(list(refits.values()), loop=client.loop):
+        name = next(n for n, f in refits.items() if f.key == fut.key)
+        results, best, oof, task_seconds = tables[name]
+        sub = submitted[name]
+        out[name] = SearchResult(fut.result(), dict(sub.plan.candidates[best]),
+                                 float(results["mean_test_score"][best]), results, time.perf_counter() - t0,
+                                 len(sub.plan.candidates), n_fits=len(sub.fits), oof_proba=oof,
+                                 task_seconds=task_seconds, std_score=float(results["std_test_score"][best]))
+    return {name: out[name] for name in searches}
+
+
+def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,
+                      cv: StratifiedKFold, scoring: str, client: Client) -> SearchResult:
+    """The exact, work-sharing grid search described in the module docstring, for one family."""
+    return churn_grid_searches({"": (pipeline, grid)}, X, y, cv=cv, scoring=scoring, client=client)[""]
 
 
 SKLEARN_ATTEMPTS = 3  # runs of a joblib search that lost its data with a worker
@@ -316,13 +381,30 @@ def grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFra
                 scoring: str, seed: int, client: Client | None, engine: str = "churn",
                 strategy: str = "grid") -> SearchResult:
     """Search ``grid`` for ``pipeline`` with ``cv``-fold stratified CV; see the module docstring."""
+    return search_families({"": (pipeline, grid)}, X, y, cv=cv, scoring=scoring, seed=seed, client=client,
+                           engine=engine, strategy=strategy)[""]
+
+
+def search_families(searches: dict[str, tuple[ImbPipeline, dict[str, list[Any]]]], X: pd.DataFrame, y: pd.Series,
+                    *, cv: int, scoring: str, seed: int, client: Client | None, engine: str = "churn",
+                    strategy: str = "grid", progress: Progress | None = None) -> dict[str, SearchResult]:
+    """Search each family's grid with ``cv``-fold stratified CV on the same folds: with the churn
+    engine all families in one task graph; scikit-learn's searches one after another."""
     splitter = folds(cv, seed)
     y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
     if strategy == "halving" or engine == "sklearn" or client is None:
-        result = sklearn_search(pipeline, grid, X, y, cv=splitter, scoring=scoring, client=client,
-                                halving=strategy == "halving", seed=seed)
+        out = {}
+        for name, (pipeline, grid) in searches.items():
+            if progress is not None:
+                progress(name, 0, 1)
+            out[name] = sklearn_search(pipeline, grid, X, y, cv=splitter, scoring=scoring, client=client,
+                                       halving=strategy == "halving", seed=seed)
+            if progress is not None:
+                progress(name, 1, 1)
     else:
-        result = churn_grid_search(pipeline, grid, X, y, cv=splitter, scoring=scoring, client=client)
-    log.info("search: %d candidates x %d folds (%d fits) in %.1fs; best %s %.4f", result.n_candidates, cv,
-             result.n_fits, result.seconds, scoring, result.best_score)
-    return result
+        out = churn_grid_searches(searches, X, y, cv=splitter, scoring=scoring, client=client, progress=progress)
+    for name, result in out.items():
+        log.info("search%s: %d candidates x %d folds (%d fits) done at %.1fs; best %s %.4f",
+                 f" {name}" if name else "", result.n_candidates, cv, result.n_fits, result.seconds, scoring,
+                 result.best_score)
+    return out

@@ -119,7 +119,8 @@ def log_family(job: JobSpec, fam: str, res: SearchResult) -> None:
                          "imbalance": res.imbalance})
         mlflow.log_params({f"best_{k.removeprefix('model__')}": v for k, v in res.best_params.items()})
         mlflow.log_metrics({f"cv_{job.search.scoring}": res.best_score, f"cv_{job.search.scoring}_std": res.std_score,
-                            "search_seconds": res.seconds, "candidates": res.n_candidates, "fits": res.n_fits,
+                            "search_seconds": res.seconds,
+                            "search_task_seconds": res.task_seconds, "candidates": res.n_candidates, "fits": res.n_fits,
                             "rows_per_fit": res.rows_per_fit})
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.log_artifact(_cv_table(res, tmp), "search")

@@ -148,7 +148,7 @@ def test_all_workers_gone_fails_within_the_timeout(tmp_path, telco_subset):
         lines: list[str] = []
         for line in proc.stderr:  # until the search starts
             lines.append(line)
-            if "search 1/1: random_forest" in line:
+            if "search random_forest (imbalance" in line:
                 break
         for w in workers:
             os.killpg(w.pid, signal.SIGKILL)

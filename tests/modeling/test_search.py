@@ -14,7 +14,7 @@ from churn.data.validate import validate_partition
 from churn.modeling.evaluate import choose_threshold
 from churn.modeling.pipeline import build_pipeline, grid_for
 from churn.modeling.plan import plan
-from churn.modeling.search import folds, grid_search
+from churn.modeling.search import folds, grid_search, search_families
 from churn.serving.calibration import member_scores
 from tests.conftest import ROOT
 
@@ -120,3 +120,29 @@ def test_forest_fit_times_shared_by_sizes_are_labelled_apportioned(client, sampl
                        grid_for("decision_tree", {"max_depth": [2, 3]}), X, y, cv=2, scoring="roc_auc", seed=1,
                        client=client)
     assert tree.cv_results["fit_time_apportioned"].tolist() == [False, False]
+
+
+def test_families_in_one_graph_equal_families_one_by_one(client, sample):
+    """Three families searched in one task graph give each family's own search results (scores,
+    best parameters, out-of-fold predictions), and progress counts every fit of each family."""
+    schema, X, y = sample
+    searches = {
+        "logistic_regression": (build_pipeline(schema, "logistic_regression", ["none", "class_weight"], seed=5),
+                                grid_for("logistic_regression", {"C": [0.1, 1.0]},
+                                         imbalance=["none", "class_weight"])),
+        "decision_tree": (build_pipeline(schema, "decision_tree", "none", seed=5),
+                          grid_for("decision_tree", {"max_depth": [2, 4, 6]})),
+        "random_forest": (build_pipeline(schema, "random_forest", "none", seed=5),
+                          grid_for("random_forest", {"n_estimators": [5, 10], "max_depth": [4]})),
+    }
+    seen: dict[str, list[tuple[int, int]]] = {}
+    together = search_families(searches, X, y, cv=3, scoring="roc_auc", seed=5, client=client,
+                               progress=lambda fam, done, total: seen.setdefault(fam, []).append((done, total)))
+    for fam, (pipe, grid) in searches.items():
+        alone = grid_search(pipe, grid, X, y, cv=3, scoring="roc_auc", seed=5, client=client)
+        assert together[fam].best_params == alone.best_params, fam
+        np.testing.assert_array_equal(together[fam].cv_results["mean_test_score"],
+                                      alone.cv_results["mean_test_score"])
+        np.testing.assert_array_equal(together[fam].oof_proba, alone.oof_proba)
+        total = together[fam].n_fits
+        assert seen[fam] == [(i, total) for i in range(total + 1)], fam
