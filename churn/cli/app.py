@@ -143,6 +143,8 @@ def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: st
 def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: Callable[[Any], Any],
                 preflight: Callable[[], Any]) -> Any:
     """Run ``preflight()`` (no cluster yet), then ``work(client)``; every failure is one message."""
+    from concurrent.futures import CancelledError
+
     from distributed.comm.core import CommClosedError
 
     from churn.clusters import ClusterError, cluster_client
@@ -173,6 +175,8 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
             _fail(str(exc), EXIT_RUNTIME)
         except CommClosedError as exc:  # the scheduler or a worker went away under a running step
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
+        except CancelledError as exc:  # tasks cancelled by the scheduler (their data was lost)
+            _fail(f"the Dask cluster cancelled a task of the job: {exc}", EXIT_RUNTIME)
         except KeyboardInterrupt:
             _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
                   "published", EXIT_INTERRUPTED)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from types import ModuleType
 
 from dask.utils import parse_timedelta
@@ -84,4 +85,8 @@ def cluster_client(
         except BaseException as exc:
             if watch.message:
                 raise ClusterError(watch.message) from exc
+            if isinstance(exc, CancelledError) and not watch.workers():
+                # the scheduler forgets data whose every holder died, and cancels the tasks needing it
+                raise ClusterError("the cluster lost every worker, and with them the data the job had sent; "
+                                   "the job stopped") from exc
             raise

@@ -38,7 +38,8 @@ class WorkerWatch:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _workers(self) -> int:
+    def workers(self) -> int:
+        """Workers the scheduler has now (0 when it does not answer)."""
         try:
             return len(self.client.scheduler_info(n_workers=-1)["workers"])
         except Exception:  # noqa: BLE001 - a scheduler that does not answer has no workers for us
@@ -47,7 +48,7 @@ class WorkerWatch:
     def _run(self) -> None:
         since: float | None = None
         while not self._stop.wait(self.poll):
-            if self._workers():
+            if self.workers():
                 since = None
                 continue
             since = since or time.monotonic()

@@ -134,11 +134,16 @@ def test_a_worker_killed_during_ingest_changes_nothing(three_workers, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_all_workers_gone_fails_within_the_timeout(tmp_path, telco_subset):
-    """Every worker killed during the search: `churn train` stops within the configured no-workers
-    timeout with one line saying so (exit 1), instead of waiting for ever; its run ends FAILED."""
+@pytest.mark.parametrize("workers_at_start, message", [
+    (0, "no Dask worker for 3s (churn.cluster.no-workers-timeout)"),  # a scheduler whose workers never came
+    (2, "the cluster lost every worker, and with them the data the job had sent"),  # killed among the fits
+])
+def test_all_workers_gone_fails_within_the_timeout(tmp_path, telco_subset, workers_at_start, message):
+    """A cluster without workers (none came, or all were killed among the fits): `churn train` stops
+    within the configured no-workers timeout, or at once when the data it sent went with the
+    workers, with one line saying so (exit 1) instead of waiting for ever; its run ends FAILED."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with dask_processes(tmp_path, 2) as (address, workers):
+    with dask_processes(tmp_path, workers_at_start) as (address, workers):
         proc = subprocess.Popen(
             [sys.executable, "-m", "churn.cli", "train", str(ROOT / "jobs" / "train.yaml"), "--scheduler", address,
              "--set", f"data.source={telco_subset}", "--set", f"data.output={tmp_path / 'ds'}",
@@ -146,10 +151,11 @@ def test_all_workers_gone_fails_within_the_timeout(tmp_path, telco_subset):
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "DASK_CHURN__CLUSTER__NO_WORKERS_TIMEOUT": "3s"})
         lines: list[str] = []
-        for line in proc.stderr:  # until the search starts
+        for line in proc.stderr:  # until the search starts, or until the job waits for workers
             lines.append(line)
-            if "search random_forest (imbalance" in line:
+            if "search random_forest (imbalance" in line or (not workers and "Dask client ready" in line):
                 break
+        time.sleep(2.0 if workers else 0.0)  # well into the fits
         for w in workers:
             os.killpg(w.pid, signal.SIGKILL)
         killed = time.monotonic()
@@ -159,7 +165,7 @@ def test_all_workers_gone_fails_within_the_timeout(tmp_path, telco_subset):
             proc.kill()
         stopped_after = time.monotonic() - killed
     assert proc.returncode == 1, "".join(lines) + rest
-    assert "no Dask worker for 3s (churn.cluster.no-workers-timeout)" in rest
+    assert message in rest
     assert "Traceback" not in rest
     assert stopped_after < 60
     tracking = mlflow.MlflowClient(store)
