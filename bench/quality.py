@@ -52,7 +52,8 @@ def table_job(table_spec: Path, source: Path, work: Path) -> JobSpec:
     table = yaml.safe_load(table_spec.read_text())
     spec = {**default, "name": f"quality-{table_spec.stem}", "schema": table["schema"],
             "data": {**table["data"], "source": str(source), "output": str(work / "datasets")},
-            "tracking": {**default["tracking"], "uri": f"sqlite:///{work / 'mlflow.db'}"}}
+            "tracking": {**default["tracking"], "uri": f"sqlite:///{work / 'mlflow.db'}"},
+            "search": {**default.get("search", {}), "reuse": False}}  # timed: every run searches
     return JobSpec.model_validate(spec)
 
 

@@ -205,6 +205,7 @@ class SearchSpec(Strict):
     max_rows: int = Field(200_000, ge=100)
     strategy: Literal["grid", "halving"] = "grid"
     engine: Literal["churn", "sklearn"] = "churn"  # churn: shared folds + tree prefixes; sklearn: joblib dask
+    reuse: bool = True  # a rerun with the same data, spec and code reuses the last search's results
 
 
 class EconomicsSpec(Strict):

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from distributed import Client
@@ -32,6 +33,7 @@ from churn.modeling.evaluate import (
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
 from churn.modeling.search import Progress, SearchResult, folds, refit_best, search_families
+from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
 from churn.tracking.registry import input_example, log_model, set_alias
@@ -41,6 +43,7 @@ from churn.tracking.run_log import (
     log_graph,
     log_plots,
     log_seconds,
+    mark_search_reused,
     parent_run,
     set_stage,
 )
@@ -142,7 +145,15 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             check_round_trip(job, X, y, int(setting("preflight.round-trip-rows")))
 
         with _stage("search", seconds, f"{len(job.model.families)} families, cv={job.search.cv}, {len(train):,} rows"):
-            families = _search_families(job, X, y, client, progress)
+            cache = SearchCache(Path(job.data.output) / "search-cache",
+                                search_key(job, dataset.manifest.dataset, len(train)))
+            families = cache.load(job.model.families) if job.search.reuse else None
+            if families is not None:
+                log.info("search: data, spec and code unchanged: reusing the search in %s", cache.folder)
+                mark_search_reused(cache.key)
+            else:
+                families = _search_families(job, X, y, client, progress)
+                cache.save(families)
 
         with _stage("calibrate", seconds, f"stack of up to {job.model.ensemble}, calibration "
                                           f"{job.model.calibration}, threshold on out-of-fold"):

@@ -69,6 +69,11 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None 
             raise
 
 
+def mark_search_reused(key: str) -> None:
+    """Record that the run reused an earlier run's search (the cache key)."""
+    mlflow.set_tag("churn.search_reused", key)
+
+
 def set_stage(stage: str) -> None:
     """Record the stage the run is in (read by people and by ``churn status``)."""
     mlflow.set_tag(STAGE_TAG, stage)

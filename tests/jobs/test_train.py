@@ -188,3 +188,20 @@ def test_nullable_integer_column_takes_integers_and_blanks(client, tmp_path, tel
     as_ints = model.predict(rows)["probability"]
     blanks = model.predict(rows.assign(tenure=[1.0, None, 3.0, None]))["probability"]
     assert as_ints.between(0, 1).all() and blanks.between(0, 1).all()
+
+
+def test_a_rerun_reuses_the_search(client, tmp_path, telco_subset):
+    """The same job run again (same data, spec and code) reuses the first run's search: no fit runs,
+    and the results, champion and test metrics are the same; a changed grid searches again."""
+    args = ("search.cv=2", "model.families=[logistic_regression,decision_tree]", "evaluation.plots=false")
+    first = run(job_spec(tmp_path, telco_subset, *args), client)
+    with get_task_stream(client) as stream:
+        again = run(job_spec(tmp_path, telco_subset, *args), client)
+    assert not [t for t in stream.data if str(t["key"]).startswith("_fit_group")]
+    assert mlflow.get_run(again.run_id).data.tags["churn.search_reused"]
+    for fam in first.families:
+        pd.testing.assert_frame_equal(again.families[fam].cv_results, first.families[fam].cv_results)
+    assert again.champion.name == first.champion.name
+    assert again.test.metrics["roc_auc"] == first.test.metrics["roc_auc"]
+    changed = run(job_spec(tmp_path, telco_subset, *args, "model.grids.decision_tree.max_depth=[3]"), client)
+    assert "churn.search_reused" not in mlflow.get_run(changed.run_id).data.tags

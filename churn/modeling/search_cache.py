@@ -1,0 +1,106 @@
+"""Resuming the search: a job rerun with the same data, spec and code reuses the search results
+of the run before it instead of repeating the fits (e.g. after a failure in a later stage).
+
+The key hashes the dataset (its content key), the rows searched, every spec section that
+changes the search (schema, split, seed, search, model) and the code (churn's own modules and
+the versions of the libraries that fit the models). Entries live beside the datasets, under
+``<data.output>/search-cache/<key>/``, one per family: the fitted best pipeline as skops with a
+fixed list of trusted types (no pickle is loaded), the rest as skops of plain values.
+Anything unreadable or untrusted is skipped with a warning, and the search runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import skops.io as sio
+
+from churn.config import JobSpec
+from churn.modeling.search import SearchResult
+from churn.serving.trusted import TRUSTED_TYPES
+
+log = logging.getLogger(__name__)
+
+# what a searched pipeline holds beyond the served one: the training-only steps
+CACHE_TRUSTED = (*TRUSTED_TYPES, "churn.modeling.resample.Resampler", "imblearn.pipeline.Pipeline")
+LIBRARIES = ("scikit-learn", "imbalanced-learn", "numpy", "scipy", "pandas")
+_CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_fingerprint() -> str:
+    """sha256 over churn's source files and the versions of the fitting libraries."""
+    digest = hashlib.sha256()
+    for path in sorted(_CODE_ROOT.rglob("*.py")):
+        digest.update(str(path.relative_to(_CODE_ROOT)).encode())
+        digest.update(path.read_bytes())
+    for lib in LIBRARIES:
+        digest.update(f"{lib}={importlib.metadata.version(lib)}".encode())
+    return digest.hexdigest()
+
+
+def search_key(job: JobSpec, dataset_key: str, rows: int) -> str:
+    payload = {"dataset": dataset_key, "rows": rows, "seed": job.seed,
+               **{k: job.as_dict()[k] for k in ("schema", "split", "search", "model")}, "code": code_fingerprint()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _frame_columns(df: pd.DataFrame) -> dict[str, Any]:
+    return {c: df[c].to_numpy() if pd.api.types.is_numeric_dtype(df[c]) else df[c].tolist() for c in df.columns}
+
+
+class SearchCache:
+    """The cached searches of one key."""
+
+    def __init__(self, root: Path, key: str):
+        self.folder = root / key
+        self.key = key
+
+    def load(self, families: list[str]) -> dict[str, SearchResult] | None:
+        """Every family's result, or None when any is missing, unreadable or untrusted."""
+        out = {}
+        for fam in families:
+            model, rest = self.folder / f"{fam}.model.skops", self.folder / f"{fam}.result.skops"
+            if not (model.is_file() and rest.is_file()):
+                return None
+            try:
+                untrusted = set(sio.get_untrusted_types(file=str(model))) - set(CACHE_TRUSTED)
+                untrusted |= set(sio.get_untrusted_types(file=str(rest)))
+                if untrusted:
+                    log.warning("search cache %s: untrusted types %s; searching again", self.folder,
+                                ", ".join(sorted(untrusted)))
+                    return None
+                fields = sio.load(str(rest), trusted=[])
+                fields["cv_results"] = pd.DataFrame(fields["cv_results"])
+                out[fam] = SearchResult(best_estimator=sio.load(str(model), trusted=list(CACHE_TRUSTED)), **fields)
+            except Exception as exc:  # noqa: BLE001 - a damaged entry costs a search, not the job
+                log.warning("search cache %s: cannot read %s (%s); searching again", self.folder, fam, exc)
+                return None
+        return out
+
+    def save(self, results: dict[str, SearchResult]) -> None:
+        """Write every family's result; the folder appears whole or not at all."""
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.key}-", dir=self.folder.parent))
+        try:
+            for fam, res in results.items():
+                sio.dump(res.best_estimator, str(staging / f"{fam}.model.skops"))
+                fields = {k: v for k, v in vars(res).items() if k != "best_estimator"}
+                fields["cv_results"] = _frame_columns(res.cv_results)
+                if fields["oof_proba"] is not None:
+                    fields["oof_proba"] = np.asarray(fields["oof_proba"])
+                sio.dump(fields, str(staging / f"{fam}.result.skops"))
+            shutil.rmtree(self.folder, ignore_errors=True)
+            os.rename(staging, self.folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
