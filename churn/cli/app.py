@@ -329,8 +329,10 @@ def status(
     while True:
         try:
             st = run_status(uri, run_id)
-        except MlflowException:
-            _fail(f"no run {run_id} in the tracking store {uri}", EXIT_CONFIG)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                _fail(f"no run {run_id} in the tracking store {uri}", EXIT_CONFIG)
+            _fail(f"cannot read run {run_id} from {uri}: {exc.message}", EXIT_RUNTIME)
         if st.done or not wait:
             break
         time.sleep(poll)

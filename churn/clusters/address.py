@@ -21,7 +21,7 @@ def connect(address: str, timeout: str | float | None = None, spec: AddressSpec 
     security = security_for(spec.tls) if spec is not None else None
     try:
         return Client(address, timeout=secs, security=security, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: a TLS/plain mismatch
         raise ClusterError(f"cannot reach Dask scheduler at {address} within {secs:g}s: {exc}") from None
 
 

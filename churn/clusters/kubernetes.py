@@ -7,11 +7,12 @@ import contextlib
 from typing import Any
 
 import yaml
+from dask.utils import parse_timedelta
 from distributed import Client
 
 from churn.clusters.errors import ClusterError
 from churn.clusters.extras import require
-from churn.config import KubernetesSpec
+from churn.config import KubernetesSpec, setting
 
 
 def manifest(spec: KubernetesSpec) -> dict[str, Any]:
@@ -35,7 +36,14 @@ def open_client(spec: KubernetesSpec, stack: contextlib.ExitStack) -> Client:
     except Exception as exc:  # noqa: BLE001 - no kubeconfig, no operator, no permission: one line
         raise ClusterError(f"cannot create DaskCluster {spec.name!r}: {exc}") from exc
     stack.enter_context(cluster)
-    return stack.enter_context(Client(cluster, set_as_default=False))
+    client = stack.enter_context(Client(cluster, set_as_default=False))
+    timeout = parse_timedelta(setting("cluster.workers-timeout"))
+    try:  # pods may wait for a node or an image pull: the first worker gets the same time as a SLURM job
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(f"no worker pod of {spec.name!r} started within {timeout:g}s "
+                           "(kubectl get pods shows why)") from None
+    return client
 
 
 class _NoAliases(yaml.SafeDumper):

@@ -13,6 +13,20 @@ from distributed.security import Security
 from churn.config import TLSSpec
 
 
+def tls_config(tls: TLSSpec) -> dict[str, object]:
+    """The same TLS settings as dask config keys: processes started elsewhere (SSHCluster's remote
+    scheduler and workers) inherit dask's config, not a ``Security`` object. The files must be
+    at the same paths on every host."""
+    ca, cert = os.path.expanduser(tls.ca_file), os.path.expanduser(tls.cert)
+    key = os.path.expanduser(tls.key) if tls.key else None
+    out: dict[str, object] = {"distributed.comm.require-encryption": tls.require_encryption,
+                              "distributed.comm.tls.ca-file": ca}
+    for role in ("client", "scheduler", "worker"):
+        out[f"distributed.comm.tls.{role}.cert"] = cert
+        out[f"distributed.comm.tls.{role}.key"] = key
+    return out
+
+
 def security_for(tls: TLSSpec | None) -> Security | None:
     """One certificate for every role (client, scheduler, worker), signed by the spec's CA."""
     if tls is None:

@@ -47,8 +47,7 @@ def open_client(spec: SlurmSpec, stack: contextlib.ExitStack) -> Client:
 def render(spec: SlurmSpec) -> str:
     """The sbatch script of one worker job, as dask-jobqueue writes it (scheduler address filled
     in at launch), and how many are submitted."""
-    from dask_jobqueue.slurm import SLURMJob  # require() first: a clear message when missing
-
-    require("dask_jobqueue", "slurm", "slurm")
+    require("dask_jobqueue.slurm", "slurm", "slurm")  # before the import: a clear message when missing
+    from dask_jobqueue.slurm import SLURMJob
     script = SLURMJob(scheduler="tcp://SCHEDULER:8786", **_job_options(spec)).job_script()
     return f"# sbatch x {spec.jobs} (SCHEDULER: this host, known once the scheduler starts)\n{script}"

@@ -9,11 +9,12 @@ import shlex
 import sys
 from typing import Any
 
+import dask.config
 from distributed import Client
 
 from churn.clusters.errors import ClusterError
 from churn.clusters.extras import require
-from churn.clusters.security import security_for
+from churn.clusters.security import security_for, tls_config
 from churn.config import SSHSpec
 
 
@@ -27,8 +28,9 @@ def _connect_options(spec: SSHSpec) -> dict[str, Any]:
 
 
 def _scheduler_options(spec: SSHSpec) -> dict[str, Any]:
-    return {"port": spec.scheduler_port, "dashboard_address": spec.dashboard_address,
-            "dashboard": spec.dashboard_address is not None}
+    options = {"port": spec.scheduler_port, "dashboard_address": spec.dashboard_address,
+               "dashboard": spec.dashboard_address is not None}
+    return {**options, "protocol": "tls"} if spec.tls else options
 
 
 def _worker_options(spec: SSHSpec) -> dict[str, Any]:
@@ -40,10 +42,11 @@ def open_client(spec: SSHSpec, stack: contextlib.ExitStack) -> Client:
     require("asyncssh", "ssh", "ssh")
     from distributed.deploy.ssh import SSHCluster
 
-    try:
-        cluster = SSHCluster(spec.hosts, connect_options=_connect_options(spec),
-                             worker_options=_worker_options(spec), scheduler_options=_scheduler_options(spec),
-                             remote_python=spec.remote_python, security=security_for(spec.tls))
+    try:  # the remote processes inherit dask's config (with the TLS files), not the Security object
+        with dask.config.set(tls_config(spec.tls) if spec.tls else {}):
+            cluster = SSHCluster(spec.hosts, connect_options=_connect_options(spec),
+                                 worker_options=_worker_options(spec), scheduler_options=_scheduler_options(spec),
+                                 remote_python=spec.remote_python, security=security_for(spec.tls))
     except Exception as exc:  # noqa: BLE001 - ssh, auth and startup failures: one line
         raise ClusterError(f"cannot start SSHCluster on {', '.join(spec.hosts)}: {exc}") from exc
     stack.enter_context(cluster)
@@ -70,5 +73,6 @@ def render(spec: SSHSpec) -> str:
                   f"{python} -m distributed.cli.dask_spec {scheduler_address} "
                   f"--spec {shlex.quote(json.dumps(workers_spec))}"]
     if spec.tls:
-        lines.append(f"# TLS: CA {spec.tls.ca_file}, certificate {spec.tls.cert} (in each spec's security)")
+        lines.append(f"# TLS: CA {spec.tls.ca_file}, certificate {spec.tls.cert}: in the inherited dask config "
+                     "(distributed.comm.tls.*), at the same paths on every host")
     return "\n".join(lines) + "\n"

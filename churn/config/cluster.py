@@ -64,10 +64,19 @@ class AddressSpec(Strict):
             raise ValueError(f"expected a tcp:// or tls:// address, got {value!r}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_address_with_tls(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("tls") and "://" not in str(data.get("address", "://")):
+            return {**data, "address": f"tls://{data['address']}"}  # host:port with a tls section
+        return data
+
     @model_validator(mode="after")
     def _tls_address(self) -> AddressSpec:
         if self.address.startswith("tls://") and self.tls is None:
             raise ValueError("a tls:// address needs a tls section (ca_file, cert, key)")
+        if self.address.startswith("tcp://") and self.tls is not None:
+            raise ValueError("a tls section needs a tls:// address, not tcp://")
         return self
 
 

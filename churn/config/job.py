@@ -17,6 +17,11 @@ from churn.config.errors import ConfigError
 from churn.config.families import FAMILY_NAMES, check_grid_shape, rules
 
 
+def has_credentials(uri: str) -> bool:
+    """Does ``uri`` carry ``user:password@`` (or ``user@``) before its host?"""
+    return "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]
+
+
 class Strict(BaseModel):
     """A spec section: unknown keys are errors."""
 
@@ -234,7 +239,7 @@ class TrackingSpec(Strict):
     @classmethod
     def _no_credentials(cls, value: str | None) -> str | None:
         """Credentials come from the environment only: a spec is shared, logged and committed."""
-        if value and "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+        if value and has_credentials(value):
             raise ValueError("the tracking URI holds credentials: remove them and set MLFLOW_TRACKING_USERNAME "
                              "and MLFLOW_TRACKING_PASSWORD in the environment instead")
         return value

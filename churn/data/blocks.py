@@ -159,7 +159,7 @@ def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:
         reader = _Reader(fh)
         # equal blocks of at most ``blocksize``: 2.1 blocks' worth is 3 blocks of 0.7, not 2 and a
         # sliver that leaves one worker idle at the end
-        step = -(-size // max(1, -(-size // blocksize)))
+        step = max(1, -(-size // max(1, -(-size // blocksize))))
         for nominal in range(step, size, step):
             at = max(nominal, reader.pos)  # never back into a block already placed
             reader.advance(at)

@@ -33,13 +33,17 @@ def map_blocks(client: Client, stage: str, fn: Callable[..., Any], blocks: Seque
     """``fn(block, *args, **kwargs)`` for every block on the cluster, results in block order.
 
     At most one block per worker thread is handed out at a time (a block reads its own bytes, so
-    queueing more on a worker gains nothing). So when a worker dies, the block it was running is
-    the only one it held, and a block that keeps killing workers is the one named, not a block
-    that waited beside it.
+    queueing more on a worker gains nothing), counted again as each block ends, so workers that
+    join later get blocks too. So when a one-thread worker dies, the block it was running is the
+    only one it held, and a block that keeps killing workers is the one named, not a block that
+    waited beside it (on a worker with several threads, its neighbours die with it as often).
     """
     token = uuid.uuid4().hex[:8]
     keys = [f"{stage}-block-{b.index:05d}-{token}" for b in blocks]
-    threads = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
+
+    def threads() -> int:
+        return max(1, sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()))
+
     results: list[Any] = [None] * len(blocks)
     if not blocks:
         return results
@@ -48,20 +52,18 @@ def map_blocks(client: Client, stage: str, fn: Callable[..., Any], blocks: Seque
     def submit(i: int) -> Future:
         return client.submit(fn, blocks[i], *args, key=keys[i], pure=False, **kwargs)
 
-    first = min(max(threads, 1), len(blocks))
-    todo = iter(range(first, len(blocks)))
-    running = as_completed([submit(i) for i in range(first)], loop=client.loop)
-
-    def hand_out() -> None:
-        i = next(todo, None)
-        if i is not None:
-            running.add(submit(i))
-
+    in_flight = min(threads(), len(blocks))
+    todo = iter(range(in_flight, len(blocks)))
+    running = as_completed([submit(i) for i in range(in_flight)], loop=client.loop)
     try:
         for future in running:
+            in_flight -= 1
             results[position[future.key]] = future.result()
             future.release()
-            hand_out()
+            limit = threads()
+            while in_flight < limit and (i := next(todo, None)) is not None:
+                running.add(submit(i))
+                in_flight += 1
     except KilledWorker as exc:
         where = describe(blocks[keys.index(exc.task)]) if exc.task in keys else f"task {exc.task}"
         raise PartitionKilledError(

@@ -11,12 +11,12 @@ import logging
 import os
 import time
 
-from distributed import Client, fire_and_forget, worker_client
+from distributed import Client, Future, fire_and_forget, worker_client
 
 from churn.clusters import ClusterError
 from churn.config import JobSpec
 from churn.jobs import train
-from churn.tracking.run_log import create_run
+from churn.tracking.run_log import create_run, fail_run, run_status
 from churn.tracking.store import resolve_uri
 
 log = logging.getLogger(__name__)
@@ -26,31 +26,61 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def _absolute_uri(uri: str) -> str:
+    if uri.startswith("sqlite:///") and not uri.removeprefix("sqlite:///").startswith("/"):
+        return "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
+    return _absolute(uri.removeprefix("file://")) if uri.startswith("file://") or "://" not in uri else uri
+
+
 def portable(job: JobSpec) -> JobSpec:
     """The job with its local paths and tracking URI made absolute: the driver runs in a worker,
     whose working directory is not this one (the files must be on a filesystem both can see)."""
     data = job.data.model_copy(update={"source": _absolute(job.data.source), "output": _absolute(job.data.output)})
-    tracking = job.tracking.model_copy(update={"uri": resolve_uri(job.tracking)})
+    tracking = job.tracking.model_copy(update={"uri": _absolute_uri(resolve_uri(job.tracking))})
     return job.model_copy(update={"data": data, "tracking": tracking})
 
 
+def _first_line(exc: BaseException) -> str:
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}"
+
+
 def drive(job: JobSpec, run_id: str) -> str:
-    """The job's driver, as a task: runs the train job into run ``run_id``; returns the model URI."""
-    with worker_client() as client:  # secede: the job's tasks get this worker's thread
-        return train.run(job, client, run_id=run_id).model_uri
+    """The job's driver, as a task: runs the train job into run ``run_id``; returns the model URI.
+
+    Whatever stops it ends the run FAILED with the reason (also a failure before the run is
+    open). Run again by the scheduler after its worker died, it does not repeat the job into the
+    same run: it ends the run FAILED, to be submitted again.
+    """
+    uri = job.tracking.uri or ""
+    if run_status(uri, run_id).stage != "submitted":
+        fail_run(uri, run_id, "the job's driver was lost with its worker after the job had started; submit it again")
+        return ""
+    try:
+        with worker_client() as client:  # secede: the job's tasks get this worker's thread
+            return train.run(job, client, run_id=run_id).model_uri
+    except BaseException as exc:
+        fail_run(uri, run_id, _first_line(exc))
+        raise
 
 
 def submit(job: JobSpec, client: Client, job_file: str | None = None, timeout: float = 30.0) -> str:
     """Create the job's MLflow run, hand its driver to the scheduler and return the run id once the
     scheduler holds the task (it then runs whether or not this process is still there)."""
     job = portable(job)
-    run_id = create_run(job.tracking.uri or "", job, job_file)
+    uri = job.tracking.uri or ""
+    run_id = create_run(uri, job, job_file)
     key = f"churn-driver-{run_id}"
-    fire_and_forget(client.submit(drive, job, run_id, key=key, pure=False))
-    deadline = time.monotonic() + timeout
-    while not client.run_on_scheduler(lambda dask_scheduler: key in dask_scheduler.tasks):
-        if time.monotonic() > deadline:
-            raise ClusterError(f"the scheduler did not take the driver task {key} within {timeout:g}s")
-        time.sleep(0.1)
+    try:
+        fire_and_forget(client.submit(drive, job, run_id, key=key, pure=False))
+        deadline = time.monotonic() + timeout
+        while not client.run_on_scheduler(lambda dask_scheduler: key in dask_scheduler.tasks):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the scheduler did not take the driver task {key} within {timeout:g}s")
+            time.sleep(0.1)
+    except BaseException as exc:
+        client.cancel([Future(key, client)], force=True)
+        fail_run(uri, run_id, f"not submitted: {_first_line(exc)}")
+        raise
     log.info("submitted %s as run %s to %s", job.name, run_id, client.scheduler.address)
     return run_id

@@ -7,7 +7,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from churn.serving.rules import LOOP_ROWS, number_cells, text_cells
+from churn.serving.rules import LOOP_ROWS, number_cells, text_cells, text_factors
 
 
 class TableCoercer(TransformerMixin, BaseEstimator):
@@ -93,13 +93,14 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
         def code(v: object) -> int:
             if isinstance(v, str):
                 return lookup.get(v, other)
-            if v is None or (isinstance(v, float) and v != v):
+            if v is None or pd.isna(v):  # None, NaN, pd.NA, NaT
                 return -1
             return lookup.get(str(v), other)
 
-        if len(values) <= LOOP_ROWS:
+        factors = text_factors(values) if len(values) > LOOP_ROWS else None
+        if factors is None:
             return np.fromiter((code(v) for v in values), np.int64, len(values))
-        positions, uniques = pd.factorize(values, use_na_sentinel=True)
+        positions, uniques = factors
         codes = np.array([*(code(v) for v in uniques), -1], np.int64)
         return codes[positions]  # position -1 (missing) takes the trailing -1
 

@@ -292,8 +292,19 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
             progress(name, 0, len(sub.fits))
     owner = {fut.key: (name, key) for name, sub in submitted.items() for key, fut in sub.fits.items()}
     tables: dict[str, tuple[pd.DataFrame, int, np.ndarray | None, float]] = {}
-    refits: dict[str, Future] = {}
-    for fut in as_completed([f for sub in submitted.values() for f in sub.fits.values()], loop=client.loop):
+    refit_of: dict[str, str] = {}  # refit task key -> family
+    out: dict[str, SearchResult] = {}
+    running = as_completed([f for sub in submitted.values() for f in sub.fits.values()], loop=client.loop)
+    for fut in running:
+        if fut.key in refit_of:  # a family's refit: the family is done now
+            name = refit_of[fut.key]
+            results, best, oof, task_seconds = tables[name]
+            sub = submitted[name]
+            out[name] = SearchResult(fut.result(), dict(sub.plan.candidates[best]),
+                                     float(results["mean_test_score"][best]), results, time.perf_counter() - t0,
+                                     len(sub.plan.candidates), n_fits=len(sub.fits), oof_proba=oof,
+                                     task_seconds=task_seconds, std_score=float(results["std_test_score"][best]))
+            continue
         name, key = owner[fut.key]
         sub = submitted[name]
         sub.done[key] = fut.result()
@@ -302,20 +313,12 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
             progress(name, len(sub.done), len(sub.fits))
         if len(sub.done) == len(sub.fits):  # the family's last fit: its best candidate, refitted now
             tables[name] = _tabulate(sub, splits, len(X))
-            best_params = sub.plan.candidates[tables[name][1]]
-            refits[name] = client.submit(_refit, sub.pipeline, best_params, X_f, y_f, pure=False,
-                                         priority=len(searches) * width + 1)
+            refit = client.submit(_refit, sub.pipeline, sub.plan.candidates[tables[name][1]], X_f, y_f, pure=False,
+                                  priority=len(searches) * width + 1)
+            refit_of[refit.key] = name
+            running.add(refit)
             for futures in sub.prepared.values():
                 client.cancel(futures)
-    out: dict[str, SearchResult] = {}
-    for fut in as_completed(list(refits.values()), loop=client.loop):
-        name = next(n for n, f in refits.items() if f.key == fut.key)
-        results, best, oof, task_seconds = tables[name]
-        sub = submitted[name]
-        out[name] = SearchResult(fut.result(), dict(sub.plan.candidates[best]),
-                                 float(results["mean_test_score"][best]), results, time.perf_counter() - t0,
-                                 len(sub.plan.candidates), n_fits=len(sub.fits), oof_proba=oof,
-                                 task_seconds=task_seconds, std_score=float(results["std_test_score"][best]))
     return {name: out[name] for name in searches}
 
 
@@ -365,7 +368,7 @@ def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.Data
             oof = fit()
             break
         except (FutureCancelledError, CommClosedError) as exc:
-            if attempt == SKLEARN_ATTEMPTS or client is None:
+            if attempt == SKLEARN_ATTEMPTS or client is None or getattr(exc, "reason", None) == "no-workers":
                 raise
             log.warning("grid search lost data with a worker (%s); running it again", exc)
     results = pd.DataFrame(search.cv_results_).assign(fit_time_apportioned=False)

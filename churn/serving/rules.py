@@ -19,20 +19,36 @@ LOOP_ROWS = 256  # up to this many cells a plain loop beats factorising (a serve
 
 
 def _trimmed(v: Any) -> Any:
-    return (v.strip() or np.nan) if isinstance(v, str) else np.nan if v is None or v != v else str(v)  # v != v: NaN
+    if isinstance(v, str):
+        return v.strip() or np.nan
+    return np.nan if v is None or pd.isna(v) else str(v)  # None, NaN, pd.NA, NaT: missing
+
+
+def text_factors(col: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codes, distinct values) of a column whose values are all text (missing: code -1), else None.
+
+    Factorising merges values that compare equal (1, 1.0 and True), which would change what a
+    non-text column means; text compares exactly, so only text columns take this path.
+    """
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object)
+    if pd.api.types.infer_dtype(uniques, skipna=False) not in ("string", "empty"):
+        return None
+    return codes, uniques
 
 
 def text_cells(col: pd.Series) -> np.ndarray:
     """A column as trimmed text, NaN for missing or blank cells (object array).
 
     A request's few rows go through a plain loop (~30x faster than pandas' string methods);
-    a batch is factorised first, so each distinct value is trimmed once (a 200,000-row
-    partition of a Telco-like table has a handful of values per column).
+    a batch of text is factorised first, so each distinct value is trimmed once (a 200,000-row
+    partition of a Telco-like table has a handful of values per column). Both give the same cells.
     """
-    if len(col) <= LOOP_ROWS:
+    factors = text_factors(col) if len(col) > LOOP_ROWS else None
+    if factors is None:
         return np.array([_trimmed(v) for v in col.to_numpy(dtype=object)], dtype=object)
-    codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    trimmed = np.array([*(_trimmed(v) for v in np.asarray(uniques, dtype=object)), np.nan], dtype=object)
+    codes, uniques = factors
+    trimmed = np.array([*(_trimmed(v) for v in uniques), np.nan], dtype=object)
     return trimmed[codes]  # code -1 (missing) takes the trailing NaN
 
 

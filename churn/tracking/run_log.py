@@ -69,6 +69,13 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None 
             raise
 
 
+def fail_run(uri: str, run_id: str, message: str) -> None:
+    """End run ``run_id`` FAILED with ``message`` in its ``churn.error`` tag (from outside the run)."""
+    client = mlflow.MlflowClient(uri)
+    client.set_tag(run_id, ERROR_TAG, message[:500])
+    client.set_terminated(run_id, "FAILED")
+
+
 def mark_search_reused(key: str) -> None:
     """Record that the run reused an earlier run's search (the cache key)."""
     mlflow.set_tag("churn.search_reused", key)

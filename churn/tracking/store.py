@@ -15,7 +15,8 @@ from pathlib import Path
 import mlflow
 from dask.utils import parse_timedelta
 
-from churn.config import TrackingSpec, setting
+from churn.config import ConfigError, TrackingSpec, setting
+from churn.config.job import has_credentials
 from churn.data.folders import unwritable_reason
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,11 @@ def resolve_uri(spec: TrackingSpec) -> str:
     if spec.uri:
         return spec.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+        if has_credentials(uri):  # it would be logged with the job and shown in messages
+            raise ConfigError("MLFLOW_TRACKING_URI holds credentials: remove them and set MLFLOW_TRACKING_USERNAME "
+                              "and MLFLOW_TRACKING_PASSWORD instead")
+        return uri
     return "sqlite:///" + str(Path(setting("tracking.default-store")).resolve())
 
 
@@ -79,8 +84,11 @@ def check_credentials(uri: str, timeout: float) -> None:
     from mlflow.utils.rest_utils import http_request
 
     creds = get_default_host_creds(uri)
-    resp = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=0, timeout=timeout,
-                        raise_on_status=False, params={"max_results": 1})
+    try:
+        resp = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=0, timeout=timeout,
+                            raise_on_status=False, params={"max_results": 1})
+    except mlflow.exceptions.MlflowException as exc:  # connection refused or timed out after /health
+        raise TrackingError(f"MLflow tracking server at {uri} did not answer an API request: {exc.message}") from None
     if resp.status_code in (401, 403):
         who = (f"user {creds.username!r}" if creds.username else "a token" if creds.token
                else "no credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)")

@@ -14,9 +14,11 @@ import time
 import pytest
 import yaml
 from distributed import Client
+from distributed.security import Security
 
 from churn.clusters import ClusterError, render
 from churn.clusters.extras import require
+from churn.clusters.security import security_for, tls_config
 from churn.config import (
     AddressSpec,
     ConfigError,
@@ -24,6 +26,7 @@ from churn.config import (
     LocalClusterSpec,
     SlurmSpec,
     SSHSpec,
+    TLSSpec,
     load_cluster,
 )
 from tests.conftest import ROOT
@@ -100,20 +103,34 @@ def _free_port() -> int:
 
 
 @pytest.mark.cluster
-def test_rendered_ssh_commands_start_a_working_cluster():
-    """The rendered commands, run here instead of over ssh (hosts 127.0.0.1), start a scheduler and
-    the workers the spec asks for, which compute."""
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_rendered_ssh_commands_start_a_working_cluster(tmp_path, tls):
+    """The rendered commands, run here instead of over ssh (hosts 127.0.0.1) with the dask config
+    SSHCluster would pass on, start a scheduler and the workers the spec asks for, which compute;
+    with a tls section, over TLS only."""
     port = _free_port()
+    tls_spec = None
+    env = dict(os.environ)
+    if tls:
+        temp = Security.temporary()
+        files = {}
+        for name, pem in (("ca_file", temp.tls_ca_file), ("cert", temp.tls_client_cert), ("key", temp.tls_client_key)):
+            (tmp_path / f"{name}.pem").write_text(pem)
+            files[name] = str(tmp_path / f"{name}.pem")
+        tls_spec = TLSSpec(**files)
+        env.update({"DASK_" + k.upper().replace(".", "__").replace("-", "_"): str(v)
+                    for k, v in tls_config(tls_spec).items()})
     spec = SSHSpec(hosts=["127.0.0.1", "127.0.0.1"], remote_python=sys.executable, n_workers=2,
-                   memory_limit="1GiB", scheduler_port=port, dashboard_address=None)
+                   memory_limit="1GiB", scheduler_port=port, dashboard_address=None, tls=tls_spec)
     commands = [line for line in render(spec).splitlines() if not line.startswith("#")]
     procs = [subprocess.Popen(shlex.split(c), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True) for c in commands]
+                              start_new_session=True, env=env) for c in commands]
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                client = Client(f"tcp://127.0.0.1:{port}", timeout=5, set_as_default=False)
+                client = Client(f"{'tls' if tls else 'tcp'}://127.0.0.1:{port}", timeout=5, set_as_default=False,
+                                security=security_for(tls_spec))
                 break
             except OSError:
                 if time.monotonic() > deadline:

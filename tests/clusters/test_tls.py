@@ -55,7 +55,8 @@ def test_tls_cluster_computes_and_refuses_plain_clients(tls_files):
 
 
 def test_tls_spec_errors_are_named(tmp_path, tls_files):
-    """A missing certificate file, or a tls:// address without a tls section, is one ConfigError."""
+    """A missing certificate file, a tls:// address without a tls section or a tcp:// one with it is
+    one ConfigError; a bare host:port with a tls section is a tls:// address."""
     spec = tmp_path / "c.yaml"
     spec.write_text(yaml.safe_dump({"kind": "local", "tls": {**tls_files, "cert": str(tmp_path / "nope.pem")}}))
     with pytest.raises(ConfigError, match=r"tls\.cert: file not found: .*nope\.pem"):
@@ -63,6 +64,11 @@ def test_tls_spec_errors_are_named(tmp_path, tls_files):
     spec.write_text(yaml.safe_dump({"kind": "address", "address": "tls://127.0.0.1:8786"}))
     with pytest.raises(ConfigError, match="needs a tls section"):
         load_cluster(spec)
+    spec.write_text(yaml.safe_dump({"kind": "address", "address": "tcp://127.0.0.1:8786", "tls": tls_files}))
+    with pytest.raises(ConfigError, match="a tls section needs a tls:// address"):
+        load_cluster(spec)
+    spec.write_text(yaml.safe_dump({"kind": "address", "address": "127.0.0.1:8786", "tls": tls_files}))
+    assert load_cluster(spec).address == "tls://127.0.0.1:8786"
 
 
 def test_a_job_runs_on_a_tls_cluster(tmp_path: Path, tls_files):

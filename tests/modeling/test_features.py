@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from churn.modeling.features import CategoryEncoder, TableCoercer
-from churn.serving.rules import LOOP_ROWS
+from churn.serving.rules import LOOP_ROWS, text_cells
 
 
 def _frame() -> pd.DataFrame:
@@ -55,3 +56,24 @@ def test_batch_path_equals_row_by_row():
         assert batch[col].astype(object).where(batch[col].notna(), None).tolist() == \
             rows[col].astype(object).where(rows[col].notna(), None).tolist()
     assert batch["plan"].iloc[10] == "pro" and pd.isna(batch["plan"].iloc[11])
+
+
+@pytest.mark.parametrize("col", [
+    pd.Series([1, 1.0, True, 0.0, -0.0, False, "a ", None, np.nan, pd.NA] * 60, dtype=object),
+    pd.Series([" a", "b", "", None, pd.NA, np.nan, "c "] * 60, dtype=object),
+    pd.Series(["a", "b", None] * 200, dtype="str"),
+    pd.Series(pd.Categorical(["x", "y", None] * 200)),
+    pd.Series(pd.Categorical([1, 2, None] * 200)),
+], ids=["mixed-objects", "text-with-missing", "pandas-str", "text-categorical", "int-categorical"])
+def test_batch_cells_equal_request_cells(col):
+    """Trimmed text and level codes of a whole column (factorised when it is text) equal those of the
+    same cells sent in requests of 100 rows (a plain loop), for every kind of column."""
+    assert len(col) > LOOP_ROWS
+    chunks = range(0, len(col), 100)
+    batch = text_cells(col)
+    requests = np.concatenate([text_cells(col.iloc[i:i + 100]) for i in chunks])
+    assert [None if pd.isna(v) else v for v in batch] == [None if pd.isna(v) else v for v in requests]
+    values = col.to_numpy(dtype=object)
+    enc = CategoryEncoder(categorical=["c"], min_count=1).fit(pd.DataFrame({"c": values}))
+    np.testing.assert_array_equal(enc._codes("c", values),
+                                  np.concatenate([enc._codes("c", values[i:i + 100]) for i in chunks]))

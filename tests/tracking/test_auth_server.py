@@ -12,8 +12,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from churn.config import ConfigError, load_job
-from churn.tracking.store import TrackingError, check_reachable
+from churn.config import ConfigError, TrackingSpec, load_job
+from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 from tests.conftest import ROOT
 from tests.servers import http_process
 
@@ -59,10 +59,15 @@ def test_unauthenticated_requests_are_refused(auth_server, monkeypatch):
     assert PASSWORD not in str(refused.value)
 
 
-def test_credentials_in_a_spec_are_refused():
-    """A tracking URI with user:password in it is a spec error that does not repeat the password."""
+def test_credentials_in_a_spec_are_refused(monkeypatch):
+    """A tracking URI with user:password in it, in a spec or in MLFLOW_TRACKING_URI, is an error that
+    does not repeat the password."""
     with pytest.raises(ConfigError, match="tracking.uri: .*MLFLOW_TRACKING_PASSWORD") as err:
         load_job(ROOT / "jobs" / "train.yaml", [f"tracking.uri=http://admin:{PASSWORD}@127.0.0.1:5000"])
+    assert PASSWORD not in str(err.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://admin:{PASSWORD}@127.0.0.1:5000")
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI holds credentials") as err:
+        resolve_uri(TrackingSpec())
     assert PASSWORD not in str(err.value)
 
 
