@@ -13,9 +13,15 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# The environment as the benchmark started. A LocalCluster's nannies run in this process and
+# write distributed's pre-spawn-environ (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...) into
+# os.environ for good; a baseline started later must not inherit that silently.
+BASE_ENV = dict(os.environ)
 
-def run_isolated(code: str, timeout: float = 3600) -> dict[str, Any]:
-    """Run ``code`` in a fresh Python; it must print one JSON line. Adds wall, CPU and peak RSS."""
+
+def run_isolated(code: str, timeout: float = 3600, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python with the environment the benchmark started with, plus
+    ``env``; it must print one JSON line. Adds wall, CPU and peak RSS."""
     wrapper = (
         "import json, resource, time, sys\n"
         "t0 = time.perf_counter()\n"
@@ -27,7 +33,7 @@ def run_isolated(code: str, timeout: float = 3600) -> dict[str, Any]:
         "print(json.dumps(out))\n"
     )
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONHASHSEED": "0"})
+                          env={**BASE_ENV, "PYTHONHASHSEED": "0", **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

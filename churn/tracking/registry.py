@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -24,9 +25,24 @@ from churn.serving.pyfunc import predict_frame
 from churn.serving.trusted import dump_pipeline
 
 MODEL_CODE = Path(churn.serving.__file__).parent / "model_code.py"  # MLflow models-from-code file
-# shipped with the model (``code_paths``) so it loads where churn is not installed; loading
-# imports only churn.serving and churn.modeling.features from it (no dask, no pydantic)
 PACKAGE_DIR = Path(churn.serving.__file__).parents[1]
+# The part of churn shipped with the model (``code_paths``) so that it loads where churn is not
+# installed: the serving code and the feature steps the pickled pipeline names (no dask, no
+# pydantic, no training code).
+SERVING_CODE = ("__init__.py", "serving", "modeling/__init__.py", "modeling/features.py")
+
+
+def serving_code(into: Path) -> Path:
+    """Copy :data:`SERVING_CODE` into ``into/churn``, keeping the package layout; return that folder."""
+    root = into / "churn"
+    for rel in SERVING_CODE:
+        src, dst = PACKAGE_DIR / rel, root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    return root
 
 # what the registered model needs to load and predict (no dask, no pydantic, no imbalanced-learn)
 SERVING_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy", "mlflow")
@@ -79,7 +95,7 @@ def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered
             input_example=example,
             registered_model_name=registered_name,
             pip_requirements=requirements(),
-            code_paths=[str(PACKAGE_DIR)],
+            code_paths=[str(serving_code(Path(tmp)))],
         )
 
 

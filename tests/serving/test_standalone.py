@@ -59,3 +59,8 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
     assert out["churn_from"].startswith(str(tmp_path / "mlruns")), out["churn_from"]  # the model's own copy
     expected = result.model.predict_proba(rows)[:, 1]
     assert max(abs(a - b) for a, b in zip(out["probability"], expected, strict=True)) < 1e-12
+    [code] = [d for d in (tmp_path / "mlruns").rglob("code") if d.is_dir()]  # only serving code ships
+    shipped = {p.relative_to(code).as_posix() for p in code.rglob("*.py")}
+    assert shipped == {"churn/__init__.py", "churn/modeling/__init__.py", "churn/modeling/features.py",
+                       *(f"churn/serving/{f}" for f in ("__init__.py", "calibration.py", "model_code.py", "pyfunc.py",
+                                                        "rules.py", "trusted.py"))}, shipped
