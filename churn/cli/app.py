@@ -312,11 +312,13 @@ def status(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the run has ended.")] = False,
     poll: Annotated[float, typer.Option("--poll", min=0.1, help="Seconds between checks with --wait.")] = 5.0,
 ) -> None:
-    """The stage a train run is in and how it ended, from MLflow. Exit code 1 when it failed."""
+    """The stage a train run is in and how it ended, from MLflow. Exit code 1 when it failed.
+
+    A RUNNING run whose driver stopped beating (killed without a word) is marked FAILED."""
     from mlflow.exceptions import MlflowException
 
     from churn.config import TrackingSpec
-    from churn.tracking.run_log import run_status
+    from churn.tracking.run_log import fail_if_lost, run_status
     from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 
     try:
@@ -328,7 +330,7 @@ def status(
         _fail(str(exc), EXIT_RUNTIME)
     while True:
         try:
-            st = run_status(uri, run_id)
+            st = fail_if_lost(uri, run_status(uri, run_id))
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 _fail(f"no run {run_id} in the tracking store {uri}", EXIT_CONFIG)

@@ -140,6 +140,8 @@ def status_table(st: RunStatus) -> Table:
     rows = [("status", st.status), ("stage", st.stage or "-"),
             ("started", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.started)) if st.started else "-"),
             ("running for" if not st.done else "took", f"{end - st.started:.0f} s" if st.started else "-")]
+    if st.heartbeat is not None and not st.done:
+        rows.append(("last heartbeat", f"{time.time() - st.heartbeat:.0f} s ago"))
     if st.error:
         rows.append(("error", st.error))
     rows += [(k, f"{st.metrics[k]:.4f}") for k in sorted(st.metrics)
