@@ -12,6 +12,7 @@ from distributed import Client
 
 from churn.clusters.errors import ClusterError
 from churn.clusters.extras import require
+from churn.clusters.tuning import worker_environ
 from churn.config import KubernetesSpec, setting
 
 
@@ -21,7 +22,7 @@ def manifest(spec: KubernetesSpec) -> dict[str, Any]:
     resources = {"requests": {"cpu": spec.cpu, "memory": spec.memory},
                  "limits": {"cpu": spec.cpu, "memory": spec.memory}}
     out = operator.make_cluster_spec(name=spec.name, image=spec.image, n_workers=spec.n_workers,
-                                     resources=resources, env=spec.env)
+                                     resources=resources, env={**worker_environ(), **spec.env})
     if spec.namespace:
         out["metadata"]["namespace"] = spec.namespace
     return out

@@ -8,23 +8,20 @@ import threading
 from collections.abc import Iterator
 
 import dask.config
-from dask.utils import parse_bytes, parse_timedelta
+from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
 from churn.clusters.errors import ClusterError
 from churn.clusters.security import security_for
+from churn.clusters.tuning import worker_environ
 from churn.config import LocalClusterSpec, setting
 
 
 def _worker_config() -> dict[str, object]:
     """Worker settings that keep CPU-bound tasks fast: no sampling profiler stealing cycles from
-    every task, and glibc's mmap threshold (see ``cluster.worker-mmap-threshold``) in the
-    environment the nanny gives each worker process before it starts."""
-    config: dict[str, object] = {"distributed.worker.profile.enabled": False}
-    threshold = setting("cluster.worker-mmap-threshold")
-    if threshold is not None:
-        config["distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_"] = str(parse_bytes(threshold))
-    return config
+    every task, and :func:`worker_environ` in the environment the nanny spawns each worker with."""
+    return {"distributed.worker.profile.enabled": False,
+            **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in worker_environ().items()}}
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from distributed import Client
 
 from churn.clusters.errors import ClusterError
 from churn.clusters.extras import require
+from churn.clusters.tuning import worker_environ
 from churn.config import SlurmSpec, setting
 
 
@@ -19,7 +20,8 @@ def _job_options(spec: SlurmSpec) -> dict[str, Any]:
     options: dict[str, Any] = dict(
         cores=spec.cores, memory=spec.memory, processes=spec.processes, queue=spec.queue, account=spec.account,
         walltime=spec.walltime, python=spec.python or sys.executable, interface=spec.interface,
-        job_extra_directives=spec.job_extra_directives, job_script_prologue=spec.job_script_prologue,
+        job_extra_directives=spec.job_extra_directives,
+        job_script_prologue=[*(f"export {k}={v}" for k, v in worker_environ().items()), *spec.job_script_prologue],
         local_directory=spec.local_directory, log_directory=spec.log_directory, name="churn-worker",
         job_name="churn-worker")
     return {k: v for k, v in options.items() if v is not None}

@@ -115,3 +115,8 @@ def test_dashboard_link_only_when_a_dashboard_answers(scheduler_address):
     with cluster_client(spec) as client:
         link = dashboard_link(client)
         assert link is not None and link.startswith("http://127.0.0.1:") and link.endswith("/status")
+
+
+def test_local_workers_start_with_the_worker_environment(client):
+    """LocalCluster worker processes start with glibc's mmap threshold from churn.yaml (16 MiB)."""
+    assert set(client.run(lambda: os.environ.get("MALLOC_MMAP_THRESHOLD_")).values()) == {str(16 << 20)}

@@ -64,7 +64,8 @@ def test_slurm_renders_the_sbatch_script():
     assert text.startswith("# sbatch x 4")
     for line in ("#SBATCH -J churn-worker", "#SBATCH -p normal", "#SBATCH -A churn", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --mem=32G", "#SBATCH -t 02:00:00", "#SBATCH --exclusive",
-                 "#SBATCH -o logs/slurm/churn-worker-%J.out", "module load python/3.11"):
+                 "#SBATCH -o logs/slurm/churn-worker-%J.out", "module load python/3.11",
+                 "export MALLOC_MMAP_THRESHOLD_=16777216"):
         assert line in text.splitlines(), line
     worker = text.splitlines()[-1]
     assert worker.startswith("/opt/churn/.venv/bin/python -m distributed.cli.dask_worker tcp://SCHEDULER:8786")
@@ -82,6 +83,7 @@ def test_kubernetes_renders_the_daskcluster_manifest():
     assert container["image"] == "ghcr.io/example/churn:0.2.0"
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
     assert {"name": "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "value": "False"} in container["env"]
+    assert {"name": "MALLOC_MMAP_THRESHOLD_", "value": "16777216"} in container["env"]
     assert manifest["spec"]["scheduler"]["spec"]["containers"][0]["image"] == "ghcr.io/example/churn:0.2.0"
 
 
