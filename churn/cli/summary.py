@@ -39,7 +39,8 @@ def stack_description(result: TrainResult) -> str:
     """What the stacked candidate was: its members, or why it stayed the best family alone."""
     if result.champion.name == STACK:
         return "logistic regression over the out-of-fold scores of " + ", ".join(result.champion.members)
-    return f"best pair tried; no second family raised the best family's CV score by {MIN_GAIN}"
+    return (f"best pair tried; no second family raised the best family's CV score by {MIN_GAIN} and by one "
+            "standard error of its fold-wise gains")
 
 
 def search_table(spec: JobSpec, result: TrainResult) -> Table:

@@ -68,6 +68,12 @@ class ScoreResult:
     seconds: float
 
 
+def _repeated(value: str | None, n: int) -> pa.Array:
+    """``value`` ``n`` times as a string column, built in Arrow (a Python list of n costs ~50x more)."""
+    one = pa.array([value], pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), one).cast(pa.string())
+
+
 def score_block(block: Block, spec: ScoreSpec, staging: str, model: Any, ref: ModelRef, scored_at: str
                 ) -> BlockScore:
     """Parse, check and score one block; write its scores and its quarantine."""
@@ -85,9 +91,10 @@ def score_block(block: Block, spec: ScoreSpec, staging: str, model: Any, ref: Mo
         out[schema.id] = clean.column(schema.id)
     out["probability"] = pa.array(scores["probability"].to_numpy() if n else np.zeros(0))
     out["decision"] = pa.array(scores["decision"].to_numpy() if n else np.zeros(0, np.int64))
-    out["model_name"] = pa.array([ref.name] * n, pa.string())
-    out["model_version"] = pa.array([ref.version] * n, pa.string())
-    out["scored_at"] = pa.array([scored_at] * n, pa.string()).cast(pa.timestamp("s", tz="UTC"))
+    out["model_name"] = _repeated(ref.name, n)
+    out["model_version"] = _repeated(ref.version, n)
+    stamp = np.datetime64(scored_at.removesuffix("Z"), "s")
+    out["scored_at"] = pa.array(np.full(n, stamp)).cast(pa.timestamp("s", tz="UTC"))
     name = f"part-{block.index:05d}.parquet"
     pq.write_table(pa.table(out), os.path.join(staging, "data", name))
     quarantine = pa.concat_tables(parsed.quarantine)

@@ -107,6 +107,15 @@ class Champion:
 MIN_GAIN = 0.0005  # a family joins the stack only if the stack's CV score rises by this much
 
 
+def _joins(trial: np.ndarray, current: np.ndarray) -> bool:
+    """Does a stack with per-fold scores ``trial`` beat ``current``? Its mean gain over the same
+    folds must reach :data:`MIN_GAIN` and one standard error of the fold-wise gains (a gain that
+    the folds disagree on is noise; it would put a member in the served model for nothing)."""
+    gain = trial - current
+    se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+    return float(gain.mean()) >= max(MIN_GAIN, se)
+
+
 def _stack_cv(results: dict[str, Any], members: list[str], y: np.ndarray,
               splits: list[tuple[np.ndarray, np.ndarray]], scoring: str) -> np.ndarray:
     S = np.column_stack([results[f].oof_proba for f in members])
@@ -121,9 +130,10 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, splits: list[tuple[n
 
     The stack is built by forward selection (as in Caruana et al.'s ensemble selection): start
     from the best family, add the family that raises the stack's CV score most, stop when none
-    raises it by ``MIN_GAIN`` or the stack is full. Weak or redundant families stay out, which
-    keeps the served model small. ``results`` maps family → search result (``best_score``,
-    ``std_score``, ``oof_proba``, ``proba_scores``); families that tie keep the first listed.
+    raises it by ``MIN_GAIN`` and by one standard error of its fold-wise gains (:func:`_joins`),
+    or the stack is full. Weak or redundant families stay out, which keeps the served model
+    small. ``results`` maps family → search result (``best_score``, ``std_score``,
+    ``oof_proba``, ``proba_scores``); families that tie keep the first listed.
     """
     y = np.asarray(y).astype(int)
     ranked = sorted(results, key=lambda f: -results[f].best_score)  # stable: first listed wins ties
@@ -132,7 +142,7 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, splits: list[tuple[n
     stack_score = stack_std = None
     usable = [f for f in ranked if results[f].oof_proba is not None]
     if ensemble >= 2 and len(usable) >= 2 and best in usable:
-        chosen, current = [best], score
+        chosen, current = [best], _stack_cv(results, [best], y, splits, scoring)  # per fold, like the trials
         while len(chosen) < ensemble:
             trials = {f: _stack_cv(results, [*chosen, f], y, splits, scoring) for f in usable if f not in chosen}
             if not trials:
@@ -140,11 +150,11 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, splits: list[tuple[n
             pick = max(trials, key=lambda f: trials[f].mean())
             if len(chosen) == 1:  # no stack yet: report the best pair tried, even if it does not win
                 stack_score, stack_std = float(trials[pick].mean()), float(trials[pick].std())
-            if trials[pick].mean() < current + MIN_GAIN:
+            if not _joins(trials[pick], current):
                 break
             chosen.append(pick)
-            current = float(trials[pick].mean())
-            stack_score, stack_std = current, float(trials[pick].std())
+            current = trials[pick]
+            stack_score, stack_std = float(current.mean()), float(current.std())
         if len(chosen) > 1:
             name, members, score, std = STACK, chosen, stack_score, stack_std
     S = np.column_stack([results[f].oof_proba for f in members])

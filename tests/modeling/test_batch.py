@@ -47,11 +47,12 @@ def test_batch_scores_equal_in_memory_predict_proba(client, trained, telco_subse
     assert set(scores.columns) == {"customerID", "probability", "decision", "model_name", "model_version",
                                    "scored_at"}
     assert (scores["model_name"] == "customer-churn").all() and (scores["model_version"] == "1").all()
+    manifest = json.loads((res.root / "manifest.json").read_text())
+    assert (scores["scored_at"] == pd.Timestamp(manifest["scored_at"])).all()  # one UTC time for the batch
     reference = pd.read_csv(telco_subset, na_values=[" "]).set_index("customerID").drop(columns=["Churn"])
     expected = result.model.predict_proba(reference.loc[scores["customerID"]])[:, 1]
     assert abs(scores["probability"].to_numpy() - expected).max() < 1e-12
     assert (scores["decision"] == (expected >= result.threshold.value)).all()
-    manifest = json.loads((res.root / "manifest.json").read_text())
     assert manifest["rows_read"] == manifest["rows_scored"] + manifest["rows_quarantined"]
     assert len(manifest["blocks"]) > 5  # scored block by block
 
