@@ -67,7 +67,8 @@ def main() -> None:
     churn_cpu = (sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
                  + driver_after["cpu"] - driver_before["cpu"])
     code = PANDAS.format(store=store, uri=model_uri, pattern=pattern)
-    bases = {"1 thread": run_isolated(code, env={"OMP_NUM_THREADS": "1"}), "default threads": run_isolated(code)}
+    one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}  # as in a worker
+    bases = {"1 thread": run_isolated(code, env=one_thread), "default threads": run_isolated(code)}
     size = sum(Path(f).stat().st_size for f in glob.glob(pattern))
     rows = [[f"pandas read_csv + predict_proba, 1 process, {kind}", f"{b['rows']:,}", f"{b['scoring']:.1f}",
              f"{b['rows'] / b['scoring']:,.0f}", f"{b['scoring_cpu']:.1f}", "-"] for kind, b in bases.items()]
@@ -79,7 +80,8 @@ def main() -> None:
                 ["method", "rows", "wall s", "rows/s", "CPU s", "notes"], rows, [
                     "churn / pandas rows/s: " + "; ".join(f"{r:.2f} against pandas with {kind}"
                                                           for kind, r in ratios.items()) + " (target >= 1.8).",
-                    "1 thread: OMP_NUM_THREADS=1, as in each Dask worker (distributed's default). Default threads: "
+                    "1 thread: OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS=1, as in each Dask worker "
+                    "(distributed's default). Default threads: "
                     "the environment the benchmark started with, where HistGradientBoosting's predict uses OpenMP "
                     "threads on every core, so that one process already uses both cores while it predicts. Both "
                     "run with glibc's default malloc settings; churn's workers run with distributed's "

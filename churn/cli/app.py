@@ -318,7 +318,7 @@ def status(
     from mlflow.exceptions import MlflowException
 
     from churn.config import TrackingSpec
-    from churn.tracking.run_log import fail_if_lost, run_status
+    from churn.tracking.run_state import fail_if_lost, run_status
     from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 
     try:
@@ -326,6 +326,8 @@ def status(
         check_reachable(uri)
     except ValidationError as exc:
         _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
+        _fail(str(exc), EXIT_CONFIG)
     except TrackingError as exc:
         _fail(str(exc), EXIT_RUNTIME)
     while True:
@@ -397,6 +399,8 @@ def serve(
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
     except ValidationError as exc:
         _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
+        _fail(str(exc), EXIT_CONFIG)
     try:
         check_reachable(uri)
     except TrackingError as exc:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from churn.jobs.monitor import MonitorResult
     from churn.jobs.train import TrainResult
     from churn.modeling.batch import ScoreResult
-    from churn.tracking.run_log import RunStatus
+    from churn.tracking.run_state import RunStatus
 
 
 def ingest_table(spec: JobSpec, ds: Dataset) -> Table:

@@ -13,15 +13,15 @@ from distributed import Client, LocalCluster
 
 from churn.clusters.errors import ClusterError
 from churn.clusters.security import security_for
-from churn.clusters.tuning import worker_environ
+from churn.clusters.tuning import nanny_config
 from churn.config import LocalClusterSpec, setting
 
 
 def _worker_config() -> dict[str, object]:
     """Worker settings that keep CPU-bound tasks fast: no sampling profiler stealing cycles from
-    every task, and :func:`worker_environ` in the environment the nanny spawns each worker with."""
-    return {"distributed.worker.profile.enabled": False,
-            **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in worker_environ().items()}}
+    every task, and churn's worker environment (``clusters/tuning.py``) for the nannies to
+    spawn each worker with."""
+    return {"distributed.worker.profile.enabled": False, **nanny_config()}
 
 
 @contextlib.contextmanager

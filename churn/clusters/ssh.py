@@ -15,6 +15,7 @@ from distributed import Client
 from churn.clusters.errors import ClusterError
 from churn.clusters.extras import require
 from churn.clusters.security import security_for, tls_config
+from churn.clusters.tuning import nanny_config, worker_environ
 from churn.config import SSHSpec
 
 
@@ -42,8 +43,10 @@ def open_client(spec: SSHSpec, stack: contextlib.ExitStack) -> Client:
     require("asyncssh", "ssh", "ssh")
     from distributed.deploy.ssh import SSHCluster
 
-    try:  # the remote processes inherit dask's config (with the TLS files), not the Security object
-        with dask.config.set(tls_config(spec.tls) if spec.tls else {}):
+    # the remote processes inherit dask's config (the TLS files, the nannies' worker environment),
+    # not the Security object
+    try:
+        with dask.config.set({**(tls_config(spec.tls) if spec.tls else {}), **nanny_config()}):
             cluster = SSHCluster(spec.hosts, connect_options=_connect_options(spec),
                                  worker_options=_worker_options(spec), scheduler_options=_scheduler_options(spec),
                                  remote_python=spec.remote_python, security=security_for(spec.tls))
@@ -72,6 +75,8 @@ def render(spec: SSHSpec) -> str:
         lines += [f"# {spec.n_workers} worker process(es), on {host} (ssh {user}{host})",
                   f"{python} -m distributed.cli.dask_spec {scheduler_address} "
                   f"--spec {shlex.quote(json.dumps(workers_spec))}"]
+    lines += [f"# worker environment: {k}={v} (inherited dask config, distributed.nanny.pre-spawn-environ)"
+              for k, v in worker_environ().items()]
     if spec.tls:
         lines.append(f"# TLS: CA {spec.tls.ca_file}, certificate {spec.tls.cert}: in the inherited dask config "
                      "(distributed.comm.tls.*), at the same paths on every host")

@@ -7,6 +7,7 @@ slot that the job's own tasks need: a one-thread worker runs both.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -16,7 +17,8 @@ from distributed import Client, Future, fire_and_forget, worker_client
 from churn.clusters import ClusterError
 from churn.config import JobSpec
 from churn.jobs import train
-from churn.tracking.run_log import create_run, fail_run, run_status
+from churn.tracking.run_log import create_run
+from churn.tracking.run_state import SUBMITTED, fail_run, run_status
 from churn.tracking.store import resolve_uri
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,11 @@ def drive(job: JobSpec, run_id: str) -> str:
     same run: it ends the run FAILED, to be submitted again.
     """
     uri = job.tracking.uri or ""
-    if run_status(uri, run_id).stage != "submitted":
-        fail_run(uri, run_id, "the job's driver was lost with its worker after the job had started; submit it again")
-        return ""
     try:
+        if run_status(uri, run_id).stage != SUBMITTED:
+            fail_run(uri, run_id, "the job's driver was lost with its worker after the job had started; "
+                                  "submit it again")
+            return ""
         with worker_client() as client:  # secede: the job's tasks get this worker's thread
             return train.run(job, client, run_id=run_id).model_uri
     except BaseException as exc:
@@ -79,8 +82,9 @@ def submit(job: JobSpec, client: Client, job_file: str | None = None, timeout: f
                 raise ClusterError(f"the scheduler did not take the driver task {key} within {timeout:g}s")
             time.sleep(0.1)
     except BaseException as exc:
-        client.cancel([Future(key, client)], force=True)
         fail_run(uri, run_id, f"not submitted: {_first_line(exc)}")
+        with contextlib.suppress(Exception):  # the scheduler may be gone
+            client.cancel([Future(key, client)], force=True)
         raise
     log.info("submitted %s as run %s to %s", job.name, run_id, client.scheduler.address)
     return run_id

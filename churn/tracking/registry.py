@@ -32,14 +32,30 @@ PACKAGE_DIR = Path(churn.serving.__file__).parents[1]
 SERVING_CODE = ("__init__.py", "serving", "modeling/__init__.py", "modeling/features.py")
 
 
+# The shipped packages' __init__: MLflow puts the model's code folder first on sys.path and
+# leaves it there, so where churn is installed as well the rest of it must stay importable.
+SHIPPED_INIT = '''"""Part of churn, shipped with a registered model to load and predict where churn is not installed.
+
+Where churn is installed too, its other modules still import from the installation.
+"""
+
+from pkgutil import extend_path
+
+__path__ = extend_path(__path__, __name__)
+'''
+
+
 def serving_code(into: Path) -> Path:
-    """Copy :data:`SERVING_CODE` into ``into/churn``, keeping the package layout; return that folder."""
+    """Copy :data:`SERVING_CODE` into ``into/churn``, keeping the package layout (with
+    :data:`SHIPPED_INIT` as the packages' ``__init__``); return that folder."""
     root = into / "churn"
     for rel in SERVING_CODE:
         src, dst = PACKAGE_DIR / rel, root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.name == "__init__.py":
+            dst.write_text(SHIPPED_INIT)
         else:
             shutil.copy2(src, dst)
     return root

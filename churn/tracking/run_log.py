@@ -1,10 +1,9 @@
 """The layout of a train run in MLflow.
 
 One parent run per job in the job's experiment, opened when the job starts (so a failure or a
-SIGTERM leaves it FAILED) and tagged with the stage it is in. While the driver lives it tags the
-run with a heartbeat; a driver killed without a word (SIGKILL, a lost machine) stops beating,
-and the next ``churn status`` of the run or the next job in the experiment marks the run
-FAILED. One child run per
+SIGTERM leaves it FAILED) and tagged with the stage it is in; while the job runs, its driver
+beats (:mod:`churn.tracking.run_state`), so that a driver killed without a word is found and
+its run marked FAILED later. One child run per
 model family with its ``cv_results_``; the champion's parameters, metrics, report, plots and
 the registered model on the parent.
 """
@@ -12,41 +11,31 @@ the registered model on the parent.
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
-from dask.utils import parse_timedelta
 
-from churn.config import JobSpec, setting
+from churn.config import JobSpec
 from churn.config.families import imbalance_used
 from churn.data.manifest import Manifest
 from churn.modeling.calibrate import STACK, Champion
 from churn.modeling.evaluate import Evaluation, Threshold
 from churn.modeling.search import SearchResult
 from churn.tracking import plots
+from churn.tracking.run_state import ERROR_TAG, STAGE_TAG, SUBMITTED, fail_lost_runs, heartbeat
 from churn.tracking.store import ensure_experiment
-
-STAGE_TAG = "churn.stage"
-ERROR_TAG = "churn.error"
-HEARTBEAT_TAG = "churn.heartbeat"  # epoch seconds of the driver's last sign of life
-
-log = logging.getLogger(__name__)
 
 
 def create_run(uri: str, job: JobSpec, job_file: str | None) -> str:
     """A run for a job that a driver elsewhere will resume (``churn submit``); its id."""
     exp_id = ensure_experiment(uri, job.tracking.experiment)
     client = mlflow.MlflowClient(uri)
-    run = client.create_run(exp_id, run_name=job.name, tags={STAGE_TAG: "submitted"})
+    run = client.create_run(exp_id, run_name=job.name, tags={STAGE_TAG: SUBMITTED})
     if job_file:
         client.log_artifact(run.info.run_id, job_file, "job")
     return run.info.run_id
@@ -80,102 +69,26 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None 
             raise
 
 
-def fail_run(uri: str, run_id: str, message: str) -> None:
-    """End run ``run_id`` FAILED with ``message`` in its ``churn.error`` tag (from outside the run)."""
-    client = mlflow.MlflowClient(uri)
-    client.set_tag(run_id, ERROR_TAG, message[:500])
-    client.set_terminated(run_id, "FAILED")
-
-
-@contextlib.contextmanager
-def heartbeat(uri: str, run_id: str) -> Iterator[None]:
-    """Tag run ``run_id`` with the time every ``tracking.heartbeat-interval`` while the block runs."""
-    interval = parse_timedelta(setting("tracking.heartbeat-interval"))
-    client = mlflow.MlflowClient(uri)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            try:
-                client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
-            except Exception as exc:  # noqa: BLE001 - a missed beat must not fail the job
-                log.warning("heartbeat of run %s not written: %s", run_id, exc)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name="churn-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def fail_if_lost(uri: str, status: RunStatus) -> RunStatus:
-    """Mark a RUNNING run whose driver stopped beating FAILED; return its status after that."""
-    if not status.lost:
-        return status
-    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.heartbeat))
-    fail_run(uri, status.run_id, f"driver lost: no heartbeat since {since}")
-    log.warning("run %s lost its driver (no heartbeat since %s): marked FAILED", status.run_id, since)
-    return run_status(uri, status.run_id)
-
-
-def fail_lost_runs(uri: str, experiment_id: str) -> None:
-    """Mark every run of the experiment that lost its driver FAILED."""
-    running = mlflow.MlflowClient(uri).search_runs([experiment_id], "attributes.status = 'RUNNING'")
-    for run in running:
-        fail_if_lost(uri, _status_of(run))
-
-
 def mark_search_reused(key: str) -> None:
     """Record that the run reused an earlier run's search (the cache key)."""
     mlflow.set_tag("churn.search_reused", key)
 
 
+class RunEndedError(RuntimeError):
+    """The job's run was ended from outside while the job ran (e.g. marked lost)."""
+
+
 def set_stage(stage: str) -> None:
-    """Record the stage the run is in (read by people and by ``churn status``)."""
+    """Record the stage the run is in (read by people and by ``churn status``). A run that was
+    ended from outside stops the job here, before the stage writes anything into it."""
+    active = mlflow.active_run()
+    if active is not None:
+        run = mlflow.MlflowClient().get_run(active.info.run_id)
+        if run.info.status != "RUNNING":
+            reason = run.data.tags.get(ERROR_TAG, "no reason given")
+            raise RunEndedError(f"run {active.info.run_id} was marked {run.info.status} while the job ran "
+                                f"({reason}); stopped before stage {stage}")
     mlflow.set_tag(STAGE_TAG, stage)
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """What ``churn status`` shows: the run's MLflow state, the stage it is in, how it ended."""
-
-    run_id: str
-    name: str
-    status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
-    stage: str | None
-    error: str | None
-    started: float | None  # epoch seconds
-    ended: float | None
-    metrics: dict[str, float]
-    heartbeat: float | None = None  # epoch seconds of the driver's last beat; None before it started
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("FINISHED", "FAILED", "KILLED")
-
-    @property
-    def lost(self) -> bool:
-        """RUNNING, but its driver has not beaten for ``tracking.heartbeat-timeout``."""
-        timeout = parse_timedelta(setting("tracking.heartbeat-timeout"))
-        return self.status == "RUNNING" and self.heartbeat is not None and time.time() - self.heartbeat > timeout
-
-
-def _status_of(run: mlflow.entities.Run) -> RunStatus:
-    info, data = run.info, run.data
-    beat = data.tags.get(HEARTBEAT_TAG)
-    return RunStatus(info.run_id, info.run_name or "", info.status, data.tags.get(STAGE_TAG),
-                     data.tags.get(ERROR_TAG), info.start_time / 1000 if info.start_time else None,
-                     info.end_time / 1000 if info.end_time else None, dict(data.metrics),
-                     float(beat) if beat else None)
-
-
-def run_status(uri: str, run_id: str) -> RunStatus:
-    """The state of run ``run_id`` in the store at ``uri`` (an unknown id is an MlflowException)."""
-    return _status_of(mlflow.MlflowClient(uri).get_run(run_id))
 
 
 def log_seconds(seconds: dict[str, float]) -> None:

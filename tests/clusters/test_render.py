@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import dask.config
 import pytest
 import yaml
 from distributed import Client
@@ -19,6 +20,7 @@ from distributed.security import Security
 from churn.clusters import ClusterError, render
 from churn.clusters.extras import require
 from churn.clusters.security import security_for, tls_config
+from churn.clusters.tuning import nanny_config
 from churn.config import (
     AddressSpec,
     ConfigError,
@@ -105,6 +107,19 @@ def _free_port() -> int:
 
 
 @pytest.mark.cluster
+def start_environ(name: str):  # noqa: ANN201
+    """A probe for ``client.run``: ``name`` in the environment the process started with (what
+    glibc read), not in os.environ. A closure, so that it is pickled by value for any worker."""
+
+    def probe() -> str | None:
+        with open("/proc/self/environ", "rb") as f:
+            pairs = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        value = pairs.get(name.encode())
+        return value.decode() if value is not None else None
+
+    return probe
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_rendered_ssh_commands_start_a_working_cluster(tmp_path, tls):
     """The rendered commands, run here instead of over ssh (hosts 127.0.0.1) with the dask config
@@ -112,7 +127,6 @@ def test_rendered_ssh_commands_start_a_working_cluster(tmp_path, tls):
     with a tls section, over TLS only."""
     port = _free_port()
     tls_spec = None
-    env = dict(os.environ)
     if tls:
         temp = Security.temporary()
         files = {}
@@ -120,8 +134,9 @@ def test_rendered_ssh_commands_start_a_working_cluster(tmp_path, tls):
             (tmp_path / f"{name}.pem").write_text(pem)
             files[name] = str(tmp_path / f"{name}.pem")
         tls_spec = TLSSpec(**files)
-        env.update({"DASK_" + k.upper().replace(".", "__").replace("-", "_"): str(v)
-                    for k, v in tls_config(tls_spec).items()})
+    # what SSHCluster puts before each command: this process's dask config, as open_client sets it
+    with dask.config.set({**(tls_config(tls_spec) if tls_spec else {}), **nanny_config()}):
+        env = {**os.environ, "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(dask.config.global_config)}
     spec = SSHSpec(hosts=["127.0.0.1", "127.0.0.1"], remote_python=sys.executable, n_workers=2,
                    memory_limit="1GiB", scheduler_port=port, dashboard_address=None, tls=tls_spec)
     commands = [line for line in render(spec).splitlines() if not line.startswith("#")]
@@ -143,6 +158,7 @@ def test_rendered_ssh_commands_start_a_working_cluster(tmp_path, tls):
             workers = client.scheduler_info(n_workers=-1)["workers"].values()
             assert len(workers) == 2 and all(w["memory_limit"] == 2**30 for w in workers)
             assert client.submit(sum, [1, 2, 3]).result() == 6
+            assert set(client.run(start_environ("MALLOC_MMAP_THRESHOLD_")).values()) == {str(16 << 20)}
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):

@@ -10,7 +10,7 @@ import sysconfig
 import pandas as pd
 
 from churn.jobs.train import run
-from tests.conftest import job_spec
+from tests.conftest import ROOT, job_spec
 
 # Python without site processing: third-party packages come from site-packages on PYTHONPATH,
 # but churn's editable install (a .pth hook) is not seen, and the working folder is elsewhere.
@@ -35,6 +35,16 @@ rows = pd.read_json(sys.argv[3], orient="split")
 out = model.predict(rows)
 import churn
 print(json.dumps({"probability": out["probability"].tolist(), "churn_from": churn.__file__}))
+"""
+
+# Where churn is installed as well (ROOT on the path, no editable hook), loading the model puts
+# its partial copy of churn first on sys.path; the rest of churn must still import.
+LOAD_BESIDE_CHURN = """
+import sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+mlflow.pyfunc.load_model(sys.argv[2])
+import churn.config, churn.modeling.search
+print(churn.config.__file__)
 """
 
 
@@ -64,3 +74,10 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
     assert shipped == {"churn/__init__.py", "churn/modeling/__init__.py", "churn/modeling/features.py",
                        *(f"churn/serving/{f}" for f in ("__init__.py", "calibration.py", "model_code.py", "pyfunc.py",
                                                         "rules.py", "trusted.py"))}, shipped
+    beside = subprocess.run(
+        [sys.executable, "-S", "-c", LOAD_BESIDE_CHURN, f"sqlite:///{tmp_path / 'mlflow.db'}", result.model_uri],
+        cwd=work, capture_output=True, text=True, timeout=300,
+        env={"PYTHONPATH": f"{sysconfig.get_paths()['purelib']}:{ROOT}", "PATH": "/usr/bin:/bin",
+             "HOME": str(tmp_path)})
+    assert beside.returncode == 0, beside.stderr[-1500:]
+    assert beside.stdout.strip().splitlines()[-1] == str(ROOT / "churn" / "config" / "__init__.py")

@@ -69,6 +69,10 @@ def test_credentials_in_a_spec_are_refused(monkeypatch):
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI holds credentials") as err:
         resolve_uri(TrackingSpec())
     assert PASSWORD not in str(err.value)
+    status = subprocess.run([sys.executable, "-m", "churn.cli", "status", "0" * 32], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)  # the same error from the CLI: one line, exit 2
+    assert status.returncode == 2 and "MLFLOW_TRACKING_URI holds credentials" in status.stderr, status.stderr
+    assert "Traceback" not in status.stderr and PASSWORD not in status.stdout + status.stderr
 
 
 def test_train_with_credentials_from_the_environment(auth_server, tmp_path, telco_subset):
