@@ -112,8 +112,9 @@ def one_split(name: str, spec_path: Path, seed: int, client: Any) -> list[dict[s
         p = pipeline.predict_proba(X_test)[:, 1]
         champ = result.champion
         won = f"{champ.name}: " + ", ".join(f"{f} ({result.families[f].imbalance})" for f in champ.members)
+        sums = mlflow.get_run(result.run_id).data.params.get("feature_sums", "none")
         rows.append({"table": name, "seed": seed, "method": "churn default job", "seconds": seconds,
-                     "champion": won, "calibration": champ.calibration.method, **metrics(y_test, p)})
+                     "champion": won, "calibration": champ.calibration.method, "sums": sums, **metrics(y_test, p)})
         logging.info("%s seed %d: %s", name, seed, {r["method"]: round(r["roc_auc"], 4) for r in rows})
     return rows
 
@@ -150,7 +151,7 @@ def main() -> None:
         ours_rows = frame[(frame.table == name) & (frame.method == "churn default job")]
         for r in ours_rows.itertuples():
             notes.append(f"{name} seed {r.seed}: champion {r.champion}; calibration {r.calibration}; "
-                         f"ROC AUC {r.roc_auc:.4f}, Brier {r.brier:.4f}, job {r.seconds:.0f}s.")
+                         f"feature sums {r.sums}; ROC AUC {r.roc_auc:.4f}, Brier {r.brier:.4f}, job {r.seconds:.0f}s.")
     notes.append(f"Mean margin over the better baseline, averaged over the tables: {np.mean(margins):+.4f} ROC AUC "
                  f"(target >= +0.005).")
     notes.append(f"Protocol: {__doc__.split('    python')[0].strip()}".replace("\n", " "))

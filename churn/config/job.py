@@ -176,6 +176,9 @@ class ModelSpec(Strict):
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"  # auto: lowest cross-fitted Brier
     ensemble: int = Field(3, ge=0)  # a stack of up to N families (forward selection) competes (0 or 1: none)
     finalize: bool = True  # refit the champion on every labelled row before registering it
+    # sums of numeric columns whose names end in the same word (day/eve/night charge → sum_charge):
+    # auto keeps them when CV of gradient boosting on the training rows gains from them; true, false
+    feature_sums: Literal["auto"] | bool = "auto"
 
     @field_validator("imbalance", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from churn.modeling.evaluate import (
 )
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
+from churn.modeling.screen import choose_sums
 from churn.modeling.search import Progress, SearchResult, folds, refit_best, search_families
 from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
@@ -40,6 +41,7 @@ from churn.tracking.registry import input_example, log_model, set_alias
 from churn.tracking.run_log import (
     log_champion,
     log_family,
+    log_feature_sums,
     log_graph,
     log_plots,
     log_seconds,
@@ -103,12 +105,15 @@ def _stage(name: str, seconds: dict[str, float], detail: str = "") -> Iterator[N
 
 def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client,
                      progress: Progress | None = None) -> dict[str, SearchResult]:
+    sums = choose_sums(job.table, job.model.feature_sums, X, y, cv=job.search.cv, scoring=job.search.scoring,
+                       seed=job.seed, client=client)
+    log_feature_sums(sums)
     searches = {}
     for fam in job.model.families:
         cap = job.model.row_cap(fam)
         capped = f", fits on at most {cap:,} of {len(X):,} rows" if cap and cap < len(X) else ""
         log.info("search %s (imbalance %s%s)", fam, imbalance_used(fam, job.model.imbalance), capped)
-        searches[fam] = (build_pipeline(job.table, fam, job.model.imbalance, job.seed, cap),
+        searches[fam] = (build_pipeline(job.table, fam, job.model.imbalance, job.seed, cap, sums.groups),
                          grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance))
     families = search_families(searches, X, y, cv=job.search.cv, scoring=job.search.scoring, seed=job.seed,
                                client=client, engine=job.search.engine, strategy=job.search.strategy,

@@ -107,10 +107,11 @@ class Champion:
 MIN_GAIN = 0.0005  # a family joins the stack only if the stack's CV score rises by this much
 
 
-def _joins(trial: np.ndarray, current: np.ndarray) -> bool:
-    """Does a stack with per-fold scores ``trial`` beat ``current``? Its mean gain over the same
-    folds must reach :data:`MIN_GAIN` and one standard error of the fold-wise gains (a gain that
-    the folds disagree on is noise; it would put a member in the served model for nothing)."""
+def clear_gain(trial: np.ndarray, current: np.ndarray) -> bool:
+    """Do per-fold scores ``trial`` beat ``current`` (a stack with one more member, a pipeline with
+    one more feature step)? The mean gain over the same folds must reach :data:`MIN_GAIN` and one
+    standard error of the fold-wise gains (a gain that the folds disagree on is noise; it would
+    put a part in the served model for nothing)."""
     gain = trial - current
     se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
     return float(gain.mean()) >= max(MIN_GAIN, se)
@@ -130,7 +131,7 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, splits: list[tuple[n
 
     The stack is built by forward selection (as in Caruana et al.'s ensemble selection): start
     from the best family, add the family that raises the stack's CV score most, stop when none
-    raises it by ``MIN_GAIN`` and by one standard error of its fold-wise gains (:func:`_joins`),
+    raises it by ``MIN_GAIN`` and by one standard error of its fold-wise gains (:func:`clear_gain`),
     or the stack is full. Weak or redundant families stay out, which keeps the served model
     small. ``results`` maps family → search result (``best_score``, ``std_score``,
     ``oof_proba``, ``proba_scores``); families that tie keep the first listed.
@@ -150,7 +151,7 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, splits: list[tuple[n
             pick = max(trials, key=lambda f: trials[f].mean())
             if len(chosen) == 1:  # no stack yet: report the best pair tried, even if it does not win
                 stack_score, stack_std = float(trials[pick].mean()), float(trials[pick].std())
-            if not _joins(trials[pick], current):
+            if not clear_gain(trials[pick], current):
                 break
             chosen.append(pick)
             current = trials[pick]

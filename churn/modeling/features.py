@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -44,6 +46,62 @@ class TableCoercer(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_in_")
         return np.asarray(self.feature_names_in_, dtype=object)
+
+
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+
+
+def name_groups(numeric: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+    """Numeric columns grouped by the last word of their names, for :class:`GroupSums`:
+    ``{"sum_charge": ["total_day_charge", "total_eve_charge", ...]}``. Words split at ``_``,
+    spaces, dashes and camelCase; only groups of two or more columns; a new name that is
+    already a column gets a trailing ``_``."""
+    groups: dict[str, list[str]] = {}
+    for col in numeric:
+        words = _WORD.findall(str(col))
+        if words:
+            groups.setdefault(words[-1].lower(), []).append(col)
+    out: dict[str, list[str]] = {}
+    for word, cols in groups.items():
+        if len(cols) >= 2:
+            name = f"sum_{word}"
+            while name in numeric or name in out:
+                name += "_"
+            out[name] = cols
+    return out
+
+
+class GroupSums(TransformerMixin, BaseEstimator):
+    """Add one column per group: the row sum of the group's numeric columns (blank when any
+    of them is blank). Usage often comes split into parts (day, evening, night and
+    international minutes or charges); a tree splits on one column at a time, so the total
+    is a feature it cannot build itself. The train job keeps this step only when
+    cross-validation on the training rows gains from it (:mod:`churn.modeling.screen`).
+    scikit-learn's ``FunctionTransformer`` could add the columns, but its function would be
+    pickled code; this step saves as plain data.
+    """
+
+    def __init__(self, groups: dict[str, list[str]] | None = None):
+        self.groups = groups
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> GroupSums:
+        missing = sorted({c for cols in (self.groups or {}).values() for c in cols} - set(X.columns))
+        if missing:
+            raise ValueError(f"input lacks column(s): {', '.join(missing)}")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self, "feature_names_in_")
+        out = X.copy()
+        for name, cols in (self.groups or {}).items():
+            out[name] = X[cols].to_numpy(np.float64).sum(axis=1)  # NaN when any part is NaN
+        return out
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        check_is_fitted(self, "feature_names_in_")
+        return np.asarray([*self.feature_names_in_, *(self.groups or {})], dtype=object)
 
 
 class CategoryEncoder(TransformerMixin, BaseEstimator):

@@ -25,7 +25,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from churn.config import SelectionSpec, TableSchema
 from churn.config.families import FAMILY_NAMES, imbalance_modes, rules
-from churn.modeling.features import CategoryEncoder, CorrelationFilter, ImportanceSelector, TableCoercer
+from churn.modeling.features import CategoryEncoder, CorrelationFilter, GroupSums, ImportanceSelector, TableCoercer
 from churn.modeling.resample import Resampler
 
 MAX_ONEHOT_LEVELS = 32  # per column; rarer levels share one "infrequent" column (high-cardinality tables)
@@ -58,15 +58,15 @@ def build_estimator(family_name: str, seed: int, balanced: bool = False) -> Base
     return ESTIMATORS[fam.name](seed, balanced and fam.supports_class_weight)
 
 
-def _impute(schema: TableSchema) -> ColumnTransformer:
+def _impute(schema: TableSchema, numeric: list[str]) -> ColumnTransformer:
     return ColumnTransformer(
-        [("num", SimpleImputer(strategy="median"), list(schema.numeric)),
+        [("num", SimpleImputer(strategy="median"), numeric),
          ("cat", SimpleImputer(strategy="most_frequent"), list(schema.categorical))],
         verbose_feature_names_out=False,
     ).set_output(transform="pandas")
 
 
-def _encode(schema: TableSchema, impute: bool) -> ColumnTransformer:
+def _encode(schema: TableSchema, numeric: list[str], impute: bool) -> ColumnTransformer:
     """Scale numbers and one-hot encode categories; with ``impute``, fill the gaps first in the
     same transformer (one ColumnTransformer instead of two: about 5 ms less per served request)."""
     num: Any = StandardScaler()
@@ -75,7 +75,7 @@ def _encode(schema: TableSchema, impute: bool) -> ColumnTransformer:
     if impute:
         num = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", num)])
         cat = Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", cat)])
-    return ColumnTransformer([("num", num, list(schema.numeric)), ("cat", cat, list(schema.categorical))],
+    return ColumnTransformer([("num", num, numeric), ("cat", cat, list(schema.categorical))],
                              verbose_feature_names_out=False)
 
 
@@ -85,25 +85,29 @@ def _native(schema: TableSchema) -> CategoryEncoder:
 
 
 def build_pipeline(schema: TableSchema, family_name: str, imbalance: str | list[str], seed: int,
-                   max_rows: int | None = None) -> ImbPipeline:
-    """coerce → impute and encode → select → resample → model, every random step seeded.
+                   max_rows: int | None = None, sums: dict[str, list[str]] | None = None) -> ImbPipeline:
+    """coerce → (sums) → impute and encode → select → resample → model, every random step seeded.
 
     ``imbalance`` lists the treatments the grid will search (see :func:`grid_for`);
-    ``max_rows`` caps the training rows of each fit. With ``smotenc`` the oversampling runs
+    ``max_rows`` caps the training rows of each fit; ``sums`` adds :class:`GroupSums` columns
+    (new name → the numeric columns it adds up). With ``smotenc`` the oversampling runs
     between imputing and encoding, so SMOTENC sees the categorical columns as categories.
     """
     modes = imbalance_modes(family_name, imbalance)
-    coerce = ("coerce", TableCoercer(numeric=list(schema.numeric), categorical=list(schema.categorical)))
+    coerce = [("coerce", TableCoercer(numeric=list(schema.numeric), categorical=list(schema.categorical)))]
+    if sums:
+        coerce.append(("sums", GroupSums(groups=sums)))
+    numeric = [*schema.numeric, *(sums or {})]
     select = [("select_corr", CorrelationFilter()), ("select_importance", ImportanceSelector(random_state=seed))]
     model = ("model", build_estimator(family_name, seed, modes == ["class_weight"]))
     if modes == ["smotenc"] and schema.categorical:
         sampler = SMOTENC(categorical_features=list(schema.categorical), random_state=seed)
-        return ImbPipeline([coerce, ("impute", _impute(schema)), ("smote", sampler),
-                            ("encode", _encode(schema, impute=False)), *select, model])
+        return ImbPipeline([*coerce, ("impute", _impute(schema, numeric)), ("smote", sampler),
+                            ("encode", _encode(schema, numeric, impute=False)), *select, model])
     method = "smote" if modes[0] in ("smote", "smotenc") else "none"
-    encode = _native(schema) if family_name in NATIVE_CATEGORIES else _encode(schema, impute=True)
+    encode = _native(schema) if family_name in NATIVE_CATEGORIES else _encode(schema, numeric, impute=True)
     resample = ("resample", Resampler(method=method, max_rows=max_rows, random_state=seed))
-    return ImbPipeline([coerce, ("encode", encode), *select, resample, model])
+    return ImbPipeline([*coerce, ("encode", encode), *select, resample, model])
 
 
 def imbalance_grid(family_name: str, imbalance: str | list[str]) -> list[dict[str, list[Any]]]:

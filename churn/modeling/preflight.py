@@ -23,6 +23,7 @@ from sklearn.model_selection import ParameterGrid
 
 from churn.config import ConfigError, JobSpec
 from churn.modeling.compat import scorer_response_method, validate_params
+from churn.modeling.features import name_groups
 from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
 from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
 from churn.serving.trusted import UntrustedModelError, dump_pipeline
@@ -34,7 +35,8 @@ class RoundTripError(RuntimeError):
 
 def family_grids(job: JobSpec) -> dict[str, tuple[ImbPipeline, list[dict[str, list[Any]]]]]:
     """Each family's pipeline and its full grid (model grid, selection grid, imbalance treatments)."""
-    return {fam: (build_pipeline(job.table, fam, job.model.imbalance, job.seed, job.model.row_cap(fam)),
+    sums = name_groups(list(job.table.numeric)) if job.model.feature_sums is not False else None
+    return {fam: (build_pipeline(job.table, fam, job.model.imbalance, job.seed, job.model.row_cap(fam), sums),
                   grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance))
             for fam in job.model.families}
 

@@ -322,6 +322,21 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
     return {name: out[name] for name in searches}
 
 
+def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y: pd.Series, *, cv: StratifiedKFold,
+                           scoring: str, client: Client) -> dict[str, np.ndarray]:
+    """Each fixed pipeline's test score on every fold of ``cv`` (no grid, no refit), fitted on the
+    cluster as the search fits: the data sent once, fold preparations shared per pipeline."""
+    splits = list(cv.split(X, y))
+    y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
+    X_f, y_f = scatter(client, [X, y], broadcast=True)
+    subs = {name: _submit_search(pipe, {}, X_f, y_f, splits, scoring, client) for name, pipe in pipelines.items()}
+    out = {}
+    for name, sub in subs.items():
+        done = client.gather(sub.fits)
+        out[name] = np.array([done[key][None]["score"] for key in sorted(done, key=lambda k: k[1])])
+    return out
+
+
 def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,
                       cv: StratifiedKFold, scoring: str, client: Client) -> SearchResult:
     """The exact, work-sharing grid search described in the module docstring, for one family."""

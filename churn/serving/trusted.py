@@ -30,6 +30,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "churn.serving.calibration.ScoreCalibrator",
     "churn.modeling.features.TableCoercer",
     "churn.modeling.features.CategoryEncoder",
+    "churn.modeling.features.GroupSums",
     "churn.modeling.features.CorrelationFilter",
     "churn.modeling.features.ImportanceSelector",
 )

@@ -25,6 +25,7 @@ from churn.config.families import imbalance_used
 from churn.data.manifest import Manifest
 from churn.modeling.calibrate import STACK, Champion
 from churn.modeling.evaluate import Evaluation, Threshold
+from churn.modeling.screen import SumsChoice
 from churn.modeling.search import SearchResult
 from churn.tracking import plots
 from churn.tracking.run_state import ERROR_TAG, STAGE_TAG, SUBMITTED, fail_lost_runs, heartbeat
@@ -94,6 +95,15 @@ def set_stage(stage: str) -> None:
 def log_seconds(seconds: dict[str, float]) -> None:
     """Wall time of each stage."""
     mlflow.log_metrics({f"seconds_{k}": v for k, v in seconds.items()})
+
+
+def log_feature_sums(choice: SumsChoice) -> None:
+    """The sums the search used (param ``feature_sums``: their names, or ``none``) and, when CV
+    chose them, the fold-mean scores with and without."""
+    mlflow.log_params({"feature_sums": ",".join(choice.groups) or "none", "feature_sums_mode": choice.mode})
+    if choice.gain is not None:
+        mlflow.log_metrics({"feature_sums_cv_with": float(choice.with_sums.mean()),
+                            "feature_sums_cv_without": float(choice.without.mean())})
 
 
 def _cv_table(res: SearchResult, folder: str) -> str:

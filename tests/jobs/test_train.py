@@ -25,8 +25,9 @@ def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, tel
     # the CV fits ran as tasks on the cluster's workers
     workers = set(client.scheduler_info()["workers"])
     fits = [t for t in stream.data if str(t["key"]).startswith("_fit_group")]
-    # two leaf sizes x three imbalance treatments x three folds; n_estimators share one forest
-    assert len(fits) == 2 * 3 * 3
+    # two leaf sizes x three imbalance treatments x three folds (n_estimators share one forest), and
+    # the feature-sums screen (Telco's MonthlyCharges + TotalCharges): with and without, three folds
+    assert len(fits) == 2 * 3 * 3 + 2 * 3
     assert {t["worker"] for t in fits} <= workers
 
     n_rows = len(telco_subset.read_text().splitlines()) - 1
@@ -84,7 +85,7 @@ def test_same_seed_same_split_and_search(client, tmp_path, telco_subset):
 
 
 def test_mlc_job_trains_by_config_only(client, tmp_path):
-    """jobs/train-mlc.yaml (no id column, yes/no label, 51 states) trains and registers."""
+    """jobs/train-mlc.yaml (no id column, yes/no label, 51 states) trains and registers, with the usage sums."""
 
     job = job_spec(tmp_path, ROOT / "data" / "mlc" / "mlc_churn.csv", "search.cv=3", "evaluation.plots=false",
                    "model.grids={random_forest: {n_estimators: [30], min_samples_leaf: [2]}, "
@@ -97,6 +98,9 @@ def test_mlc_job_trains_by_config_only(client, tmp_path):
     assert abs(result.test.metrics["positive_rate"] - 0.1414) < 0.03
     assert result.test.metrics["roc_auc"] > 0.8
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # usage comes in day/eve/night/intl parts: CV keeps their sums, and the served model computes them
+    assert mlflow.get_run(result.run_id).data.params["feature_sums"] == "sum_minutes,sum_calls,sum_charge"
+    assert "sum_charge" in result.kept_features
     model = mlflow.pyfunc.load_model("models:/customer-churn-mlc@champion")
     rows = pd.read_csv(ROOT / "data" / "mlc" / "mlc_churn.csv").head(10).drop(columns=["churn"])
     assert model.predict(rows)["probability"].between(0, 1).all()

@@ -1,12 +1,13 @@
-"""The native-category encoder that feeds gradient boosting."""
+"""The feature steps: the native-category encoder that feeds gradient boosting, and the group sums."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 
-from churn.modeling.features import CategoryEncoder, TableCoercer
+from churn.modeling.features import CategoryEncoder, GroupSums, TableCoercer, name_groups
 from churn.serving.rules import LOOP_ROWS, text_cells
 
 
@@ -77,3 +78,26 @@ def test_batch_cells_equal_request_cells(col):
     enc = CategoryEncoder(categorical=["c"], min_count=1).fit(pd.DataFrame({"c": values}))
     np.testing.assert_array_equal(enc._codes("c", values),
                                   np.concatenate([enc._codes("c", values[i:i + 100]) for i in chunks]))
+
+
+def test_name_groups_by_last_word():
+    """Columns group by the last word of their names (snake_case, camelCase, spaces); singletons and
+    numbered columns stay out, and a new name never shadows a column."""
+    assert name_groups(["total_day_charge", "total_eve_charge", "tenure", "x1", "x2"]) == {
+        "sum_charge": ["total_day_charge", "total_eve_charge"]}
+    assert name_groups(["MonthlyCharges", "TotalCharges", "sum_charges", "day calls", "night-calls"]) == {
+        "sum_charges_": ["MonthlyCharges", "TotalCharges", "sum_charges"], "sum_calls": ["day calls", "night-calls"]}
+    assert name_groups(["tenure", "age"]) == {}
+
+
+def test_group_sums_add_columns_and_keep_blanks():
+    """Each group's row sum is a new column (blank when a part is blank); the inputs pass through."""
+    X = pd.DataFrame({"a_min": [1.0, 2.0, np.nan], "b_min": [10.0, 20.0, 30.0], "age": [5.0, 6.0, 7.0]})
+    step = clone(GroupSums(groups={"sum_min": ["a_min", "b_min"]})).fit(X)
+    out = step.transform(X)
+    assert list(out.columns) == ["a_min", "b_min", "age", "sum_min"]
+    np.testing.assert_array_equal(out["sum_min"].to_numpy(), [11.0, 22.0, np.nan])
+    pd.testing.assert_frame_equal(out[X.columns], X)
+    assert list(step.get_feature_names_out()) == list(out.columns)
+    with pytest.raises(ValueError, match="input lacks column.*b_min"):
+        GroupSums(groups={"sum_min": ["a_min", "b_min"]}).fit(X.drop(columns="b_min"))

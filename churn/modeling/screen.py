@@ -1,0 +1,60 @@
+"""Optional feature steps, kept or left out by cross-validation on the training rows before the search.
+
+One step so far: :class:`~churn.modeling.features.GroupSums` (sums of numeric columns whose
+names end in the same word). With ``model.feature_sums: auto`` a gradient-boosting pipeline is
+cross-validated with and without the sums on the search's own folds; the sums join every
+family's pipeline only when they raise the CV score by a clear margin (the rule a family must
+meet to join the stack: :func:`churn.modeling.calibrate.clear_gain`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from distributed import Client
+
+from churn.config import TableSchema
+from churn.modeling.calibrate import clear_gain
+from churn.modeling.features import name_groups
+from churn.modeling.pipeline import build_pipeline
+from churn.modeling.search import fold_scores_on_cluster, folds
+
+log = logging.getLogger(__name__)
+
+JUDGE = "hist_gradient_boosting"  # fast, and splits on one column at a time: it cannot build a sum itself
+
+
+@dataclass
+class SumsChoice:
+    """The sums the search uses (empty: none), and the fold scores they were chosen on."""
+
+    groups: dict[str, list[str]]
+    mode: str  # auto, on or off
+    without: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    with_sums: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def gain(self) -> float | None:
+        return float((self.with_sums - self.without).mean()) if len(self.without) else None
+
+
+def choose_sums(schema: TableSchema, mode: str | bool, X: pd.DataFrame, y: pd.Series, *, cv: int, scoring: str,
+                seed: int, client: Client) -> SumsChoice:
+    """The :class:`GroupSums` groups the search uses: all of them (``True``), none (``False``),
+    or with ``"auto"`` all of them when cross-validation gains from them, else none."""
+    groups = name_groups(list(schema.numeric))
+    if mode is False or not groups:
+        return SumsChoice({}, "off" if mode is False else str(mode))
+    if mode is True:
+        return SumsChoice(groups, "on")
+    pipelines = {"without": build_pipeline(schema, JUDGE, "none", seed),
+                 "with": build_pipeline(schema, JUDGE, "none", seed, sums=groups)}
+    scores = fold_scores_on_cluster(pipelines, X, y, cv=folds(cv, seed), scoring=scoring, client=client)
+    choice = SumsChoice(groups if clear_gain(scores["with"], scores["without"]) else {}, "auto",
+                        scores["without"], scores["with"])
+    log.info("feature sums %s: CV %s %.4f with, %.4f without (%s)", ", ".join(groups),
+             scoring, scores["with"].mean(), scores["without"].mean(), "kept" if choice.groups else "left out")
+    return choice
