@@ -51,11 +51,11 @@ class TableCoercer(TransformerMixin, BaseEstimator):
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
-def name_groups(numeric: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+def name_groups(numeric: list[str] | tuple[str, ...], taken: list[str] | tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Numeric columns grouped by the last word of their names, for :class:`GroupSums`:
     ``{"sum_charge": ["total_day_charge", "total_eve_charge", ...]}``. Words split at ``_``,
     spaces, dashes and camelCase; only groups of two or more columns; a new name that is
-    already a column gets a trailing ``_``."""
+    already a column (numeric or one of ``taken``) gets a trailing ``_``."""
     groups: dict[str, list[str]] = {}
     for col in numeric:
         words = _WORD.findall(str(col))
@@ -65,7 +65,7 @@ def name_groups(numeric: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
     for word, cols in groups.items():
         if len(cols) >= 2:
             name = f"sum_{word}"
-            while name in numeric or name in out:
+            while name in numeric or name in taken or name in out:
                 name += "_"
             out[name] = cols
     return out

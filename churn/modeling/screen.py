@@ -45,7 +45,7 @@ def choose_sums(schema: TableSchema, mode: str | bool, X: pd.DataFrame, y: pd.Se
                 seed: int, client: Client) -> SumsChoice:
     """The :class:`GroupSums` groups the search uses: all of them (``True``), none (``False``),
     or with ``"auto"`` all of them when cross-validation gains from them, else none."""
-    groups = name_groups(list(schema.numeric))
+    groups = name_groups(list(schema.numeric), schema.features)
     if mode is False or not groups:
         return SumsChoice({}, "off" if mode is False else str(mode))
     if mode is True:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import mlflow
 import numpy as np
 import pandas as pd
 from distributed import get_task_stream
+from rich.console import Console
 
+from churn.cli.summary import result_table
 from churn.config import JobSpec
 from churn.data.generate import generate
 from churn.data.ingest import ingest
@@ -101,6 +105,10 @@ def test_mlc_job_trains_by_config_only(client, tmp_path):
     # usage comes in day/eve/night/intl parts: CV keeps their sums, and the served model computes them
     assert mlflow.get_run(result.run_id).data.params["feature_sums"] == "sum_minutes,sum_calls,sum_charge"
     assert "sum_charge" in result.kept_features
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(result_table(job, result, wall=1.0))  # the summary `churn train` prints
+    [line] = [ln for ln in console.export_text().splitlines() if "feature sums (model.feature_sums)" in ln]
+    assert "sum_minutes, sum_calls, sum_charge" in line
     model = mlflow.pyfunc.load_model("models:/customer-churn-mlc@champion")
     rows = pd.read_csv(ROOT / "data" / "mlc" / "mlc_churn.csv").head(10).drop(columns=["churn"])
     assert model.predict(rows)["probability"].between(0, 1).all()

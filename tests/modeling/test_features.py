@@ -88,6 +88,7 @@ def test_name_groups_by_last_word():
     assert name_groups(["MonthlyCharges", "TotalCharges", "sum_charges", "day calls", "night-calls"]) == {
         "sum_charges_": ["MonthlyCharges", "TotalCharges", "sum_charges"], "sum_calls": ["day calls", "night-calls"]}
     assert name_groups(["tenure", "age"]) == {}
+    assert name_groups(["a_fee", "b_fee"], taken=["sum_fee", "plan"]) == {"sum_fee_": ["a_fee", "b_fee"]}
 
 
 def test_group_sums_add_columns_and_keep_blanks():
