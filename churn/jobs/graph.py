@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from churn.config import JobSpec
+from churn.config.features import name_groups
 
 if TYPE_CHECKING:
     from churn.jobs.train import TrainResult
@@ -32,7 +33,7 @@ class StageGraph:
 
 
 def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
-    """ingest → split → search per family → calibrate → evaluate → finalize → track → register."""
+    """ingest → split → (feature sums) → search per family → calibrate → evaluate → finalize → track → register."""
     sec = result.seconds if result else {}
     man = result.dataset.manifest if result else None
     rows = result.rows if result else {}
@@ -46,6 +47,12 @@ def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
                                    f"{man.rows_quarantined:,} quarantined"] if man else []))})
     g.add_rank({"split": timed("split", f"test {job.split.test:.0%}, seed {job.seed}",
                                *([f"{rows['train']:,} train / {rows['test']:,} test"] if rows else []))})
+    sums = name_groups(list(job.table.numeric), job.table.features) if job.model.feature_sums is not False else {}
+    if sums:  # the screen (auto) or the sums themselves (true), before every family's search
+        kept = result.model.members[0].named_steps.get("sums") if result else None
+        g.add_rank({"feature_sums": ["feature sums", ", ".join(sums),
+                                     "CV with and without" if job.model.feature_sums == "auto" else "always",
+                                     *([("kept" if kept is not None else "left out")] if result else [])]})
     families = {}
     for fam in job.model.families:
         res = result.families.get(fam) if result else None

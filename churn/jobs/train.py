@@ -32,7 +32,7 @@ from churn.modeling.evaluate import (
 )
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
-from churn.modeling.screen import choose_sums
+from churn.modeling.screen import choose_sums, sums_in
 from churn.modeling.search import Progress, SearchResult, folds, refit_best, search_families
 from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
@@ -156,6 +156,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             if families is not None:
                 log.info("search: data, spec and code unchanged: reusing the search in %s", cache.folder)
                 mark_search_reused(cache.key)
+                log_feature_sums(sums_in(families, job.model.feature_sums))
             else:
                 families = _search_families(job, X, y, client, progress)
                 cache.save(families)

@@ -22,8 +22,8 @@ from sklearn.metrics import get_scorer_names
 from sklearn.model_selection import ParameterGrid
 
 from churn.config import ConfigError, JobSpec
+from churn.config.features import name_groups
 from churn.modeling.compat import scorer_response_method, validate_params
-from churn.modeling.features import name_groups
 from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
 from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
 from churn.serving.trusted import UntrustedModelError, dump_pipeline

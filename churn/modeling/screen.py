@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from distributed import Client
 
 from churn.config import TableSchema
+from churn.config.features import name_groups
 from churn.modeling.calibrate import clear_gain
-from churn.modeling.features import name_groups
 from churn.modeling.pipeline import build_pipeline
 from churn.modeling.search import fold_scores_on_cluster, folds
 
@@ -41,20 +42,29 @@ class SumsChoice:
         return float((self.with_sums - self.without).mean()) if len(self.without) else None
 
 
+def sums_in(families: dict[str, Any], mode: str | bool) -> SumsChoice:
+    """The sums the searched pipelines hold (a reused search: the screen did not run again)."""
+    steps = [r.best_estimator.named_steps.get("sums") for r in families.values()]
+    groups = next((s.groups for s in steps if s is not None), None) or {}
+    return SumsChoice(dict(groups), {True: "on", False: "off"}.get(mode, str(mode)))  # type: ignore[call-overload]
+
+
 def choose_sums(schema: TableSchema, mode: str | bool, X: pd.DataFrame, y: pd.Series, *, cv: int, scoring: str,
                 seed: int, client: Client) -> SumsChoice:
     """The :class:`GroupSums` groups the search uses: all of them (``True``), none (``False``),
     or with ``"auto"`` all of them when cross-validation gains from them, else none."""
     groups = name_groups(list(schema.numeric), schema.features)
+    label = {True: "on", False: "off"}.get(mode, str(mode))  # type: ignore[call-overload]
     if mode is False or not groups:
-        return SumsChoice({}, "off" if mode is False else str(mode))
+        return SumsChoice({}, label)
     if mode is True:
-        return SumsChoice(groups, "on")
+        return SumsChoice(groups, label)
+    log.info("feature sums %s: %d-fold CV of %s with and without them", ", ".join(groups), cv, JUDGE)
     pipelines = {"without": build_pipeline(schema, JUDGE, "none", seed),
                  "with": build_pipeline(schema, JUDGE, "none", seed, sums=groups)}
     scores = fold_scores_on_cluster(pipelines, X, y, cv=folds(cv, seed), scoring=scoring, client=client)
     choice = SumsChoice(groups if clear_gain(scores["with"], scores["without"]) else {}, "auto",
                         scores["without"], scores["with"])
-    log.info("feature sums %s: CV %s %.4f with, %.4f without (%s)", ", ".join(groups),
+    log.info("feature sums: CV %s %.4f with, %.4f without (%s)",
              scoring, scores["with"].mean(), scores["without"].mean(), "kept" if choice.groups else "left out")
     return choice

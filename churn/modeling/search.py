@@ -332,8 +332,9 @@ def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y
     subs = {name: _submit_search(pipe, {}, X_f, y_f, splits, scoring, client) for name, pipe in pipelines.items()}
     out = {}
     for name, sub in subs.items():
-        done = client.gather(sub.fits)
-        out[name] = np.array([done[key][None]["score"] for key in sorted(done, key=lambda k: k[1])])
+        assert len(sub.plan.groups) == 1, "one fixed pipeline: one fit group"
+        done = client.gather(sub.fits)  # (group key, fold) -> {forest size or None: result}
+        out[name] = np.array([next(iter(done[key].values()))["score"] for key in sorted(done, key=lambda k: k[1])])
     return out
 
 

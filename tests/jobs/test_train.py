@@ -205,12 +205,16 @@ def test_nullable_integer_column_takes_integers_and_blanks(client, tmp_path, tel
 def test_a_rerun_reuses_the_search(client, tmp_path, telco_subset):
     """The same job run again (same data, spec and code) reuses the first run's search: no fit runs,
     and the results, champion and test metrics are the same; a changed grid searches again."""
-    args = ("search.cv=2", "model.families=[logistic_regression,decision_tree]", "evaluation.plots=false")
+    args = ("search.cv=2", "model.families=[logistic_regression,decision_tree]", "evaluation.plots=false",
+            "model.feature_sums=true")
     first = run(job_spec(tmp_path, telco_subset, *args), client)
     with get_task_stream(client) as stream:
         again = run(job_spec(tmp_path, telco_subset, *args), client)
     assert not [t for t in stream.data if str(t["key"]).startswith("_fit_group")]
     assert mlflow.get_run(again.run_id).data.tags["churn.search_reused"]
+    # the reused run still records the sums its pipelines hold (read from them: no screen ran)
+    for r in (first, again):
+        assert mlflow.get_run(r.run_id).data.params["feature_sums"] == "sum_charges"
     for fam in first.families:
         pd.testing.assert_frame_equal(again.families[fam].cv_results, first.families[fam].cv_results)
     assert again.champion.name == first.champion.name

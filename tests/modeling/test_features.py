@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from churn.modeling.features import CategoryEncoder, GroupSums, TableCoercer, name_groups
+from churn.config.features import name_groups
+from churn.modeling.features import CategoryEncoder, GroupSums, TableCoercer
 from churn.serving.rules import LOOP_ROWS, text_cells
 
 
