@@ -121,24 +121,35 @@ def family_scores(scores: dict[str, np.ndarray], metric: str) -> Figure:
 def flow_chart(ranks: list[list[list[str]]], title: str) -> Figure:
     """Boxes in ranks from top to bottom (each box: label lines), every box joined to every box
     of the next rank: the stage graph of a job. (No graph-drawing library needed for a layered
-    chart this simple; Mermaid text of the same graph is logged beside it.)"""
+    chart this simple; Mermaid text of the same graph is logged beside it.)
+
+    The vertical axis is in inches, so each rank is as tall as its tallest box and every arrow
+    runs from the bottom edge of one box to the top edge of the next.
+    """
+    line, pad, gap, title_h = 8 * 1.2 / 72, 0.12, 0.45, 0.5  # inches: 8-pt lines, box padding, between ranks
+    halves = [max(len(label) for label in rank) * line / 2 + pad for rank in ranks]
+    centres_y, y = [], gap / 2
+    for half in halves:
+        centres_y.append(y + half)
+        y += 2 * half + gap
     width = max(len(r) for r in ranks)
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.3 * width), 1.25 * len(ranks) + 0.6), dpi=110)
+    fig = plt.figure(figsize=(max(6.0, 2.3 * width), y + title_h), dpi=110)
+    ax = fig.add_axes((0.0, 0.0, 1.0, y / (y + title_h)))
     ax.set_xlim(0, width)
-    ax.set_ylim(len(ranks), -0.3)
+    ax.set_ylim(y, 0)
     ax.axis("off")
-    ax.set_title(title)
+    fig.suptitle(title, y=1 - 0.15 / (y + title_h), va="top")
     centres: list[list[tuple[float, float]]] = []
-    for y, rank in enumerate(ranks):
+    for cy, rank in zip(centres_y, ranks, strict=True):
         xs = [(width - len(rank)) / 2 + i + 0.5 for i in range(len(rank))]
-        centres.append([(x, y + 0.5) for x in xs])
+        centres.append([(x, cy) for x in xs])
         for x, label in zip(xs, rank, strict=True):
-            ax.text(x, y + 0.5, "\n".join(label), ha="center", va="center", fontsize=8,
+            ax.text(x, cy, "\n".join(label), ha="center", va="center", fontsize=8,
                     bbox={"boxstyle": "round,pad=0.4", "facecolor": "#e8f0fe", "edgecolor": "#3b6fb6"})
-    for upper, lower in zip(centres, centres[1:], strict=False):
-        for x0, y0 in upper:
-            for x1, y1 in lower:
-                ax.annotate("", xy=(x1, y1 - 0.32), xytext=(x0, y0 + 0.32),
+    for r in range(len(ranks) - 1):
+        for x0, y0 in centres[r]:
+            for x1, y1 in centres[r + 1]:
+                h0, h1 = halves[r], halves[r + 1]
+                ax.annotate("", xy=(x1, y1 - h1 - 0.03), xytext=(x0, y0 + h0 + 0.03),
                             arrowprops={"arrowstyle": "->", "color": "#555555", "lw": 0.8})
-    fig.tight_layout()
     return fig
