@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from churn.config.errors import ConfigError
 from churn.config.families import FAMILY_NAMES, check_grid_shape, rules
+from churn.config.features import name_groups
 
 
 def has_credentials(uri: str) -> bool:
@@ -96,6 +97,14 @@ class TableSchema(Strict):
     @property
     def features(self) -> list[str]:
         return list(self.numeric) + list(self.categorical)
+
+    def sum_groups(self) -> dict[str, list[str]]:
+        """The sums the numeric column names imply (:func:`~churn.config.features.name_groups`). A
+        new name avoids every column and every one-hot column the declared levels give
+        (``<column>_<level>``, as scikit-learn's ``OneHotEncoder`` names them)."""
+        onehot = [f"{c}_{v}" for c, rule in self.categorical.items()
+                  for v in [*(rule.values or []), "infrequent_sklearn"]]
+        return name_groups(list(self.numeric), [*self.features, *onehot])
 
     @property
     def columns(self) -> list[str]:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from churn.config import JobSpec
-from churn.config.features import name_groups
 
 if TYPE_CHECKING:
     from churn.jobs.train import TrainResult
@@ -47,7 +46,7 @@ def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
                                    f"{man.rows_quarantined:,} quarantined"] if man else []))})
     g.add_rank({"split": timed("split", f"test {job.split.test:.0%}, seed {job.seed}",
                                *([f"{rows['train']:,} train / {rows['test']:,} test"] if rows else []))})
-    sums = name_groups(list(job.table.numeric), job.table.features) if job.model.feature_sums is not False else {}
+    sums = job.table.sum_groups() if job.model.feature_sums is not False else {}
     if sums:  # the screen (auto) or the sums themselves (true), before every family's search
         kept = result.model.members[0].named_steps.get("sums") if result else None
         g.add_rank({"feature_sums": ["feature sums", ", ".join(sums),

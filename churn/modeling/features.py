@@ -52,7 +52,7 @@ class GroupSums(TransformerMixin, BaseEstimator):
     international minutes or charges); a tree splits on one column at a time, so the total
     is a feature it cannot build itself. The train job keeps this step only when
     cross-validation on the training rows gains from it (:mod:`churn.modeling.screen`); the
-    groups come from the column names (:func:`churn.config.features.name_groups`).
+    groups come from the column names (:meth:`churn.config.TableSchema.sum_groups`).
     scikit-learn's ``FunctionTransformer`` could add the columns, but its function would be
     pickled code; this step saves as plain data.
     """

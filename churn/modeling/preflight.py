@@ -22,7 +22,6 @@ from sklearn.metrics import get_scorer_names
 from sklearn.model_selection import ParameterGrid
 
 from churn.config import ConfigError, JobSpec
-from churn.config.features import name_groups
 from churn.modeling.compat import scorer_response_method, validate_params
 from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
 from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
@@ -35,7 +34,7 @@ class RoundTripError(RuntimeError):
 
 def family_grids(job: JobSpec) -> dict[str, tuple[ImbPipeline, list[dict[str, list[Any]]]]]:
     """Each family's pipeline and its full grid (model grid, selection grid, imbalance treatments)."""
-    sums = name_groups(list(job.table.numeric), job.table.features) if job.model.feature_sums is not False else None
+    sums = job.table.sum_groups() if job.model.feature_sums is not False else None
     return {fam: (build_pipeline(job.table, fam, job.model.imbalance, job.seed, job.model.row_cap(fam), sums),
                   grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance))
             for fam in job.model.families}

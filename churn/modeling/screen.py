@@ -18,7 +18,6 @@ import pandas as pd
 from distributed import Client
 
 from churn.config import TableSchema
-from churn.config.features import name_groups
 from churn.modeling.calibrate import clear_gain
 from churn.modeling.pipeline import build_pipeline
 from churn.modeling.search import fold_scores_on_cluster, folds
@@ -53,7 +52,7 @@ def choose_sums(schema: TableSchema, mode: str | bool, X: pd.DataFrame, y: pd.Se
                 seed: int, client: Client) -> SumsChoice:
     """The :class:`GroupSums` groups the search uses: all of them (``True``), none (``False``),
     or with ``"auto"`` all of them when cross-validation gains from them, else none."""
-    groups = name_groups(list(schema.numeric), schema.features)
+    groups = schema.sum_groups()
     label = {True: "on", False: "off"}.get(mode, str(mode))  # type: ignore[call-overload]
     if mode is False or not groups:
         return SumsChoice({}, label)

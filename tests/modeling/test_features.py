@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from churn.config import TableSchema
 from churn.config.features import name_groups
 from churn.modeling.features import CategoryEncoder, GroupSums, TableCoercer
+from churn.modeling.pipeline import build_pipeline, inference_pipeline, kept_features
 from churn.serving.rules import LOOP_ROWS, text_cells
 
 
@@ -90,6 +92,21 @@ def test_name_groups_by_last_word():
         "sum_charges_": ["MonthlyCharges", "TotalCharges", "sum_charges"], "sum_calls": ["day calls", "night-calls"]}
     assert name_groups(["tenure", "age"]) == {}
     assert name_groups(["a_fee", "b_fee"], taken=["sum_fee", "plan"]) == {"sum_fee_": ["a_fee", "b_fee"]}
+
+
+def test_sum_names_avoid_one_hot_columns():
+    """A categorical column ``sum`` with a level ``fee`` one-hot encodes to ``sum_fee``: the sum of
+    the fee columns takes another name, so every family's encoded feature names stay unique."""
+    schema = TableSchema.model_validate({"label": "y", "positive": "1", "negative": "0",
+                                         "numeric": {"a_fee": {}, "b_fee": {}},
+                                         "categorical": {"sum": ["fee", "other"]}})
+    assert schema.sum_groups() == {"sum_fee_": ["a_fee", "b_fee"]}
+    X = pd.DataFrame({"a_fee": [1.0, 2.0] * 20, "b_fee": [3.0, 4.0] * 20, "sum": ["fee", "other"] * 20})
+    y = np.array([0, 1] * 20)
+    fitted = inference_pipeline(build_pipeline(schema, "logistic_regression", "none", 0,
+                                               sums=schema.sum_groups()).fit(X, y))
+    names = kept_features(fitted)
+    assert "sum_fee" in names and "sum_fee_" in names and len(set(names)) == len(names)
 
 
 def test_group_sums_add_columns_and_keep_blanks():
