@@ -66,12 +66,6 @@ def search_table(spec: JobSpec, result: TrainResult) -> Table:
     return fams
 
 
-def _sums(result: TrainResult) -> str:
-    """The sums the champion's pipeline adds, read from the model itself (also when the search was reused)."""
-    sums = result.model.members[0].named_steps.get("sums")
-    return ", ".join(sums.groups) if sums is not None else "none"
-
-
 def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
     table = Table(title="data, champion and test split", show_header=False)
     m = result.test.metrics
@@ -96,7 +90,7 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
          f"(value {econ.customer_value:g}, offer {econ.offer_cost:g}, contact {econ.contact_cost:g}, "
          f"acceptance {econ.acceptance_rate:g})"),
         ("features kept by the champion", f"{len(result.kept_features)}"),
-        ("feature sums (model.feature_sums)", _sums(result)),
+        ("feature sums (model.feature_sums)", ", ".join(result.feature_sums) or "none"),
         ("registered model", f"{result.model_uri} (version {result.model_version}), fitted on "
          f"{result.rows['final']:,} rows" + (" (train + test)" if result.rows["final"] > result.rows["search"]
                                              else "")),

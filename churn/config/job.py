@@ -189,6 +189,11 @@ class ModelSpec(Strict):
     # auto keeps them when CV of gradient boosting on the training rows gains from them; true, false
     feature_sums: Literal["auto"] | bool = "auto"
 
+    @property
+    def feature_sums_mode(self) -> str:
+        """``feature_sums`` as text: auto, on or off."""
+        return self.feature_sums if isinstance(self.feature_sums, str) else ("on" if self.feature_sums else "off")
+
     @field_validator("imbalance", mode="before")
     @classmethod
     def _one_or_list(cls, value: Any) -> Any:
@@ -274,5 +279,9 @@ class JobSpec(Strict):
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+    def sums_to_try(self) -> dict[str, list[str]]:
+        """The feature sums this job may use: the table's name groups, none with ``feature_sums: false``."""
+        return {} if self.model.feature_sums is False else self.table.sum_groups()
 
 

@@ -46,12 +46,11 @@ def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
                                    f"{man.rows_quarantined:,} quarantined"] if man else []))})
     g.add_rank({"split": timed("split", f"test {job.split.test:.0%}, seed {job.seed}",
                                *([f"{rows['train']:,} train / {rows['test']:,} test"] if rows else []))})
-    sums = job.table.sum_groups() if job.model.feature_sums is not False else {}
+    sums = job.sums_to_try()
     if sums:  # the screen (auto) or the sums themselves (true), before every family's search
-        kept = result.model.members[0].named_steps.get("sums") if result else None
         g.add_rank({"feature_sums": ["feature sums", ", ".join(sums),
                                      "CV with and without" if job.model.feature_sums == "auto" else "always",
-                                     *([("kept" if kept is not None else "left out")] if result else [])]})
+                                     *([("kept" if result.feature_sums else "left out")] if result else [])]})
     families = {}
     for fam in job.model.families:
         res = result.families.get(fam) if result else None

@@ -32,7 +32,7 @@ from churn.modeling.evaluate import (
 )
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
-from churn.modeling.screen import choose_sums, sums_in
+from churn.modeling.screen import SumsChoice, choose_sums, sums_in
 from churn.modeling.search import Progress, SearchResult, folds, refit_best, search_families
 from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
@@ -73,6 +73,7 @@ class TrainResult:
     kept_features: list[str]
     model: ChurnClassifier  # the registered model (finalised unless model.finalize is off)
     seconds: dict[str, float] = field(default_factory=dict)
+    feature_sums: dict[str, list[str]] = field(default_factory=dict)  # the sums every searched pipeline adds
 
     @property
     def search(self) -> SearchResult:
@@ -104,10 +105,8 @@ def _stage(name: str, seconds: dict[str, float], detail: str = "") -> Iterator[N
 
 
 def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client,
-                     progress: Progress | None = None) -> dict[str, SearchResult]:
-    sums = choose_sums(job.table, job.model.feature_sums, X, y, cv=job.search.cv, scoring=job.search.scoring,
-                       seed=job.seed, client=client)
-    log_feature_sums(sums)
+                     progress: Progress | None = None) -> tuple[dict[str, SearchResult], SumsChoice]:
+    sums = choose_sums(job, X, y, client)
     searches = {}
     for fam in job.model.families:
         cap = job.model.row_cap(fam)
@@ -122,7 +121,7 @@ def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client
         cap = job.model.row_cap(fam)
         res.imbalance = imbalance_of(res.best_params, fam, job.model.imbalance)
         res.rows_per_fit = min(cap, len(X)) if cap else len(X)
-    return families
+    return families, sums
 
 
 def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None,
@@ -156,10 +155,11 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             if families is not None:
                 log.info("search: data, spec and code unchanged: reusing the search in %s", cache.folder)
                 mark_search_reused(cache.key)
-                log_feature_sums(sums_in(families, job.model.feature_sums))
+                sums = sums_in(families, job)
             else:
-                families = _search_families(job, X, y, client, progress)
+                families, sums = _search_families(job, X, y, client, progress)
                 cache.save(families)
+            log_feature_sums(sums)
 
         with _stage("calibrate", seconds, f"stack of up to {job.model.ensemble}, calibration "
                                           f"{job.model.calibration}, threshold on out-of-fold"):
@@ -213,7 +213,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             set_alias(job.tracking.registered_model, job.tracking.alias, version)
         log_seconds(seconds)
         result = TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}@{job.tracking.alias}",
-                             version, dataset, families, champion, threshold, test, rows, kept, registered, seconds)
+                             version, dataset, families, champion, threshold, test, rows, kept, registered, seconds,
+                             feature_sums=sums.groups)
         graph = train_graph(job, result)
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
                   f"churn train: {job.name}")

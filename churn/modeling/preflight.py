@@ -34,7 +34,7 @@ class RoundTripError(RuntimeError):
 
 def family_grids(job: JobSpec) -> dict[str, tuple[ImbPipeline, list[dict[str, list[Any]]]]]:
     """Each family's pipeline and its full grid (model grid, selection grid, imbalance treatments)."""
-    sums = job.table.sum_groups() if job.model.feature_sums is not False else None
+    sums = job.sums_to_try()
     return {fam: (build_pipeline(job.table, fam, job.model.imbalance, job.seed, job.model.row_cap(fam), sums),
                   grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance))
             for fam in job.model.families}

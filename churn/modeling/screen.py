@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from distributed import Client
 
-from churn.config import TableSchema
+from churn.config import JobSpec
 from churn.modeling.calibrate import clear_gain
 from churn.modeling.pipeline import build_pipeline
 from churn.modeling.search import fold_scores_on_cluster, folds
@@ -41,28 +41,25 @@ class SumsChoice:
         return float((self.with_sums - self.without).mean()) if len(self.without) else None
 
 
-def sums_in(families: dict[str, Any], mode: str | bool) -> SumsChoice:
+def sums_in(families: dict[str, Any], job: JobSpec) -> SumsChoice:
     """The sums the searched pipelines hold (a reused search: the screen did not run again)."""
     steps = [r.best_estimator.named_steps.get("sums") for r in families.values()]
     groups = next((s.groups for s in steps if s is not None), None) or {}
-    return SumsChoice(dict(groups), {True: "on", False: "off"}.get(mode, str(mode)))  # type: ignore[call-overload]
+    return SumsChoice(dict(groups), job.model.feature_sums_mode)
 
 
-def choose_sums(schema: TableSchema, mode: str | bool, X: pd.DataFrame, y: pd.Series, *, cv: int, scoring: str,
-                seed: int, client: Client) -> SumsChoice:
-    """The :class:`GroupSums` groups the search uses: all of them (``True``), none (``False``),
-    or with ``"auto"`` all of them when cross-validation gains from them, else none."""
-    groups = schema.sum_groups()
-    label = {True: "on", False: "off"}.get(mode, str(mode))  # type: ignore[call-overload]
-    if mode is False or not groups:
-        return SumsChoice({}, label)
-    if mode is True:
-        return SumsChoice(groups, label)
+def choose_sums(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client) -> SumsChoice:
+    """The :class:`GroupSums` groups the search uses: all of them (``feature_sums: true``), none
+    (``false``), or with ``auto`` all of them when cross-validation gains from them, else none."""
+    groups, mode = job.sums_to_try(), job.model.feature_sums_mode
+    if mode != "auto" or not groups:
+        return SumsChoice(groups, mode)
+    cv, scoring, schema, seed = job.search.cv, job.search.scoring, job.table, job.seed
     log.info("feature sums %s: %d-fold CV of %s with and without them", ", ".join(groups), cv, JUDGE)
     pipelines = {"without": build_pipeline(schema, JUDGE, "none", seed),
                  "with": build_pipeline(schema, JUDGE, "none", seed, sums=groups)}
     scores = fold_scores_on_cluster(pipelines, X, y, cv=folds(cv, seed), scoring=scoring, client=client)
-    choice = SumsChoice(groups if clear_gain(scores["with"], scores["without"]) else {}, "auto",
+    choice = SumsChoice(groups if clear_gain(scores["with"], scores["without"]) else {}, mode,
                         scores["without"], scores["with"])
     log.info("feature sums: CV %s %.4f with, %.4f without (%s)",
              scoring, scores["with"].mean(), scores["without"].mean(), "kept" if choice.groups else "left out")

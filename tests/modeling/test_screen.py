@@ -6,13 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.config import TableSchema
+from churn.config import JobSpec
 from churn.modeling.screen import choose_sums
 
-SCHEMA = TableSchema.model_validate({
-    "id": None, "label": "churn", "positive": "yes", "negative": "no",
-    "numeric": {"day_minutes": {}, "night_minutes": {}, "eve_minutes": {}, "age": {}},
-    "categorical": {"plan": ["a", "b"]}})
+SCHEMA = {"id": None, "label": "churn", "positive": "yes", "negative": "no",
+          "numeric": {"day_minutes": {}, "night_minutes": {}, "eve_minutes": {}, "age": {}},
+          "categorical": {"plan": ["a", "b"]}}
+
+
+def _job(mode: str | bool) -> JobSpec:
+    """A job on the usage table: 3-fold CV, ROC AUC, seed 0, ``model.feature_sums`` set to ``mode``."""
+    return JobSpec.model_validate({"data": {"source": "usage.csv"}, "schema": SCHEMA, "seed": 0,
+                                   "search": {"cv": 3, "scoring": "roc_auc"}, "model": {"feature_sums": mode}})
 
 
 def _usage(label_from_total: bool, seed: int = 0, n: int = 1500) -> tuple[pd.DataFrame, pd.Series]:
@@ -29,7 +34,7 @@ def _usage(label_from_total: bool, seed: int = 0, n: int = 1500) -> tuple[pd.Dat
 def test_sums_kept_when_the_label_follows_the_total(client):
     """Churn driven by total minutes: the sum gains in CV, so the search gets it."""
     X, y = _usage(label_from_total=True)
-    choice = choose_sums(SCHEMA, "auto", X, y, cv=3, scoring="roc_auc", seed=0, client=client)
+    choice = choose_sums(_job("auto"), X, y, client)
     assert choice.groups == {"sum_minutes": ["day_minutes", "night_minutes", "eve_minutes"]}
     assert choice.gain > 0 and len(choice.with_sums) == 3
 
@@ -37,7 +42,7 @@ def test_sums_kept_when_the_label_follows_the_total(client):
 def test_sums_left_out_when_they_do_not_help(client):
     """Churn driven by age alone: the sum gains nothing clear, so it stays out."""
     X, y = _usage(label_from_total=False)
-    choice = choose_sums(SCHEMA, "auto", X, y, cv=3, scoring="roc_auc", seed=0, client=client)
+    choice = choose_sums(_job("auto"), X, y, client)
     assert choice.groups == {} and choice.gain is not None
 
 
@@ -45,5 +50,5 @@ def test_sums_left_out_when_they_do_not_help(client):
 def test_sums_forced_on_or_off_without_a_screen(mode, kept):
     """true and false decide without fitting anything (no cluster needed)."""
     X, y = _usage(label_from_total=False)
-    choice = choose_sums(SCHEMA, mode, X, y, cv=3, scoring="roc_auc", seed=0, client=None)
+    choice = choose_sums(_job(mode), X, y, client=None)
     assert bool(choice.groups) is kept and choice.gain is None
