@@ -7,13 +7,12 @@ import contextlib
 from typing import Any
 
 import yaml
-from dask.utils import parse_timedelta
 from distributed import Client
 
-from churn.clusters.errors import ClusterError
+from churn.clusters.errors import ClusterError, wait_for_first_worker
 from churn.clusters.extras import require
 from churn.clusters.tuning import worker_environ
-from churn.config import KubernetesSpec, setting
+from churn.config import KubernetesSpec
 
 
 def manifest(spec: KubernetesSpec) -> dict[str, Any]:
@@ -38,12 +37,7 @@ def open_client(spec: KubernetesSpec, stack: contextlib.ExitStack) -> Client:
         raise ClusterError(f"cannot create DaskCluster {spec.name!r}: {exc}") from exc
     stack.enter_context(cluster)
     client = stack.enter_context(Client(cluster, set_as_default=False))
-    timeout = parse_timedelta(setting("cluster.workers-timeout"))
-    try:  # pods may wait for a node or an image pull: the first worker gets the same time as a SLURM job
-        client.wait_for_workers(1, timeout=timeout)
-    except TimeoutError:
-        raise ClusterError(f"no worker pod of {spec.name!r} started within {timeout:g}s "
-                           "(kubectl get pods shows why)") from None
+    wait_for_first_worker(client, f"worker pod of {spec.name!r}", "kubectl get pods shows why")
     return client
 
 

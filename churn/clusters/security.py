@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import dask.config
 from distributed.security import Security
 
 from churn.config import TLSSpec
@@ -28,11 +29,9 @@ def tls_config(tls: TLSSpec) -> dict[str, object]:
 
 
 def security_for(tls: TLSSpec | None) -> Security | None:
-    """One certificate for every role (client, scheduler, worker), signed by the spec's CA."""
+    """One certificate for every role (client, scheduler, worker), signed by the spec's CA:
+    ``Security`` reads the same keys :func:`tls_config` sets."""
     if tls is None:
         return None
-    cert = os.path.expanduser(tls.cert)
-    key = os.path.expanduser(tls.key) if tls.key else None
-    roles = {f"tls_{role}_{part}": value for role in ("client", "scheduler", "worker")
-             for part, value in (("cert", cert), ("key", key))}
-    return Security(tls_ca_file=os.path.expanduser(tls.ca_file), require_encryption=tls.require_encryption, **roles)
+    with dask.config.set(tls_config(tls)):
+        return Security()

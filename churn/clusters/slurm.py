@@ -7,13 +7,12 @@ import contextlib
 import sys
 from typing import Any
 
-from dask.utils import parse_timedelta
 from distributed import Client
 
-from churn.clusters.errors import ClusterError
+from churn.clusters.errors import ClusterError, wait_for_first_worker
 from churn.clusters.extras import require
 from churn.clusters.tuning import worker_environ
-from churn.config import SlurmSpec, setting
+from churn.config import SlurmSpec
 
 
 def _job_options(spec: SlurmSpec) -> dict[str, Any]:
@@ -38,11 +37,7 @@ def open_client(spec: SlurmSpec, stack: contextlib.ExitStack) -> Client:
     stack.enter_context(cluster)  # closing it cancels the jobs (scancel)
     cluster.scale(jobs=spec.jobs)
     client = stack.enter_context(Client(cluster, set_as_default=False))
-    timeout = parse_timedelta(setting("cluster.workers-timeout"))
-    try:
-        client.wait_for_workers(1, timeout=timeout)
-    except TimeoutError:
-        raise ClusterError(f"no SLURM worker job started within {timeout:g}s (squeue shows why)") from None
+    wait_for_first_worker(client, "SLURM worker job", "squeue shows why")
     return client
 
 

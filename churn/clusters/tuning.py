@@ -19,7 +19,10 @@ def worker_environ() -> dict[str, str]:
     threshold = setting("cluster.worker-mmap-threshold")
     if threshold is None:
         return {}
-    size = parse_bytes(threshold)
+    try:
+        size = parse_bytes(threshold)
+    except (TypeError, ValueError):
+        size = -1  # not a size: the same message as one out of range
     if not 0 <= size <= GLIBC_MAX_MMAP_THRESHOLD:
         raise ClusterError(f"churn.cluster.worker-mmap-threshold={threshold!r}: glibc takes 0 to 32MiB")
     return {"MALLOC_MMAP_THRESHOLD_": str(size)}

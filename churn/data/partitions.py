@@ -42,7 +42,7 @@ def map_blocks(client: Client, stage: str, fn: Callable[..., Any], blocks: Seque
     keys = [f"{stage}-block-{b.index:05d}-{token}" for b in blocks]
 
     def threads() -> int:
-        return max(1, sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()))
+        return max(1, sum(client.nthreads().values()))
 
     results: list[Any] = [None] * len(blocks)
     if not blocks:

@@ -56,7 +56,10 @@ def drive(job: JobSpec, run_id: str) -> str:
     """
     uri = job.tracking.uri or ""
     try:
-        if run_status(uri, run_id).stage != SUBMITTED:
+        st = run_status(uri, run_id)
+        if st.done:  # marked FAILED while it waited (no driver within tracking.submit-timeout): keep it so
+            return ""
+        if st.stage != SUBMITTED:
             fail_run(uri, run_id, "the job's driver was lost with its worker after the job had started; "
                                   "submit it again")
             return ""

@@ -115,10 +115,11 @@ def fail_if_lost(uri: str, st: RunStatus) -> RunStatus:
 
     A store that refuses the write (read-only access) leaves the run as it is, with a warning.
     """
-    if is_lost(st, time.time(), *_timeouts()) is None:
+    timeouts = _timeouts()
+    if is_lost(st, time.time(), *timeouts) is None:
         return st
     fresh = run_status(uri, st.run_id)
-    reason = is_lost(fresh, time.time(), *_timeouts())
+    reason = is_lost(fresh, time.time(), *timeouts)
     if reason is None:
         return fresh
     try:

@@ -189,3 +189,11 @@ def test_cluster_render_command(tmp_path):
     bad.write_text("kind: slurm\ncores: 0\nmemory: 8GiB\n")
     out = _churn("cluster", "render", str(bad))
     assert out.returncode == 2 and "slurm.cores" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("value", ["16 megs", "64MiB"])
+def test_a_bad_worker_mmap_threshold_is_one_clear_error(value):
+    """Not a size, or past glibc's 32 MiB cap: one ClusterError naming the setting, not a traceback."""
+    with dask.config.set({"churn.cluster.worker-mmap-threshold": value}):
+        with pytest.raises(ClusterError, match=f"worker-mmap-threshold={value!r}: glibc takes 0 to 32MiB"):
+            render(SlurmSpec.model_validate(yaml.safe_load((ROOT / "cluster" / "slurm.yaml").read_text())))
