@@ -80,7 +80,7 @@ def test_search_runs_on_an_existing_scheduler(scheduler_address, tmp_path, telco
         train, _ = search_sample(ddf[ddf["_split"] == "train"], job.search.max_rows, job.seed, client)
         pipe = build_pipeline(job.table, "random_forest", "smote", job.seed)
         with get_task_stream(client) as stream:
-            res = grid_search(pipe, grid_for("random_forest", {"n_estimators": [10, 20]}),
+            res = grid_search(pipe, grid_for("random_forest", {"n_estimators": [10, 20], "min_samples_leaf": [1, 4]}),
                               train[job.table.features], train["_label"], cv=3, scoring="roc_auc",
                               seed=job.seed, client=client)
         used = {t["worker"] for t in stream.data if str(t["key"]).startswith("_fit_group")}
