@@ -24,12 +24,14 @@ def run_isolated(code: str, timeout: float = 3600, env: dict[str, str] | None = 
     ``env``; it must print one JSON line. Adds wall, CPU and peak RSS."""
     wrapper = (
         "import json, resource, time, sys\n"
+        "ru0 = resource.getrusage(resource.RUSAGE_SELF)\n"
         "t0 = time.perf_counter()\n"
         f"{code}\n"
         "wall = time.perf_counter() - t0\n"
         "ru = resource.getrusage(resource.RUSAGE_SELF)\n"
         "out = dict(result or {})\n"
-        "out.update(wall=wall, cpu=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)\n"
+        "cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime  # the same span as wall\n"
+        "out.update(wall=wall, cpu=cpu, peak_rss=ru.ru_maxrss * 1024)\n"
         "print(json.dumps(out))\n"
     )
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout,

@@ -1,9 +1,13 @@
 """The shuffle-free duplicate check of ingest.
 
-Each block task writes its sorted 64-bit id hashes; one task per hash range reads that range
-from every block's key file and names the rows that repeat an earlier (block, row)
-occurrence; only the blocks holding such rows are rewritten. Rows with equal hashes are
-compared by their id text before one is dropped, so a hash collision never loses a customer.
+Each block task stages its clean rows as an uncompressed Arrow IPC file (written and memory-
+mapped back at the speed of a copy) and writes its sorted 64-bit id hashes; one task per hash
+range reads that range from every block's key file and names the rows that repeat an earlier
+(block, row) occurrence; then every block's staged rows, without those, are written once as
+Parquet. (Writing Parquet in the block task and rewriting the blocks that hold repeats cost a
+second Parquet read and write of nearly every block: repeats spread over all of them.) Rows with
+equal hashes are compared by their id text, read from the memory-mapped staged files, before
+one is dropped, so a hash collision never loses a customer.
 """
 
 from __future__ import annotations
@@ -23,6 +27,24 @@ from churn.data.manifest import IngestError
 def write_clean(table: pa.Table, path: str, schema: TableSchema) -> None:
     """One clean partition: dictionary pages for categoricals, no column statistics (faster)."""
     pq.write_table(table, path, use_dictionary=list(schema.categorical), write_statistics=False)
+
+
+def staged_path(staging: str, block_index: int) -> str:
+    """Where a block's clean rows wait (Arrow IPC) for the duplicate check."""
+    return os.path.join(staging, "keys", f"{block_index:05d}-rows.arrow")
+
+
+def stage_clean(table: pa.Table, staging: str, block_index: int) -> None:
+    """Stage a block's clean rows as one uncompressed Arrow IPC record batch."""
+    with pa.OSFile(staged_path(staging, block_index), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(1, table.num_rows))
+
+
+def read_staged(staging: str, block_index: int, columns: list[str] | None = None) -> pa.Table:
+    """A block's staged rows, memory-mapped (no copy)."""
+    with pa.memory_map(staged_path(staging, block_index)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    return table.select(columns) if columns else table
 
 
 def hash_ranges(total_rows: int, min_buckets: int) -> list[tuple[int, int | None]]:
@@ -97,7 +119,7 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
         out: list[str] = [""] * len(entries)
         for b in np.unique(owner[entries]):
             pick = np.flatnonzero(owner[entries] == b)
-            ids = pq.read_table(os.path.join(staging, "data", f"part-{b:05d}.parquet"), columns=[id_column])
+            ids = read_staged(staging, int(b), [id_column])
             for i, text in zip(pick, ids.column(id_column).take(pa.array(row[entries[pick]])).to_pylist(),
                                strict=True):
                 out[i] = text
@@ -107,24 +129,24 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
     return {int(b): np.sort(row[repeat & (owner == b)]) for b in np.unique(owner[repeat])}
 
 
-def drop_rows(staging: str, block_index: int, rows: np.ndarray, schema: TableSchema, written_rows: int) -> int:
-    """Rewrite one clean partition (``written_rows`` rows as its block wrote it) without the given
-    row positions.
+def write_partition(staging: str, block_index: int, drop: np.ndarray, schema: TableSchema, staged_rows: int) -> int:
+    """Write one clean partition as Parquet: the block's staged rows (``staged_rows`` of them, as
+    the block reported) without the row positions in ``drop``; returns the rows dropped.
 
-    Idempotent, so that a task run again after its worker died drops nothing twice: the new file
-    replaces the old one atomically, and a partition that already has the dropped row count is
-    left as it is.
+    Idempotent, so that a task run again after its worker died gives the same file: the staged
+    rows stay until the whole stage is done, and the Parquet file replaces any earlier one
+    atomically.
     """
+    table = read_staged(staging, block_index)
+    if table.num_rows != staged_rows:
+        raise IngestError(f"{staged_path(staging, block_index)}: {table.num_rows} rows where the block "
+                          f"wrote {staged_rows}")
+    if len(drop):
+        keep = np.ones(table.num_rows, bool)
+        keep[drop] = False
+        table = table.filter(pa.array(keep))
     path = os.path.join(staging, "data", f"part-{block_index:05d}.parquet")
-    table = pq.read_table(path)
-    if table.num_rows == written_rows - len(rows):
-        return len(rows)  # done by an earlier attempt of this task
-    if table.num_rows != written_rows:
-        raise IngestError(f"{path}: {table.num_rows} rows where the block wrote {written_rows}")
-    keep = np.ones(table.num_rows, bool)
-    keep[rows] = False
-    # written beside the key files (a folder removed before publishing), never among the partitions
-    tmp = os.path.join(staging, "keys", f"part-{block_index:05d}.{os.getpid()}.parquet")
-    write_clean(table.filter(pa.array(keep)), tmp, schema)
+    tmp = os.path.join(staging, "keys", f"part-{block_index:05d}.{os.getpid()}.parquet")  # never among the partitions
+    write_clean(table, tmp, schema)
     os.replace(tmp, path)
-    return int((~keep).sum())
+    return len(drop)

@@ -4,11 +4,13 @@ Stages (each a set of Dask tasks; the driver only sees counts and small index ar
 
 1. header check of every file (schema drift fails here, before any data is read);
 2. one sequential scan per file: size, sha256, first line number of every block;
-3. one task per block: parse (pyarrow, every field as text), validate, write the clean rows
-   and the quarantined rows as Parquet, and the sorted row keys for the duplicate check;
+3. one task per block: parse (pyarrow; numbers typed, categoricals dictionary-encoded),
+   validate, write the quarantined rows as Parquet and, with an id column, stage the clean rows
+   (Arrow IPC) with their sorted row keys for the duplicate check (without one, the clean rows
+   are written as Parquet there and then);
 4. a shuffle-free duplicate check: one task per hash bucket reads its key range from every
-   block's key file and names the rows that repeat an earlier id; only the blocks holding
-   such rows are rewritten;
+   block's key file and names the rows that repeat an earlier id; then one task per block
+   writes its staged rows, without those, as Parquet;
 5. the manifest is checked (read = kept + quarantined + duplicates) and the finished dataset
    is published by one atomic rename. A dataset whose inputs, schema and code version are
    unchanged is reused.
@@ -36,7 +38,15 @@ from distributed import Client
 from churn.config import ConfigError, JobSpec, MonitorSpec, ScoreSpec, TableSchema, setting
 from churn.data.blocks import Block, FileScan, NotTextError, read_block_rows, read_header, scan_file
 from churn.data.columns import KEY_COLUMN
-from churn.data.dedup import dedup_keys, drop_rows, find_duplicates, hash_ranges, repeated_rows, write_clean
+from churn.data.dedup import (
+    dedup_keys,
+    find_duplicates,
+    hash_ranges,
+    repeated_rows,
+    stage_clean,
+    write_clean,
+    write_partition,
+)
 from churn.data.folders import unwritable_reason
 from churn.data.manifest import FORMAT_VERSION, BlockResult, FileEntry, IngestError, Manifest, WrittenRows
 from churn.data.parse import count_lines, parse_block
@@ -148,7 +158,9 @@ def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str,
         clean, keys, order, duplicates = _drop_repeats_in_block(clean, schema.id, key_bits)
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-keys.npy"), keys[order])
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-rows.npy"), order.astype(np.uint32))
-    write_clean(clean, os.path.join(staging, "data", name), schema)
+        stage_clean(clean, staging, block.index)  # written as Parquet once the repeats across blocks are known
+    else:
+        write_clean(clean, os.path.join(staging, "data", name), schema)
     pq.write_table(quarantine, os.path.join(staging, "quarantine", name))
     result = BlockResult(index=block.index, source=block.path, lines=lines, rows_read=parsed.records,
                          embedded_newlines=parsed.embedded_newlines, rows_clean=clean.num_rows,
@@ -243,22 +255,8 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
 
         dropped = 0  # repeats across blocks (repeats inside a block went in ingest_block)
         if schema.id:
-            ranges = hash_ranges(sum(r.rows_clean for r in results), int(setting("ingest.dedup-buckets")))
-            idx = [b.index for b in blocks]
-            found = client.gather([client.submit(find_duplicates, str(staging), idx, lo, hi, schema.id, pure=False)
-                                   for lo, hi in ranges])
-            stages["duplicates_find"] = time.perf_counter() - t0 - sum(stages.values())
-            per_block: dict[int, list[np.ndarray]] = {}
-            for part in found:
-                for b, rows in part.items():
-                    per_block.setdefault(b, []).append(rows)
-            written = {r.index: r.rows_clean for r in results}
-            drops = [client.submit(drop_rows, str(staging), b, np.sort(np.concatenate(r)), schema, written[b],
-                                   pure=False) for b, r in sorted(per_block.items())]
-            dropped = int(sum(client.gather(drops)))
-            log.info("ingest: %d repeated ids across blocks, %d partition(s) rewritten", dropped, len(drops))
+            dropped = remove_repeats(client, staging, blocks, results, schema, stages, t0)
         shutil.rmtree(staging / "keys")
-        stages["duplicates_rewrite"] = time.perf_counter() - t0 - sum(stages.values())
 
         manifest = Manifest.from_blocks(
             dataset=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -279,6 +277,31 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
     log.info("ingest: %d read, %d kept, %d quarantined, %d duplicates → %s", manifest.rows_read,
              manifest.rows_kept, manifest.rows_quarantined, manifest.duplicates_removed, final)
     return Dataset(final, manifest)
+
+
+def remove_repeats(client: Client, staging: Path, blocks: list[Block], results: list[BlockResult],
+                   schema: TableSchema, stages: dict[str, float], t0: float) -> int:
+    """Find the rows repeating an id of an earlier block, then write every block's staged rows
+    without them as Parquet; returns the rows dropped."""
+    assert schema.id
+    ranges = hash_ranges(sum(r.rows_clean for r in results), int(setting("ingest.dedup-buckets")))
+    idx = [b.index for b in blocks]
+    found = client.gather([client.submit(find_duplicates, str(staging), idx, lo, hi, schema.id, pure=False)
+                           for lo, hi in ranges])
+    stages["duplicates"] = time.perf_counter() - t0 - sum(stages.values())
+    per_block: dict[int, list[np.ndarray]] = {}
+    for part in found:
+        for b, rows in part.items():
+            per_block.setdefault(b, []).append(rows)
+    drops = {b: np.sort(np.concatenate(r)) for b, r in per_block.items()}
+    none = np.zeros(0, np.int64)
+    written = client.map(write_partition, [str(staging)] * len(results), [r.index for r in results],
+                         [drops.get(r.index, none) for r in results], [schema] * len(results),
+                         [r.rows_clean for r in results], pure=False)
+    dropped = int(sum(client.gather(written)))
+    stages["write"] = time.perf_counter() - t0 - sum(stages.values())
+    log.info("ingest: %d repeated ids across blocks, in %d partition(s)", dropped, len(drops))
+    return dropped
 
 
 def count_written(staging: Path, blocks: list[int]) -> WrittenRows:

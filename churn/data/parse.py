@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from churn.config import TableSchema
+from churn.data.blocks import count_byte
 from churn.data.manifest import IngestError
 from churn.data.validate import validate_table
 
@@ -35,7 +36,7 @@ _UTF8 = ("utf-8", "utf8", "utf_8")
 
 def count_lines(data: bytes) -> int:
     """Physical lines: newlines, plus an unterminated last line."""
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return count_byte(data, 10) + (1 if data and not data.endswith(b"\n") else 0)
 
 
 @dataclass
@@ -92,6 +93,7 @@ def _read(data: bytes, header: list[str], schema: TableSchema) -> tuple[pa.Table
     text_types = {c: _DICT if c in levels else pa.string() for c in header}
     typed = {**text_types, **{c: pa.int64() if rule.integer else pa.float64()
                               for c, rule in schema.numeric.items()}}
+    check_utf8 = not data.isascii()  # ASCII is valid UTF-8: skip the parser's check (a quarter of its time)
     for types in (typed, text_types):
         bad: list[tuple[int, str]] = []
 
@@ -106,7 +108,7 @@ def _read(data: bytes, header: list[str], schema: TableSchema) -> tuple[pa.Table
                                                block_size=max(1 << 20, len(data) + 1)),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                                     quoted_strings_can_be_null=False,
+                                                     check_utf8=check_utf8, quoted_strings_can_be_null=False,
                                                      null_values=_BLANK if types is typed else []),
             )
         except pa.ArrowInvalid as exc:

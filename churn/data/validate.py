@@ -67,25 +67,31 @@ def _levels(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     enc = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col.cast(pa.string()))
     values = pc.fill_null(pc.utf8_trim_whitespace(enc.dictionary), "")
-    return values, enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    return values, enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
-def _categorical(values: pa.Array, idx: np.ndarray, blank_rows: np.ndarray) -> pa.DictionaryArray:
+def _rows(per_level: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
+    """The rows whose level is flagged, or None when no level is (no per-row work)."""
+    return per_level[idx] if len(idx) and per_level.any() else None
+
+
+def _categorical(values: pa.Array, idx: np.ndarray, blank_rows: np.ndarray | None) -> pa.DictionaryArray:
     """Dictionary column over the trimmed values; blank rows are null."""
     uniq = pc.unique(values)
     if len(uniq) == len(values):  # trimming merged no two values: the indices stand as they are
-        return pa.DictionaryArray.from_arrays(pa.array(idx, mask=blank_rows if blank_rows.any() else None), values)
+        return pa.DictionaryArray.from_arrays(pa.array(idx, mask=blank_rows), values)
     remap = np.asarray(pc.index_in(values, value_set=uniq).to_numpy(zero_copy_only=False), np.int32)
     return pa.DictionaryArray.from_arrays(pa.array(remap[idx], mask=blank_rows), uniq)
 
 
-def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(float64 values with NaN, well-formed mask, blank mask) of a text column, or of a column
-    the CSV reader already parsed as numbers (nulls are its blank cells)."""
+def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(float64 values with NaN, malformed mask, blank mask) of a text column, or of a column the
+    CSV reader already parsed as numbers (nulls are its blank cells); a mask is None when no row
+    is set in it."""
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
         blank = np.isnan(values)
-        return values, ~blank, blank
+        return values, None, blank if blank.any() else None
     text = pc.fill_null(col.cast(pa.string()), "")
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
@@ -93,7 +99,7 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, n
     try:  # fast path: every non-blank cell is a plain number
         values = pc.cast(pc.if_else(pa.array(blank), _NULL_TEXT, text), pa.float64()).to_numpy(zero_copy_only=False)
         if not (np.isnan(values) & ~blank).any() and np.isfinite(values[~blank]).all():
-            return values, ~blank, blank
+            return values, None, blank if blank.any() else None
     except pa.ArrowInvalid:
         pass
     ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
@@ -102,7 +108,13 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, n
         ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
     blank = pc.equal(text, "").to_numpy(zero_copy_only=False)
     values = pc.cast(pc.if_else(pa.array(ok), text, _NULL_TEXT), pa.float64())
-    return values.to_numpy(zero_copy_only=False), ok, blank
+    malformed = ~ok & ~blank
+    return (values.to_numpy(zero_copy_only=False), malformed if malformed.any() else None,
+            blank if blank.any() else None)
+
+
+def _any(mask: np.ndarray) -> np.ndarray | None:
+    return mask if mask.any() else None
 
 
 def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.ndarray, *,
@@ -114,68 +126,75 @@ def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.nd
     (int8) and ``_key`` (uint64). Quarantined rows keep every original field as text plus
     ``_reasons``, ``_source`` and ``_line``. With ``require_label=False`` (scoring) the label
     may be absent or unknown: ``_label`` is then null, and no row is refused for it.
+
+    Masks are None where no row is set (the common case): checks on clean data cost a test per
+    column or per distinct value, not a pass over the rows.
     """
     n = raw.num_rows
     out: dict[str, pa.Array] = {}
-    blanks: list[np.ndarray] = []
-    checks: list[tuple[str, np.ndarray]] = []  # (reason, rows failing), before the live mask
+    blanks: list[np.ndarray | None] = []  # a row blank in every column is an empty line
+    checks: list[tuple[str, np.ndarray | None]] = []  # (reason, rows failing), before the empty-line mask
 
     if schema.id:
         ident = _text(raw.column(schema.id))
-        id_blank = pc.equal(ident, "").to_numpy(zero_copy_only=False)
+        id_blank = _any(pc.equal(ident, "").to_numpy(zero_copy_only=False))
         blanks.append(id_blank)
         checks.append(("missing_id", id_blank))
         out[schema.id] = ident
     for col, rule in schema.numeric.items():
-        arr, ok, blank = _numbers(raw.column(col))
+        arr, malformed, blank = _numbers(raw.column(col))
         blanks.append(blank)
         if not rule.nullable:
             checks.append((f"blank_value:{col}", blank))
-        checks.append((f"not_a_number:{col}", ~ok & ~blank))
-        finite = ~np.isnan(arr)
-        if rule.integer:
-            bad_int = np.zeros(n, bool)
-            bad_int[finite] = arr[finite] != np.round(arr[finite])
-            checks.append((f"not_an_integer:{col}", bad_int))
-        oor = np.zeros(n, bool)
-        if rule.min is not None:
-            oor[finite] |= arr[finite] < rule.min
-        if rule.max is not None:
-            oor[finite] |= arr[finite] > rule.max
-        checks.append((f"out_of_range:{col}", oor))
+        checks.append((f"not_a_number:{col}", malformed))
+        if rule.integer and not pa.types.is_integer(raw.column(col).type):  # parsed as integers: nothing to check
+            with np.errstate(invalid="ignore"):
+                checks.append((f"not_an_integer:{col}", _any(np.isfinite(arr) & (arr != np.round(arr)))))
+        if rule.min is not None or rule.max is not None:
+            oor = np.zeros(n, bool)  # NaN compares False: blanks are never out of range
+            if rule.min is not None:
+                oor |= arr < rule.min
+            if rule.max is not None:
+                oor |= arr > rule.max
+            checks.append((f"out_of_range:{col}", _any(oor)))
         out[col] = pa.array(arr)
     for col, rule in schema.categorical.items():
         values, idx = _levels(raw.column(col))
-        blank = pc.equal(values, "").to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+        blank_level = pc.equal(values, "").to_numpy(zero_copy_only=False)
+        blank = _rows(blank_level, idx)
         blanks.append(blank)
         if not rule.nullable:
             checks.append((f"blank_value:{col}", blank))
         if rule.values is not None:
             known = pc.is_in(values, value_set=pa.array(rule.values, pa.string())).to_numpy(zero_copy_only=False)
-            checks.append((f"unknown_category:{col}", ~known[idx] & ~blank if n else np.zeros(0, bool)))
+            checks.append((f"unknown_category:{col}", _rows(~known & ~blank_level, idx)))
         out[col] = _categorical(values, idx, blank)
     if schema.label in raw.column_names:
         values, idx = _levels(raw.column(schema.label))
-        label_blank = pc.equal(values, "").to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
-        is_pos = pc.equal(values, schema.positive).to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
-        is_neg = pc.equal(values, schema.negative).to_numpy(zero_copy_only=False)[idx] if n else np.zeros(0, bool)
+        is_pos = pc.equal(values, schema.positive).to_numpy(zero_copy_only=False)
+        known = is_pos | pc.equal(values, schema.negative).to_numpy(zero_copy_only=False)
+        label = is_pos.astype(np.int8)[idx] if n else np.zeros(0, np.int8)
+        unknown = _rows(~known, idx)
         if require_label:
-            blanks.append(label_blank)
-            checks.append(("unknown_label", ~(is_pos | is_neg)))
-            out[LABEL_COLUMN] = pa.array(is_pos.astype(np.int8))
+            blanks.append(_rows(pc.equal(values, "").to_numpy(zero_copy_only=False), idx))
+            checks.append(("unknown_label", unknown))
+            out[LABEL_COLUMN] = pa.array(label)
         else:
-            out[LABEL_COLUMN] = pa.array(is_pos.astype(np.int8), mask=~(is_pos | is_neg))
+            out[LABEL_COLUMN] = pa.array(label, mask=unknown)
     elif require_label:
         raise ValueError(f"{source}: no label column {schema.label!r}")
     else:
         out[LABEL_COLUMN] = pa.nulls(n, pa.int8())
 
-    empty = np.logical_and.reduce(blanks) if n else np.zeros(0, bool)
-    reasons = [("empty_line", empty)] + [(name, mask & ~empty) for name, mask in checks]
+    empty = np.logical_and.reduce(blanks) if n and blanks and all(b is not None for b in blanks) else None
+    reasons = [("empty_line", empty)] if empty is not None and empty.any() else []
+    reasons += [(name, mask if empty is None else mask & ~empty) for name, mask in checks if mask is not None]
     bad = np.zeros(n, bool)
     for _, mask in reasons:
         bad |= mask
-    clean = pa.table(out).filter(pa.array(~bad))
+    clean = pa.table(out)
+    if reasons:
+        clean = clean.filter(pa.array(~bad))
     clean = clean.append_column(KEY_COLUMN, pa.array(row_keys(clean, schema), pa.uint64()))
 
     bad_idx = np.flatnonzero(bad)

@@ -16,12 +16,13 @@ from pathlib import Path
 import dask.config
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
 
 from churn.data.blocks import scan_file
-from churn.data.dedup import drop_rows
+from churn.data.dedup import stage_clean, write_partition
 from churn.data.generate import generate
 from churn.data.ingest import (
     SchemaDriftError,
@@ -108,6 +109,8 @@ def _stage(tmp_path: Path, source: Path) -> tuple:
     for sub in ("data", "quarantine", "keys"):
         (staging / sub).mkdir(parents=True)
     results = [ingest_block(b, job.table, str(staging), "utf-8", 64) for b in blocks]
+    for r in results:
+        write_partition(str(staging), r.index, np.zeros(0, np.int64), job.table, r.rows_clean)
     return job, scans, blocks, staging, results
 
 
@@ -230,21 +233,21 @@ def test_quoted_newlines_across_block_boundaries_keep_rows_whole(client, tmp_pat
     assert src.read_text().split("\n")[line - 1].startswith(frame.loc[1400, "customerID"] + ",")
 
 
-def test_dropping_repeats_twice_drops_nothing_more(tmp_path):
-    """drop_rows run again (its worker died after the rewrite) leaves the partition as the first run
-    left it; a partition with a row count neither before nor after is an error."""
+def test_writing_a_partition_twice_drops_nothing_more(tmp_path):
+    """write_partition run again (its worker died after writing) leaves the partition as the first run
+    left it; staged rows that are not the count the block reported are an error."""
     schema = job_spec(tmp_path, TELCO).table
     staging = tmp_path / "staging"
     for sub in ("data", "keys"):
         (staging / sub).mkdir(parents=True)
-    rows = pd.read_csv(TELCO).head(50).astype({"TotalCharges": str})
+    rows = pa.Table.from_pandas(pd.read_csv(TELCO).head(50).astype({"TotalCharges": str}), preserve_index=False)
+    stage_clean(rows, str(staging), 0)
     part = staging / "data" / "part-00000.parquet"
-    rows.to_parquet(part, index=False)
     drop = np.array([3, 10, 11])
-    assert drop_rows(str(staging), 0, drop, schema, written_rows=50) == 3
+    assert write_partition(str(staging), 0, drop, schema, staged_rows=50) == 3
     once = pq.read_table(part)
     assert once.num_rows == 47 and "7795-CFOCW" not in once.column("customerID").to_pylist()
-    assert drop_rows(str(staging), 0, drop, schema, written_rows=50) == 3
+    assert write_partition(str(staging), 0, drop, schema, staged_rows=50) == 3
     assert pq.read_table(part).equals(once)
-    with pytest.raises(IngestError, match="47 rows where the block wrote 48"):
-        drop_rows(str(staging), 0, drop, schema, written_rows=48)
+    with pytest.raises(IngestError, match="50 rows where the block wrote 48"):
+        write_partition(str(staging), 0, drop, schema, staged_rows=48)
