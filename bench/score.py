@@ -47,6 +47,7 @@ result = {{"rows": rows, "scoring": time.perf_counter() - t_load, "scoring_cpu":
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each method; the median by wall time is shown")
     args = ap.parse_args()
     bench_logging()
     data = WORK / f"data-{args.rows}"
@@ -58,17 +59,27 @@ def main() -> None:
         store, model_uri = train_small_model(WORK, client)
         spec = load_score_job(ROOT / "jobs" / "score.yaml", [f"data.source={pattern}",
                                                              f"data.output={WORK / 'scores'}", f"tracking.uri={store}"])
-        shutil.rmtree(WORK / "scores", ignore_errors=True)
-        before, driver_before = worker_usage(client), self_usage()
-        t0 = time.perf_counter()
-        res = score_job.run(spec, client)
-        churn_wall = time.perf_counter() - t0
-        after, driver_after = worker_usage(client), self_usage()
-    churn_cpu = (sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
-                 + driver_after["cpu"] - driver_before["cpu"])
+        runs = []
+        for _ in range(args.repeat):
+            shutil.rmtree(WORK / "scores", ignore_errors=True)
+            before, driver_before = worker_usage(client), self_usage()
+            t0 = time.perf_counter()
+            res = score_job.run(spec, client)
+            wall = time.perf_counter() - t0
+            after, driver_after = worker_usage(client), self_usage()
+            cpu = (sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
+                   + driver_after["cpu"] - driver_before["cpu"])
+            runs.append((wall, cpu, res))
+    runs.sort(key=lambda r: r[0])
+    churn_wall, churn_cpu, res = runs[len(runs) // 2]
+    spread = [f"churn {runs[0][0]:.1f}-{runs[-1][0]:.1f}"]
     code = PANDAS.format(store=store, uri=model_uri, pattern=pattern)
     one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}  # as in a worker
-    bases = {"1 thread": run_isolated(code, env=one_thread), "default threads": run_isolated(code)}
+    bases = {}
+    for kind, env in (("1 thread", one_thread), ("default threads", None)):
+        base_runs = sorted((run_isolated(code, env=env) for _ in range(args.repeat)), key=lambda b: b["scoring"])
+        bases[kind] = base_runs[len(base_runs) // 2]
+        spread.append(f"pandas with {kind} {base_runs[0]['scoring']:.1f}-{base_runs[-1]['scoring']:.1f}")
     size = sum(Path(f).stat().st_size for f in glob.glob(pattern))
     rows = [[f"pandas read_csv + predict_proba, 1 process, {kind}", f"{b['rows']:,}", f"{b['scoring']:.1f}",
              f"{b['rows'] / b['scoring']:,.0f}", f"{b['scoring_cpu']:.1f}", "-"] for kind, b in bases.items()]
@@ -80,6 +91,8 @@ def main() -> None:
                 ["method", "rows", "wall s", "rows/s", "CPU s", "notes"], rows, [
                     "churn / pandas rows/s: " + "; ".join(f"{r:.2f} against pandas with {kind}"
                                                           for kind, r in ratios.items()) + " (target >= 1.8).",
+                    f"Each method ran {args.repeat} times; each row is its median run by wall time. Wall s, "
+                    f"fastest-slowest: {', '.join(spread)}.",
                     "1 thread: OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS=1, as in each Dask worker "
                     "(distributed's default). Default threads: "
                     "the environment the benchmark started with, where HistGradientBoosting's predict uses OpenMP "

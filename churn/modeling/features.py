@@ -7,14 +7,16 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from churn.serving.rules import LOOP_ROWS, number_cells, text_cells, text_factors
+from churn.serving.rules import LOOP_ROWS, category_cells, number_cells, text_cells, text_factors
 
 
 class TableCoercer(TransformerMixin, BaseEstimator):
     """Coerce a raw churn table to model-ready dtypes.
 
     Numeric columns become float64 (text such as ``" "`` becomes NaN, imputed later);
-    categorical columns become object with NaN for blanks and missing values. So a fitted
+    categorical columns become object with NaN for blanks and missing values, or, when they
+    come as pandas categories (the clean dataset, the batch scorer), categories with trimmed
+    labels and blanks missing: the same cells, without a Python object per row. So a fitted
     pipeline accepts rows as they come from a CSV reader as well as from the clean dataset.
     """
 
@@ -38,7 +40,10 @@ class TableCoercer(TransformerMixin, BaseEstimator):
         out = {c: pd.Series(number_cells(X[c])[0], index=X.index) for c in self.numeric}
         # object, not pandas' inferred str dtype: the steps after this one read the cells as
         # Python objects, and a round trip through Arrow strings cost a third of a batch's time
-        out.update({c: pd.Series(text_cells(X[c]), index=X.index, dtype=object) for c in self.categorical})
+        for c in self.categorical:
+            categories = category_cells(X[c])
+            out[c] = (pd.Series(categories, index=X.index) if categories is not None
+                      else pd.Series(text_cells(X[c]), index=X.index, dtype=object))
         return pd.DataFrame(out, index=X.index)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
@@ -117,7 +122,7 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
         self.codes_ = {col: {level: i for i, level in enumerate(levels)} for col, levels in self.levels_.items()}
         return self
 
-    def _codes(self, col: str, values: np.ndarray) -> np.ndarray:
+    def _codes(self, col: str, values: pd.Series) -> np.ndarray:
         """Level code per cell: its level's position, ``len(levels)`` for any other level, -1 for blanks.
 
         A request's few cells go through a plain loop (far cheaper than pandas for one served
@@ -132,6 +137,10 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
                 return -1
             return lookup.get(str(v), other)
 
+        if isinstance(values.dtype, pd.CategoricalDtype):  # each category looked up once, rows by their codes
+            codes = np.array([*(code(v) for v in values.cat.categories), -1], np.int64)
+            return codes[values.cat.codes.to_numpy()]  # code -1 (missing) takes the trailing -1
+        values = values.to_numpy(object)
         factors = text_factors(values) if len(values) > LOOP_ROWS else None
         if factors is None:
             return np.fromiter((code(v) for v in values), np.int64, len(values))
@@ -148,7 +157,7 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
                 out[col] = X[col].to_numpy()
                 continue
             levels = self.levels_[col]
-            codes = self._codes(col, X[col].to_numpy(object))
+            codes = self._codes(col, X[col])
             if len(levels) > self.max_native_levels:
                 out[col] = np.where(codes < 0, np.nan, codes.astype(np.float64))
             else:

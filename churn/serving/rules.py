@@ -52,6 +52,21 @@ def text_cells(col: pd.Series) -> np.ndarray:
     return trimmed[codes]  # code -1 (missing) takes the trailing NaN
 
 
+def category_cells(col: pd.Series) -> pd.Categorical | None:
+    """A ``category`` column of text with its categories trimmed (blank ones missing), or None for
+    any other column. Only the few categories are trimmed, not the rows: the batch scorer hands
+    the model Arrow's dictionary columns as categories, and this keeps them so."""
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        return None
+    categories = np.asarray(col.cat.categories, dtype=object)
+    if pd.api.types.infer_dtype(categories, skipna=False) not in ("string", "empty"):
+        return None
+    # categories equal once trimmed become one; a blank one becomes missing (code -1)
+    codes, uniques = pd.factorize(np.array([_trimmed(v) for v in categories], dtype=object), use_na_sentinel=True)
+    remap = np.append(codes, -1)  # a missing cell (code -1) stays missing
+    return pd.Categorical.from_codes(remap[col.cat.codes.to_numpy()], categories=pd.Index(uniques, dtype=object))
+
+
 def number_cells(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(float values with NaN, blank mask) of a column of numbers or of number-like text."""
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
