@@ -122,7 +122,7 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
         self.codes_ = {col: {level: i for i, level in enumerate(levels)} for col, levels in self.levels_.items()}
         return self
 
-    def _codes(self, col: str, values: pd.Series) -> np.ndarray:
+    def _codes(self, col: str, values: pd.Series | np.ndarray) -> np.ndarray:
         """Level code per cell: its level's position, ``len(levels)`` for any other level, -1 for blanks.
 
         A request's few cells go through a plain loop (far cheaper than pandas for one served
@@ -137,10 +137,11 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
                 return -1
             return lookup.get(str(v), other)
 
-        if isinstance(values.dtype, pd.CategoricalDtype):  # each category looked up once, rows by their codes
+        if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+            # each category looked up once, rows by their codes; code -1 (missing) takes the trailing -1
             codes = np.array([*(code(v) for v in values.cat.categories), -1], np.int64)
-            return codes[values.cat.codes.to_numpy()]  # code -1 (missing) takes the trailing -1
-        values = values.to_numpy(object)
+            return codes[values.cat.codes.to_numpy()]
+        values = np.asarray(values, dtype=object)
         factors = text_factors(values) if len(values) > LOOP_ROWS else None
         if factors is None:
             return np.fromiter((code(v) for v in values), np.int64, len(values))
