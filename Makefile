@@ -46,7 +46,7 @@ bench-ingest: $(VENV)/.installed-test  ## CSV → Parquet ingest vs pandas and p
 	$(BIN)/python -m bench.ingest
 
 bench-ingest-10g: $(VENV)/.installed-test  ## ingest of >= 10 GiB of CSV on 2 workers x 1 GiB
-	$(BIN)/python -m bench.ingest --gb 10.8 --files 16 --skip-baselines
+	$(BIN)/python -m bench.ingest --gb 10.8 --files 16 --skip-baselines --repeat 1
 
 bench-search: $(VENV)/.installed-test  ## grid search: loky vs dask backend vs churn's search
 	$(BIN)/python -m bench.search

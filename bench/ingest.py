@@ -157,7 +157,8 @@ def main() -> None:
     if not args.skip_baselines:  # rows[0] is pandas, rows[-1] churn: both measured above, same files
         speed = [float(r[1].replace(",", "")) for r in (rows[-1], rows[0])]
         ratio.append(f"churn / pandas.read_csv MB/s: {speed[0] / speed[1]:.2f} (target >= 0.6).")
-    ratio.append(f"Each method ran {args.repeat} times; each row is its median run by wall time. "
+    ratio.append((f"Each method ran {args.repeat} times; each row is its median run by wall time. " if args.repeat > 1
+                  else "Each method ran once. ") +
                  f"Wall s, fastest-slowest: {', '.join(spread)}.")
     notes = [
         *ratio,
@@ -166,7 +167,7 @@ def main() -> None:
         f"Input: {len(files)} generated CSV files, {size / 1e9:.2f} GB, {man.rows_read:,} rows "
         f"(0.1 % faults); blocksize {man.blocksize:,} B, {man.partitions} partitions.",
         f"churn ingest = header check + per-file sha256/line/record-boundary scan + parse + validate + quarantine + "
-        f"Parquet write + shuffle-free duplicate removal + manifest: kept {man.rows_kept:,}, "
+        f"staging + shuffle-free duplicate check + Parquet write + manifest: kept {man.rows_kept:,}, "
         f"quarantined {man.rows_quarantined:,}, duplicates {man.duplicates_removed:,}.",
         "CPU s for churn = worker processes + driver during the ingest call; peak RSS = the larger worker's "
         "high-water mark; worker restart = in any of the runs.",

@@ -47,9 +47,9 @@ class FileScan:
 
 def count_byte(data: bytes, byte: int, start: int = 0, end: int | None = None) -> int:
     """How often ``byte`` occurs in ``data[start:end]``: NumPy's count runs at twice the speed of
-    ``bytes.count`` for one byte."""
+    ``bytes.count`` for one byte (in slices, so the comparison's mask stays small)."""
     view = np.frombuffer(data, np.uint8)[start:end]
-    return int(np.count_nonzero(view == byte))
+    return sum(int(np.count_nonzero(view[i:i + _CHUNK] == byte)) for i in range(0, len(view), _CHUNK))
 
 
 class NotTextError(ValueError):

@@ -137,7 +137,8 @@ def _drop_repeats_in_block(clean: pa.Table, id_column: str, key_bits: int
 
 
 def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str, key_bits: int) -> BlockResult:
-    """Parse, validate and write one block; returns its counts (lines counted from the bytes)."""
+    """Parse and validate one block; write its quarantined rows, and its clean rows (with an id
+    column: stage them for the duplicate check); returns its counts (lines counted from the bytes)."""
     data, first_line = read_block_rows(block)
     lines = count_lines(data)
     try:
