@@ -8,6 +8,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # write distributed's pre-spawn-environ (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...) into
 # os.environ for good; a baseline started later must not inherit that silently.
 BASE_ENV = dict(os.environ)
+
+
+def median_run(runs: list[Any], seconds: Callable[[Any], float], label: str) -> tuple[Any, str]:
+    """The median of repeated runs by wall time, and the spread as "label fastest-slowest"."""
+    ordered = sorted(runs, key=seconds)
+    return ordered[len(ordered) // 2], f"{label} {seconds(ordered[0]):.1f}-{seconds(ordered[-1]):.1f}"
 
 
 def run_isolated(code: str, timeout: float = 3600, env: dict[str, str] | None = None) -> dict[str, Any]:

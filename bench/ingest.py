@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.common import mb, run_isolated, self_usage, worker_usage, write_table
+from bench.common import mb, median_run, run_isolated, self_usage, worker_usage, write_table
 from churn.clusters import cluster_client
 from churn.config import LocalClusterSpec, load_job
 from churn.data.generate import generate
@@ -89,10 +89,9 @@ def main() -> None:
     if not args.skip_baselines:
         for name, code in [("pandas.read_csv (C engine), 1 process", PANDAS),
                            ("pyarrow.csv.read_csv, 1 process", ARROW)]:
-            runs = sorted((run_isolated(code.format(pattern=pattern)) for _ in range(args.repeat)),
-                          key=lambda r: r["wall"])
-            r = runs[len(runs) // 2]
-            spread.append(f"{name.split(' ')[0].rstrip(',')} {runs[0]['wall']:.1f}-{runs[-1]['wall']:.1f}")
+            r, spread_text = median_run([run_isolated(code.format(pattern=pattern)) for _ in range(args.repeat)],
+                                        lambda run: run["wall"], name.split(" ")[0].rstrip(","))
+            spread.append(spread_text)
             rows.append([name, f"{size / r['wall'] / 1e6:,.0f}", f"{size / r['cpu'] / 1e6:,.0f}", f"{r['wall']:.1f}",
                          f"{r['cpu']:.1f}", mb(r["peak_rss"]), "no limit", "-", f"{r['rows']:,}"])
             logging.info("%s: %s", name, rows[-1])
@@ -122,9 +121,9 @@ def main() -> None:
         restarts += sum(1 for lines in logs.values() for _, line in lines
                         if "restart" in line.lower() or "kill" in line.lower())
         churn_runs.append((wall, driver_before, driver_after, before, after, ds))
-    churn_runs.sort(key=lambda run: run[0])
-    spread.append(f"churn {churn_runs[0][0]:.1f}-{churn_runs[-1][0]:.1f}")
-    wall, driver_before, driver_after, before, after, ds = churn_runs[len(churn_runs) // 2]
+    median, spread_text = median_run(churn_runs, lambda run: run[0], "churn")
+    spread.append(spread_text)
+    wall, driver_before, driver_after, before, after, ds = median
     cpu = sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
     peak = max(after[w]["peak_rss"] for w in after)
     man = ds.manifest

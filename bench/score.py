@@ -14,7 +14,15 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.common import bench_logging, run_isolated, self_usage, train_small_model, worker_usage, write_table
+from bench.common import (
+    bench_logging,
+    median_run,
+    run_isolated,
+    self_usage,
+    train_small_model,
+    worker_usage,
+    write_table,
+)
 from churn.clusters import cluster_client
 from churn.config import LocalClusterSpec, load_score_job
 from churn.data.generate import generate
@@ -70,16 +78,15 @@ def main() -> None:
             cpu = (sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
                    + driver_after["cpu"] - driver_before["cpu"])
             runs.append((wall, cpu, res))
-    runs.sort(key=lambda r: r[0])
-    churn_wall, churn_cpu, res = runs[len(runs) // 2]
-    spread = [f"churn {runs[0][0]:.1f}-{runs[-1][0]:.1f}"]
+    (churn_wall, churn_cpu, res), churn_spread = median_run(runs, lambda run: run[0], "churn")
+    spread = [churn_spread]
     code = PANDAS.format(store=store, uri=model_uri, pattern=pattern)
     one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}  # as in a worker
     bases = {}
     for kind, env in (("1 thread", one_thread), ("default threads", None)):
-        base_runs = sorted((run_isolated(code, env=env) for _ in range(args.repeat)), key=lambda b: b["scoring"])
-        bases[kind] = base_runs[len(base_runs) // 2]
-        spread.append(f"pandas with {kind} {base_runs[0]['scoring']:.1f}-{base_runs[-1]['scoring']:.1f}")
+        bases[kind], base_spread = median_run([run_isolated(code, env=env) for _ in range(args.repeat)],
+                                              lambda run: run["scoring"], f"pandas with {kind}")
+        spread.append(base_spread)
     size = sum(Path(f).stat().st_size for f in glob.glob(pattern))
     rows = [[f"pandas read_csv + predict_proba, 1 process, {kind}", f"{b['rows']:,}", f"{b['scoring']:.1f}",
              f"{b['rows'] / b['scoring']:,.0f}", f"{b['scoring_cpu']:.1f}", "-"] for kind, b in bases.items()]

@@ -70,6 +70,11 @@ def _levels(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
     return values, enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
+def _any(mask: np.ndarray) -> np.ndarray | None:
+    """``mask``, or None when no row is set in it."""
+    return mask if mask.any() else None
+
+
 def _rows(per_level: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
     """The rows whose level is flagged, or None when no level is (no per-row work)."""
     return per_level[idx] if len(idx) and per_level.any() else None
@@ -91,7 +96,7 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | 
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
         blank = np.isnan(values)
-        return values, None, blank if blank.any() else None
+        return values, None, _any(blank)
     text = pc.fill_null(col.cast(pa.string()), "")
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
@@ -99,7 +104,7 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | 
     try:  # fast path: every non-blank cell is a plain number
         values = pc.cast(pc.if_else(pa.array(blank), _NULL_TEXT, text), pa.float64()).to_numpy(zero_copy_only=False)
         if not (np.isnan(values) & ~blank).any() and np.isfinite(values[~blank]).all():
-            return values, None, blank if blank.any() else None
+            return values, None, _any(blank)
     except pa.ArrowInvalid:
         pass
     ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
@@ -108,13 +113,7 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | 
         ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
     blank = pc.equal(text, "").to_numpy(zero_copy_only=False)
     values = pc.cast(pc.if_else(pa.array(ok), text, _NULL_TEXT), pa.float64())
-    malformed = ~ok & ~blank
-    return (values.to_numpy(zero_copy_only=False), malformed if malformed.any() else None,
-            blank if blank.any() else None)
-
-
-def _any(mask: np.ndarray) -> np.ndarray | None:
-    return mask if mask.any() else None
+    return values.to_numpy(zero_copy_only=False), _any(~ok & ~blank), _any(blank)
 
 
 def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.ndarray, *,

@@ -141,11 +141,10 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
             return lookup.get(str(v), other)
 
         if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
-            # each category looked up once, rows by their codes; code -1 (missing) takes the trailing -1
-            codes = np.array([*(code(v) for v in values.cat.categories), -1], np.int64)
-            return codes[values.cat.codes.to_numpy()]
-        values = np.asarray(values, dtype=object)
-        factors = text_factors(values) if len(values) > LOOP_ROWS else None
+            factors = values.cat.codes.to_numpy(), np.asarray(values.cat.categories, dtype=object)
+        else:
+            values = np.asarray(values, dtype=object)
+            factors = text_factors(values) if len(values) > LOOP_ROWS else None
         if factors is None:
             return np.fromiter((code(v) for v in values), np.int64, len(values))
         positions, uniques = factors
