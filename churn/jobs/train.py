@@ -33,7 +33,7 @@ from churn.modeling.evaluate import (
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
 from churn.modeling.screen import SumsChoice, choose_sums, sums_in
-from churn.modeling.search import Progress, SearchResult, folds, refit_best, search_families
+from churn.modeling.search import Progress, RowsOnCluster, SearchResult, folds, refit_best, search_families
 from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
@@ -106,7 +106,8 @@ def _stage(name: str, seconds: dict[str, float], detail: str = "") -> Iterator[N
 
 def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client,
                      progress: Progress | None = None) -> tuple[dict[str, SearchResult], SumsChoice]:
-    sums = choose_sums(job, X, y, client)
+    rows = RowsOnCluster(X, y, client) if client is not None else None  # sent once, for the screen and the search
+    sums = choose_sums(job, X, y, client, rows)
     searches = {}
     for fam in job.model.families:
         cap = job.model.row_cap(fam)
@@ -116,7 +117,7 @@ def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client
                          grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance))
     families = search_families(searches, X, y, cv=job.search.cv, scoring=job.search.scoring, seed=job.seed,
                                client=client, engine=job.search.engine, strategy=job.search.strategy,
-                               progress=progress)
+                               progress=progress, rows=rows)
     for fam, res in families.items():
         cap = job.model.row_cap(fam)
         res.imbalance = imbalance_of(res.best_params, fam, job.model.imbalance)

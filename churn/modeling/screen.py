@@ -20,7 +20,7 @@ from distributed import Client
 from churn.config import JobSpec
 from churn.modeling.calibrate import clear_gain
 from churn.modeling.pipeline import build_pipeline
-from churn.modeling.search import fold_scores_on_cluster, folds
+from churn.modeling.search import RowsOnCluster, fold_scores_on_cluster, folds
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def sums_in(families: dict[str, Any], job: JobSpec) -> SumsChoice:
     return SumsChoice(dict(groups), job.model.feature_sums_mode)
 
 
-def choose_sums(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client) -> SumsChoice:
+def choose_sums(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client,
+                rows: RowsOnCluster | None = None) -> SumsChoice:
     """The :class:`GroupSums` groups the search uses: all of them (``feature_sums: true``), none
     (``false``), or with ``auto`` all of them when cross-validation gains from them, else none."""
     groups, mode = job.sums_to_try(), job.model.feature_sums_mode
@@ -58,7 +59,7 @@ def choose_sums(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client) -> 
     log.info("feature sums %s: %d-fold CV of %s with and without them", ", ".join(groups), cv, JUDGE)
     pipelines = {"without": build_pipeline(schema, JUDGE, "none", seed),
                  "with": build_pipeline(schema, JUDGE, "none", seed, sums=groups)}
-    scores = fold_scores_on_cluster(pipelines, X, y, cv=folds(cv, seed), scoring=scoring, client=client)
+    scores = fold_scores_on_cluster(pipelines, X, y, cv=folds(cv, seed), scoring=scoring, client=client, rows=rows)
     choice = SumsChoice(groups if clear_gain(scores["with"], scores["without"]) else {}, mode,
                         scores["without"], scores["with"])
     log.info("feature sums: CV %s %.4f with, %.4f without (%s)",

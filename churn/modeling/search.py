@@ -73,6 +73,24 @@ class SearchResult:
         return hasattr(self.best_estimator, "predict_proba")
 
 
+class RowsOnCluster:
+    """The search rows (``X`` and the 0/1 label) for the workers: sent to every worker on first
+    use, then shared by whatever else the job fits on the same rows (the feature-sums screen and
+    the search), so they cross the network once per job."""
+
+    def __init__(self, X: pd.DataFrame, y: pd.Series, client: Client):
+        self.X = X
+        self.y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
+        self.client = client
+        self._futures: tuple[Future, Future] | None = None
+
+    def futures(self) -> tuple[Future, Future]:
+        if self._futures is None:
+            X_f, y_f = scatter(self.client, [self.X, self.y], broadcast=True)
+            self._futures = (X_f, y_f)
+        return self._futures
+
+
 def folds(cv: int, seed: int) -> StratifiedKFold:
     """The CV splitter: stratified, shuffled with the job's seed (deterministic)."""
     return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
@@ -271,7 +289,8 @@ Progress = Callable[[str, int, int], None]  # (family, fits done, fits in all): 
 
 def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[Any]]]], X: pd.DataFrame,
                         y: pd.Series, *, cv: StratifiedKFold, scoring: str, client: Client,
-                        progress: Progress | None = None) -> dict[str, SearchResult]:
+                        progress: Progress | None = None, rows: RowsOnCluster | None = None
+                        ) -> dict[str, SearchResult]:
     """The exact, work-sharing grid search of the module docstring, for several families at once.
 
     Every family's fold preparations and fits are submitted together, the earlier families with
@@ -282,7 +301,7 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
     """
     t0 = time.perf_counter()
     splits = list(cv.split(X, y))
-    X_f, y_f = scatter(client, [X, y], broadcast=True)  # the data goes to the cluster once
+    X_f, y_f = (rows or RowsOnCluster(X, y, client)).futures()  # the data goes to the cluster once
     width = 1 + max(len(splits), 1)
     submitted = {name: _submit_search(pipe, grid, X_f, y_f, splits, scoring, client,
                                       priority=(len(searches) - i) * width)
@@ -323,12 +342,11 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
 
 
 def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y: pd.Series, *, cv: StratifiedKFold,
-                           scoring: str, client: Client) -> dict[str, np.ndarray]:
+                           scoring: str, client: Client, rows: RowsOnCluster | None = None) -> dict[str, np.ndarray]:
     """Each fixed pipeline's test score on every fold of ``cv`` (no grid, no refit), fitted on the
     cluster as the search fits: the data sent once, fold preparations shared per pipeline."""
     splits = list(cv.split(X, y))
-    y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
-    X_f, y_f = scatter(client, [X, y], broadcast=True)
+    X_f, y_f = (rows or RowsOnCluster(X, y, client)).futures()
     subs = {name: _submit_search(pipe, {}, X_f, y_f, splits, scoring, client) for name, pipe in pipelines.items()}
     out = {}
     for name, sub in subs.items():
@@ -406,9 +424,11 @@ def grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFra
 
 def search_families(searches: dict[str, tuple[ImbPipeline, dict[str, list[Any]]]], X: pd.DataFrame, y: pd.Series,
                     *, cv: int, scoring: str, seed: int, client: Client | None, engine: str = "churn",
-                    strategy: str = "grid", progress: Progress | None = None) -> dict[str, SearchResult]:
+                    strategy: str = "grid", progress: Progress | None = None,
+                    rows: RowsOnCluster | None = None) -> dict[str, SearchResult]:
     """Search each family's grid with ``cv``-fold stratified CV on the same folds: with the churn
-    engine all families in one task graph; scikit-learn's searches one after another."""
+    engine all families in one task graph (on ``rows`` when they were sent already);
+    scikit-learn's searches one after another."""
     splitter = folds(cv, seed)
     y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
     if strategy == "halving" or engine == "sklearn" or client is None:
@@ -421,7 +441,8 @@ def search_families(searches: dict[str, tuple[ImbPipeline, dict[str, list[Any]]]
             if progress is not None:
                 progress(name, 1, 1)
     else:
-        out = churn_grid_searches(searches, X, y, cv=splitter, scoring=scoring, client=client, progress=progress)
+        out = churn_grid_searches(searches, X, y, cv=splitter, scoring=scoring, client=client, progress=progress,
+                                  rows=rows)
     for name, result in out.items():
         log.info("search%s: %d candidates x %d folds (%d fits) done at %.1fs; best %s %.4f",
                  f" {name}" if name else "", result.n_candidates, cv, result.n_fits, result.seconds, scoring,
