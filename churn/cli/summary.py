@@ -46,23 +46,25 @@ def stack_description(result: TrainResult) -> str:
 def search_table(spec: JobSpec, result: TrainResult) -> Table:
     fams = Table(title=f"churn train: {spec.name} — search ({spec.search.engine}, {spec.search.strategy}; "
                        f"imbalance searched: {', '.join(spec.model.imbalance)})")
-    for col in ("family", "imbalance", "rows per fit", "fits", f"CV {spec.search.scoring} ± std", "done at s",
-                "best params"):
-        fams.add_column(col, overflow="fold", no_wrap=col != "best params")
     champ = result.champion
+    repeated = champ.repeats > 1  # the champion was chosen on the search's folds and fresh ones
+    cv_col = f"CV {spec.search.scoring} ± std" + (f" / over {champ.repeats} repeats" if repeated else "")
+    for col in ("family", "imbalance", "rows per fit", "fits", cv_col, "done at s", "best params"):
+        fams.add_column(col, overflow="fold", no_wrap=col != "best params")
     for fam, res in result.families.items():
         mark = " (champion)" if fam == champ.name else " (in stack)" if fam in champ.members else ""
         rows = f"{res.rows_per_fit:,}" + (" (capped)" if res.rows_per_fit < result.rows["search"] else "")
+        over = f" / {champ.family_scores.get(fam, float('nan')):.4f}" if repeated else ""
         fams.add_row(fam + mark, res.imbalance, rows, f"{res.n_fits} ({res.n_candidates} candidates)",
-                     f"{res.best_score:.4f} ± {res.std_score:.4f}",
+                     f"{res.best_score:.4f} ± {res.std_score:.4f}{over}",
                      f"{res.seconds:.1f}",
                      ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in res.best_params.items()
                                if k != "resample__method" and k != "model__class_weight"))
     if champ.stack_score is not None:
         mark = " (champion)" if champ.name == STACK else ""
-        fams.add_row(STACK + mark, "-", f"{result.rows['search']:,}", "-",
-                     f"{champ.stack_score:.4f} ± {champ.stack_std:.4f}", "-",
-                     stack_description(result))
+        score = f"{champ.stack_score:.4f} ± {champ.stack_std:.4f}"
+        fams.add_row(STACK + mark, "-", f"{result.rows['search']:,}", "-", f"- / {score}" if repeated else score,
+                     "-", stack_description(result))
     return fams
 
 
@@ -76,7 +78,8 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
          f"{man.rows_read:,} / {man.rows_kept:,} / {man.rows_quarantined:,} / {man.duplicates_removed:,}"),
         ("train rows (search rows) / test rows",
          f"{result.rows['train']:,} ({result.rows['search']:,}) / {result.rows['test']:,}"),
-        ("champion / calibration", f"{result.champion.name} (CV {spec.search.scoring} "
+        (f"champion / calibration{' (CV over repeats)' if result.champion.repeats > 1 else ''}",
+         f"{result.champion.name} (CV {spec.search.scoring} "
          f"{result.champion.cv_score:.4f} ± {result.champion.cv_std:.4f}) / {result.champion.calibration.method} "
          f"(out-of-fold Brier {', '.join(f'{k} {v:.4f}' for k, v in result.champion.calibration.brier.items())})"),
         ("test ROC AUC / PR AUC / Brier / log loss",

@@ -28,7 +28,7 @@ class FamilyRules:
 FAMILIES: dict[str, FamilyRules] = {
     f.name: f
     for f in [
-        FamilyRules("logistic_regression", {"C": [0.01, 0.1, 1.0, 10.0]}),
+        FamilyRules("logistic_regression", {"C": [0.1, 1.0, 10.0], "numeric_basis": ["linear", "spline"]}),
         FamilyRules("decision_tree", {"max_depth": [4, 6, 8], "min_samples_leaf": [20, 50]}),
         FamilyRules("random_forest", {"n_estimators": [100], "min_samples_leaf": [3, 10],
                                       "max_features": ["sqrt"]}),
@@ -41,6 +41,8 @@ FAMILIES: dict[str, FamilyRules] = {
     ]
 }
 FAMILY_NAMES = tuple(FAMILIES)
+# grid keys that set a pipeline step rather than the model (any other key without "__" is the model's)
+PIPELINE_KEYS = {"numeric_basis": "encode__num__basis__kind"}  # linear | spline, for one-hot families
 IMBALANCE_MODES = ("none", "class_weight", "smote", "smotenc")
 MAX_GRID_POINTS = 5_000  # per family: a larger grid is almost always a typo in a list
 

@@ -228,6 +228,9 @@ class SearchSpec(Strict):
     strategy: Literal["grid", "halving"] = "grid"
     engine: Literal["churn", "sklearn"] = "churn"  # churn: shared folds + tree prefixes; sklearn: joblib dask
     reuse: bool = True  # a rerun with the same data, spec and code reuses the last search's results
+    # CV repeats the champion is chosen on: the search's folds, then (repeats - 1) fresh splits on
+    # which each family's best candidate is scored again (a grid's best score on its own folds is optimistic)
+    repeats: int = Field(2, ge=1, le=10)
 
 
 class EconomicsSpec(Strict):

@@ -33,7 +33,15 @@ from churn.modeling.evaluate import (
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
 from churn.modeling.screen import SumsChoice, choose_sums, sums_in
-from churn.modeling.search import Progress, RowsOnCluster, SearchResult, folds, refit_best, search_families
+from churn.modeling.search import (
+    Progress,
+    RowsOnCluster,
+    SearchResult,
+    folds,
+    refit_best,
+    rescore_best,
+    search_families,
+)
 from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
@@ -118,6 +126,11 @@ def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client
     families = search_families(searches, X, y, cv=job.search.cv, scoring=job.search.scoring, seed=job.seed,
                                client=client, engine=job.search.engine, strategy=job.search.strategy,
                                progress=progress, rows=rows)
+    if client is not None and job.search.repeats > 1:
+        log.info("rescoring each family's best candidate on %d fresh %d-fold split(s), for the champion choice",
+                 job.search.repeats - 1, job.search.cv)
+        rescore_best(families, {f: pipe for f, (pipe, _) in searches.items()}, X, y, cv=job.search.cv,
+                     seed=job.seed, repeats=job.search.repeats, scoring=job.search.scoring, client=client, rows=rows)
     for fam, res in families.items():
         cap = job.model.row_cap(fam)
         res.imbalance = imbalance_of(res.best_params, fam, job.model.imbalance)
@@ -164,8 +177,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
 
         with _stage("calibrate", seconds, f"stack of up to {job.model.ensemble}, calibration "
                                           f"{job.model.calibration}, threshold on out-of-fold"):
-            splits = list(folds(job.search.cv, job.seed).split(X, y))
-            champion = choose_champion(families, y.to_numpy(), splits, job.search.scoring, job.model.ensemble,
+            repeats = [list(folds(job.search.cv, job.seed + r).split(X, y)) for r in range(job.search.repeats)]
+            champion = choose_champion(families, y.to_numpy(), repeats, job.search.scoring, job.model.ensemble,
                                        job.model.calibration)
             threshold = choose_threshold(y.to_numpy(), champion.oof_proba, job.evaluation.economics)
             fitted = [inference_pipeline(families[f].best_estimator) for f in champion.members]

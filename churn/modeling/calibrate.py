@@ -97,6 +97,8 @@ class Champion:
     calibration: Calibration
     stack_score: float | None = None  # the stack's CV score, also when it did not win
     stack_std: float | None = None
+    family_scores: dict[str, float] = field(default_factory=dict)  # each family's CV score over the repeats
+    repeats: int = 1  # CV repeats the choice was made on (the search's folds, then fresh ones)
 
     @property
     def oof_proba(self) -> np.ndarray:
@@ -117,35 +119,63 @@ def clear_gain(trial: np.ndarray, current: np.ndarray) -> bool:
     return float(gain.mean()) >= max(MIN_GAIN, se)
 
 
-def _stack_cv(results: dict[str, Any], members: list[str], y: np.ndarray,
-              splits: list[tuple[np.ndarray, np.ndarray]], scoring: str) -> np.ndarray:
-    S = np.column_stack([results[f].oof_proba for f in members])
-    p = stack_scores(S, y, splits, tuple(results[f].proba_scores for f in members))
-    return fold_scores(y, p, splits, scoring)
+Splits = list[tuple[np.ndarray, np.ndarray]]
 
 
-def choose_champion(results: dict[str, Any], y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
-                    scoring: str, ensemble: int, calibration: str = "auto") -> Champion:
+def _oof_by_repeat(result: Any) -> list[np.ndarray]:
+    """A family's out-of-fold scores: on the search's folds, then on each further repeat."""
+    return [result.oof_proba, *getattr(result, "rescored_oof", [])]
+
+
+def _repeated_cv(results: dict[str, Any], members: list[str], y: np.ndarray, repeats: list[Splits],
+                 scoring: str, stacked: bool) -> np.ndarray:
+    """Per-fold scores of ``members`` over every CV repeat, one after another: one family's own
+    out-of-fold scores, or (``stacked``) the stack cross-fitted within each repeat's folds."""
+    out = []
+    for r, splits in enumerate(repeats):
+        S = np.column_stack([_oof_by_repeat(results[f])[r] for f in members])
+        p = stack_scores(S, y, splits, tuple(results[f].proba_scores for f in members)) if stacked else S[:, 0]
+        out.append(fold_scores(y, p, splits, scoring))
+    return np.concatenate(out)
+
+
+def choose_champion(results: dict[str, Any], y: np.ndarray, repeats: list[Splits], scoring: str, ensemble: int,
+                    calibration: str = "auto") -> Champion:
     """The best family by CV score, or a stack of up to ``ensemble`` families when its
     cross-fitted CV score is higher; then its calibration map.
+
+    ``repeats`` are the CV splits: the search's folds first, then the fresh folds each family's
+    best candidate was scored on again (``rescored_oof``, see
+    :func:`churn.modeling.search.rescore_best`). Families are ranked, and the stack is judged, on
+    the fold scores of every repeat that all the usable families have; the search's folds alone
+    would favour the family whose grid best suited them. The calibration map is fitted on the
+    search's folds.
 
     The stack is built by forward selection (as in Caruana et al.'s ensemble selection): start
     from the best family, add the family that raises the stack's CV score most, stop when none
     raises it by ``MIN_GAIN`` and by one standard error of its fold-wise gains (:func:`clear_gain`),
     or the stack is full. Weak or redundant families stay out, which keeps the served model
     small. ``results`` maps family → search result (``best_score``, ``std_score``,
-    ``oof_proba``, ``proba_scores``); families that tie keep the first listed.
+    ``oof_proba``, ``proba_scores``, ``rescored_oof``); families that tie keep the first listed.
     """
     y = np.asarray(y).astype(int)
-    ranked = sorted(results, key=lambda f: -results[f].best_score)  # stable: first listed wins ties
+    usable = [f for f in results if results[f].oof_proba is not None]
+    repeats = repeats[:min((len(_oof_by_repeat(results[f])) for f in usable), default=1)]
+    single = {f: _repeated_cv(results, [f], y, repeats, scoring, stacked=False) for f in usable}
+    scored = {f: (float(single[f].mean()), float(single[f].std())) if f in single
+              else (results[f].best_score, results[f].std_score) for f in results}
+    ranked = sorted(results, key=lambda f: -scored[f][0])  # stable: first listed wins ties
+    usable.sort(key=ranked.index)
     best = ranked[0]
-    name, members, score, std = best, [best], results[best].best_score, results[best].std_score
+    name, members, (score, std) = best, [best], scored[best]
     stack_score = stack_std = None
-    usable = [f for f in ranked if results[f].oof_proba is not None]
     if ensemble >= 2 and len(usable) >= 2 and best in usable:
-        chosen, current = [best], _stack_cv(results, [best], y, splits, scoring)  # per fold, like the trials
+        def stack_cv(members: list[str]) -> np.ndarray:
+            return _repeated_cv(results, members, y, repeats, scoring, stacked=True)
+
+        chosen, current = [best], stack_cv([best])  # per fold, like the trials
         while len(chosen) < ensemble:
-            trials = {f: _stack_cv(results, [*chosen, f], y, splits, scoring) for f in usable if f not in chosen}
+            trials = {f: stack_cv([*chosen, f]) for f in usable if f not in chosen}
             if not trials:
                 break
             pick = max(trials, key=lambda f: trials[f].mean())
@@ -159,6 +189,7 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, splits: list[tuple[n
         if len(chosen) > 1:
             name, members, score, std = STACK, chosen, stack_score, stack_std
     S = np.column_stack([results[f].oof_proba for f in members])
-    cal = calibrate(S, y, splits, tuple(results[f].proba_scores for f in members),
+    cal = calibrate(S, y, repeats[0], tuple(results[f].proba_scores for f in members),
                     "sigmoid" if len(members) > 1 else calibration)
-    return Champion(name, members, float(score), float(std), cal, stack_score, stack_std)
+    return Champion(name, members, float(score), float(std), cal, stack_score, stack_std,
+                    {f: v[0] for f, v in scored.items()}, len(repeats))

@@ -22,6 +22,7 @@ from sklearn.metrics import get_scorer_names
 from sklearn.model_selection import ParameterGrid
 
 from churn.config import ConfigError, JobSpec
+from churn.config.families import PIPELINE_KEYS
 from churn.modeling.compat import scorer_response_method, validate_params
 from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
 from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
@@ -53,7 +54,8 @@ def check_grids(job: JobSpec) -> None:
         valid = pipeline.get_params()
         for key in {k for part in grid for k in part}:
             if key not in valid:
-                raise ConfigError(f"model.grids.{fam}: {fam} has no parameter {key.split('__')[-1]!r}")
+                given = next((k for k, v in PIPELINE_KEYS.items() if v == key), key.split("__")[-1])
+                raise ConfigError(f"model.grids.{fam}: {fam} has no parameter {given!r}")
         for point in ParameterGrid(grid):
             candidate = fresh(pipeline, point)
             for est in [candidate, *candidate.get_params().values()]:

@@ -59,7 +59,8 @@ def choose_sums(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client,
     log.info("feature sums %s: %d-fold CV of %s with and without them", ", ".join(groups), cv, JUDGE)
     pipelines = {"without": build_pipeline(schema, JUDGE, "none", seed),
                  "with": build_pipeline(schema, JUDGE, "none", seed, sums=groups)}
-    scores = fold_scores_on_cluster(pipelines, X, y, cv=folds(cv, seed), scoring=scoring, client=client, rows=rows)
+    got = fold_scores_on_cluster(pipelines, X, y, cv=folds(cv, seed), scoring=scoring, client=client, rows=rows)
+    scores = {name: res.scores for name, res in got.items()}
     choice = SumsChoice(groups if clear_gain(scores["with"], scores["without"]) else {}, mode,
                         scores["without"], scores["with"])
     log.info("feature sums: CV %s %.4f with, %.4f without (%s)",

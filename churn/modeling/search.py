@@ -66,6 +66,8 @@ class SearchResult:
     imbalance: str = ""  # the best candidate's imbalance treatment (set by the caller)
     rows_per_fit: int = 0  # training rows each fit saw at most (a family row cap; set by the caller)
     task_seconds: float = 0.0  # compute time spent in fits (and fold preparation), summed over workers
+    # the best candidate's out-of-fold scores on each further CV repeat (fresh folds: see rescore_best)
+    rescored_oof: list[np.ndarray] = field(default_factory=list, repr=False)
 
     @property
     def proba_scores(self) -> bool:
@@ -341,10 +343,19 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
     return {name: out[name] for name in searches}
 
 
+@dataclass
+class FoldResults:
+    """A fixed pipeline's CV results: its score on each fold, and every row's out-of-fold score."""
+
+    scores: np.ndarray
+    oof: np.ndarray | None  # None when a fold gave no scores (FixedScores needs them)
+
+
 def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y: pd.Series, *, cv: StratifiedKFold,
-                           scoring: str, client: Client, rows: RowsOnCluster | None = None) -> dict[str, np.ndarray]:
-    """Each fixed pipeline's test score on every fold of ``cv`` (no grid, no refit), fitted on the
-    cluster as the search fits: the data sent once, fold preparations shared per pipeline."""
+                           scoring: str, client: Client, rows: RowsOnCluster | None = None) -> dict[str, FoldResults]:
+    """Each fixed pipeline's test score on every fold of ``cv`` and its out-of-fold scores (no grid,
+    no refit), fitted on the cluster as the search fits: the data sent once, fold preparations
+    shared per pipeline, every pipeline submitted before any is gathered."""
     splits = list(cv.split(X, y))
     X_f, y_f = (rows or RowsOnCluster(X, y, client)).futures()
     subs = {name: _submit_search(pipe, {}, X_f, y_f, splits, scoring, client) for name, pipe in pipelines.items()}
@@ -352,8 +363,40 @@ def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y
     for name, sub in subs.items():
         assert len(sub.plan.groups) == 1, "one fixed pipeline: one fit group"
         done = client.gather(sub.fits)  # (group key, fold) -> {forest size or None: result}
-        out[name] = np.array([next(iter(done[key].values()))["score"] for key in sorted(done, key=lambda k: k[1])])
+        by_fold = [next(iter(done[key].values())) for key in sorted(done, key=lambda k: k[1])]
+        oof: np.ndarray | None = np.full(len(X), np.nan)
+        for res, (_, test) in zip(by_fold, splits, strict=True):
+            if res["proba"] is None:
+                oof = None
+                break
+            oof[test] = res["proba"]
+        out[name] = FoldResults(np.array([res["score"] for res in by_fold]), oof)
     return out
+
+
+def rescore_best(results: dict[str, SearchResult], pipelines: dict[str, ImbPipeline], X: pd.DataFrame,
+                 y: pd.Series, *, cv: int, seed: int, repeats: int, scoring: str, client: Client,
+                 rows: RowsOnCluster | None = None) -> None:
+    """Score each family's best candidate again on ``repeats - 1`` fresh K-fold splits (seeds
+    ``seed + 1``, ``seed + 2``, ...); its out-of-fold scores go to ``rescored_oof``.
+
+    A family's search score is the best of its grid on the search's own folds, so it is biased
+    upward, the more so the larger or noisier the grid (the winner's curse): a single decision
+    tree that happens to suit those five folds outranks a boosted model that is better on any
+    others. Folds that chose nothing carry no such bias; :func:`churn.modeling.calibrate.choose_champion`
+    ranks the families and builds the stack on every repeat. ``pipelines`` are the families'
+    unfitted pipelines (their best parameters are set here). Families without out-of-fold
+    scores are left alone.
+    """
+    chosen = {f: clone(pipelines[f]).set_params(**res.best_params) for f, res in results.items()
+              if res.oof_proba is not None}
+    for r in range(1, repeats):
+        got = fold_scores_on_cluster(chosen, X, y, cv=folds(cv, seed + r), scoring=scoring, client=client, rows=rows)
+        for f, res in got.items():
+            if res.oof is None:
+                chosen.pop(f)
+            else:
+                results[f].rescored_oof.append(res.oof)
 
 
 def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,

@@ -26,6 +26,10 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.utils.validation.check_array",
     "sklearn.calibration._CalibratedClassifier",  # Platt-scaled SVC of models registered before 2026-11-24
     "sklearn.calibration._SigmoidCalibration",
+    # NumericBasis keeps a fitted SplineTransformer: one scipy BSpline per column, which holds
+    # scipy's array-namespace asarray function
+    "scipy.interpolate._bsplines.BSpline",
+    "scipy._lib.array_api_compat.numpy._aliases.asarray",
     "churn.serving.calibration.ChurnClassifier",
     "churn.serving.calibration.ScoreCalibrator",
     "churn.modeling.features.TableCoercer",
@@ -33,6 +37,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "churn.modeling.features.GroupSums",
     "churn.modeling.features.CorrelationFilter",
     "churn.modeling.features.ImportanceSelector",
+    "churn.modeling.features.NumericBasis",
+    "churn.modeling.trees.LaplaceDecisionTree",
 )
 
 

@@ -159,6 +159,9 @@ def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchRes
         "decision_threshold": threshold.value,
         "features_kept": len(kept),
         **{f"cv_{job.search.scoring}_{f}": r.best_score for f, r in families.items()},
+        # what the champion was chosen on: every CV repeat (the search's folds, then fresh ones)
+        "cv_repeats": champion.repeats,
+        **{f"cv_{job.search.scoring}_{f}_repeats": v for f, v in champion.family_scores.items()},
         **{f"oof_brier_{m}": b for m, b in cal.brier.items()},
     }
     if champion.stack_score is not None:

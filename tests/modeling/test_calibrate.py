@@ -33,7 +33,7 @@ def test_stack_wins_when_members_see_different_signal(two_views):
     sigmoid map as its combiner and calibrated OOF probabilities for the threshold."""
     y, pa, pb, splits = two_views
     results = {"a": _result(y, pa, splits), "b": _result(y, pb, splits)}
-    champ = choose_champion(results, y, splits, "roc_auc", ensemble=2)
+    champ = choose_champion(results, y, [splits], "roc_auc", ensemble=2)
     assert champ.name == STACK and sorted(champ.members) == ["a", "b"]
     assert champ.cv_score > max(r.best_score for r in results.values()) + 0.05
     assert champ.calibration.method == "sigmoid"
@@ -44,8 +44,28 @@ def test_no_stack_when_switched_off_and_ties_keep_the_first(two_views):
     """ensemble=0: the best family wins; equal scores keep the family listed first."""
     y, pa, _, splits = two_views
     results = {"first": _result(y, pa, splits), "second": _result(y, pa.copy(), splits)}
-    champ = choose_champion(results, y, splits, "roc_auc", ensemble=0)
+    champ = choose_champion(results, y, [splits], "roc_auc", ensemble=0)
     assert champ.name == "first" and champ.stack_score is None
+
+
+def test_a_family_flattered_by_the_search_folds_loses_on_fresh_folds(two_views):
+    """A family as good as the best on the search's folds but weak on fresh ones ('lucky') wins
+    on the search's folds alone and loses once the fresh repeat counts; a family without the
+    repeat's scores makes the choice fall back to the search's folds."""
+    y, pa, _, splits = two_views
+    fresh = list(folds(5, 1).split(np.zeros((len(y), 1)), y))
+    steady = _result(y, pa, splits)
+    steady.rescored_oof = [pa]
+    lucky = _result(y, pa + 1e-3 * y, splits)  # a hair better on every search fold
+    noise = np.random.default_rng(5).normal(scale=0.5, size=len(y))
+    lucky.rescored_oof = [np.clip(pa + noise, 1e-3, 1 - 1e-3)]  # far weaker on the fresh folds
+    results = {"lucky": lucky, "steady": steady}
+    assert choose_champion(results, y, [splits], "roc_auc", ensemble=0).name == "lucky"
+    champ = choose_champion(results, y, [splits, fresh], "roc_auc", ensemble=0)
+    assert champ.name == "steady" and champ.repeats == 2
+    assert champ.family_scores["lucky"] < champ.family_scores["steady"] - 0.01
+    steady.rescored_oof = []
+    assert choose_champion(results, y, [splits, fresh], "roc_auc", ensemble=0).repeats == 1
 
 
 def test_auto_calibration_keeps_good_probabilities_and_repairs_bad_ones(two_views):

@@ -14,7 +14,7 @@ from churn.data.validate import validate_partition
 from churn.modeling.evaluate import choose_threshold
 from churn.modeling.pipeline import build_pipeline, grid_for
 from churn.modeling.plan import plan
-from churn.modeling.search import folds, grid_search, search_families
+from churn.modeling.search import folds, grid_search, rescore_best, search_families
 from churn.serving.calibration import member_scores
 from tests.conftest import ROOT
 
@@ -146,3 +146,21 @@ def test_families_in_one_graph_equal_families_one_by_one(client, sample):
         np.testing.assert_array_equal(together[fam].oof_proba, alone.oof_proba)
         total = together[fam].n_fits
         assert seen[fam] == [(i, total) for i in range(total + 1)], fam
+
+
+def test_rescored_best_candidates_equal_sklearn_out_of_fold_scores(client, sample):
+    """Each family's best candidate, scored again on fresh folds (seeds seed+1, seed+2), gives the
+    out-of-fold scores of scikit-learn's cross_val_predict on those folds."""
+    schema, X, y = sample
+    searches = {fam: (build_pipeline(schema, fam, "none", seed=3), grid_for(fam, grid))
+                for fam, grid in [("logistic_regression", {"C": [0.1, 1.0]}), ("svm", {"C": [1.0]})]}
+    results = search_families(searches, X, y, cv=3, scoring="roc_auc", seed=3, client=client)
+    rescore_best(results, {f: pipe for f, (pipe, _) in searches.items()}, X, y, cv=3, seed=3, repeats=3,
+                 scoring="roc_auc", client=client)
+    for fam, (pipe, _) in searches.items():
+        assert len(results[fam].rescored_oof) == 2
+        for r, oof in enumerate(results[fam].rescored_oof, start=1):
+            method = "predict_proba" if fam != "svm" else "decision_function"
+            ref = cross_val_predict(clone(pipe).set_params(**results[fam].best_params), X, y, cv=folds(3, 3 + r),
+                                    method=method)
+            np.testing.assert_allclose(oof, ref[:, 1] if ref.ndim == 2 else ref, rtol=1e-6, atol=1e-9)
