@@ -64,8 +64,9 @@ def check_grids(job: JobSpec) -> None:
                         validate_params(est)
                     except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
                         treatment = {"resample__method", "model__class_weight"} - set(job.model.grids.get(fam) or {})
-                        shown = ", ".join(f"{k.removeprefix('model__')}={v!r}" for k, v in point.items()
-                                          if k not in treatment)
+                        names = {v: k for k, v in PIPELINE_KEYS.items()}  # as the job spells them
+                        shown = ", ".join(f"{names.get(k, k.removeprefix('model__'))}={v!r}"
+                                          for k, v in point.items() if k not in treatment)
                         shown += f"; imbalance {imbalance_of(point, fam, job.model.imbalance)}"
                         raise ConfigError(f"model.grids.{fam}: grid point ({shown}) is refused by "
                                           f"{type(est).__name__}: {exc}") from None

@@ -40,7 +40,7 @@ def _telco_lines(n: int, keep=lambda line: True) -> str:
      "model.grids.random_forest: grid point (max_features='sqrt', min_samples_leaf=3, n_estimators=-1; "
      "imbalance none) is refused"),
     (["model.grids.logistic_regression.C=[-1]"],
-     "model.grids.logistic_regression: grid point (C=-1; imbalance none) is refused"),
+     "model.grids.logistic_regression: grid point (numeric_basis='linear', C=-1; imbalance none) is refused"),
     (["data.output=/proc/x"], "data.output: cannot write to /proc/x"),
 ])
 def test_refused_before_any_cluster_starts(tmp_path, sets, message):

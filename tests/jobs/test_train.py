@@ -30,8 +30,9 @@ def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, tel
     workers = set(client.scheduler_info()["workers"])
     fits = [t for t in stream.data if str(t["key"]).startswith("_fit_group")]
     # two leaf sizes x three imbalance treatments x three folds (n_estimators share one forest), and
-    # the feature-sums screen (Telco's MonthlyCharges + TotalCharges): with and without, three folds
-    assert len(fits) == 2 * 3 * 3 + 2 * 3
+    # the feature-sums screen (Telco's MonthlyCharges + TotalCharges): with and without, three folds;
+    # and the best candidate scored again on three fresh folds (search.repeats: 2)
+    assert len(fits) == 2 * 3 * 3 + 2 * 3 + 3
     assert {t["worker"] for t in fits} <= workers
 
     n_rows = len(telco_subset.read_text().splitlines()) - 1
@@ -166,7 +167,9 @@ def test_stack_calibration_and_finalising(client, tmp_path, telco_subset):
             "model.ensemble=2")
     result = run(job_spec(tmp_path / "a", telco_subset, *args), client)
     champ = result.champion
-    scores = {f: r.best_score for f, r in result.families.items()} | {"stacked_ensemble": champ.stack_score}
+    # chosen on both CV repeats: the search's folds and the fresh folds each best candidate was rescored on
+    assert champ.repeats == 2 and all(len(r.rescored_oof) == 1 for r in result.families.values())
+    scores = dict(champ.family_scores) | {"stacked_ensemble": champ.stack_score}
     assert champ.cv_score == max(scores.values()) and champ.name == max(scores, key=scores.get)
     assert champ.calibration.method in ("none", "sigmoid", "isotonic")
     assert np.isfinite(champ.oof_proba).all() and champ.oof_proba.min() >= 0 and champ.oof_proba.max() <= 1
