@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from churn.config import JobSpec
+from churn.config.families import PIPELINE_KEYS
 from churn.modeling.calibrate import MIN_GAIN, STACK
 
 if TYPE_CHECKING:
@@ -48,17 +49,19 @@ def search_table(spec: JobSpec, result: TrainResult) -> Table:
                        f"imbalance searched: {', '.join(spec.model.imbalance)})")
     champ = result.champion
     repeated = champ.repeats > 1  # the champion was chosen on the search's folds and fresh ones
-    cv_col = f"CV {spec.search.scoring} ± std" + (f" / over {champ.repeats} repeats" if repeated else "")
-    for col in ("family", "imbalance", "rows per fit", "fits", cv_col, "done at s", "best params"):
-        fams.add_column(col, overflow="fold", no_wrap=col != "best params")
+    cv_col = f"CV {spec.search.scoring} ± std" + (f" / {champ.repeats} repeats" if repeated else "")
+    for col in ("family", "imbalance", "rows per fit", "fits / candidates", cv_col, "done at s", "best params"):
+        # the last columns wrap, so the parameters keep room on a 140-column terminal
+        fams.add_column(col, overflow="fold", no_wrap=col in ("family", "imbalance", "rows per fit"))
+    spelled = {v: k for k, v in PIPELINE_KEYS.items()}  # parameter names as a job spells them
     for fam, res in result.families.items():
         mark = " (champion)" if fam == champ.name else " (in stack)" if fam in champ.members else ""
         rows = f"{res.rows_per_fit:,}" + (" (capped)" if res.rows_per_fit < result.rows["search"] else "")
         over = f" / {champ.family_scores.get(fam, float('nan')):.4f}" if repeated else ""
-        fams.add_row(fam + mark, res.imbalance, rows, f"{res.n_fits} ({res.n_candidates} candidates)",
+        fams.add_row(fam + mark, res.imbalance, rows, f"{res.n_fits} / {res.n_candidates}",
                      f"{res.best_score:.4f} ± {res.std_score:.4f}{over}",
                      f"{res.seconds:.1f}",
-                     ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in res.best_params.items()
+                     ", ".join(f"{spelled.get(k, k.removeprefix('model__'))}={v}" for k, v in res.best_params.items()
                                if k != "resample__method" and k != "model__class_weight"))
     if champ.stack_score is not None:
         mark = " (champion)" if champ.name == STACK else ""
