@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from churn.config import JobSpec
-from churn.config.families import PIPELINE_KEYS
+from churn.config.families import spelled
 from churn.modeling.calibrate import MIN_GAIN, STACK
 
 if TYPE_CHECKING:
@@ -53,7 +53,6 @@ def search_table(spec: JobSpec, result: TrainResult) -> Table:
     for col in ("family", "imbalance", "rows per fit", "fits / candidates", cv_col, "done at s", "best params"):
         # the last columns wrap, so the parameters keep room on a 140-column terminal
         fams.add_column(col, overflow="fold", no_wrap=col in ("family", "imbalance", "rows per fit"))
-    spelled = {v: k for k, v in PIPELINE_KEYS.items()}  # parameter names as a job spells them
     for fam, res in result.families.items():
         mark = " (champion)" if fam == champ.name else " (in stack)" if fam in champ.members else ""
         rows = f"{res.rows_per_fit:,}" + (" (capped)" if res.rows_per_fit < result.rows["search"] else "")
@@ -61,7 +60,7 @@ def search_table(spec: JobSpec, result: TrainResult) -> Table:
         fams.add_row(fam + mark, res.imbalance, rows, f"{res.n_fits} / {res.n_candidates}",
                      f"{res.best_score:.4f} ± {res.std_score:.4f}{over}",
                      f"{res.seconds:.1f}",
-                     ", ".join(f"{spelled.get(k, k.removeprefix('model__'))}={v}" for k, v in res.best_params.items()
+                     ", ".join(f"{spelled(k)}={v}" for k, v in res.best_params.items()
                                if k != "resample__method" and k != "model__class_weight"))
     if champ.stack_score is not None:
         mark = " (champion)" if champ.name == STACK else ""

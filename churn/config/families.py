@@ -42,7 +42,13 @@ FAMILIES: dict[str, FamilyRules] = {
 }
 FAMILY_NAMES = tuple(FAMILIES)
 # grid keys that set a pipeline step rather than the model (any other key without "__" is the model's)
-PIPELINE_KEYS = {"numeric_basis": "encode__num__basis__kind"}  # linear | spline, for one-hot families
+PIPELINE_KEYS = {"numeric_basis": "encode__num__basis__kind"}  # for one-hot families
+PIPELINE_KEY_CHOICES = {"numeric_basis": ("linear", "spline")}
+
+
+def spelled(param: str) -> str:
+    """A pipeline parameter as a job's grid spells it (``model__C`` → ``C``)."""
+    return next((k for k, v in PIPELINE_KEYS.items() if v == param), param.removeprefix("model__"))
 IMBALANCE_MODES = ("none", "class_weight", "smote", "smotenc")
 MAX_GRID_POINTS = 5_000  # per family: a larger grid is almost always a typo in a list
 
@@ -62,6 +68,10 @@ def check_grid_shape(family: str, grid: dict[str, Any]) -> None:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"model.grids.{family}.{key} must be a non-empty list")
+        wrong = [v for v in values if key in PIPELINE_KEY_CHOICES and v not in PIPELINE_KEY_CHOICES[key]]
+        if wrong:
+            raise ValueError(f"model.grids.{family}.{key}: {', '.join(map(repr, wrong))} is not one of "
+                             f"{', '.join(PIPELINE_KEY_CHOICES[key])}")
         points *= len(values)
     if points > MAX_GRID_POINTS:
         raise ValueError(f"model.grids.{family} has {points:,} grid points; the limit is {MAX_GRID_POINTS:,}")

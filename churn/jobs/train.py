@@ -112,9 +112,8 @@ def _stage(name: str, seconds: dict[str, float], detail: str = "") -> Iterator[N
     seconds[name] = time.perf_counter() - t
 
 
-def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client,
+def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client, rows: RowsOnCluster | None,
                      progress: Progress | None = None) -> tuple[dict[str, SearchResult], SumsChoice]:
-    rows = RowsOnCluster(X, y, client) if client is not None else None  # sent once, for the screen and the search
     sums = choose_sums(job, X, y, client, rows)
     searches = {}
     for fam in job.model.families:
@@ -126,11 +125,6 @@ def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client
     families = search_families(searches, X, y, cv=job.search.cv, scoring=job.search.scoring, seed=job.seed,
                                client=client, engine=job.search.engine, strategy=job.search.strategy,
                                progress=progress, rows=rows)
-    if client is not None and job.search.repeats > 1:
-        log.info("rescoring each family's best candidate on %d fresh %d-fold split(s), for the champion choice",
-                 job.search.repeats - 1, job.search.cv)
-        rescore_best(families, {f: pipe for f, (pipe, _) in searches.items()}, X, y, cv=job.search.cv,
-                     seed=job.seed, repeats=job.search.repeats, scoring=job.search.scoring, client=client, rows=rows)
     for fam, res in families.items():
         cap = job.model.row_cap(fam)
         res.imbalance = imbalance_of(res.best_params, fam, job.model.imbalance)
@@ -163,6 +157,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             check_round_trip(job, X, y, int(setting("preflight.round-trip-rows")))
 
         with _stage("search", seconds, f"{len(job.model.families)} families, cv={job.search.cv}, {len(train):,} rows"):
+            # the search rows go to the workers once, for the sums screen, the search and the rescoring
+            on_cluster = RowsOnCluster(X, y, client) if client is not None else None
             cache = SearchCache(Path(job.data.output) / "search-cache",
                                 search_key(job, dataset.manifest.dataset, len(train)))
             families = cache.load(job.model.families) if job.search.reuse else None
@@ -171,8 +167,12 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                 mark_search_reused(cache.key)
                 sums = sums_in(families, job)
             else:
-                families, sums = _search_families(job, X, y, client, progress)
+                families, sums = _search_families(job, X, y, client, on_cluster, progress)
                 cache.save(families)
+            if client is not None and job.search.repeats > 1:  # after the save: a failure here keeps the search
+                if rescore_best(families, X, y, cv=job.search.cv, seed=job.seed, repeats=job.search.repeats,
+                                scoring=job.search.scoring, client=client, rows=on_cluster):
+                    cache.save(families)
             log_feature_sums(sums)
 
         with _stage("calibrate", seconds, f"stack of up to {job.model.ensemble}, calibration "

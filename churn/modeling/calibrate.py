@@ -12,6 +12,7 @@ CV folds, so no row's own label ever shapes the probability it is given:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ from sklearn.metrics import brier_score_loss, check_scoring
 
 from churn.modeling.search import FixedScores
 from churn.serving.calibration import ChurnClassifier, ScoreCalibrator
+
+log = logging.getLogger(__name__)
 
 STACK = "stacked_ensemble"
 
@@ -109,13 +112,15 @@ class Champion:
 MIN_GAIN = 0.0005  # a family joins the stack only if the stack's CV score rises by this much
 
 
-def clear_gain(trial: np.ndarray, current: np.ndarray) -> bool:
+def clear_gain(trial: np.ndarray, current: np.ndarray, repeats: int = 1) -> bool:
     """Do per-fold scores ``trial`` beat ``current`` (a stack with one more member, a pipeline with
     one more feature step)? The mean gain over the same folds must reach :data:`MIN_GAIN` and one
     standard error of the fold-wise gains (a gain that the folds disagree on is noise; it would
-    put a part in the served model for nothing)."""
+    put a part in the served model for nothing). Folds of ``repeats`` CV repeats hold the same rows,
+    so they count as the folds of one repeat (the conservative standard error)."""
     gain = trial - current
-    se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+    n = len(gain) / repeats
+    se = float(gain.std(ddof=1) / np.sqrt(n)) if len(gain) > 1 else 0.0
     return float(gain.mean()) >= max(MIN_GAIN, se)
 
 
@@ -127,15 +132,39 @@ def _oof_by_repeat(result: Any) -> list[np.ndarray]:
     return [result.oof_proba, *getattr(result, "rescored_oof", [])]
 
 
-def _repeated_cv(results: dict[str, Any], members: list[str], y: np.ndarray, repeats: list[Splits],
-                 scoring: str, stacked: bool) -> np.ndarray:
-    """Per-fold scores of ``members`` over every CV repeat, one after another: one family's own
-    out-of-fold scores, or (``stacked``) the stack cross-fitted within each repeat's folds."""
+def _stack_cv(results: dict[str, Any], members: list[str], y: np.ndarray, repeats: list[Splits],
+              scoring: str) -> np.ndarray:
+    """Per-fold scores of the stack of ``members``, cross-fitted within each repeat's folds, over
+    every repeat one after another."""
     out = []
     for r, splits in enumerate(repeats):
         S = np.column_stack([_oof_by_repeat(results[f])[r] for f in members])
-        p = stack_scores(S, y, splits, tuple(results[f].proba_scores for f in members)) if stacked else S[:, 0]
+        p = stack_scores(S, y, splits, tuple(results[f].proba_scores for f in members))
         out.append(fold_scores(y, p, splits, scoring))
+    return np.concatenate(out)
+
+
+def _scorer_folds(result: Any, r: int, k: int) -> np.ndarray | None:
+    """The scorer's own per-fold values of a family's best candidate on repeat ``r`` (the search's
+    ``cv_results`` row of it, or the rescoring's), where they were kept: a decision function
+    (SVM) read as a probability would be cut at 0.5 by a scorer that predicts classes."""
+    if r > 0:
+        kept = getattr(result, "rescored_scores", [])
+        return np.asarray(kept[r - 1], float) if len(kept) >= r else None
+    cv = getattr(result, "cv_results", None)
+    columns = [f"split{i}_test_score" for i in range(k)]
+    if cv is None or "mean_test_score" not in cv or not all(c in cv for c in columns):
+        return None
+    at = np.flatnonzero(np.isclose(np.asarray(cv["mean_test_score"], float), result.best_score))
+    return np.array([cv[c][at[0]] for c in columns], float) if len(at) else None
+
+
+def _family_cv(result: Any, y: np.ndarray, repeats: list[Splits], scoring: str) -> np.ndarray:
+    """Per-fold scores of one family's best candidate over every repeat, one after another."""
+    out = []
+    for r, splits in enumerate(repeats):
+        kept = _scorer_folds(result, r, len(splits))
+        out.append(kept if kept is not None else fold_scores(y, _oof_by_repeat(result)[r], splits, scoring))
     return np.concatenate(out)
 
 
@@ -160,8 +189,12 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, repeats: list[Splits
     """
     y = np.asarray(y).astype(int)
     usable = [f for f in results if results[f].oof_proba is not None]
-    repeats = repeats[:min((len(_oof_by_repeat(results[f])) for f in usable), default=1)]
-    single = {f: _repeated_cv(results, [f], y, repeats, scoring, stacked=False) for f in usable}
+    available = min((len(_oof_by_repeat(results[f])) for f in usable), default=1)
+    if available < len(repeats):
+        log.warning("the champion is chosen on %d CV repeat(s), not %d: not every family was rescored",
+                    available, len(repeats))
+        repeats = repeats[:available]
+    single = {f: _family_cv(results[f], y, repeats, scoring) for f in usable}
     scored = {f: (float(single[f].mean()), float(single[f].std())) if f in single
               else (results[f].best_score, results[f].std_score) for f in results}
     ranked = sorted(results, key=lambda f: -scored[f][0])  # stable: first listed wins ties
@@ -171,7 +204,7 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, repeats: list[Splits
     stack_score = stack_std = None
     if ensemble >= 2 and len(usable) >= 2 and best in usable:
         def stack_cv(members: list[str]) -> np.ndarray:
-            return _repeated_cv(results, members, y, repeats, scoring, stacked=True)
+            return _stack_cv(results, members, y, repeats, scoring)
 
         chosen, current = [best], stack_cv([best])  # per fold, like the trials
         while len(chosen) < ensemble:
@@ -181,7 +214,7 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, repeats: list[Splits
             pick = max(trials, key=lambda f: trials[f].mean())
             if len(chosen) == 1:  # no stack yet: report the best pair tried, even if it does not win
                 stack_score, stack_std = float(trials[pick].mean()), float(trials[pick].std())
-            if not clear_gain(trials[pick], current):
+            if not clear_gain(trials[pick], current, len(repeats)):
                 break
             chosen.append(pick)
             current = trials[pick]

@@ -22,7 +22,7 @@ from sklearn.metrics import get_scorer_names
 from sklearn.model_selection import ParameterGrid
 
 from churn.config import ConfigError, JobSpec
-from churn.config.families import PIPELINE_KEYS
+from churn.config.families import PIPELINE_KEYS, spelled
 from churn.modeling.compat import scorer_response_method, validate_params
 from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
 from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
@@ -54,7 +54,7 @@ def check_grids(job: JobSpec) -> None:
         valid = pipeline.get_params()
         for key in {k for part in grid for k in part}:
             if key not in valid:
-                given = next((k for k, v in PIPELINE_KEYS.items() if v == key), key.split("__")[-1])
+                given = spelled(key) if key in PIPELINE_KEYS.values() else key.split("__")[-1]
                 raise ConfigError(f"model.grids.{fam}: {fam} has no parameter {given!r}")
         for point in ParameterGrid(grid):
             candidate = fresh(pipeline, point)
@@ -64,9 +64,7 @@ def check_grids(job: JobSpec) -> None:
                         validate_params(est)
                     except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
                         treatment = {"resample__method", "model__class_weight"} - set(job.model.grids.get(fam) or {})
-                        names = {v: k for k, v in PIPELINE_KEYS.items()}  # as the job spells them
-                        shown = ", ".join(f"{names.get(k, k.removeprefix('model__'))}={v!r}"
-                                          for k, v in point.items() if k not in treatment)
+                        shown = ", ".join(f"{spelled(k)}={v!r}" for k, v in point.items() if k not in treatment)
                         shown += f"; imbalance {imbalance_of(point, fam, job.model.imbalance)}"
                         raise ConfigError(f"model.grids.{fam}: grid point ({shown}) is refused by "
                                           f"{type(est).__name__}: {exc}") from None

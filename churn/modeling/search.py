@@ -66,8 +66,10 @@ class SearchResult:
     imbalance: str = ""  # the best candidate's imbalance treatment (set by the caller)
     rows_per_fit: int = 0  # training rows each fit saw at most (a family row cap; set by the caller)
     task_seconds: float = 0.0  # compute time spent in fits (and fold preparation), summed over workers
-    # the best candidate's out-of-fold scores on each further CV repeat (fresh folds: see rescore_best)
+    # the best candidate on each further CV repeat (fresh folds: see rescore_best): its out-of-fold
+    # scores, and the scorer's value on each fold
     rescored_oof: list[np.ndarray] = field(default_factory=list, repr=False)
+    rescored_scores: list[np.ndarray] = field(default_factory=list, repr=False)
 
     @property
     def proba_scores(self) -> bool:
@@ -277,12 +279,18 @@ def _tabulate(sub: _Submitted, splits: list[tuple[np.ndarray, np.ndarray]], n_ro
                 probas[(i, s)] = res["proba"]
     results = _cv_results(candidates, scores, fit_t, score_t, sub.plan.apportioned())
     best = int(results["rank_test_score"].to_numpy().argmin())
-    oof = None
-    if all(probas.get((best, s)) is not None for s in range(k)):
-        oof = np.full(n_rows, np.nan)
-        for s, (_, te) in enumerate(splits):
-            oof[te] = probas[(best, s)]
-    return results, best, oof, task_seconds
+    return results, best, _out_of_fold([probas.get((best, s)) for s in range(k)], splits, n_rows), task_seconds
+
+
+def _out_of_fold(scores: list[np.ndarray | None], splits: list[tuple[np.ndarray, np.ndarray]], n_rows: int
+                 ) -> np.ndarray | None:
+    """Each fold's test-row scores put back in row order; None when any fold has none."""
+    if any(s is None for s in scores):
+        return None
+    oof = np.full(n_rows, np.nan)
+    for s, (_, test) in zip(scores, splits, strict=True):
+        oof[test] = s
+    return oof
 
 
 Progress = Callable[[str, int, int], None]  # (family, fits done, fits in all): 0 done at the start, then
@@ -364,39 +372,38 @@ def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y
         assert len(sub.plan.groups) == 1, "one fixed pipeline: one fit group"
         done = client.gather(sub.fits)  # (group key, fold) -> {forest size or None: result}
         by_fold = [next(iter(done[key].values())) for key in sorted(done, key=lambda k: k[1])]
-        oof: np.ndarray | None = np.full(len(X), np.nan)
-        for res, (_, test) in zip(by_fold, splits, strict=True):
-            if res["proba"] is None:
-                oof = None
-                break
-            oof[test] = res["proba"]
-        out[name] = FoldResults(np.array([res["score"] for res in by_fold]), oof)
+        out[name] = FoldResults(np.array([res["score"] for res in by_fold]),
+                                _out_of_fold([res["proba"] for res in by_fold], splits, len(X)))
     return out
 
 
-def rescore_best(results: dict[str, SearchResult], pipelines: dict[str, ImbPipeline], X: pd.DataFrame,
-                 y: pd.Series, *, cv: int, seed: int, repeats: int, scoring: str, client: Client,
-                 rows: RowsOnCluster | None = None) -> None:
-    """Score each family's best candidate again on ``repeats - 1`` fresh K-fold splits (seeds
-    ``seed + 1``, ``seed + 2``, ...); its out-of-fold scores go to ``rescored_oof``.
+def rescore_best(results: dict[str, SearchResult], X: pd.DataFrame, y: pd.Series, *, cv: int, seed: int,
+                 repeats: int, scoring: str, client: Client, rows: RowsOnCluster | None = None) -> int:
+    """Score each family's best candidate again on fresh K-fold splits (seeds ``seed + 1``, ``seed +
+    2``, ... up to ``repeats - 1`` of them); its out-of-fold scores and per-fold scorer values go to
+    ``rescored_oof`` and ``rescored_scores``. Repeats a family already has (a reused search) are
+    kept; returns how many were added.
 
     A family's search score is the best of its grid on the search's own folds, so it is biased
     upward, the more so the larger or noisier the grid (the winner's curse): a single decision
     tree that happens to suit those five folds outranks a boosted model that is better on any
     others. Folds that chose nothing carry no such bias; :func:`churn.modeling.calibrate.choose_champion`
-    ranks the families and builds the stack on every repeat. ``pipelines`` are the families'
-    unfitted pipelines (their best parameters are set here). Families without out-of-fold
-    scores are left alone.
+    ranks the families and builds the stack on every repeat. The candidate is the search's refit
+    pipeline, cloned (so unfitted, with its best parameters). Families without out-of-fold scores
+    are left alone.
     """
-    chosen = {f: clone(pipelines[f]).set_params(**res.best_params) for f, res in results.items()
-              if res.oof_proba is not None}
-    for r in range(1, repeats):
-        got = fold_scores_on_cluster(chosen, X, y, cv=folds(cv, seed + r), scoring=scoring, client=client, rows=rows)
+    usable = {f: res for f, res in results.items() if res.oof_proba is not None}
+    have = 1 + min((len(res.rescored_oof) for res in usable.values()), default=0)
+    for r in range(have, repeats):
+        todo = {f: clone(res.best_estimator) for f, res in usable.items() if len(res.rescored_oof) == r - 1}
+        log.info("rescoring the best candidate of %s on fresh %d-fold splits (seed %d), for the champion choice",
+                 ", ".join(todo), cv, seed + r)
+        got = fold_scores_on_cluster(todo, X, y, cv=folds(cv, seed + r), scoring=scoring, client=client, rows=rows)
         for f, res in got.items():
-            if res.oof is None:
-                chosen.pop(f)
-            else:
-                results[f].rescored_oof.append(res.oof)
+            if res.oof is not None:
+                usable[f].rescored_oof.append(res.oof)
+                usable[f].rescored_scores.append(res.scores)
+    return max(repeats - have, 0)
 
 
 def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,

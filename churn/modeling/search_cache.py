@@ -49,8 +49,9 @@ def code_fingerprint() -> str:
 
 
 def search_key(job: JobSpec, dataset_key: str, rows: int) -> str:
-    payload = {"dataset": dataset_key, "rows": rows, "seed": job.seed,
-               **{k: job.as_dict()[k] for k in ("schema", "split", "search", "model")}, "code": code_fingerprint()}
+    spec = {k: job.as_dict()[k] for k in ("schema", "split", "search", "model")}
+    spec["search"] = {k: v for k, v in spec["search"].items() if k != "repeats"}  # rescoring resumes on reuse
+    payload = {"dataset": dataset_key, "rows": rows, "seed": job.seed, **spec, "code": code_fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

@@ -29,7 +29,7 @@ PACKAGE_DIR = Path(churn.serving.__file__).parents[1]
 # The part of churn shipped with the model (``code_paths``) so that it loads where churn is not
 # installed: the serving code and the feature steps the pickled pipeline names (no dask, no
 # pydantic, no training code).
-SERVING_CODE = ("__init__.py", "serving", "modeling/__init__.py", "modeling/features.py")
+SERVING_CODE = ("__init__.py", "serving", "modeling/__init__.py", "modeling/features.py", "modeling/trees.py")
 
 
 # The shipped packages' __init__: MLflow puts the model's code folder first on sys.path and

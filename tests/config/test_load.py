@@ -63,6 +63,8 @@ def test_unknown_family_and_bad_grid_shape_are_named():
         load_job(JOB, ["model.families=[random_forest, xgboost]"])
     with pytest.raises(ConfigError, match=r"model.grids.random_forest.max_depth must be a non-empty list"):
         load_job(JOB, ["model.grids={random_forest: {max_depth: []}}"])
+    with pytest.raises(ConfigError, match=r"numeric_basis: 'splines' is not one of linear, spline"):
+        load_job(JOB, ["model.grids={logistic_regression: {numeric_basis: [spline, splines]}}"])
     with pytest.raises(ConfigError, match="has 10,000 grid points; the limit is 5,000"):
         load_job(JOB, ["model.grids={random_forest: {max_depth: " + str(list(range(100))) + ", "
                        "min_samples_leaf: " + str(list(range(1, 101))) + "}}"])

@@ -65,7 +65,24 @@ def test_a_family_flattered_by_the_search_folds_loses_on_fresh_folds(two_views):
     assert champ.name == "steady" and champ.repeats == 2
     assert champ.family_scores["lucky"] < champ.family_scores["steady"] - 0.01
     steady.rescored_oof = []
-    assert choose_champion(results, y, [splits, fresh], "roc_auc", ensemble=0).repeats == 1
+    back = choose_champion(results, y, [splits, fresh], "roc_auc", ensemble=0)
+    assert (back.name, back.repeats) == ("lucky", 1)
+
+
+def test_families_rank_on_their_scorer_values_not_on_raw_decision_values(two_views):
+    """A family scoring with a decision function (SVM) is ranked on the scorer values the search and
+    the rescoring computed (accuracy at its own cut), not on its raw scores read as probabilities."""
+    y, pa, _, splits = two_views
+    fresh = list(folds(5, 1).split(np.zeros((len(y), 1)), y))
+    svm = _result(y, np.log(pa / (1 - pa)), splits, proba=False)  # decision values: cut at 0, not 0.5
+    svm.best_score = 0.9
+    svm.cv_results = {"mean_test_score": [0.5, 0.9], **{f"split{i}_test_score": [0.5, 0.9] for i in range(5)}}
+    svm.rescored_oof, svm.rescored_scores = [svm.oof_proba], [np.full(5, 0.8)]
+    other = _result(y, pa, splits)
+    other.rescored_oof = [pa]
+    champ = choose_champion({"other": other, "svm": svm}, y, [splits, fresh], "accuracy", ensemble=0)
+    assert champ.family_scores["svm"] == pytest.approx(0.85)
+    assert champ.name == "svm"
 
 
 def test_auto_calibration_keeps_good_probabilities_and_repairs_bad_ones(two_views):

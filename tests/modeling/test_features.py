@@ -135,6 +135,7 @@ def test_numeric_basis_is_scikit_learns_spline_or_the_identity():
     ref = SplineTransformer(n_knots=4, degree=3, knots="quantile", extrapolation="linear").fit(X)
     basis = NumericBasis("spline").fit(X)
     np.testing.assert_array_equal(basis.transform(wide), ref.transform(wide))
+    assert np.isfinite(basis.transform(X)).all() and basis.transform(X).shape == (300, 2 * (4 + 2))
     names = ["tenure", "senior"]
     assert list(basis.get_feature_names_out(names)) == list(ref.get_feature_names_out(names))
     np.testing.assert_array_equal(NumericBasis("linear").fit(X).transform(X), X)

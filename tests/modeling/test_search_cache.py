@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import numpy as np
@@ -35,8 +36,10 @@ def searched():
 
 def test_cached_search_comes_back_exactly(tmp_path, searched):
     """cv_results_ (dtypes too), best parameters (tuples stay tuples), scores, out-of-fold
-    predictions and the fitted pipeline's predictions all equal the search's own."""
+    predictions (the rescored repeats' too) and the fitted pipeline's predictions all equal the search's own."""
     _, X, results = searched
+    results = {f: dataclasses.replace(r, rescored_oof=[r.oof_proba[::-1].copy()],
+                                      rescored_scores=[np.array([0.7, 0.8])]) for f, r in results.items()}
     cache = SearchCache(tmp_path, "k")
     assert cache.load(FAMILIES) is None
     cache.save(results)
@@ -46,6 +49,8 @@ def test_cached_search_comes_back_exactly(tmp_path, searched):
         assert back[fam].best_params == results[fam].best_params
         assert (back[fam].best_score, back[fam].n_fits) == (results[fam].best_score, results[fam].n_fits)
         np.testing.assert_array_equal(back[fam].oof_proba, results[fam].oof_proba)
+        np.testing.assert_array_equal(back[fam].rescored_oof[0], results[fam].rescored_oof[0])
+        np.testing.assert_array_equal(back[fam].rescored_scores[0], [0.7, 0.8])
         np.testing.assert_array_equal(back[fam].best_estimator.predict_proba(X),
                                       results[fam].best_estimator.predict_proba(X))
     assert isinstance(back["mlp"].best_params["model__hidden_layer_sizes"], tuple)
@@ -67,10 +72,13 @@ def test_untrusted_or_damaged_entries_are_not_loaded(tmp_path, searched, caplog)
 
 
 def test_the_key_follows_data_spec_and_rows(searched):
-    """Another dataset, another row count or another grid is another key; the same inputs, the same key."""
+    """Another dataset, another row count or another grid is another key; the same inputs, the same key
+    (and another search.repeats: the rescoring resumes on the cached search)."""
     job, _, _ = searched
     key = search_key(job, "dataset-a", 600)
     assert key == search_key(job, "dataset-a", 600)
+    more = job.model_copy(update={"search": job.search.model_copy(update={"repeats": 3})})
+    assert search_key(more, "dataset-a", 600) == key
     other = job.model_copy(update={"search": job.search.model_copy(update={"cv": 3})})
     assert len({key, search_key(job, "dataset-b", 600), search_key(job, "dataset-a", 601),
                 search_key(other, "dataset-a", 600)}) == 4

@@ -51,8 +51,9 @@ print(churn.config.__file__)
 def test_the_registered_model_loads_without_churn_installed(client, tmp_path, telco_subset):
     """A fresh interpreter that can import neither churn nor dask loads models:/…@champion (churn's
     serving code comes with the model) and predicts what the training process predicts."""
-    job = job_spec(tmp_path, telco_subset, "search.cv=2", "model.families=[random_forest]", "evaluation.plots=false",
-                   "model.grids={random_forest: {n_estimators: [10], min_samples_leaf: [2]}}")
+    # the decision tree: churn's own estimator class (LaplaceDecisionTree) must ship with the model
+    job = job_spec(tmp_path, telco_subset, "search.cv=2", "model.families=[decision_tree]", "evaluation.plots=false",
+                   "model.grids={decision_tree: {max_depth: [4]}}")
     result = run(job, client)
     rows = pd.read_csv(telco_subset, na_values=[" "]).head(20).drop(columns=["customerID", "Churn"])
     work = tmp_path / "elsewhere"
@@ -72,6 +73,7 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
     [code] = [d for d in (tmp_path / "mlruns").rglob("code") if d.is_dir()]  # only serving code ships
     shipped = {p.relative_to(code).as_posix() for p in code.rglob("*.py")}
     assert shipped == {"churn/__init__.py", "churn/modeling/__init__.py", "churn/modeling/features.py",
+                       "churn/modeling/trees.py",
                        *(f"churn/serving/{f}" for f in ("__init__.py", "calibration.py", "model_code.py", "pyfunc.py",
                                                         "rules.py", "trusted.py"))}, shipped
     beside = subprocess.run(
