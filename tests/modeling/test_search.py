@@ -155,10 +155,10 @@ def test_rescored_best_candidates_equal_sklearn_out_of_fold_scores(client, sampl
     searches = {fam: (build_pipeline(schema, fam, "none", seed=3), grid_for(fam, grid))
                 for fam, grid in [("logistic_regression", {"C": [0.1, 1.0]}), ("svm", {"C": [1.0]})]}
     results = search_families(searches, X, y, cv=3, scoring="roc_auc", seed=3, client=client)
-    rescore_best(results, {f: pipe for f, (pipe, _) in searches.items()}, X, y, cv=3, seed=3, repeats=3,
-                 scoring="roc_auc", client=client)
+    assert rescore_best(results, X, y, cv=3, seed=3, repeats=3, scoring="roc_auc", client=client) == 2
+    assert rescore_best(results, X, y, cv=3, seed=3, repeats=3, scoring="roc_auc", client=client) == 0  # had both
     for fam, (pipe, _) in searches.items():
-        assert len(results[fam].rescored_oof) == 2
+        assert len(results[fam].rescored_oof) == len(results[fam].rescored_scores) == 2
         for r, oof in enumerate(results[fam].rescored_oof, start=1):
             method = "predict_proba" if fam != "svm" else "decision_function"
             ref = cross_val_predict(clone(pipe).set_params(**results[fam].best_params), X, y, cv=folds(3, 3 + r),
