@@ -169,15 +169,16 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             else:
                 families, sums = _search_families(job, X, y, client, on_cluster, progress)
                 cache.save(families)
-            if client is not None and job.search.repeats > 1:  # after the save: a failure here keeps the search
-                if rescore_best(families, X, y, cv=job.search.cv, seed=job.seed, repeats=job.search.repeats,
-                                scoring=job.search.scoring, client=client, rows=on_cluster):
-                    cache.save(families)
+            # after the save, so a failure here keeps the search; a reused search gets only missing repeats
+            if client is not None and rescore_best(families, X, y, cv=job.search.cv, seed=job.seed,
+                                                   repeats=job.search.repeats, scoring=job.search.scoring,
+                                                   client=client, rows=on_cluster):
+                cache.save(families)
             log_feature_sums(sums)
 
         with _stage("calibrate", seconds, f"stack of up to {job.model.ensemble}, calibration "
                                           f"{job.model.calibration}, threshold on out-of-fold"):
-            repeats = [list(folds(job.search.cv, job.seed + r).split(X, y)) for r in range(job.search.repeats)]
+            repeats = [list(folds(job.search.cv, job.seed, r).split(X, y)) for r in range(job.search.repeats)]
             champion = choose_champion(families, y.to_numpy(), repeats, job.search.scoring, job.model.ensemble,
                                        job.model.calibration)
             threshold = choose_threshold(y.to_numpy(), champion.oof_proba, job.evaluation.economics)

@@ -95,9 +95,10 @@ class RowsOnCluster:
         return self._futures
 
 
-def folds(cv: int, seed: int) -> StratifiedKFold:
-    """The CV splitter: stratified, shuffled with the job's seed (deterministic)."""
-    return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+def folds(cv: int, seed: int, repeat: int = 0) -> StratifiedKFold:
+    """The CV splitter: stratified, shuffled with the job's seed (deterministic); ``repeat`` r > 0
+    is the r-th fresh split the best candidates are rescored on (seed + r)."""
+    return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed + repeat)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -396,9 +397,9 @@ def rescore_best(results: dict[str, SearchResult], X: pd.DataFrame, y: pd.Series
     have = 1 + min((len(res.rescored_oof) for res in usable.values()), default=0)
     for r in range(have, repeats):
         todo = {f: clone(res.best_estimator) for f, res in usable.items() if len(res.rescored_oof) == r - 1}
-        log.info("rescoring the best candidate of %s on fresh %d-fold splits (seed %d), for the champion choice",
-                 ", ".join(todo), cv, seed + r)
-        got = fold_scores_on_cluster(todo, X, y, cv=folds(cv, seed + r), scoring=scoring, client=client, rows=rows)
+        log.info("rescoring the best candidate of %s on fresh %d-fold splits (repeat %d), for the champion choice",
+                 ", ".join(todo), cv, r + 1)
+        got = fold_scores_on_cluster(todo, X, y, cv=folds(cv, seed, r), scoring=scoring, client=client, rows=rows)
         for f, res in got.items():
             if res.oof is not None:
                 usable[f].rescored_oof.append(res.oof)
