@@ -10,22 +10,31 @@ from churn.config import setting
 GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # glibc ignores a larger M_MMAP_THRESHOLD on 64-bit, silently
 
 
+def _size(name: str, value: object, cap: int | None) -> int | None:
+    """The byte size ``value`` of setting ``cluster.<name>`` (None: unset), within glibc's limits."""
+    if value is None:
+        return None
+    try:
+        size = parse_bytes(value)
+    except (TypeError, ValueError):
+        size = -1  # not a size: the same message as one out of range
+    if size < 0 or (cap is not None and size > cap):
+        limit = f"0 to {cap >> 20}MiB" if cap is not None else "a size of 0 or more"
+        raise ClusterError(f"churn.cluster.{name}={value!r}: glibc takes {limit}")
+    return size
+
+
 def worker_environ() -> dict[str, str]:
     """Environment variables a worker process must start with (read by glibc at process start,
     so they go into the environment the worker is spawned with, not set from inside it).
 
-    ``MALLOC_MMAP_THRESHOLD_``: see ``cluster.worker-mmap-threshold`` in churn.yaml.
+    ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``: see ``cluster.worker-mmap-threshold``
+    and ``cluster.worker-trim-threshold`` in churn.yaml.
     """
-    threshold = setting("cluster.worker-mmap-threshold")
-    if threshold is None:
-        return {}
-    try:
-        size = parse_bytes(threshold)
-    except (TypeError, ValueError):
-        size = -1  # not a size: the same message as one out of range
-    if not 0 <= size <= GLIBC_MAX_MMAP_THRESHOLD:
-        raise ClusterError(f"churn.cluster.worker-mmap-threshold={threshold!r}: glibc takes 0 to 32MiB")
-    return {"MALLOC_MMAP_THRESHOLD_": str(size)}
+    sizes = {"MALLOC_MMAP_THRESHOLD_": _size("worker-mmap-threshold", setting("cluster.worker-mmap-threshold"),
+                                             GLIBC_MAX_MMAP_THRESHOLD),
+             "MALLOC_TRIM_THRESHOLD_": _size("worker-trim-threshold", setting("cluster.worker-trim-threshold"), None)}
+    return {variable: str(size) for variable, size in sizes.items() if size is not None}
 
 
 def nanny_config() -> dict[str, str]:

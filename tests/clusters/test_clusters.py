@@ -118,7 +118,8 @@ def test_dashboard_link_only_when_a_dashboard_answers(scheduler_address):
 
 
 def test_local_workers_start_with_the_worker_environment(client):
-    """LocalCluster worker processes start with glibc's mmap threshold from churn.yaml (16 MiB)."""
+    """LocalCluster worker processes start with glibc's mmap and trim thresholds from churn.yaml."""
     from tests.clusters.test_render import start_environ
 
     assert set(client.run(start_environ("MALLOC_MMAP_THRESHOLD_")).values()) == {str(16 << 20)}
+    assert set(client.run(start_environ("MALLOC_TRIM_THRESHOLD_")).values()) == {str(64 << 20)}

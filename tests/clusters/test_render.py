@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import signal
 import socket
@@ -67,7 +68,7 @@ def test_slurm_renders_the_sbatch_script():
     for line in ("#SBATCH -J churn-worker", "#SBATCH -p normal", "#SBATCH -A churn", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --mem=32G", "#SBATCH -t 02:00:00", "#SBATCH --exclusive",
                  "#SBATCH -o logs/slurm/churn-worker-%J.out", "module load python/3.11",
-                 "export MALLOC_MMAP_THRESHOLD_=16777216"):
+                 "export MALLOC_MMAP_THRESHOLD_=16777216", "export MALLOC_TRIM_THRESHOLD_=67108864"):
         assert line in text.splitlines(), line
     worker = text.splitlines()[-1]
     assert worker.startswith("/opt/churn/.venv/bin/python -m distributed.cli.dask_worker tcp://SCHEDULER:8786")
@@ -86,6 +87,7 @@ def test_kubernetes_renders_the_daskcluster_manifest():
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
     assert {"name": "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "value": "False"} in container["env"]
     assert {"name": "MALLOC_MMAP_THRESHOLD_", "value": "16777216"} in container["env"]
+    assert {"name": "MALLOC_TRIM_THRESHOLD_", "value": "67108864"} in container["env"]
     assert manifest["spec"]["scheduler"]["spec"]["containers"][0]["image"] == "ghcr.io/example/churn:0.2.0"
 
 
@@ -159,6 +161,7 @@ def test_rendered_ssh_commands_start_a_working_cluster(tmp_path, tls):
             assert len(workers) == 2 and all(w["memory_limit"] == 2**30 for w in workers)
             assert client.submit(sum, [1, 2, 3]).result() == 6
             assert set(client.run(start_environ("MALLOC_MMAP_THRESHOLD_")).values()) == {str(16 << 20)}
+            assert set(client.run(start_environ("MALLOC_TRIM_THRESHOLD_")).values()) == {str(64 << 20)}
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -191,9 +194,18 @@ def test_cluster_render_command(tmp_path):
     assert out.returncode == 2 and "slurm.cores" in out.stderr, out.stderr
 
 
-@pytest.mark.parametrize("value", ["16 megs", "64MiB"])
-def test_a_bad_worker_mmap_threshold_is_one_clear_error(value):
-    """Not a size, or past glibc's 32 MiB cap: one ClusterError naming the setting, not a traceback."""
-    with dask.config.set({"churn.cluster.worker-mmap-threshold": value}):
-        with pytest.raises(ClusterError, match=f"worker-mmap-threshold={value!r}: glibc takes 0 to 32MiB"):
+@pytest.mark.parametrize(("setting", "value", "limit"), [
+    ("worker-mmap-threshold", "16 megs", "0 to 32MiB"), ("worker-mmap-threshold", "64MiB", "0 to 32MiB"),
+    ("worker-trim-threshold", "lots", "a size of 0 or more"), ("worker-trim-threshold", -1, "a size of 0 or more")])
+def test_a_bad_worker_malloc_setting_is_one_clear_error(setting, value, limit):
+    """Not a size, or past glibc's 32 MiB mmap cap: one ClusterError naming the setting, not a traceback."""
+    with dask.config.set({f"churn.cluster.{setting}": value}):
+        with pytest.raises(ClusterError, match=re.escape(f"{setting}={value!r}: glibc takes {limit}")):
             render(SlurmSpec.model_validate(yaml.safe_load((ROOT / "cluster" / "slurm.yaml").read_text())))
+
+
+def test_malloc_settings_can_be_left_to_distributed():
+    """null keeps distributed's own glibc settings: churn adds neither variable."""
+    with dask.config.set({"churn.cluster.worker-mmap-threshold": None, "churn.cluster.worker-trim-threshold": None}):
+        text = render(SlurmSpec.model_validate(yaml.safe_load((ROOT / "cluster" / "slurm.yaml").read_text())))
+    assert "MALLOC_" not in text
