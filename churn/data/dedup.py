@@ -94,9 +94,10 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
                     ) -> dict[int, np.ndarray]:
     """Rows whose key in [lo, hi) and id text repeat an earlier (block, row) occurrence, per block.
 
-    ``hi=None`` means up to the largest key.
+    ``hi=None`` means up to the largest key. Only the sort touches every key; block and row are
+    looked up for the few keys that occur more than once.
     """
-    keys, owners, rows = [], [], []
+    keys, rows, owners = [], [], []
     for b in blocks:
         k = np.load(os.path.join(staging, "keys", f"{b:05d}-keys.npy"), mmap_mode="r")
         i = int(np.searchsorted(k, np.uint64(lo)))
@@ -104,28 +105,36 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
         if j > i:
             keys.append(np.asarray(k[i:j]))
             rows.append(np.load(os.path.join(staging, "keys", f"{b:05d}-rows.npy"), mmap_mode="r")[i:j])
-            owners.append(np.full(j - i, b, dtype=np.int64))
+            owners.append(b)
     if not keys:
         return {}
     key = np.concatenate(keys)
-    owner = np.concatenate(owners)
-    row = np.concatenate(rows).astype(np.int64)
+    starts = np.cumsum([0, *(len(k) for k in keys[:-1])])  # where each block's keys begin in ``key``
     # each block's keys are sorted already and the blocks come in order: a stable sort by key
     # merges those runs into (key, block, row) order, far cheaper than a lexsort of three columns
     order = np.argsort(key, kind="stable")
-    key, owner, row = key[order], owner[order], row[order]
+    sorted_keys = key[order]
+    same_prev = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+    if not len(same_prev):
+        return {}
+    shared = np.union1d(same_prev, same_prev + 1)  # sorted positions whose key occurs twice or more
+    entry = order[shared]
+    part = np.searchsorted(starts, entry, side="right") - 1  # which of ``keys`` each came from
+    owner = np.asarray(owners)[part]
+    row = np.concatenate(rows)[entry].astype(np.int64)
 
-    def texts(entries: np.ndarray) -> list[str]:
-        out: list[str] = [""] * len(entries)
-        for b in np.unique(owner[entries]):
-            pick = np.flatnonzero(owner[entries] == b)
+    def texts(picked: np.ndarray) -> list[str]:
+        out: list[str] = [""] * len(picked)
+        for b in np.unique(owner[picked]):
+            pick = np.flatnonzero(owner[picked] == b)
             ids = read_staged(staging, int(b), [id_column])
-            for i, text in zip(pick, ids.column(id_column).take(pa.array(row[entries[pick]])).to_pylist(),
+            for i, text in zip(pick, ids.column(id_column).take(pa.array(row[picked[pick]])).to_pylist(),
                                strict=True):
                 out[i] = text
         return out
 
-    repeat = repeated_rows(key, np.arange(len(key)), texts, order=np.arange(len(key)))
+    ordered = np.arange(len(shared))  # already in (key, block, row) order
+    repeat = repeated_rows(sorted_keys[shared], ordered, texts, order=ordered)
     return {int(b): np.sort(row[repeat & (owner == b)]) for b in np.unique(owner[repeat])}
 
 

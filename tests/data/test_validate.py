@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from churn.config import load_job
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
-from churn.data.validate import validate_partition
+from churn.data.validate import validate_partition, validate_table
 from tests.conftest import ROOT, TELCO
 
 
@@ -66,3 +67,20 @@ def test_row_key_is_a_stable_hash_of_the_id():
     kb = dict(zip(b["customerID"], b[KEY_COLUMN], strict=True))
     assert ka == kb
     assert len(set(ka.values())) == 50
+
+
+def test_columns_that_hold_no_null_are_required():
+    """Clean rows' columns are required (no Parquet definition levels) except nullable categoricals;
+    the label too unless scoring allows it missing; a blank nullable number is NaN, not null."""
+    job = load_job(ROOT / "jobs" / "train.yaml")
+    schema = job.table.model_copy(update={"categorical": {**job.table.categorical, "gender": job.table.categorical[
+        "gender"].model_copy(update={"nullable": True})}})
+    raw = _raw()
+    raw.loc[3, "gender"] = ""
+    raw.loc[4, "TotalCharges"] = " "
+    table = pa.Table.from_pandas(raw[schema.columns], preserve_index=False)
+    for require_label in (True, False):
+        clean, _ = validate_table(table, schema, "t.csv", np.arange(len(raw)), require_label=require_label)
+        optional = {f.name for f in clean.schema if f.nullable}
+        assert optional == ({"gender"} if require_label else {"gender", LABEL_COLUMN})
+        assert clean.column("gender").null_count == 1 and np.isnan(clean.column("TotalCharges")[4].as_py())
