@@ -121,7 +121,10 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
     entry = order[shared]
     part = np.searchsorted(starts, entry, side="right") - 1  # which of ``keys`` each came from
     owner = np.asarray(owners)[part]
-    row = np.concatenate(rows)[entry].astype(np.int64)
+    row = np.empty(len(entry), np.int64)
+    for p in np.unique(part):  # only these rows of each block's memory-mapped row file are read
+        pick = part == p
+        row[pick] = rows[p][entry[pick] - starts[p]]
 
     def texts(picked: np.ndarray) -> list[str]:
         out: list[str] = [""] * len(picked)
