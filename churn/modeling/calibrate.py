@@ -151,12 +151,11 @@ def _scorer_folds(result: Any, r: int, k: int) -> np.ndarray | None:
     if r > 0:
         kept = getattr(result, "rescored_scores", [])
         return np.asarray(kept[r - 1], float) if len(kept) >= r else None
-    cv = getattr(result, "cv_results", None)
+    cv, at = getattr(result, "cv_results", None), getattr(result, "best_index", None)
     columns = [f"split{i}_test_score" for i in range(k)]
-    if cv is None or "mean_test_score" not in cv or not all(c in cv for c in columns):
+    if cv is None or at is None or not all(c in cv for c in columns):
         return None
-    at = np.flatnonzero(np.isclose(np.asarray(cv["mean_test_score"], float), result.best_score))
-    return np.array([cv[c][at[0]] for c in columns], float) if len(at) else None
+    return np.array([cv[c][at] for c in columns], float)
 
 
 def _family_cv(result: Any, y: np.ndarray, repeats: list[Splits], scoring: str) -> np.ndarray:

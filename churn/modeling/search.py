@@ -63,6 +63,7 @@ class SearchResult:
     oof_proba: np.ndarray | None = field(default=None, repr=False)  # best candidate's scores, out of fold
     # (probabilities, or decision values for a model without them: see ``proba_scores``)
     std_score: float = float("nan")  # standard deviation of the best candidate's fold scores
+    best_index: int | None = None  # the best candidate's row in ``cv_results``
     imbalance: str = ""  # the best candidate's imbalance treatment (set by the caller)
     rows_per_fit: int = 0  # training rows each fit saw at most (a family row cap; set by the caller)
     task_seconds: float = 0.0  # compute time spent in fits (and fold preparation), summed over workers
@@ -333,7 +334,8 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
             out[name] = SearchResult(fut.result(), dict(sub.plan.candidates[best]),
                                      float(results["mean_test_score"][best]), results, time.perf_counter() - t0,
                                      len(sub.plan.candidates), n_fits=len(sub.fits), oof_proba=oof,
-                                     task_seconds=task_seconds, std_score=float(results["std_test_score"][best]))
+                                     task_seconds=task_seconds, std_score=float(results["std_test_score"][best]),
+                                     best_index=best)
             continue
         name, key = owner[fut.key]
         sub = submitted[name]
@@ -462,7 +464,8 @@ def sklearn_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.Data
     task_seconds = float(((results["mean_fit_time"] + results["mean_score_time"]) * n_splits).sum())
     return SearchResult(search.best_estimator_, dict(search.best_params_), float(search.best_score_), results,
                         time.perf_counter() - t0, len(results), n_fits=n_fits, oof_proba=oof,
-                        task_seconds=task_seconds, std_score=float(results["std_test_score"][search.best_index_]))
+                        task_seconds=task_seconds, std_score=float(results["std_test_score"][search.best_index_]),
+                        best_index=int(search.best_index_))
 
 
 def grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *, cv: int,

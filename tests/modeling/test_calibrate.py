@@ -75,7 +75,7 @@ def test_families_rank_on_their_scorer_values_not_on_raw_decision_values(two_vie
     y, pa, _, splits = two_views
     fresh = list(folds(5, 1).split(np.zeros((len(y), 1)), y))
     svm = _result(y, np.log(pa / (1 - pa)), splits, proba=False)  # decision values: cut at 0, not 0.5
-    svm.best_score = 0.9
+    svm.best_score, svm.best_index = 0.9, 1
     svm.cv_results = {"mean_test_score": [0.5, 0.9], **{f"split{i}_test_score": [0.5, 0.9] for i in range(5)}}
     svm.rescored_oof, svm.rescored_scores = [svm.oof_proba], [np.full(5, 0.8)]
     other = _result(y, pa, splits)
