@@ -9,7 +9,8 @@ Stages (each a set of Dask tasks; the driver only sees counts and small index ar
    (Arrow IPC) with their sorted row keys for the duplicate check (without one, the clean rows
    are written as Parquet there and then);
 4. a shuffle-free duplicate check: one task per hash bucket reads its key range from every
-   block's key file and names the rows that repeat an earlier id; then one task per block
+   block's key file and names the rows that repeat an earlier row's id (in the same block or an
+   earlier one); then one task per block
    writes its staged rows, without those, as Parquet;
 5. the manifest is checked (read = kept + quarantined + duplicates) and the finished dataset
    is published by one atomic rename. A dataset whose inputs, schema and code version are
@@ -42,7 +43,6 @@ from churn.data.dedup import (
     dedup_keys,
     find_duplicates,
     hash_ranges,
-    repeated_rows,
     stage_clean,
     write_clean,
     write_partition,
@@ -117,25 +117,6 @@ def rejected_rows(rejected: list[tuple[int, str, str]], schema: TableSchema, sou
     return pa.table(rows)
 
 
-def _drop_repeats_in_block(clean: pa.Table, id_column: str, key_bits: int
-                           ) -> tuple[pa.Table, np.ndarray, np.ndarray, int]:
-    """Remove rows repeating an earlier id of the same block (same hash *and* same text; first kept).
-
-    Returns the kept rows, their dedup keys, the stable sort order of those keys and the
-    number removed (one sort serves both the check and the key file).
-    """
-    keys = dedup_keys(clean.column(KEY_COLUMN).to_numpy(), key_bits)
-    order = np.argsort(keys, kind="stable")
-    repeat = repeated_rows(keys, np.arange(len(keys)), lambda rows: clean.column(id_column).take(rows).to_pylist(),
-                           order=order)
-    if repeat.any():
-        keep = ~repeat
-        clean = clean.filter(pa.array(keep))
-        keys = keys[keep]
-        order = (np.cumsum(keep) - 1)[order[keep[order]]]  # the sort order, renumbered: no re-sort
-    return clean, keys, order, int(repeat.sum())
-
-
 def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str, key_bits: int) -> BlockResult:
     """Parse and validate one block; write its quarantined rows, and its clean rows (with an id
     column: stage them for the duplicate check); returns its counts (lines counted from the bytes)."""
@@ -154,20 +135,19 @@ def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str,
         quarantine = pa.concat_tables([quarantine, rejected_rows(parsed.rejected, schema, block.path)])
         quarantine = quarantine.take(pc.sort_indices(quarantine, [("_line", "ascending")]))
     name = f"part-{block.index:05d}.parquet"
-    duplicates = 0
-    if schema.id:  # repeats inside the block go now; repeats across blocks in a later pass
-        clean, keys, order, duplicates = _drop_repeats_in_block(clean, schema.id, key_bits)
+    if schema.id:  # repeated ids, inside the block or across blocks, are found in a later pass
+        keys = dedup_keys(clean.column(KEY_COLUMN).to_numpy(), key_bits)
+        order = np.argsort(keys, kind="stable")  # stable: equal keys keep the rows' order
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-keys.npy"), keys[order])
         np.save(os.path.join(staging, "keys", f"{block.index:05d}-rows.npy"), order.astype(np.uint32))
-        stage_clean(clean, staging, block.index)  # written as Parquet once the repeats across blocks are known
+        stage_clean(clean, staging, block.index)  # written as Parquet once the repeats are known
     else:
         write_clean(clean, os.path.join(staging, "data", name), schema)
     pq.write_table(quarantine, os.path.join(staging, "quarantine", name))
     result = BlockResult(index=block.index, source=block.path, lines=lines, rows_read=parsed.records,
                          embedded_newlines=parsed.embedded_newlines, rows_clean=clean.num_rows,
                          rows_quarantined=quarantine.num_rows,
-                         reasons=dict(reason_counts(quarantine.column("_reasons").to_pylist())),
-                         duplicates=duplicates)
+                         reasons=dict(reason_counts(quarantine.column("_reasons").to_pylist())))
     del clean, quarantine
     pa.default_memory_pool().release_unused()  # hand Arrow's freed blocks back to the OS between blocks
     return result
@@ -254,7 +234,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
                                                 staging=str(staging), encoding=job.data.encoding, key_bits=key_bits)
         stages["blocks"] = time.perf_counter() - t0 - sum(stages.values())
 
-        dropped = 0  # repeats across blocks (repeats inside a block went in ingest_block)
+        dropped = 0
         if schema.id:
             dropped = remove_repeats(client, staging, blocks, results, schema, stages, t0)
         shutil.rmtree(staging / "keys")
@@ -263,7 +243,7 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
             dataset=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             files=[FileEntry(s.path, s.size, s.sha256, s.lines) for s in scans], blocksize=blocksize,
             results=results, written=count_written(staging, [b.index for b in blocks]),
-            dropped_across_blocks=dropped, id_column=schema.id, seconds=time.perf_counter() - t0)
+            duplicates_removed=dropped, id_column=schema.id, seconds=time.perf_counter() - t0)
         manifest.check(job.data.max_bad_fraction)
         stages["manifest"] = time.perf_counter() - t0 - sum(stages.values())
         manifest.stage_seconds = {k: round(v, 3) for k, v in stages.items()}
@@ -282,8 +262,8 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
 
 def remove_repeats(client: Client, staging: Path, blocks: list[Block], results: list[BlockResult],
                    schema: TableSchema, stages: dict[str, float], t0: float) -> int:
-    """Find the rows repeating an id of an earlier block, then write every block's staged rows
-    without them as Parquet; returns the rows dropped."""
+    """Find the rows repeating an earlier row's id (in the same block or an earlier one), then write
+    every block's staged rows without them as Parquet; returns the rows dropped."""
     assert schema.id
     ranges = hash_ranges(sum(r.rows_clean for r in results), int(setting("ingest.dedup-buckets")))
     idx = [b.index for b in blocks]
@@ -301,7 +281,7 @@ def remove_repeats(client: Client, staging: Path, blocks: list[Block], results: 
                          [r.rows_clean for r in results], pure=False)
     dropped = int(sum(client.gather(written)))
     stages["write"] = time.perf_counter() - t0 - sum(stages.values())
-    log.info("ingest: %d repeated ids across blocks, in %d partition(s)", dropped, len(drops))
+    log.info("ingest: %d repeated ids, in %d partition(s)", dropped, len(drops))
     return dropped
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 4  # bump when the dataset layout, block cutting or validation rules change
+FORMAT_VERSION = 5  # bump when the dataset layout, block cutting or validation rules change
 
 
 class IngestError(RuntimeError):
@@ -30,7 +30,6 @@ class BlockResult:
     rows_clean: int
     rows_quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
-    duplicates: int = 0  # repeats of an id inside this block, removed before writing
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class Manifest:
 
     @classmethod
     def from_blocks(cls, *, dataset: str, created: str, files: list[FileEntry], blocksize: int,
-                    results: list[BlockResult], written: WrittenRows, dropped_across_blocks: int,
+                    results: list[BlockResult], written: WrittenRows, duplicates_removed: int,
                     id_column: str | None, seconds: float) -> Manifest:
         """The manifest of a staged dataset: kept and quarantined rows as the files on disk hold
         them (``written``), read rows and lines as the block tasks counted them."""
@@ -83,7 +82,7 @@ class Manifest:
                    blocksize=blocksize, partitions=len(results), lines_read=sum(r.lines for r in results),
                    rows_read=sum(r.rows_read for r in results), rows_kept=written.clean,
                    rows_quarantined=written.quarantined, quarantined_by_reason=dict(sorted(reasons.items())),
-                   duplicates_removed=dropped_across_blocks + sum(r.duplicates for r in results),
+                   duplicates_removed=duplicates_removed,
                    id_column=id_column, seconds=round(seconds, 3), blocks=results)
 
     @classmethod

@@ -58,12 +58,13 @@ def map_blocks(client: Client, stage: str, fn: Callable[..., Any], blocks: Seque
     try:
         for future in running:
             in_flight -= 1
-            results[position[future.key]] = future.result()
+            if future.status == "finished":  # hand out the next block before fetching this one's result
+                limit = threads()
+                while in_flight < limit and (i := next(todo, None)) is not None:
+                    running.add(submit(i))
+                    in_flight += 1
+            results[position[future.key]] = future.result()  # raises the error of a failed block
             future.release()
-            limit = threads()
-            while in_flight < limit and (i := next(todo, None)) is not None:
-                running.add(submit(i))
-                in_flight += 1
     except KilledWorker as exc:
         where = describe(blocks[keys.index(exc.task)]) if exc.task in keys else f"task {exc.task}"
         raise PartitionKilledError(

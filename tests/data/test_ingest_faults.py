@@ -120,7 +120,7 @@ def _manifest(job, scans, blocks, staging, results) -> Manifest:
     return Manifest.from_blocks(dataset="x", created="now", files=[FileEntry(s.path, s.size, s.sha256, s.lines)
                                                                    for s in scans],
                                 blocksize=200_000, results=results, written=count_written(staging, [
-                                    b.index for b in blocks]), dropped_across_blocks=0, id_column=job.table.id,
+                                    b.index for b in blocks]), duplicates_removed=0, id_column=job.table.id,
                                 seconds=0.0)
 
 
