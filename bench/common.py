@@ -28,7 +28,8 @@ def median_run(runs: list[Any], seconds: Callable[[Any], float], label: str) -> 
 
 def run_isolated(code: str, timeout: float = 3600, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``code`` in a fresh Python with the environment the benchmark started with, plus
-    ``env``; it must print one JSON line. Adds wall, CPU and peak RSS."""
+    ``env``; it must print one JSON line. Adds wall, CPU (its own and that of the processes it
+    started) and peak RSS (the largest single process)."""
     wrapper = (
         "import json, resource, time, sys\n"
         "ru0 = resource.getrusage(resource.RUSAGE_SELF)\n"
@@ -36,9 +37,10 @@ def run_isolated(code: str, timeout: float = 3600, env: dict[str, str] | None = 
         f"{code}\n"
         "wall = time.perf_counter() - t0\n"
         "ru = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # processes it started and waited for\n"
         "out = dict(result or {})\n"
-        "cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime  # the same span as wall\n"
-        "out.update(wall=wall, cpu=cpu, peak_rss=ru.ru_maxrss * 1024)\n"
+        "cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime + kids.ru_utime + kids.ru_stime\n"
+        "out.update(wall=wall, cpu=cpu, peak_rss=max(ru.ru_maxrss, kids.ru_maxrss) * 1024)\n"
         "print(json.dumps(out))\n"
     )
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout,
