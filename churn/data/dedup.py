@@ -67,25 +67,20 @@ def dedup_keys(keys: np.ndarray, bits: int) -> np.ndarray:
     return (keys >> shift) << shift
 
 
-def repeated_rows(keys: np.ndarray, entries: np.ndarray, texts: Callable[[np.ndarray], list[str]],
-                  order: np.ndarray | None = None) -> np.ndarray:
-    """Per entry (given in priority order), True when an earlier entry has the same key *and*
-    the same id text: a hash collision between distinct ids is never a duplicate.
+def repeated_rows(keys: np.ndarray, texts: Callable[[np.ndarray], list[str]]) -> np.ndarray:
+    """Per entry of ``keys`` (sorted, equal keys in priority order), True when an earlier entry has
+    the same key *and* the same id text: a hash collision between distinct ids is never a duplicate.
 
-    ``texts(entries[i...])`` returns the id texts; it is only asked for entries whose key repeats.
-    ``order``, when given, is ``np.argsort(keys, kind="stable")`` already computed.
+    ``texts(positions)`` returns the id texts; it is only asked for entries whose key repeats.
     """
-    if order is None:
-        order = np.argsort(keys, kind="stable")  # stable: equal keys stay in priority order
-    sk = keys[order]
     same_prev = np.zeros(len(keys), bool)
-    same_prev[1:] = sk[1:] == sk[:-1]
+    same_prev[1:] = keys[1:] == keys[:-1]
     shared = same_prev.copy()
     shared[:-1] |= same_prev[1:]
     out = np.zeros(len(keys), bool)
-    cand = order[shared]
+    cand = np.flatnonzero(shared)
     if len(cand):
-        frame = pd.DataFrame({"k": keys[cand], "t": list(texts(entries[cand]))})
+        frame = pd.DataFrame({"k": keys[cand], "t": list(texts(cand))})
         out[cand[frame.duplicated(["k", "t"]).to_numpy()]] = True
     return out
 
@@ -136,8 +131,7 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
                 out[i] = text
         return out
 
-    ordered = np.arange(len(shared))  # already in (key, block, row) order
-    repeat = repeated_rows(sorted_keys[shared], ordered, texts, order=ordered)
+    repeat = repeated_rows(sorted_keys[shared], texts)  # in (key, block, row) order already
     return {int(b): np.sort(row[repeat & (owner == b)]) for b in np.unique(owner[repeat])}
 
 
