@@ -44,13 +44,13 @@ FAMILY_NAMES = tuple(FAMILIES)
 # grid keys that set a pipeline step rather than the model (any other key without "__" is the model's)
 PIPELINE_KEYS = {"numeric_basis": "encode__num__basis__kind"}  # for one-hot families
 PIPELINE_KEY_CHOICES = {"numeric_basis": ("linear", "spline")}
+IMBALANCE_MODES = ("none", "class_weight", "smote", "smotenc")
+MAX_GRID_POINTS = 5_000  # per family: a larger grid is almost always a typo in a list
 
 
 def spelled(param: str) -> str:
     """A pipeline parameter as a job's grid spells it (``model__C`` → ``C``)."""
     return next((k for k, v in PIPELINE_KEYS.items() if v == param), param.removeprefix("model__"))
-IMBALANCE_MODES = ("none", "class_weight", "smote", "smotenc")
-MAX_GRID_POINTS = 5_000  # per family: a larger grid is almost always a typo in a list
 
 
 def rules(name: str) -> FamilyRules:

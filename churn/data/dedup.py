@@ -13,7 +13,6 @@ one is dropped, so a hash collision never loses a customer.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churn.config import TableSchema
+from churn.data.columns import KEY_COLUMN
 from churn.data.manifest import IngestError
 
 
@@ -38,6 +38,21 @@ def stage_clean(table: pa.Table, staging: str, block_index: int) -> None:
     """Stage a block's clean rows as one uncompressed Arrow IPC record batch."""
     with pa.OSFile(staged_path(staging, block_index), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max(1, table.num_rows))
+
+
+def _key_file(staging: str, block_index: int, what: str) -> str:
+    """A block's sorted id hashes (``what="keys"``) or the row each one belongs to (``"rows"``)."""
+    return os.path.join(staging, "keys", f"{block_index:05d}-{what}.npy")
+
+
+def stage_block(table: pa.Table, staging: str, block_index: int, key_bits: int) -> None:
+    """Stage a block's clean rows for the duplicate check: the rows, their id hashes sorted and the
+    row of each hash (a stable sort: equal hashes keep the rows' order)."""
+    keys = dedup_keys(table.column(KEY_COLUMN).to_numpy(), key_bits)
+    order = np.argsort(keys, kind="stable")
+    np.save(_key_file(staging, block_index, "keys"), keys[order])
+    np.save(_key_file(staging, block_index, "rows"), order.astype(np.uint32))
+    stage_clean(table, staging, block_index)
 
 
 def read_staged(staging: str, block_index: int, columns: list[str] | None = None) -> pa.Table:
@@ -67,24 +82,6 @@ def dedup_keys(keys: np.ndarray, bits: int) -> np.ndarray:
     return (keys >> shift) << shift
 
 
-def repeated_rows(keys: np.ndarray, texts: Callable[[np.ndarray], list[str]]) -> np.ndarray:
-    """Per entry of ``keys`` (sorted, equal keys in priority order), True when an earlier entry has
-    the same key *and* the same id text: a hash collision between distinct ids is never a duplicate.
-
-    ``texts(positions)`` returns the id texts; it is only asked for entries whose key repeats.
-    """
-    same_prev = np.zeros(len(keys), bool)
-    same_prev[1:] = keys[1:] == keys[:-1]
-    shared = same_prev.copy()
-    shared[:-1] |= same_prev[1:]
-    out = np.zeros(len(keys), bool)
-    cand = np.flatnonzero(shared)
-    if len(cand):
-        frame = pd.DataFrame({"k": keys[cand], "t": list(texts(cand))})
-        out[cand[frame.duplicated(["k", "t"]).to_numpy()]] = True
-    return out
-
-
 def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id_column: str
                     ) -> dict[int, np.ndarray]:
     """Rows whose key in [lo, hi) and id text repeat an earlier (block, row) occurrence, per block.
@@ -94,12 +91,12 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
     """
     keys, rows, owners = [], [], []
     for b in blocks:
-        k = np.load(os.path.join(staging, "keys", f"{b:05d}-keys.npy"), mmap_mode="r")
+        k = np.load(_key_file(staging, b, "keys"), mmap_mode="r")
         i = int(np.searchsorted(k, np.uint64(lo)))
         j = len(k) if hi is None else int(np.searchsorted(k, np.uint64(hi)))
         if j > i:
             keys.append(np.asarray(k[i:j]))
-            rows.append(np.load(os.path.join(staging, "keys", f"{b:05d}-rows.npy"), mmap_mode="r")[i:j])
+            rows.append(np.load(_key_file(staging, b, "rows"), mmap_mode="r")[i:j])
             owners.append(b)
     if not keys:
         return {}
@@ -115,23 +112,16 @@ def find_duplicates(staging: str, blocks: list[int], lo: int, hi: int | None, id
     shared = np.union1d(same_prev, same_prev + 1)  # sorted positions whose key occurs twice or more
     entry = order[shared]
     part = np.searchsorted(starts, entry, side="right") - 1  # which of ``keys`` each came from
-    owner = np.asarray(owners)[part]
     row = np.empty(len(entry), np.int64)
-    for p in np.unique(part):  # only these rows of each block's memory-mapped row file are read
-        pick = part == p
+    ids = np.empty(len(entry), object)
+    for p in np.unique(part):  # only these rows of the block's memory-mapped row and staged files are read
+        pick = np.flatnonzero(part == p)
         row[pick] = rows[p][entry[pick] - starts[p]]
-
-    def texts(picked: np.ndarray) -> list[str]:
-        out: list[str] = [""] * len(picked)
-        for b in np.unique(owner[picked]):
-            pick = np.flatnonzero(owner[picked] == b)
-            ids = read_staged(staging, int(b), [id_column])
-            for i, text in zip(pick, ids.column(id_column).take(pa.array(row[picked[pick]])).to_pylist(),
-                               strict=True):
-                out[i] = text
-        return out
-
-    repeat = repeated_rows(sorted_keys[shared], texts)  # in (key, block, row) order already
+        ids[pick] = read_staged(staging, owners[p], [id_column]).column(id_column).take(pa.array(row[pick])).to_pylist()
+    # in (key, block, row) order, a row repeats when an earlier one has its key *and* its id text:
+    # a hash collision between distinct ids is never a duplicate
+    repeat = pd.DataFrame({"key": sorted_keys[shared], "id": ids}).duplicated().to_numpy()
+    owner = np.asarray(owners)[part]
     return {int(b): np.sort(row[repeat & (owner == b)]) for b in np.unique(owner[repeat])}
 
 

@@ -38,12 +38,10 @@ from distributed import Client
 
 from churn.config import ConfigError, JobSpec, MonitorSpec, ScoreSpec, TableSchema, setting
 from churn.data.blocks import Block, FileScan, NotTextError, read_block_rows, read_header, scan_file
-from churn.data.columns import KEY_COLUMN
 from churn.data.dedup import (
-    dedup_keys,
     find_duplicates,
     hash_ranges,
-    stage_clean,
+    stage_block,
     write_clean,
     write_partition,
 )
@@ -135,12 +133,8 @@ def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str,
         quarantine = pa.concat_tables([quarantine, rejected_rows(parsed.rejected, schema, block.path)])
         quarantine = quarantine.take(pc.sort_indices(quarantine, [("_line", "ascending")]))
     name = f"part-{block.index:05d}.parquet"
-    if schema.id:  # repeated ids, inside the block or across blocks, are found in a later pass
-        keys = dedup_keys(clean.column(KEY_COLUMN).to_numpy(), key_bits)
-        order = np.argsort(keys, kind="stable")  # stable: equal keys keep the rows' order
-        np.save(os.path.join(staging, "keys", f"{block.index:05d}-keys.npy"), keys[order])
-        np.save(os.path.join(staging, "keys", f"{block.index:05d}-rows.npy"), order.astype(np.uint32))
-        stage_clean(clean, staging, block.index)  # written as Parquet once the repeats are known
+    if schema.id:  # written as Parquet once the repeated ids (inside the block or across blocks) are known
+        stage_block(clean, staging, block.index, key_bits)
     else:
         write_clean(clean, os.path.join(staging, "data", name), schema)
     pq.write_table(quarantine, os.path.join(staging, "quarantine", name))

@@ -80,8 +80,8 @@ class SearchResult:
 
 class RowsOnCluster:
     """The search rows (``X`` and the 0/1 label) for the workers: sent to every worker on first
-    use, then shared by whatever else the job fits on the same rows (the feature-sums screen and
-    the search), so they cross the network once per job."""
+    use, then shared by whatever else the job fits on the same rows (the feature-sums screen, the
+    search and the rescoring), so they cross the network once per job."""
 
     def __init__(self, X: pd.DataFrame, y: pd.Series, client: Client):
         self.X = X
