@@ -28,6 +28,7 @@ REASONS = (
     "unknown_label",
     "blank_value",
     "not_a_number",
+    "not_finite",
     "not_an_integer",
     "out_of_range",
     "unknown_category",
@@ -48,6 +49,7 @@ def row_keys(table: pa.Table, schema: TableSchema) -> np.ndarray:
 
 
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_NOT_FINITE = r"^[+-]?(inf|infinity|nan)$"  # what pyarrow's number parser reads as a non-finite float
 _NULL_TEXT = pa.scalar(None, pa.string())
 
 
@@ -89,14 +91,23 @@ def _categorical(values: pa.Array, idx: np.ndarray, blank_rows: np.ndarray | Non
     return pa.DictionaryArray.from_arrays(pa.array(remap[idx], mask=blank_rows), uniq)
 
 
-def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(float64 values with NaN, malformed mask, blank mask) of a text column, or of a column the
-    CSV reader already parsed as numbers (nulls are its blank cells); a mask is None when no row
-    is set in it."""
+def _numbers(col: pa.ChunkedArray | pa.Array
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(float64 values with NaN, malformed mask, blank mask, non-finite mask) of a text column, or
+    of a column the CSV reader already parsed as numbers (nulls are its blank cells); a mask is
+    None when no row is set in it.
+
+    A cell that reads as a number but not a finite one (``inf``, ``-Infinity``, ``1e309``,
+    ``NaN``) is non-finite, whichever path parsed it; its value is NaN, so no range check sees it.
+    """
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        blank = np.isnan(values)
-        return values, None, _any(blank)
+        odd = ~np.isfinite(values)
+        if not odd.any():
+            return values, None, None, None
+        blank = col.is_null().to_numpy(zero_copy_only=False)  # the reader's null is a blank cell; NaN is text
+        values = np.where(odd, np.nan, values)
+        return values, None, _any(blank), _any(odd & ~blank)
     text = pc.fill_null(col.cast(pa.string()), "")
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
@@ -104,7 +115,7 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | 
     try:  # fast path: every non-blank cell is a plain number
         values = pc.cast(pc.if_else(pa.array(blank), _NULL_TEXT, text), pa.float64()).to_numpy(zero_copy_only=False)
         if not (np.isnan(values) & ~blank).any() and np.isfinite(values[~blank]).all():
-            return values, None, _any(blank)
+            return values, None, _any(blank), None
     except pa.ArrowInvalid:
         pass
     ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
@@ -112,8 +123,11 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | 
         text = pc.utf8_trim_whitespace(text)
         ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
     blank = pc.equal(text, "").to_numpy(zero_copy_only=False)
-    values = pc.cast(pc.if_else(pa.array(ok), text, _NULL_TEXT), pa.float64())
-    return values.to_numpy(zero_copy_only=False), _any(~ok & ~blank), _any(blank)
+    values = pc.cast(pc.if_else(pa.array(ok), text, _NULL_TEXT), pa.float64()).to_numpy(zero_copy_only=False)
+    spelled = pc.match_substring_regex(text, _NOT_FINITE, ignore_case=True).to_numpy(zero_copy_only=False)
+    overflow = ok & np.isinf(values)  # e.g. 1e309
+    values = np.where(overflow, np.nan, values) if overflow.any() else values
+    return values, _any(~ok & ~blank & ~spelled), _any(blank), _any(spelled | overflow)
 
 
 def _required(fields: pa.Schema, schema: TableSchema, *, label_nullable: bool) -> pa.Schema:
@@ -152,11 +166,12 @@ def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.nd
         checks.append(("missing_id", id_blank))
         out[schema.id] = ident
     for col, rule in schema.numeric.items():
-        arr, malformed, blank = _numbers(raw.column(col))
+        arr, malformed, blank, not_finite = _numbers(raw.column(col))
         blanks.append(blank)
         if not rule.nullable:
             checks.append((f"blank_value:{col}", blank))
         checks.append((f"not_a_number:{col}", malformed))
+        checks.append((f"not_finite:{col}", not_finite))
         if rule.integer and not pa.types.is_integer(raw.column(col).type):  # parsed as integers: nothing to check
             with np.errstate(invalid="ignore"):
                 checks.append((f"not_an_integer:{col}", _any(np.isfinite(arr) & (arr != np.round(arr)))))

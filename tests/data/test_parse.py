@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -79,3 +80,36 @@ def test_quoted_newlines_keep_rows_whole_and_later_lines_right(tmp_path):
     [quarantine] = out.quarantine
     assert quarantine.column("_line").to_pylist() == [7]  # a4 sits on physical line 7
     assert out.records == 4 and out.embedded_newlines == 2
+
+
+def _set(body, index, column, value):
+    """A copy of ``body`` with field ``column`` (by position) of line ``index`` set to ``value``."""
+    body = list(body)
+    fields = body[index].split(b",")
+    fields[column] = value
+    body[index] = b",".join(fields)
+    return body
+
+
+@pytest.mark.parametrize("text_parse", [False, True], ids=["typed-parse", "text-parse"])
+def test_non_finite_numbers_are_quarantined_whatever_else_the_block_holds(telco_lines, text_parse):
+    """inf, NaN, 1e309, -Infinity, nan in TotalCharges (nullable, only a min) are quarantined as
+    not_finite when pyarrow parses the block as numbers, and the same when a cell that is no number
+    (and inf/NaN/1e309 in the integer tenure) sends the block down the per-cell text path."""
+    header, body = telco_lines
+    for i, cell in enumerate([b"inf", b"NaN", b"1e309", b"-Infinity", b"nan"]):  # lines 2..6
+        body = _set(body, i, header.index("TotalCharges"), cell)
+    expected = {2 + i: "not_finite:TotalCharges" for i in range(5)}
+    if text_parse:
+        for i, cell in zip((10, 11, 12), (b"inf", b"NaN", b"1e309"), strict=True):  # lines 12..14
+            body = _set(body, i, header.index("tenure"), cell)
+        body = _set(body, 20, header.index("MonthlyCharges"), b"12abc")  # line 22
+        expected |= {12 + i: "not_finite:tenure" for i in range(3)} | {22: "not_a_number:MonthlyCharges"}
+    out, clean, _ = _parse(header, body)
+    quarantine = pa.concat_tables(out.quarantine)
+    reasons = dict(zip(quarantine.column("_line").to_pylist(), quarantine.column("_reasons").to_pylist(),
+                       strict=True))
+    assert reasons == expected
+    assert clean.num_rows == 200 - len(expected)
+    totals = clean.column("TotalCharges").to_numpy(zero_copy_only=False)
+    assert not np.isinf(totals).any() and np.isnan(totals).sum() == 0  # these 200 rows hold no blank
