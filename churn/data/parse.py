@@ -11,6 +11,8 @@ What pyarrow's CSV reader does not do, and this module adds:
   record. A record that spans several lines *and* fails (wrong field count or validation) is
   taken for one: its first line is quarantined as ``unbalanced_quote`` and the lines it
   swallowed are parsed again on their own.
+* **Stray carriage returns.** pyarrow ends a record at a lone ``\\r`` too; a line holding one
+  (outside a CRLF) is quarantined as ``stray_carriage_return`` and the lines around it are kept.
 * **A count the parser cannot fake.** The newlines in the bytes must equal the records parsed
   plus the newlines inside their fields; anything else is an error, never a silent drop.
 """
@@ -158,6 +160,35 @@ def _swallowing_rows(quarantine: pa.Table, span_of: dict[int, int], schema: Tabl
     return out
 
 
+def _split_at_stray_returns(data: bytes, first_line: int, header: list[str], schema: TableSchema, source: str,
+                            out: ParsedBlock, require_label: bool) -> bool:
+    """When ``data`` holds a carriage return not followed by a newline (pyarrow ends a record at
+    it, so records and lines disagree): reject each line holding one as ``stray_carriage_return``,
+    parse the lines between them, and return True; False when there is none."""
+    if b"\r" not in data:
+        return False
+    codes = np.frombuffer(data, np.uint8)
+    cr = np.flatnonzero(codes == 13)
+    after = np.append(codes, 0)[cr + 1]  # the byte after each CR (0 past the end)
+    lone = cr[after != 10]
+    if not len(lone):
+        return False
+    starts = _line_starts(data)
+    if starts[-1] == len(data):
+        starts = starts[:-1]  # the last line ends the data: no line starts there
+    bounds = [*starts.tolist(), len(data)]
+    prev = 0
+    for k in np.unique(np.searchsorted(starts, lone, side="right") - 1).tolist():
+        parse_segment(data[bounds[prev]:bounds[k]], first_line + prev, header, schema, source, out,
+                      require_label=require_label)
+        text = data[bounds[k]:bounds[k + 1]].rstrip(b"\r\n").decode("utf-8", errors="replace")
+        out.rejected.append((first_line + k, "stray_carriage_return", text))
+        out.records += 1
+        prev = k + 1
+    parse_segment(data[bounds[prev]:], first_line + prev, header, schema, source, out, require_label=require_label)
+    return True
+
+
 def parse_segment(data: bytes, first_line: int, header: list[str], schema: TableSchema, source: str,
                   out: ParsedBlock, physical: int | None = None, require_label: bool = True) -> None:
     """Parse, number, validate and (for stray quotes) repair one UTF-8 segment into ``out``
@@ -175,6 +206,8 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
         spans[good] += _newlines_per_row(table)
         spans[~good] += np.array([text.count("\n") for _, text in bad], np.int64)
     if int(spans.sum()) != physical:
+        if _split_at_stray_returns(data, first_line, header, schema, source, out, require_label):
+            return
         raise IngestError(f"{source}: lines {first_line}..{first_line + physical - 1} hold {physical} lines but "
                           f"the parser returned {n_records} records covering {int(spans.sum())}")
     starts = first_line + np.cumsum(spans) - spans

@@ -23,6 +23,7 @@ REASONS = (
     "wrong_field_count",
     "unbalanced_quote",
     "invalid_encoding",
+    "stray_carriage_return",
     "empty_line",
     "missing_id",
     "unknown_label",

@@ -113,3 +113,21 @@ def test_non_finite_numbers_are_quarantined_whatever_else_the_block_holds(telco_
     assert clean.num_rows == 200 - len(expected)
     totals = clean.column("TotalCharges").to_numpy(zero_copy_only=False)
     assert not np.isinf(totals).any() and np.isnan(totals).sum() == 0  # these 200 rows hold no blank
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"], ids=["LF", "CRLF"])
+def test_a_lone_carriage_return_costs_only_its_line(telco_lines, line_end):
+    """A CR inside an unquoted field of line 31 (pyarrow ends a record there): that line is
+    quarantined as stray_carriage_return, the 199 others are kept on their true lines."""
+    header, body = telco_lines
+    body = _edit(body, 29, (b"Electronic check", b"Electronic\rcheck"), (b"Mailed check", b"Mailed\rcheck"),
+                 (b"Bank transfer", b"Bank\rtransfer"), (b"Credit card", b"Credit\rcard"))
+    data = line_end.join(body) + line_end
+    out = parse_block(data, header, 2, JOB.table, "t.csv", "utf-8")
+    assert [(line, reason) for line, reason, _ in out.rejected] == [(31, "stray_carriage_return")]
+    assert out.rejected[0][2] == body[29].decode()  # the raw line, its CRs included
+    clean = pa.concat_tables(out.clean)
+    assert clean.num_rows == 199 and sum(q.num_rows for q in out.quarantine) == 0
+    assert out.records == 200 and out.embedded_newlines == 0
+    ids = [line.split(b",")[0].decode() for line in body]
+    assert sorted(clean.column("customerID").to_pylist()) == sorted(ids[:29] + ids[30:])
