@@ -11,7 +11,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 5  # bump when the dataset layout, block cutting or validation rules change
+FORMAT_VERSION = 6  # bump when the dataset layout, block cutting or validation rules change
 
 
 class IngestError(RuntimeError):
