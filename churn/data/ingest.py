@@ -153,6 +153,7 @@ def dataset_key(scans: list[FileScan], schema: TableSchema) -> str:
         "version": FORMAT_VERSION,
         "files": [(os.path.basename(s.path), s.size, s.sha256) for s in scans],
         "schema": schema.model_dump(mode="json"),
+        "max_id_bytes": int(setting("ingest.max-id-bytes")),  # longer ids are quarantined
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

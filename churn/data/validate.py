@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from churn.config import TableSchema
+from churn.config import TableSchema, setting
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
 from churn.data.hashing import hash_text
 
@@ -26,6 +26,7 @@ REASONS = (
     "stray_carriage_return",
     "empty_line",
     "missing_id",
+    "id_too_long",
     "unknown_label",
     "blank_value",
     "not_a_number",
@@ -165,6 +166,8 @@ def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.nd
         id_blank = _any(pc.equal(ident, "").to_numpy(zero_copy_only=False))
         blanks.append(id_blank)
         checks.append(("missing_id", id_blank))
+        limit = int(setting("ingest.max-id-bytes"))  # read where the block is validated
+        checks.append(("id_too_long", _any(pc.greater(pc.binary_length(ident), limit).to_numpy(zero_copy_only=False))))
         out[schema.id] = ident
     for col, rule in schema.numeric.items():
         arr, malformed, blank, not_finite = _numbers(raw.column(col))

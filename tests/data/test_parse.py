@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask.config
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -131,3 +132,19 @@ def test_a_lone_carriage_return_costs_only_its_line(telco_lines, line_end):
     assert out.records == 200 and out.embedded_newlines == 0
     ids = [line.split(b",")[0].decode() for line in body]
     assert sorted(clean.column("customerID").to_pylist()) == sorted(ids[:29] + ids[30:])
+
+
+def test_an_id_longer_than_the_limit_costs_only_its_row(telco_lines):
+    """A 100 KB id on line 8 is quarantined as id_too_long (churn.ingest.max-id-bytes, 1024 by
+    default); lowering the setting to 9 bytes quarantines every 10-byte Telco id."""
+    header, body = telco_lines
+    body = _set(body, 6, 0, b"X" * 100_000)
+    out, clean, _ = _parse(header, body)
+    quarantine = pa.concat_tables(out.quarantine)
+    assert list(zip(quarantine.column("_line").to_pylist(), quarantine.column("_reasons").to_pylist(),
+                    strict=True)) == [(8, "id_too_long")]
+    assert len(quarantine.column("customerID")[0].as_py()) == 100_000  # the field is kept as it was
+    assert clean.num_rows == 199 and max(map(len, clean.column("customerID").to_pylist())) == 10
+    with dask.config.set({"churn.ingest.max-id-bytes": 9}):
+        _, clean, quarantined = _parse(header, body)
+    assert clean.num_rows == 0 and quarantined == 200
