@@ -10,7 +10,8 @@ What pyarrow's CSV reader does not do, and this module adds:
 * **Stray quotes.** An opening quote that never closes swallows the following lines into one
   record. A record that spans several lines *and* fails (wrong field count or validation) is
   taken for one: its first line is quarantined as ``unbalanced_quote`` and the lines it
-  swallowed are parsed again on their own.
+  swallowed are parsed again on their own, from the first that has commas enough for a row
+  (the lines before it, blank or inside a long text, stay with the broken record).
 * **Stray carriage returns.** pyarrow ends a record at a lone ``\\r`` too; a line holding one
   (outside a CRLF) is quarantined as ``stray_carriage_return`` and the lines around it are kept.
 * **A count the parser cannot fake.** The newlines in the bytes must equal the records parsed
@@ -142,6 +143,21 @@ def _line_starts(data: bytes) -> np.ndarray:
     return np.concatenate([[0], ends + 1]).astype(np.int64)
 
 
+def _rowless_lines(data: bytes, start: int, end: int, fields: int) -> int:
+    """How many lines at the start of ``data[start:end]`` hold too few commas to be a row of
+    ``fields`` fields (blank lines, the inside of a long quoted text): a broken quoted field
+    that swallowed them keeps them, rather than each being parsed again as a bad row of its own
+    (a cell of 2 M newlines was 2 M quarantined rows and 1 GB)."""
+    view = np.frombuffer(data, np.uint8)[start:end]
+    line_ends = np.flatnonzero(view == 10)
+    if not len(line_ends) or line_ends[-1] != len(view) - 1:
+        line_ends = np.append(line_ends, len(view))  # an unterminated last line
+    commas = np.searchsorted(np.flatnonzero(view == 44), line_ends)  # commas before each line's end
+    per_line = np.diff(commas, prepend=0)
+    rows = np.flatnonzero(per_line >= fields - 1)
+    return int(rows[0]) if len(rows) else len(line_ends)
+
+
 def _swallowing_rows(quarantine: pa.Table, span_of: dict[int, int], schema: TableSchema) -> list[int]:
     """Lines of quarantined multi-line rows where a field that failed validation holds a newline
     (a legit quoted newline in a column that passed is not a stray quote)."""
@@ -229,7 +245,10 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
             out.rejected.append((line, "unbalanced_quote", first_text))
             out.records += 1
             rest_end = line_starts[end] if end < len(line_starts) else len(data)
-            parse_segment(data[line_starts[k + 1]:rest_end], line + 1, header, schema, source, out,
+            absorbed = _rowless_lines(data, int(line_starts[k + 1]), int(rest_end), len(header))
+            out.embedded_newlines += absorbed
+            rest_start = line_starts[k + 1 + absorbed] if k + 1 + absorbed < len(line_starts) else len(data)
+            parse_segment(data[rest_start:rest_end], line + 1 + absorbed, header, schema, source, out,
                           require_label=require_label)
     out.clean.append(clean)
     out.quarantine.append(quarantine)

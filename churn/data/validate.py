@@ -143,6 +143,20 @@ def _required(fields: pa.Schema, schema: TableSchema, *, label_nullable: bool) -
     return pa.schema([f.with_nullable(f.name in nullable) for f in fields])
 
 
+def _distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct rows, index of each row's distinct row) of a boolean matrix: its rows packed to
+    one integer and hashed (``np.unique(axis=0)`` sorts, 20x slower on 2 M rows)."""
+    packed = np.packbits(matrix, axis=1)
+    if packed.shape[1] > 8:  # more than 64 reasons: rare, sorted
+        combos, which = np.unique(matrix, axis=0, return_inverse=True)
+        return combos, which.ravel()
+    words = np.zeros((len(matrix), 8), np.uint8)
+    words[:, :packed.shape[1]] = packed
+    which, uniques = pd.factorize(words.view("<u8").ravel())
+    bits = np.unpackbits(np.asarray(uniques, "<u8").view(np.uint8).reshape(-1, 8), axis=1)
+    return bits[:, :matrix.shape[1]].astype(bool), which
+
+
 def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.ndarray, *,
                    require_label: bool = True) -> tuple[pa.Table, pa.Table]:
     """Split raw text rows into (clean typed rows, quarantined rows with reasons), in Arrow.
@@ -231,13 +245,14 @@ def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.nd
     present = [c for c in schema.columns if c in raw.column_names]
     quarantine = raw.select(present).take(pa.array(bad_idx))
     quarantine = pa.table({c: quarantine.column(c).cast(pa.string()) for c in present})
-    reason_text: list[str] = []
-    if len(bad_idx):
+    reason_text = pa.array([], pa.string())
+    if len(bad_idx):  # joined once per distinct combination of reasons, not once per row
         labels = np.array([name for name, _ in reasons], dtype=object)
         matrix = np.column_stack([mask[bad_idx] for _, mask in reasons])
-        reason_text = [";".join(labels[row]) for row in matrix]
-    quarantine = quarantine.append_column("_reasons", pa.array(reason_text, pa.string()))
-    quarantine = quarantine.append_column("_source", pa.array([source] * len(bad_idx), pa.string()))
+        combos, which = _distinct_rows(matrix)
+        reason_text = pa.array([";".join(labels[row]) for row in combos], pa.string()).take(which)
+    quarantine = quarantine.append_column("_reasons", reason_text)
+    quarantine = quarantine.append_column("_source", pa.repeat(pa.scalar(source, pa.string()), len(bad_idx)))
     quarantine = quarantine.append_column("_line", pa.array(np.asarray(lines, np.int64)[bad_idx]))
     return clean, quarantine
 

@@ -148,3 +148,18 @@ def test_an_id_longer_than_the_limit_costs_only_its_row(telco_lines):
     with dask.config.set({"churn.ingest.max-id-bytes": 9}):
         _, clean, quarantined = _parse(header, body)
     assert clean.num_rows == 0 and quarantined == 200
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "never-closed"])
+def test_a_broken_quoted_field_costs_its_own_row_not_one_per_line_it_spans(telco_lines, closed):
+    """Line 51's gender opens a quote holding 100,000 newlines: one unbalanced_quote row whose
+    record keeps those lines, the 199 other rows kept (it was 100,000 quarantined blank rows)."""
+    header, body = telco_lines
+    gender = body[49].split(b",")[1]
+    body = _set(body, 49, 1, b'"' + gender[:2] + b"\n" * 100_000 + gender[2:] + (b'"' if closed else b""))
+    out, clean, quarantined = _parse(header, body)
+    assert [(line, reason) for line, reason, _ in out.rejected] == [(51, "unbalanced_quote")]
+    assert clean.num_rows == 199 and quarantined == 0
+    assert out.records == 200 and out.embedded_newlines == 100_000
+    ids = [line.split(b",")[0].decode() for line in body]
+    assert sorted(clean.column("customerID").to_pylist()) == sorted(ids[:49] + ids[50:])
