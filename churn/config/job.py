@@ -130,15 +130,17 @@ class DataSpec(Strict):
             codecs.lookup(v)
         except LookupError:
             raise ValueError(f"unknown encoding {v!r}") from None
+        if codecs.lookup(v).name in ("utf-16", "utf-32"):  # with a byte-order mark: read whole, transcoded
+            return v
         ascii_bytes = b'\n\r,"azAZ09 '  # files are cut into blocks and lines at these bytes
         try:
             same = ascii_bytes.decode(v) == ascii_bytes.decode("ascii")
         except UnicodeDecodeError:
             same = False
-        if not same:  # UTF-16, UTF-32, EBCDIC, ...
+        if not same:  # UTF-16-LE without a byte-order mark, EBCDIC, ...
             raise ValueError(f"encoding {v!r} is not supported: churn reads encodings that write ASCII as ASCII "
-                             "(UTF-8, latin-1, cp1252, ...); convert the files to UTF-8 first (e.g. iconv -f "
-                             f"{v} -t UTF-8)")
+                             "(UTF-8, latin-1, cp1252, ...) and utf-16 or utf-32 files that start with a "
+                             f"byte-order mark; convert the files to UTF-8 first (e.g. iconv -f {v} -t UTF-8)")
         return v
 
     def paths(self) -> list[str]:
