@@ -146,6 +146,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
     from concurrent.futures import CancelledError
 
     from distributed.comm.core import CommClosedError
+    from mlflow.exceptions import MlflowException
 
     from churn.clusters import ClusterError, cluster_client
     from churn.data.ingest import SchemaDriftError
@@ -177,6 +178,8 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
         except CancelledError as exc:  # tasks cancelled by the scheduler (their data was lost)
             _fail(f"the Dask cluster cancelled a task of the job: {exc}", EXIT_RUNTIME)
+        except MlflowException as exc:  # the tracking store failed under the job (stalled past its limits)
+            _fail(f"tracking store: {exc.message}", EXIT_RUNTIME)
         except KeyboardInterrupt:
             _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
                   "published", EXIT_INTERRUPTED)
