@@ -73,7 +73,7 @@ def run(spec: MonitorSpec, client: Client) -> MonitorResult:
     drift = compare(reference, batch.profile, Thresholds(**spec.thresholds.model_dump()), rows_read=batch.rows_read,
                     quarantined=batch.by_column, min_rows=int(setting("monitor.min-rows")))
     if drift.note:
-        log.warning("monitor: %s (churn.monitor.min-rows): no drift verdict on the features", drift.note)
+        log.warning("monitor: %s; no drift verdict", drift.note)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     label = f"{model.name or 'model'} v{model.version or '-'}"
     folder = Path(spec.report) / f"{spec.name}-{created.replace(':', '').replace('-', '')}"
