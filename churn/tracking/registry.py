@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -70,9 +70,13 @@ def requirements() -> list[str]:
 
 
 def serving_rules(schema: TableSchema) -> dict[str, Any]:
-    """The table's validation rules as plain JSON for the served model (no pydantic there)."""
+    """The table's validation rules as plain JSON for the served model (no pydantic there), with
+    the rest of the table (id, label and its values, ignored columns): score and monitor jobs
+    check their rows with these rules (:mod:`churn.tracking.model_rules`)."""
     return {"numeric": {c: r.model_dump() for c, r in schema.numeric.items()},
-            "categorical": {c: r.model_dump() for c, r in schema.categorical.items()}}
+            "categorical": {c: r.model_dump() for c, r in schema.categorical.items()},
+            "id": schema.id, "label": schema.label, "positive": schema.positive, "negative": schema.negative,
+            "ignore": list(schema.ignore)}
 
 
 def signature_for(inferred: ModelSignature, schema: TableSchema) -> ModelSignature:
@@ -153,6 +157,7 @@ class LoadedModel:
     name: str | None
     version: str | None
     reference_profile: str | None  # local path of the training profile, when the model has one
+    rules: dict[str, Any] = field(default_factory=dict)  # the table's rules logged with the model
 
     def reference(self) -> dict[str, Any]:
         """The training profile stored with the model version (for monitoring)."""
@@ -176,4 +181,4 @@ def load_churn_model(model_uri: str) -> LoadedModel:
         else:
             name, _, version = ref.partition("/")
     return LoadedModel(churn_model.pipeline, float(churn_model.threshold), name, version and str(version),
-                       churn_model.reference_profile)
+                       churn_model.reference_profile, churn_model.rules)
