@@ -53,7 +53,7 @@ def remove_abandoned(out_root: Path) -> None:
     linked = {os.readlink(p) for p in out_root.glob("dataset-*") if p.is_symlink()}
     for folder in [*out_root.glob(".staging-*"), *out_root.glob(".dataset-*")]:
         if folder.name not in linked and _abandoned(folder):
-            log.info("ingest: removing abandoned %s", folder.name)
+            log.info("removing abandoned %s", folder.name)
             shutil.rmtree(folder, ignore_errors=True)
 
 
