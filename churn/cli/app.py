@@ -410,7 +410,8 @@ def serve(
         _fail(str(exc), EXIT_RUNTIME)
     bin_dir = os.path.dirname(sys.executable)  # mlflow runs uvicorn from PATH: this environment's first
     mlflow_cli = os.path.join(bin_dir, "mlflow")
-    args = [mlflow_cli, "models", "serve", "-m", model_uri, "--host", host, "--port", str(port),
+    model_path = _verified_model(model_uri, uri).path  # served from the checked copy, never the store
+    args = [mlflow_cli, "models", "serve", "-m", str(model_path), "--host", host, "--port", str(port),
             "--workers", str(workers), "--env-manager", "local"]
     console.print(f"serving {model_uri} from {uri} on http://{host}:{port}/invocations", highlight=False)
     with _signals():
@@ -420,6 +421,55 @@ def serve(
         except (KeyboardInterrupt, Terminated):
             code = 0
     raise typer.Exit(code)
+
+
+def _verified_model(model_uri: str, tracking_uri: str, into: Path | None = None) -> Any:
+    """The registered model's files checked against the registry's digests (one line otherwise)."""
+    import mlflow
+
+    from churn.tracking.store import TrackingError
+    from churn.tracking.verify import verified_model
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return verified_model(model_uri, into)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+
+
+@app.command()
+def verify(
+    model_uri: Annotated[str, typer.Argument(help="Registered model: models:/NAME@ALIAS or models:/NAME/VERSION.")],
+    into: Annotated[Optional[Path], typer.Option("--into", help="Keep the checked copy in this new or empty "
+                                                                "folder (to serve it from there).")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="Registry (default as in "
+                                                                               "train).")] = None,
+) -> None:
+    """Check every file of a registered model against the sha256 digests recorded when it was
+    registered, without running any of its code (exit 2 and one line naming a file on a mismatch).
+
+    Stock ``mlflow models serve -m models:/…`` trusts the artifact store; serve the --into copy instead."""
+    from churn.config import TrackingSpec
+    from churn.tracking.store import TrackingError, check_reachable, resolve_uri
+
+    try:
+        uri = resolve_uri(TrackingSpec(uri=tracking_uri))
+        check_reachable(uri)
+    except ValidationError as exc:
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+    if into is not None:
+        if into.exists() and (not into.is_dir() or any(into.iterdir())):
+            _fail(f"--into: {into} is not an empty folder", EXIT_CONFIG)
+        into.mkdir(parents=True, exist_ok=True)
+    checked = _verified_model(model_uri, uri, into)
+    typer.echo(f"{model_uri}: version {checked.version} of {checked.name}, every file matches its recorded sha256"
+               + (f"; checked copy in {checked.path}" if into is not None else ""))
 
 
 @app.command()
