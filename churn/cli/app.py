@@ -386,18 +386,22 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="Registry to resolve models:/ "
                                                                                "from (default as in train).")] = None,
+    ssl_certfile: Annotated[Optional[Path], typer.Option("--ssl-certfile", help="TLS certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[Optional[Path], typer.Option("--ssl-keyfile", help="TLS private key (PEM).")] = None,
 ) -> None:
-    """Serve the registered model over HTTP with MLflow's own scoring server (POST /invocations).
+    """Serve the registered model over HTTP with MLflow's own scoring app (POST /invocations).
 
     Rows are checked against the table's rules: a row ingest would quarantine gets HTTP 400
-    naming the column and the value, never a score."""
-    import os
-    import subprocess
-    import sys
+    naming the row, column, value and rule, never a score. A body over churn.serve.max-body gets
+    413; every response names the model version served (X-Churn-Model-Version)."""
+    import tempfile
 
     from churn.config import TrackingSpec
+    from churn.jobs import serve as serve_job
     from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        _fail("give --ssl-certfile and --ssl-keyfile together", EXIT_CONFIG)
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
     except ValidationError as exc:
@@ -408,19 +412,27 @@ def serve(
         check_reachable(uri)
     except TrackingError as exc:
         _fail(str(exc), EXIT_RUNTIME)
-    bin_dir = os.path.dirname(sys.executable)  # mlflow runs uvicorn from PATH: this environment's first
-    mlflow_cli = os.path.join(bin_dir, "mlflow")
-    model_path = _verified_model(model_uri, uri).path  # served from the checked copy, never the store
-    args = [mlflow_cli, "models", "serve", "-m", str(model_path), "--host", host, "--port", str(port),
-            "--workers", str(workers), "--env-manager", "local"]
-    console.print(f"serving {model_uri} from {uri} on http://{host}:{port}/invocations", highlight=False)
-    with _signals():
+    warning = serve_job.exposure_warning(host, tls=ssl_certfile is not None)
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    with tempfile.TemporaryDirectory(prefix="churn-serve-") as tmp:
         try:
-            code = subprocess.call(args, env={**os.environ, "MLFLOW_TRACKING_URI": uri,
-                                              "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")})
-        except (KeyboardInterrupt, Terminated):
-            code = 0
-    raise typer.Exit(code)
+            # the one place the model is resolved (pinned to a version, copied to tmp) and loaded
+            model = serve_job.resolve(model_uri, uri, Path(tmp))
+            app_ = serve_job.load(model)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        except serve_job.ServeError as exc:
+            _fail(str(exc), EXIT_RUNTIME)
+        scheme = "https" if ssl_certfile else "http"
+        console.print(f"serving {model_uri} (version {model.version}) from {uri} on "
+                      f"{scheme}://{host}:{port}/invocations", highlight=False, soft_wrap=True)
+        ssl = {"ssl_certfile": str(ssl_certfile), "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
+        with _signals():
+            try:
+                serve_job.run(app_, model, host, port, workers, ssl)
+            except (KeyboardInterrupt, Terminated):
+                pass
 
 
 def _verified_model(model_uri: str, tracking_uri: str, into: Path | None = None) -> Any:

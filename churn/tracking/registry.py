@@ -81,14 +81,16 @@ def serving_rules(schema: TableSchema) -> dict[str, Any]:
 
 
 def signature_for(inferred: ModelSignature, schema: TableSchema) -> ModelSignature:
-    """The inferred signature, with nullable integer columns of any type.
+    """The inferred signature, with every numeric column of any type.
 
-    MLflow refuses int64 for a ``double`` column ("Can not safely convert int64 to float64"), and
-    a ``long`` column cannot hold a blank; callers naturally send integers, and blanks are
-    allowed. The served model checks those values with the table's rules itself.
+    MLflow's typed columns cast silently before the model sees a row: ``long`` turns ``1.9``
+    into 1, ``-0.5`` into 0 and ``true`` into 1; ``double`` turns ``true`` into 1.0 and the
+    text ``"nan"`` into a blank. It also refuses int64 for a ``double`` column, and a ``long``
+    column cannot hold a blank. Untyped, the values reach the served model as sent, and it
+    checks them with the table's rules (:func:`churn.serving.rules.rule_breaks`).
     """
-    loose = {c for c, rule in schema.numeric.items() if rule.integer and rule.nullable}
-    cols = [ColSpec(AnyType(), c.name, required=c.required) if c.name in loose else c for c in inferred.inputs.inputs]
+    raw = set(schema.numeric)
+    cols = [ColSpec(AnyType(), c.name, required=c.required) if c.name in raw else c for c in inferred.inputs.inputs]
     return ModelSignature(Schema(cols), inferred.outputs)
 
 
