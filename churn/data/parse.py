@@ -49,6 +49,7 @@ class ParsedBlock:
     """The validated rows of one block and the counts that must reconcile."""
 
     clean: list[pa.Table] = field(default_factory=list)
+    clean_lines: list[np.ndarray] = field(default_factory=list)  # physical line of each clean row, per table
     quarantine: list[pa.Table] = field(default_factory=list)  # validation failures, text fields
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, raw text): no fields
     records: int = 0  # rows read: clean + quarantined + rejected
@@ -230,6 +231,7 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
                           f"the parser returned {n_records} records covering {int(spans.sum())}")
     starts = first_line + np.cumsum(spans) - spans
     clean, quarantine = validate_table(table, schema, source, starts[good], require_label=require_label)
+    out.clean_lines.append(starts[good][~np.isin(starts[good], quarantine.column("_line").to_numpy())])
 
     # stray quotes: a record that spans lines and breaks (wrong field count, or a field that fails
     # validation holds a newline) keeps only its first line as the culprit
@@ -295,5 +297,6 @@ def _with_tables(out: ParsedBlock, header: list[str], schema: TableSchema, sourc
         empty = pa.table({c: pa.array([], pa.string()) for c in header})
         clean, quarantine = validate_table(empty, schema, source, np.zeros(0, np.int64), require_label=require_label)
         out.clean.append(clean)
+        out.clean_lines.append(np.zeros(0, np.int64))
         out.quarantine.append(quarantine)
     return out
