@@ -231,7 +231,7 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
                           f"the parser returned {n_records} records covering {int(spans.sum())}")
     starts = first_line + np.cumsum(spans) - spans
     clean, quarantine = validate_table(table, schema, source, starts[good], require_label=require_label)
-    out.clean_lines.append(starts[good][~np.isin(starts[good], quarantine.column("_line").to_numpy())])
+    clean_lines = starts[good][~np.isin(starts[good], quarantine.column("_line").to_numpy())]
 
     # stray quotes: a record that spans lines and breaks (wrong field count, or a field that fails
     # validation holds a newline) keeps only its first line as the culprit
@@ -254,7 +254,8 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
             rest_start = line_starts[k + 1 + absorbed] if k + 1 + absorbed < len(line_starts) else len(data)
             parse_segment(data[rest_start:rest_end], line + 1 + absorbed, header, schema, source, out,
                           require_label=require_label)
-    out.clean.append(clean)
+    out.clean.append(clean)  # after the stray quotes' own rows: clean and clean_lines stay in step
+    out.clean_lines.append(clean_lines)
     out.quarantine.append(quarantine)
     for i, text in bad:
         if spans[i] == 1:  # an odd number of quotes on one line: its quote never closes
