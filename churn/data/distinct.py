@@ -3,9 +3,12 @@
 :mod:`churn.data.dedup` decides which rows to drop; nothing here asks it. Per block, one task
 reads the ids of three sets back from disk: S, the staged clean rows (every row that passed
 validation); K, the written Parquet partition (the rows kept); C, the quarantine partition's
-``conflicting_label`` rows. It writes them sorted by id hash; then one task per hash range
-counts, by exact id text (``pyarrow.compute.count_distinct``), the distinct ids of S, K, C,
-K ∪ C and S ∪ K ∪ C in its range. An id hashes to one range, so the ranges' counts add up.
+``conflicting_label`` rows. It writes their 64-bit id hashes (``_key``, the hash of the id text
+that validation gave each row; for C, computed here the same way), sorted; then one task per
+hash range counts the distinct ids of S, K, C, K ∪ C and S ∪ K ∪ C in its range. An id hashes
+to one range, so the ranges' counts add up. (Hashes, not id texts: a hash table of the texts
+cost as much as parsing the blocks. Two distinct ids with one hash, about n²/2^65 likely for n
+ids, make a count too small, which fails the ingest.)
 
 A correct ingest keeps each id of S exactly once, unless it conflicts: then all its rows are in
 C. So K holds no id twice (distinct K = rows of K), K and C share no id and together hold every
@@ -18,10 +21,10 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from churn.data.columns import KEY_COLUMN
 from churn.data.dedup import CONFLICT, read_staged
 from churn.data.hashing import hash_text
 from churn.data.manifest import IngestError
@@ -30,24 +33,27 @@ STAGED, KEPT, CONFLICTING = 0, 1, 2
 
 
 def _ids_path(staging: str, block_index: int) -> str:
-    return os.path.join(staging, "keys", f"{block_index:05d}-ids.arrow")
+    return os.path.join(staging, "keys", f"{block_index:05d}-ids.npy")
+
+
+IDS = np.dtype([("hash", "<u8"), ("set", "i1")])
 
 
 def stage_ids(staging: str, block_index: int, id_column: str) -> int:
-    """Write the block's ids of S, K and C (tagged) sorted by their hash; returns how many."""
+    """Write the id hashes of the block's S, K and C (tagged), sorted; returns how many."""
     name = f"part-{block_index:05d}.parquet"
     quarantine = pq.read_table(os.path.join(staging, "quarantine", name), columns=[id_column, "_reasons"])
-    sets = [read_staged(staging, block_index, [id_column]).column(id_column),
-            pq.read_table(os.path.join(staging, "data", name), columns=[id_column]).column(id_column),
-            quarantine.filter(pc.equal(quarantine.column("_reasons"), CONFLICT)).column(id_column)]
-    ids = pa.chunked_array([c for s in sets for c in s.cast(pa.string()).chunks], pa.string()).combine_chunks()
-    tag = np.repeat(np.array([STAGED, KEPT, CONFLICTING], np.int8), [len(s) for s in sets])
-    h = hash_text(ids)
-    order = np.argsort(h, kind="stable")
-    table = pa.table({"hash": h[order], "id": ids.take(pa.array(order)), "set": tag[order]})
-    with pa.OSFile(_ids_path(staging, block_index), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(1, table.num_rows))
-    return table.num_rows
+    conflicting = quarantine.filter(pc.equal(quarantine.column("_reasons"), CONFLICT)).column(id_column)
+    sets = [read_staged(staging, block_index, [KEY_COLUMN]).column(KEY_COLUMN).to_numpy(),
+            pq.read_table(os.path.join(staging, "data", name), columns=[KEY_COLUMN]).column(KEY_COLUMN).to_numpy(),
+            hash_text(conflicting)]
+    keys = np.concatenate(sets).astype(np.uint64, copy=False)
+    order = np.argsort(keys, kind="stable")
+    out = np.empty(len(keys), IDS)
+    out["hash"] = keys[order]
+    out["set"] = np.repeat(np.array([STAGED, KEPT, CONFLICTING], np.int8), [len(s) for s in sets])[order]
+    np.save(_ids_path(staging, block_index), out)
+    return len(out)
 
 
 @dataclass(frozen=True)
@@ -71,24 +77,26 @@ def count_range(staging: str, blocks: list[int], lo: int, hi: int | None) -> IdC
     """Rows and distinct ids of each set among the ids hashed into [lo, hi) (``hi=None``: to the end)."""
     parts = []
     for b in blocks:
-        with pa.memory_map(_ids_path(staging, b)) as source:
-            table = pa.ipc.open_file(source).read_all()
-        h = table.column("hash").to_numpy()
-        i = int(np.searchsorted(h, np.uint64(lo)))
-        j = len(h) if hi is None else int(np.searchsorted(h, np.uint64(hi)))
-        parts.append(table.slice(i, j - i).select(["id", "set"]))
-    if not parts:
-        return IdCounts()
-    table = pa.concat_tables(parts)
-    ids, tag = table.column("id"), table.column("set").to_numpy()
+        ids = np.load(_ids_path(staging, b), mmap_mode="r")
+        i = int(np.searchsorted(ids["hash"], np.uint64(lo)))
+        j = len(ids) if hi is None else int(np.searchsorted(ids["hash"], np.uint64(hi)))
+        parts.append(np.asarray(ids[i:j]))
+    ids = np.concatenate(parts) if parts else np.empty(0, IDS)
+    order = np.argsort(ids["hash"], kind="stable")  # merges the blocks' sorted runs
+    h, tag = ids["hash"][order], ids["set"][order]
+    new = np.ones(len(h), bool)  # the first row of each distinct id
+    new[1:] = h[1:] != h[:-1]
+    group = np.cumsum(new) - 1
 
-    def distinct(mask: np.ndarray) -> int:
-        return int(pc.count_distinct(ids.filter(pa.array(mask)), mode="all").as_py())
+    def present(which: int) -> np.ndarray:
+        has = np.zeros(int(new.sum()), bool)
+        has[group[tag == which]] = True
+        return has
 
-    s, k, c = tag == STAGED, tag == KEPT, tag == CONFLICTING
-    return IdCounts(staged_rows=int(s.sum()), kept_rows=int(k.sum()), conflict_rows=int(c.sum()),
-                    staged=distinct(s), kept=distinct(k), conflicting=distinct(c), kept_or_conflicting=distinct(k | c),
-                    any=distinct(np.ones(len(tag), bool)))
+    s, k, c = present(STAGED), present(KEPT), present(CONFLICTING)
+    return IdCounts(staged_rows=int((tag == STAGED).sum()), kept_rows=int((tag == KEPT).sum()),
+                    conflict_rows=int((tag == CONFLICTING).sum()), staged=int(s.sum()), kept=int(k.sum()),
+                    conflicting=int(c.sum()), kept_or_conflicting=int((k | c).sum()), any=len(s))
 
 
 def measured_duplicates(counts: IdCounts, dropped: int) -> int:
