@@ -8,7 +8,7 @@ that validation gave each row; for C, computed here the same way), sorted; then 
 hash range counts the distinct ids of S, K, C, K ∪ C and S ∪ K ∪ C in its range. An id hashes
 to one range, so the ranges' counts add up. (Hashes, not id texts: a hash table of the texts
 cost as much as parsing the blocks. Two distinct ids with one hash, about n²/2^65 likely for n
-ids, make a count too small, which fails the ingest.)
+ids, count as one: both kept, the ingest fails; one of them wrongly dropped would go unseen.)
 
 A correct ingest keeps each id of S exactly once, unless it conflicts: then all its rows are in
 C. So K holds no id twice (distinct K = rows of K), K and C share no id and together hold every

@@ -180,7 +180,7 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
                           f"the parser returned {n_records} records covering {int(spans.sum())}")
     starts = first_line + np.cumsum(spans) - spans
     clean, quarantine = validate_table(table, schema, source, starts[good], require_label=require_label)
-    out.clean_lines.append(starts[good][~np.isin(starts[good], quarantine.column("_line").to_numpy())])
+    clean_lines = starts[good][~np.isin(starts[good], quarantine.column("_line").to_numpy())]
 
     # stray quotes: a record that spans lines and breaks (wrong field count, or a field that fails
     # validation holds a newline) keeps only its first line as the culprit
@@ -201,6 +201,7 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
             parse_segment(data[line_starts[k + 1]:rest_end], line + 1, header, schema, source, out,
                           require_label=require_label)
     out.clean.append(clean)
+    out.clean_lines.append(clean_lines)
     out.quarantine.append(quarantine)
     for i, text in bad:
         if spans[i] == 1:  # an odd number of quotes on one line: its quote never closes

@@ -37,6 +37,7 @@ from churn.data.ingest import (
     resolve_blocksize,
 )
 from churn.data.manifest import IngestError, Manifest
+from churn.data.parse import parse_block
 from churn.data.publish import release, remove_abandoned
 from tests.conftest import ROOT, TELCO, job_spec
 
@@ -304,3 +305,17 @@ def test_writing_a_partition_twice_drops_nothing_more(tmp_path):
     assert pq.read_table(part).equals(once)
     with pytest.raises(IngestError, match="50 rows where the block wrote 48"):
         write_partition(str(staging), 0, drop, none, schema, staged_rows=48, source="x.csv")
+
+
+def test_each_clean_row_knows_its_physical_line(tmp_path):
+    """The lines the parse gives the clean rows (a conflicting row is quarantined with its line) are theirs,
+    also after a stray quote made the parse read the lines it swallowed again."""
+    lines = TELCO.read_text().split("\n")[:60]
+    lines[20] = lines[20].replace(",Female,", ',"Female,', 1).replace(",Male,", ',"Male,', 1)
+    data = "\n".join(lines[1:]).encode()
+    job = job_spec(tmp_path, TELCO)
+    parsed = parse_block(data, lines[0].split(","), 2, job.table, "t.csv", "utf-8")
+    ids = [i for t in parsed.clean for i in t.column("customerID").to_pylist()]
+    numbers = np.concatenate(parsed.clean_lines).tolist()
+    assert len(ids) == len(numbers) == 58 and [r[0] for r in parsed.rejected] == [21]
+    assert all(lines[n - 1].startswith(i + ",") for i, n in zip(ids, numbers, strict=True))
