@@ -29,31 +29,24 @@ from churn.data.dedup import CONFLICT, read_staged
 from churn.data.hashing import hash_text
 from churn.data.manifest import IngestError
 
-STAGED, KEPT, CONFLICTING = 0, 1, 2
+SETS = ("staged", "kept", "conflicting")
 
 
-def _ids_path(staging: str, block_index: int) -> str:
-    return os.path.join(staging, "keys", f"{block_index:05d}-ids.npy")
-
-
-IDS = np.dtype([("hash", "<u8"), ("set", "i1")])
+def _ids_path(staging: str, block_index: int, which: str) -> str:
+    return os.path.join(staging, "keys", f"{block_index:05d}-ids-{which}.npy")
 
 
 def stage_ids(staging: str, block_index: int, id_column: str) -> int:
-    """Write the id hashes of the block's S, K and C (tagged), sorted; returns how many."""
+    """Write the sorted id hashes of the block's S, K and C; returns how many."""
     name = f"part-{block_index:05d}.parquet"
     quarantine = pq.read_table(os.path.join(staging, "quarantine", name), columns=[id_column, "_reasons"])
     conflicting = quarantine.filter(pc.equal(quarantine.column("_reasons"), CONFLICT)).column(id_column)
     sets = [read_staged(staging, block_index, [KEY_COLUMN]).column(KEY_COLUMN).to_numpy(),
             pq.read_table(os.path.join(staging, "data", name), columns=[KEY_COLUMN]).column(KEY_COLUMN).to_numpy(),
             hash_text(conflicting)]
-    keys = np.concatenate(sets).astype(np.uint64, copy=False)
-    order = np.argsort(keys, kind="stable")
-    out = np.empty(len(keys), IDS)
-    out["hash"] = keys[order]
-    out["set"] = np.repeat(np.array([STAGED, KEPT, CONFLICTING], np.int8), [len(s) for s in sets])[order]
-    np.save(_ids_path(staging, block_index), out)
-    return len(out)
+    for which, keys in zip(SETS, sets, strict=True):
+        np.save(_ids_path(staging, block_index, which), np.sort(np.asarray(keys, np.uint64)))
+    return sum(len(k) for k in sets)
 
 
 @dataclass(frozen=True)
@@ -73,30 +66,41 @@ class IdCounts:
         return IdCounts(*(a + b for a, b in zip(self.__dict__.values(), other.__dict__.values(), strict=True)))
 
 
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of sorted ``keys``."""
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
+
+
+def _member(values: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Which of the sorted ``values`` are in the sorted ``within`` (binary search, no sort)."""
+    if not len(within):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(within, values), len(within) - 1)
+    return within[at] == values
+
+
+def _outside(values: np.ndarray, within: np.ndarray) -> int:
+    """How many of the sorted ``values`` are not in the sorted ``within``."""
+    return int(np.count_nonzero(~_member(values, within)))
+
+
 def count_range(staging: str, blocks: list[int], lo: int, hi: int | None) -> IdCounts:
     """Rows and distinct ids of each set among the ids hashed into [lo, hi) (``hi=None``: to the end)."""
-    parts = []
-    for b in blocks:
-        ids = np.load(_ids_path(staging, b), mmap_mode="r")
-        i = int(np.searchsorted(ids["hash"], np.uint64(lo)))
-        j = len(ids) if hi is None else int(np.searchsorted(ids["hash"], np.uint64(hi)))
-        parts.append(np.asarray(ids[i:j]))
-    ids = np.concatenate(parts) if parts else np.empty(0, IDS)
-    order = np.argsort(ids["hash"], kind="stable")  # merges the blocks' sorted runs
-    h, tag = ids["hash"][order], ids["set"][order]
-    new = np.ones(len(h), bool)  # the first row of each distinct id
-    new[1:] = h[1:] != h[:-1]
-    group = np.cumsum(new) - 1
-
-    def present(which: int) -> np.ndarray:
-        has = np.zeros(int(new.sum()), bool)
-        has[group[tag == which]] = True
-        return has
-
-    s, k, c = present(STAGED), present(KEPT), present(CONFLICTING)
-    return IdCounts(staged_rows=int((tag == STAGED).sum()), kept_rows=int((tag == KEPT).sum()),
-                    conflict_rows=int((tag == CONFLICTING).sum()), staged=int(s.sum()), kept=int(k.sum()),
-                    conflicting=int(c.sum()), kept_or_conflicting=int((k | c).sum()), any=len(s))
+    rows, distinct = {}, {}
+    for which in SETS:
+        parts = []
+        for b in blocks:
+            keys = np.load(_ids_path(staging, b, which), mmap_mode="r")
+            i = int(np.searchsorted(keys, np.uint64(lo)))
+            j = len(keys) if hi is None else int(np.searchsorted(keys, np.uint64(hi)))
+            parts.append(np.asarray(keys[i:j]))
+        keys = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+        rows[which], distinct[which] = len(keys), _distinct(keys)
+    s, k, c = (distinct[w] for w in SETS)
+    k_or_c = len(k) + _outside(c, k)
+    return IdCounts(staged_rows=rows["staged"], kept_rows=rows["kept"], conflict_rows=rows["conflicting"],
+                    staged=len(s), kept=len(k), conflicting=len(c), kept_or_conflicting=k_or_c,
+                    any=len(s) + _outside(k, s) + _outside(c, s) - _outside(c[_member(c, k)], s))
 
 
 def measured_duplicates(counts: IdCounts, dropped: int) -> int:

@@ -22,6 +22,7 @@ import pytest
 import zstandard
 
 import churn.data.ingest as ingest_module
+from churn.data import distinct
 from churn.data.blocks import scan_file
 from churn.data.dedup import stage_clean, write_partition
 from churn.data.generate import generate
@@ -319,3 +320,25 @@ def test_each_clean_row_knows_its_physical_line(tmp_path):
     numbers = np.concatenate(parsed.clean_lines).tolist()
     assert len(ids) == len(numbers) == 58 and [r[0] for r in parsed.rejected] == [21]
     assert all(lines[n - 1].startswith(i + ",") for i, n in zip(ids, numbers, strict=True))
+
+
+def test_distinct_ids_per_hash_range_match_python_sets(tmp_path):
+    """count_range's rows and distinct ids of S, K, C, K ∪ C and S ∪ K ∪ C equal Python's set sizes, over
+    random blocks whose sets are empty, repeat ids and overlap, on a whole and a half hash range."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        staging = tmp_path / str(trial)
+        (staging / "keys").mkdir(parents=True)
+        pool = rng.integers(0, 2**64 - 1, int(rng.integers(1, 40)), dtype=np.uint64)
+        blocks = list(range(int(rng.integers(1, 4))))
+        drawn: dict[str, list[int]] = {w: [] for w in distinct.SETS}
+        for b in blocks:
+            for which in distinct.SETS:
+                keys = rng.choice(pool, int(rng.integers(0, 15)))
+                drawn[which] += keys.tolist()
+                np.save(distinct._ids_path(str(staging), b, which), np.sort(keys))
+        hi = None if trial % 2 else 2**63
+        s, k, c = ([x for x in drawn[w] if hi is None or x < hi] for w in distinct.SETS)
+        assert distinct.count_range(str(staging), blocks, 0, hi) == distinct.IdCounts(
+            len(s), len(k), len(c), len(set(s)), len(set(k)), len(set(c)), len(set(k) | set(c)),
+            len(set(s) | set(k) | set(c)))
