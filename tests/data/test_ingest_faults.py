@@ -196,6 +196,7 @@ def test_force_replaces_without_the_name_ever_missing(client, tmp_path):
     assert len([p for p in (tmp_path / "datasets").iterdir() if p.name.startswith(".dataset-")]) == 1
 
 
+@pytest.mark.cluster
 def test_concurrent_ingests_of_the_same_input_all_succeed(tmp_path):
     """Three `churn ingest` processes at once on one input and output: all exit 0, one dataset, no leftovers;
     a staging folder of another host is left alone."""

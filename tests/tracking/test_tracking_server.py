@@ -42,6 +42,7 @@ def test_train_against_a_tracking_server(client, tmp_path, telco_subset, mlflow_
     assert mlflow.get_run(result.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
 
+@pytest.mark.cluster
 def test_unreachable_tracking_server_is_named_before_any_cluster():
     """A tracking URI where nothing listens: one message with the URI, exit code 1, no cluster."""
     with pytest.raises(TrackingError, match=r"cannot reach MLflow tracking server at http://127.0.0.1:9"):
