@@ -26,6 +26,8 @@ from churn.modeling.search import grid_search
 from tests.clusters.test_clusters import dask_processes
 from tests.conftest import ROOT, job_spec
 
+pytestmark = pytest.mark.cluster  # every test starts `dask scheduler` and `dask worker` processes
+
 
 @pytest.fixture
 def three_workers(tmp_path):

@@ -84,6 +84,7 @@ def test_column_in_two_groups_is_refused():
         load_job(JOB, ["schema.categorical.tenure=[a, b]"])
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("args, message", [
     (["--set", "search.folds=5"], "search.folds: unknown key"),
     (["--set", "split.test=2"], "split.test: Input should be less than 1"),
@@ -101,6 +102,7 @@ def test_cli_config_errors_exit_2_before_any_cluster(args, message):
     assert time.perf_counter() - t0 < 60
 
 
+@pytest.mark.cluster
 def test_cli_help_on_every_command():
     """--help works on the app and on each command."""
     for args in ([], ["train"]):

@@ -248,6 +248,7 @@ def test_every_parse_option_is_in_the_dataset_key(tmp_path):
         assert key() != base
 
 
+@pytest.mark.cluster
 def test_concurrent_ingests_of_the_same_input_all_succeed(tmp_path):
     """Three `churn ingest` processes at once on one input and output: all exit 0, one dataset, no leftovers;
     a staging folder of another host is left alone."""
