@@ -259,6 +259,11 @@ def schema_infer(
         guesses = infer_columns(str(file), rows)
     except (ValueError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
         _fail(f"{file}: cannot read it as CSV: {exc}", EXIT_CONFIG)
+    from churn.config.job import reserved_column
+
+    reserved = reserved_column([g.name for g in guesses])
+    if reserved:  # a schema naming it would be refused
+        _fail(f"{file}: {reserved}", EXIT_CONFIG)
     typer.echo(schema_yaml(guesses), nl=False)
 
 

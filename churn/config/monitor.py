@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from churn.config.job import DataSpec, Strict, TableSchema, TrackingSpec
+from churn.config.job import DataSpec, ModelUri, Strict, TableSchema, TrackingSpec
 
 
 class ThresholdSpec(Strict):
@@ -21,7 +21,7 @@ class MonitorSpec(Strict):
     reference profile stored with the model version at train time."""
 
     name: str = "monitor"
-    model_uri: str = "models:/customer-churn@champion"
+    model_uri: ModelUri = "models:/customer-churn@champion"
     data: DataSpec
     table: TableSchema = Field(alias="schema")
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)

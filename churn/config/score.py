@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from churn.config.job import DataSpec, Strict, TableSchema, TrackingSpec
+from churn.config.job import DataSpec, ModelUri, Strict, TableSchema, TrackingSpec
+
+# the columns churn writes beside the id in the scores (churn.modeling.batch.score_block)
+SCORE_COLUMNS = ("probability", "decision", "model_name", "model_version", "scored_at")
 
 
 class ScoreSpec(Strict):
     """Batch scoring: rows are checked with the table's schema (label optional) and scored."""
 
     name: str = "score"
-    model_uri: str = "models:/customer-churn@champion"
+    model_uri: ModelUri = "models:/customer-churn@champion"
     data: DataSpec
     table: TableSchema = Field(alias="schema")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _id_apart(self) -> ScoreSpec:
+        if self.table.id in SCORE_COLUMNS:
+            raise ValueError(f"schema.id {self.table.id!r} is a column churn writes in the scores "
+                             f"({', '.join(SCORE_COLUMNS)}): rename it in the source files")
+        return self

@@ -18,6 +18,7 @@ from churn.monitoring.batch import BatchProfile, profile_batch
 from churn.monitoring.drift import DriftResult, Thresholds, compare
 from churn.monitoring.report import render
 from churn.tracking.monitor_log import log_monitoring
+from churn.tracking.names import check_experiment, check_names
 from churn.tracking.registry import load_churn_model
 from churn.tracking.store import check_store, resolve_uri
 
@@ -42,6 +43,8 @@ def preflight(spec: MonitorSpec) -> str:
         raise ConfigError(f"report: cannot write to {spec.report}: {reason}")
     uri = resolve_uri(spec.tracking)
     check_store(uri)
+    check_names(spec.tracking, registry=False)
+    check_experiment(uri, spec.tracking.experiment)
     return uri
 
 
