@@ -330,7 +330,7 @@ def status(
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
         check_reachable(uri)
     except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
     except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
         _fail(str(exc), EXIT_CONFIG)
     except TrackingError as exc:
@@ -398,14 +398,19 @@ def serve(
     import sys
 
     from churn.config import TrackingSpec
+    from churn.config.job import credential_in
     from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
     except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
     except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
         _fail(str(exc), EXIT_CONFIG)
+    secret = credential_in(model_uri)
+    if secret:  # it would be printed below and passed on a command line
+        _fail(f"--model-uri holds a credential ({secret}): remove it and set it in the environment instead",
+              EXIT_CONFIG)
     try:
         check_reachable(uri)
     except TrackingError as exc:
