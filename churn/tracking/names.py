@@ -41,10 +41,13 @@ def check_experiment(uri: str, name: str) -> None:
     it). A SQLite store that does not exist yet is not created here."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return
+    from sqlalchemy.exc import SQLAlchemyError  # MLflow's SQL stores raise it for a file that is not a database
+
     try:
         exp = mlflow.MlflowClient(uri).get_experiment_by_name(name)
-    except MlflowException as exc:
-        raise TrackingError(f"tracking store {uri}: cannot read experiment {name!r}: {cut(exc.message)}") from None
+    except (MlflowException, SQLAlchemyError) as exc:
+        why = str(getattr(exc, "orig", None) or getattr(exc, "message", None) or exc).splitlines()[0]
+        raise TrackingError(f"tracking store {uri}: cannot read experiment {shown(name)}: {cut(why)}") from None
     if exp is not None and exp.lifecycle_stage == "deleted":
         raise ConfigError(f"tracking.experiment: experiment {name!r} is deleted in {uri}; restore it "
                           f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or name another")

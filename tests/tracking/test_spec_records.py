@@ -67,3 +67,15 @@ def test_the_run_records_the_effective_spec_beside_the_job_file(tmp_path, store)
                                                       dst_path=str(tmp_path / "logged")))
     assert yaml.safe_load((logged / "job.yaml").read_text())["search"]["cv"] == 3
     assert (logged / "file" / "job.yaml").read_text() == text
+
+
+def test_a_tracking_file_that_is_not_sqlite_is_one_line(tmp_path):
+    """The experiment check reads the store: a file that is not a database is named, not a
+    SQLAlchemy traceback."""
+    from churn.tracking.store import TrackingError
+
+    (tmp_path / "mlflow.db").write_text("not a database\n")
+    job = job_spec(tmp_path, TELCO, "model.families=[logistic_regression]")
+    with pytest.raises(TrackingError, match=r"tracking store sqlite:///.*mlflow.db: cannot read experiment "
+                                            r"'customer-churn': file is not a database$"):
+        train_job.preflight(job)
