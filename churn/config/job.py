@@ -21,7 +21,7 @@ from churn.config.features import name_groups
 
 # query parameters that carry a secret (API tokens, S3 and GCS pre-signed URLs, Azure SAS), any case
 SECRET_PARAMETER = re.compile(r"token|secret|passw|pwd|signature|credential|api[-_]?key|access[-_]?key|private[-_]?key"
-                              r"|^key$|^sig$|^auth", re.IGNORECASE)
+                              r"|^key$|^sig$|^auth$|^authorization$", re.IGNORECASE)
 # the columns churn adds to a dataset, its quarantine and its samples (churn.data.columns and the
 # literals of churn.data; this layer cannot import them, tests/config/test_load.py checks they agree)
 RESERVED_COLUMNS = frozenset({"_key", "_label", "_split", "_reasons", "_source", "_line", "_raw", "_u"})
@@ -370,8 +370,8 @@ class EvaluationSpec(Strict):
         would log one metric over the other."""
         names: dict[int, float] = {}
         for k in value:
-            if not 0.005 <= k <= 1:
-                raise ValueError(f"{k!r} is not a fraction of the rows between 0.005 and 1 (0.1: the top 10 %)")
+            if not 0.01 <= k <= 1:  # below 1 % the name would say 0 %
+                raise ValueError(f"{k!r} is not a fraction of the rows between 0.01 and 1 (0.1: the top 10 %)")
             pct = round(100 * k)
             if pct in names:
                 raise ValueError(f"{names[pct]!r} and {k!r} are both the top {pct} % (the metric's name)")

@@ -174,10 +174,13 @@ def test_credentials_in_a_model_uri_are_refused():
         assert SECRET not in str(err.value)
 
 
-def test_a_user_name_alone_in_a_data_source_is_not_a_secret():
-    """Azure's container@account (or sftp's user@host) names no secret: the source is kept."""
-    job = load_job(JOB, ["data.source=abfs://churn@account.dfs.core.windows.net/data/*.csv"])
-    assert job.data.source.startswith("abfs://churn@account")
+@pytest.mark.parametrize("source", ["abfs://churn@account.dfs.core.windows.net/data/*.csv",
+                                    "https://example.com/churn.csv?version=3&author=x&monkey=1&signed=yes",
+                                    "data/x?token=1.csv"])
+def test_what_names_no_secret_is_kept(source):
+    """Azure's container@account (or sftp's user@host), query parameters that only contain a
+    credential word, and a local glob's ? are no secrets: the source is kept."""
+    assert load_job(JOB, [f"data.source={source}"]).data.source == source
 
 
 def test_a_score_id_named_like_a_score_column_is_refused():
@@ -189,9 +192,10 @@ def test_a_score_id_named_like_a_score_column_is_refused():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("evaluation.top_k=[0]", r"evaluation.top_k: 0.0 is not a fraction of the rows between 0.005 and 1"),
+    ("evaluation.top_k=[0]", r"evaluation.top_k: 0.0 is not a fraction of the rows between 0.01 and 1"),
     ("evaluation.top_k=[0.1, -0.05]", r"evaluation.top_k: -0.05 is not a fraction"),
     ("evaluation.top_k=[1.5]", r"evaluation.top_k: 1.5 is not a fraction"),
+    ("evaluation.top_k=[0.005]", r"evaluation.top_k: 0.005 is not a fraction"),
     ("evaluation.top_k=[0.05, 0.051]", r"evaluation.top_k: 0.05 and 0.051 are both the top 5 %"),
     ("evaluation.top_k=[.nan]", r"evaluation.top_k.0: Input should be a finite number"),
     ("evaluation.economics.customer_value=.inf", r"evaluation.economics.customer_value: .*finite number"),
