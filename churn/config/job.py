@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import stat
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -244,11 +243,11 @@ class DataSpec(Strict):
             if folders:
                 raise ConfigError(f"data.source: {folders[0]} is a directory, not a CSV file "
                                   f"(matched by {self.source!r})")
-            # a named pipe, socket or device: reading its header would block or never end
-            special = [f for f in found if not stat.S_ISREG(os.stat(f).st_mode)]
+            # a named pipe, socket or device (reading its header would block or never end), a broken link
+            special = [f for f in found if not os.path.isfile(f)]
             if special:
-                raise ConfigError(f"data.source: {special[0]} is not a regular file (a named pipe, socket or "
-                                  f"device), so it cannot be read in blocks; copy the data to a file")
+                raise ConfigError(f"data.source: {special[0]} is not a regular file (a named pipe, socket, device "
+                                  f"or broken link), so it cannot be read in blocks; copy the data to a file")
         if not found:
             raise ConfigError(f"data.source: no CSV file at {self.source!r}")
         return found

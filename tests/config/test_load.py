@@ -264,3 +264,7 @@ def test_a_named_pipe_as_data_source_is_refused_without_reading_it(tmp_path):
     job = load_job(JOB, [f"data.source={tmp_path}/*.csv"])
     with pytest.raises(ConfigError, match=r"data.source: .*churn.csv is not a regular file \(a named pipe"):
         job.data.paths()
+    fifo.unlink()
+    fifo.symlink_to(tmp_path / "gone.csv")  # a glob also matches a broken link
+    with pytest.raises(ConfigError, match=r"data.source: .*churn.csv is not a regular file"):
+        job.data.paths()
