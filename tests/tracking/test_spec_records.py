@@ -79,3 +79,14 @@ def test_a_tracking_file_that_is_not_sqlite_is_one_line(tmp_path):
     with pytest.raises(TrackingError, match=r"tracking store sqlite:///.*mlflow.db: cannot read experiment "
                                             r"'customer-churn': file is not a database$"):
         train_job.preflight(job)
+
+
+def test_a_token_in_mlflow_tracking_uri_is_refused(monkeypatch):
+    """The environment's tracking URI follows the spec's rule: a ?token= is a credential too."""
+    from churn.config import TrackingSpec
+    from churn.tracking.store import resolve_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.com/?Token=hunter2-s3cr3t")
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI holds credentials") as err:
+        resolve_uri(TrackingSpec())
+    assert "hunter2" not in str(err.value)
