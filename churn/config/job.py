@@ -18,7 +18,8 @@ from churn.config.errors import ConfigError, cut, shown
 from churn.config.families import FAMILY_NAMES, check_grid_shape, rules
 from churn.config.features import name_groups
 
-# query parameters that carry a secret (API tokens, S3 and GCS pre-signed URLs, Azure SAS), any case
+# query parameters that carry a secret (API tokens, S3 and GCS pre-signed URLs, Azure SAS), any case;
+# urllib.parse reads the URL, but no library we use lists which parameter names are credentials
 SECRET_PARAMETER = re.compile(r"token|secret|passw|pwd|signature|credential|api[-_]?key|access[-_]?key|private[-_]?key"
                               r"|^key$|^sig$|^auth$|^authorization$", re.IGNORECASE)
 # the columns churn adds to a dataset, its quarantine and its samples (churn.data.columns and the

@@ -75,7 +75,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def expanded_size(data: Any, limit: int) -> int:
     """How many values ``data`` holds with every YAML alias written out (a mapping's keys and values,
     a list's items), counted only until past ``limit``: nested aliases (a "billion laughs") are
-    shared objects once loaded, but every validator, message and log that walks them expands them."""
+    shared objects once loaded, but every validator, message and log that walks them expands them.
+    PyYAML's safe loader has no limit of its own on alias expansion, hence this count."""
     count, stack = 0, [data]
     while stack and count <= limit:
         node = stack.pop()
