@@ -262,6 +262,11 @@ def schema_infer(
         guesses = infer_columns(str(file), rows)
     except (ValueError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
         _fail(f"{file}: cannot read it as CSV: {exc}", EXIT_CONFIG)
+    from churn.config.job import reserved_column
+
+    reserved = reserved_column([g.name for g in guesses])
+    if reserved:  # a schema naming it would be refused
+        _fail(f"{file}: {reserved}", EXIT_CONFIG)
     typer.echo(schema_yaml(guesses), nl=False)
 
 
@@ -328,7 +333,7 @@ def status(
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
         check_reachable(uri)
     except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
     except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
         _fail(str(exc), EXIT_CONFIG)
     except TrackingError as exc:
@@ -397,6 +402,7 @@ def serve(
     import tempfile
 
     from churn.config import TrackingSpec
+    from churn.config.job import credential_in
     from churn.jobs import serve as serve_job
     from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 
@@ -405,9 +411,13 @@ def serve(
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
     except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
     except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
         _fail(str(exc), EXIT_CONFIG)
+    secret = credential_in(model_uri)
+    if secret:  # it would be printed below and passed on a command line
+        _fail(f"--model-uri holds a credential ({secret}): remove it and set it in the environment instead",
+              EXIT_CONFIG)
     try:
         check_reachable(uri)
     except TrackingError as exc:

@@ -26,6 +26,7 @@ from churn.monitoring.drift import DriftResult, Thresholds, compare
 from churn.monitoring.report import render
 from churn.tracking.model_rules import logged_rules, with_model_table
 from churn.tracking.monitor_log import log_monitoring
+from churn.tracking.names import check_experiment, check_names
 from churn.tracking.registry import load_churn_model
 from churn.tracking.store import check_store, resolve_uri
 
@@ -51,6 +52,8 @@ def preflight(spec: MonitorSpec) -> str:
         raise ConfigError(f"report: cannot write to {spec.report}: {reason}")
     uri = resolve_uri(spec.tracking)
     check_store(uri)
+    check_names(spec.tracking, registry=False)
+    check_experiment(uri, spec.tracking.experiment)
     mlflow.set_tracking_uri(uri)
     spec = with_model_table(spec, logged_rules(spec.model_uri))
     check_headers(paths, spec.table, spec.data.encoding, require_label=False)

@@ -45,6 +45,7 @@ from churn.modeling.search import (
 from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
+from churn.tracking.names import check_experiment, check_names
 from churn.tracking.registry import input_example, log_model, set_alias
 from churn.tracking.run_log import (
     log_champion,
@@ -96,6 +97,8 @@ def preflight(job: JobSpec) -> str:
     check_grids(job)
     uri = resolve_uri(job.tracking)
     check_store(uri)
+    check_names(job.tracking)
+    check_experiment(uri, job.tracking.experiment)
     return uri
 
 

@@ -37,8 +37,8 @@ def create_run(uri: str, job: JobSpec, job_file: str | None) -> str:
     exp_id = ensure_experiment(uri, job.tracking.experiment)
     client = mlflow.MlflowClient(uri)
     run = client.create_run(exp_id, run_name=job.name, tags={STAGE_TAG: SUBMITTED})
-    if job_file:
-        client.log_artifact(run.info.run_id, job_file, "job")
+    if job_file:  # beside the effective spec (job/job.yaml, with the --set values), never over it
+        client.log_artifact(run.info.run_id, job_file, "job/file")
     return run.info.run_id
 
 
@@ -60,9 +60,9 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None 
                 "strategy": job.search.strategy, "test_fraction": job.split.test,
                 "validation_fraction": job.split.validation,
                 **{f"economics_{k}": v for k, v in job.evaluation.economics.model_dump().items()}})
-            mlflow.log_dict(job.as_dict(), "job/job.yaml")
-            if job_file:
-                mlflow.log_artifact(job_file, "job")
+            mlflow.log_dict(job.as_dict(), "job/job.yaml")  # the effective spec
+            if job_file:  # as written, without the --set values; a file named job.yaml would replace the above
+                mlflow.log_artifact(job_file, "job/file")
             yield run
         except BaseException as exc:
             first = next((line for line in str(exc).splitlines() if line.strip()), "")
