@@ -322,14 +322,14 @@ def status(
 
     from churn.config import TrackingSpec
     from churn.tracking.run_state import fail_if_lost, run_status
-    from churn.tracking.store import TrackingError, check_reachable, resolve_uri
+    from churn.tracking.store import TrackingError, check_readable, resolve_uri
 
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
-        check_reachable(uri)
+        check_readable(uri)  # a store that is not there is not created
     except ValidationError as exc:
         _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
-    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
+    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI, no store there
         _fail(str(exc), EXIT_CONFIG)
     except TrackingError as exc:
         _fail(str(exc), EXIT_RUNTIME)
