@@ -153,7 +153,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
     from churn.data.manifest import IngestError
     from churn.data.split import DataCountError
     from churn.modeling.preflight import RoundTripError
-    from churn.tracking.store import TrackingError
+    from churn.tracking.store import TrackingError, error_line
 
     _quiet_libraries()
     with _signals():
@@ -178,8 +178,10 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
         except CancelledError as exc:  # tasks cancelled by the scheduler (their data was lost)
             _fail(f"the Dask cluster cancelled a task of the job: {exc}", EXIT_RUNTIME)
-        except MlflowException as exc:  # the tracking store failed under the job (stalled past its limits)
-            _fail(f"tracking store: {exc.message}", EXIT_RUNTIME)
+        except MlflowException as exc:  # the tracking store failed under the job (stalled, full, read-only)
+            _fail(f"tracking store: {error_line(exc)}", EXIT_RUNTIME)
+        except OSError as exc:  # e.g. a disk that filled up under the job: "[Errno 28] No space left …: 'path'"
+            _fail(str(exc), EXIT_RUNTIME)
         except KeyboardInterrupt:
             _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
                   "published", EXIT_INTERRUPTED)

@@ -194,3 +194,12 @@ def ui_hint(uri: str) -> str:
         return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
     return (f".venv/bin/mlflow ui --backend-store-uri {uri} --default-artifact-root {root} "
             "--host 127.0.0.1 --port 5000")
+
+
+def error_line(exc: BaseException) -> str:
+    """The line of a tracking error that says what went wrong: MLflow passes SQLAlchemy's
+    messages on whole (the SQL, its parameters, a link), led at times by a note on autoflush."""
+    text = exc.message if isinstance(exc, mlflow.exceptions.MlflowException) else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("(raised as a result of")]
+    return (useful or lines or [""])[0]
