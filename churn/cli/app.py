@@ -153,7 +153,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
     from churn.data.manifest import IngestError
     from churn.data.split import DataCountError
     from churn.modeling.preflight import RoundTripError
-    from churn.tracking.store import TrackingError
+    from churn.tracking.store import TrackingError, error_line
 
     _quiet_libraries()
     with _signals():
@@ -178,8 +178,10 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
         except CancelledError as exc:  # tasks cancelled by the scheduler (their data was lost)
             _fail(f"the Dask cluster cancelled a task of the job: {exc}", EXIT_RUNTIME)
-        except MlflowException as exc:  # the tracking store failed under the job (stalled past its limits)
-            _fail(f"tracking store: {exc.message}", EXIT_RUNTIME)
+        except MlflowException as exc:  # the tracking store failed under the job (stalled, full, read-only)
+            _fail(f"tracking store: {error_line(exc)}", EXIT_RUNTIME)
+        except OSError as exc:  # e.g. a disk that filled up under the job: "[Errno 28] No space left …: 'path'"
+            _fail(str(exc), EXIT_RUNTIME)
         except KeyboardInterrupt:
             _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
                   "published", EXIT_INTERRUPTED)
@@ -327,14 +329,14 @@ def status(
 
     from churn.config import TrackingSpec
     from churn.tracking.run_state import fail_if_lost, run_status
-    from churn.tracking.store import TrackingError, check_reachable, resolve_uri
+    from churn.tracking.store import TrackingError, check_readable, resolve_uri
 
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
-        check_reachable(uri)
+        check_readable(uri)  # a store that is not there is not created
     except ValidationError as exc:
         _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
-    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
+    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI, no store there
         _fail(str(exc), EXIT_CONFIG)
     except TrackingError as exc:
         _fail(str(exc), EXIT_RUNTIME)
