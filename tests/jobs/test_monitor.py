@@ -38,17 +38,19 @@ def trained(client, tmp_path_factory, telco_subset):
 
 def _batches(tmp) -> tuple:
     """The Telco rows after the subset (labelled, same distribution), and the same rows drifted:
-    monthly charges up 40 %, most customers moved to two-year contracts."""
+    monthly charges up 40 %, 40 % of the customers on a contract the model never saw ("Ten year",
+    quarantined by its rules), most others moved to two-year contracts; and the new-level count."""
     rows = pd.read_csv(TELCO, dtype=str, keep_default_na=False).iloc[1500:]
     calm = tmp / "calm.csv"
     rows.to_csv(calm, index=False)
     drifted = rows.copy()
     drifted["MonthlyCharges"] = (drifted["MonthlyCharges"].astype(float) * 1.4).round(2).astype(str)
-    moved = np.random.default_rng(0).random(len(drifted)) < 0.6
-    drifted.loc[moved, "Contract"] = "Two year"
+    draw = np.random.default_rng(0).random(len(drifted))
+    drifted.loc[draw < 0.4, "Contract"] = "Ten year"
+    drifted.loc[(draw >= 0.4) & (draw < 0.8), "Contract"] = "Two year"
     shifted = tmp / "drifted.csv"
     drifted.to_csv(shifted, index=False)
-    return calm, shifted
+    return calm, shifted, int((draw < 0.4).sum())
 
 
 def _spec(tmp, uri, source, *sets: str):
@@ -60,9 +62,10 @@ def test_monitor_finds_exactly_the_drifted_features(client, trained):
     """Undrifted batch: no alert; drifted batch: exactly MonthlyCharges and Contract, and the run
     and report name them; a labelled batch gets performance against the out-of-fold figures."""
     tmp, uri = trained
-    calm, shifted = _batches(tmp)
+    calm, shifted, new_level = _batches(tmp)
     quiet = monitor(_spec(tmp, uri, calm), client)
-    assert quiet.drift.drifted == [] and not any(a.startswith("feature") for a in quiet.drift.alerts)
+    assert quiet.drift.drifted == [] and not any(a.startswith(("feature", "quarantine")) for a in quiet.drift.alerts)
+    assert quiet.drift.quarantined == {}
     assert quiet.batch.rows_read == quiet.batch.rows_profiled + quiet.batch.rows_quarantined == 7043 - 1500
     perf = quiet.drift.performance
     assert abs(perf["roc_auc"]["batch"] - perf["roc_auc"]["reference"]) < 0.05
@@ -70,28 +73,37 @@ def test_monitor_finds_exactly_the_drifted_features(client, trained):
 
     loud = monitor(_spec(tmp, uri, shifted), client)
     assert sorted(loud.drift.drifted) == ["Contract", "MonthlyCharges"]
+    # the unseen level never reaches the profile (its PSI bin stays empty): the quarantine carries it
+    assert loud.drift.quarantined == {"unknown_category:Contract": new_level} and 2000 < new_level < 2450
+    assert (f"quarantine: unknown_category:Contract in {new_level:,} of 5,543 rows read "
+            f"({new_level / 5543:.1%}) >= 1.0%") in loud.drift.alerts
     html = loud.report.read_text()
     assert html.startswith("<!doctype html>") and "MonthlyCharges" in html and "data:image/png;base64," in html
+    assert f"<tr class='flag'><td>unknown_category</td><td>Contract</td><td>{new_level:,}</td>" in html
     saved = json.loads((loud.report.parent / "drift.json").read_text())
     assert {f["feature"] for f in saved["features"] if f["flagged"]} == {"Contract", "MonthlyCharges"}
+    assert saved["quarantined"] == {"unknown_category:Contract": new_level}
     mlflow.set_tracking_uri(uri)
     run = mlflow.get_run(loud.run_id)
     assert sorted(run.data.tags["drifted_features"].split(",")) == ["Contract", "MonthlyCharges"]
     assert run.data.metrics["psi_Contract"] >= 0.2
+    assert run.data.metrics["quarantined_unknown_category_Contract"] == new_level
     version = mlflow.MlflowClient().get_model_version("customer-churn", run.data.tags["model_version"])
     assert version.tags["last_monitor_run"] == loud.run_id
 
 
 def test_monitor_exit_code_follows_the_thresholds(client, trained):
-    """The command exits 3 on the drifted batch, 0 when the thresholds are switched off."""
+    """The command exits 3 on the drifted batch (40 % of its rows on an unseen Contract level used to
+    exit 0 without a word), 0 when the thresholds are switched off."""
     tmp, uri = trained
-    _, shifted = _batches(tmp)
+    _, shifted, _ = _batches(tmp)
     base = [sys.executable, "-m", "churn.cli", "monitor", str(ROOT / "jobs" / "monitor.yaml"),
             "--scheduler", client.scheduler.address, "--set", f"data.source={shifted}", "--set",
             f"tracking.uri={uri}", "--set", f"report={tmp / 'cli-reports'}"]
     alert = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert alert.returncode == 3, alert.stderr
     assert "Contract" in alert.stdout and "MonthlyCharges" in alert.stdout
+    assert "unknown_category:Contract" in alert.stdout  # 40 % of the rows on an unseen level
     off = [arg for name in ("psi", "prediction_psi", "roc_auc_drop", "brier_rise", "quarantined")
            for arg in ("--set", f"thresholds.{name}=null")]
     quiet = subprocess.run(base + off, capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -222,22 +234,6 @@ def test_bad_row_budget_and_tiny_batches(client, trained, tmp_path):
     empty = monitor(_spec(tmp_path, uri, header), client)
     assert (empty.drift.note, empty.drift.alerts, empty.drift.features) == ("no rows to compare", [], [])
     assert json.loads((empty.report.parent / "drift.json").read_text())["note"] == "no rows to compare"
-
-
-def test_an_unseen_level_in_40_percent_of_rows_is_drift(client, trained, tmp_path):
-    """Unseen levels are quarantined before profiling, so their PSI bin stays empty; the quarantine
-    counts carry them: 40 % of the rows with a new Contract level is an alert (exit code 3)."""
-    tmp, uri = trained
-    rows = pd.read_csv(TELCO, dtype=str, keep_default_na=False).iloc[1500:2500].copy()
-    rows.loc[rows.index[::5], "Contract"] = "Ten year"
-    rows.loc[rows.index[1::5], "Contract"] = "Ten year"
-    src = tmp_path / "new-level.csv"
-    rows.to_csv(src, index=False)
-    res = monitor(_spec(tmp_path, uri, src), client)
-    assert res.drift.quarantined == {"unknown_category:Contract": 400}
-    assert "quarantine: unknown_category:Contract in 400 of 1,000 rows read (40.0%) >= 1.0%" in res.drift.alerts
-    html = res.report.read_text()
-    assert "<tr class='flag'><td>unknown_category</td><td>Contract</td><td>400</td>" in html
 
 
 def test_a_job_schema_that_differs_from_the_models_is_refused(trained, tmp_path):
