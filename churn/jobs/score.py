@@ -7,11 +7,14 @@ starts, and the run takes them from the model it loads.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 from distributed import Client
 
 from churn.config import ScoreSpec
 from churn.data.ingest import check_headers, check_output_folder
+from churn.data.publish import remove_abandoned
 from churn.modeling.batch import ModelRef, ScoreResult, score
 from churn.tracking.model_rules import logged_rules, with_model_table
 from churn.tracking.registry import load_churn_model
@@ -33,6 +36,7 @@ def preflight(spec: ScoreSpec) -> str:
 
 def run(spec: ScoreSpec, client: Client) -> ScoreResult:
     """Load the model once in the driver, then score every block on the workers with its rules."""
+    remove_abandoned(Path(spec.data.output))  # .staging-scores-* folders of killed score drivers, as ingest does
     mlflow.set_tracking_uri(resolve_uri(spec.tracking))
     model = load_churn_model(spec.model_uri)
     spec = with_model_table(spec, model.rules)
