@@ -134,6 +134,8 @@ DIFFERENTIAL = {
     "text-monthly": ({"MonthlyCharges": "abc"}, {"not_a_number:MonthlyCharges"}),
     "senior-2": ({"SeniorCitizen": "2"}, {"out_of_range:SeniorCitizen"}),
     "blank-gender": ({"gender": ""}, {"blank_value:gender"}),
+    "inf-monthly": ({"MonthlyCharges": "inf"}, {"not_finite:MonthlyCharges"}),
+    "nan-total": ({"TotalCharges": "NaN"}, {"not_finite:TotalCharges"}),  # nullable, but NaN text is not a blank
 }
 
 
@@ -157,14 +159,16 @@ def _verdicts(clean_ids, quarantine: pd.DataFrame) -> dict[str, set[str]]:
 
 
 def _as_json(value: str):
-    """A CSV cell as a JSON client sends it: numbers as numbers, blanks as null, the rest as text."""
+    """A CSV cell as a JSON client sends it: finite numbers as numbers, blanks as null, the rest
+    (``inf`` and ``NaN`` too: JSON has no such numbers) as text."""
     if not value.strip():
         return None
     for kind in (int, float):
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
-            pass
+            continue
+        return number if np.isfinite(number) else value
     return value
 
 
@@ -192,7 +196,7 @@ def test_one_rule_set_ingest_score_monitor_and_serve_agree(client, trained, tmp_
     assert watched.drift.quarantined == dict.fromkeys(bad, 1)
     assert watched.batch.rows_profiled == sum(not r for r in expected.values())
     assert watched.drift.note == "2 rows: too few to compare, need 100" and watched.drift.features == []
-    assert {a.split()[1] for a in watched.drift.alerts} == bad  # "quarantine: <reason:column> in 1 of 9 ..."
+    assert {a.split()[1] for a in watched.drift.alerts} == bad  # "quarantine: <reason:column> in 1 of 11 ..."
 
     mlflow.set_tracking_uri(uri)
     path = list(sys.path)
@@ -208,9 +212,10 @@ def test_one_rule_set_ingest_score_monitor_and_serve_agree(client, trained, tmp_
             answer = served_model.predict(None, request)
             assert 0 <= answer["probability"].iloc[0] <= 1
             served[name] = set()
-        except MlflowException as exc:  # "rows break the table's rules: row 0: tenure=-3 is below ..."
-            problems = exc.message.removeprefix("rows break the table's rules: ").split("; ")
-            served[name] = {p.split(": ", 1)[1].split("=", 1)[0] for p in problems}
+        except MlflowException as exc:  # the 400's body: each problem's row, column, value and rule
+            served[name] = {p["column"] for p in exc.json_kwargs["problems"]}
+    # the same rows refused for the same column (serve names a non-finite number not_a_number,
+    # "is not a finite number", where ingest's code is not_finite: compared by column here)
     assert served == {name: {r.split(":")[1] for r in reasons} for name, reasons in expected.items()}
 
 
@@ -221,11 +226,11 @@ def test_bad_row_budget_and_tiny_batches(client, trained, tmp_path):
     src = _differential_csv(tmp_path / "rows.csv")
     spec = load_score_job(ROOT / "jobs" / "score.yaml", [f"data.source={src}", f"data.output={tmp_path / 'scores'}",
                                                          f"tracking.uri={uri}"])
-    with pytest.raises(IngestError, match=r"^score: bad-row budget exceeded: 7 of 9 rows \(77.78%\) failed "
+    with pytest.raises(IngestError, match=r"^score: bad-row budget exceeded: 9 of 11 rows \(81.82%\) failed "
                                           r"validation, budget is 5.00% \(data.max_bad_fraction\); by reason: "):
         score_job.run(spec, client)
     assert not [p for p in (tmp_path / "scores").iterdir() if p.name.startswith("scores-")]
-    with pytest.raises(IngestError, match=r"^monitor: bad-row budget exceeded: 7 of 9 rows .* budget is 50.00%"):
+    with pytest.raises(IngestError, match=r"^monitor: bad-row budget exceeded: 9 of 11 rows .* budget is 50.00%"):
         monitor(_spec(tmp_path, uri, src), client)
     assert not (tmp_path / "reports").exists()
 
