@@ -11,7 +11,7 @@
   ``churn train --promote`` moves the alias whatever the gate says, and says so.
 * Just before it registers and just before it moves an alias, the driver checks that its run is
   still RUNNING and still its own (``run_state.ownership_problem``): a run marked FAILED never
-  registers, and a version registered by a run lost just after is deleted again.
+  registers, and a version whose run is lost (or fails) before its alias is set is deleted again.
 * Moving ``@champion`` is a compare-and-set as far as MLflow allows (it has no atomic one): the
   alias is read again right before the move, and when a concurrent train moved it since the gate
   compared, the gate compares again with the new champion. The alias is read once more after the
@@ -165,14 +165,14 @@ class Gate:
         """The verdict against champion version ``current`` (None: there is none)."""
         if current is None:
             return Verdict(True, f"no @{self.champion} yet", None)
-        diff = schema_difference(version_rules(self.name, current), self.rules)
-        if diff is not None:
-            return Verdict(False, f"its table schema differs from version {current}'s: {diff}", current)
         try:
-            theirs = self.score_version(current)
+            diff = schema_difference(version_rules(self.name, current), self.rules)
+            theirs = math.nan if diff is not None else self.score_version(current)
         except Exception as exc:  # noqa: BLE001 - a champion that cannot be scored is not replaced silently
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:300]
             return Verdict(False, f"version {current} could not be scored on this run's test rows: {first}", current)
+        if diff is not None:
+            return Verdict(False, f"its table schema differs from version {current}'s: {diff}", current)
         ok = self.score >= theirs - self.tolerance
         return Verdict(ok, f"test {self.metric} {self.score:.4f} vs {theirs:.4f} for version {current} on this "
                            f"run's test rows ({'within' if ok else 'worse by more than'} the tolerance "
@@ -268,9 +268,12 @@ def promote(gate: Gate, fingerprint: str, register: Callable[[], str], check_own
             _move(gate.name, gate.champion, version, moves)
             if force:  # forced once: no retaking from a concurrent --promote
                 break
-    except RunEndedError:
-        client.delete_model_version(gate.name, version)  # a lost run leaves no version behind
-        log.error("version %s of %s deleted: its run no longer belongs to this driver", version, gate.name)
+    except BaseException as exc:  # a lost or failing run leaves no version behind
+        try:
+            client.delete_model_version(gate.name, version)
+            log.error("version %s of %s deleted: %s", version, gate.name, str(exc).split("\n")[0][:300])
+        except Exception as gone:  # noqa: BLE001 - the first error is the one to report
+            log.error("version %s of %s could not be deleted after the run failed: %s", version, gate.name, gone)
         raise
     held = _aliases(gate.name, version)
     now = alias_version(gate.name, gate.champion)

@@ -169,6 +169,28 @@ def test_two_concurrent_trains_end_with_the_better_one(trained, client, first):
     assert a.line.endswith(moved)
 
 
+def test_promote_forces_the_move_and_says_so(trained, client):
+    """--promote: the worse version becomes @champion, and the line says it was forced, with both
+    scores; an unchanged rerun with --promote moves @champion back to its version."""
+    mlflow.set_tracking_uri(trained.store)
+    name = "forced"
+    good = _register_copy(name, "1")()
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", good)
+    with mlflow.start_run():
+        forced = promote(_gate(trained, client, name, "2"), "fp-bad", _register_copy(name, "2"), lambda before: None,
+                         force=True)
+        assert (forced.version, forced.aliases, forced.moves) == ("2", ["champion"], ["champion: 1 -> 2"])
+        assert forced.line.startswith("version 2 is @champion (was version 1): forced by --promote; test roc_auc ")
+        assert forced.line.endswith("for version 1 on this run's test rows (worse by more than the tolerance 0.005)")
+        mlflow.MlflowClient().set_registered_model_alias(name, "champion", good)
+        again = promote(_gate(trained, client, name, "1"), "fp-bad", _register_copy(name, "1"), lambda before: None,
+                        force=True)
+    assert (again.version, again.registered, again.moves) == ("2", False, ["champion: 1 -> 2"])
+    assert again.line == ("unchanged: version 2 already registered (same data, spec, code and seed), nothing "
+                          "registered; it holds @champion (@champion moved there by --promote)")
+    assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 2
+
+
 @pytest.mark.parametrize("when", ["scoring the champion", "after registering"])
 def test_a_driver_whose_run_was_marked_failed_registers_nothing(trained, client, when):
     """A driver paused past the heartbeat timeout: `churn status` marks its run FAILED while the
