@@ -120,11 +120,17 @@ def version_score(name: str, version: str, ddf: Any, features: list[str], client
     return gate_score(scoring, y, model.pipeline.calibrator.predict(scores), model.threshold)
 
 
+# what must match for two versions' scores to be compared: the feature columns and their rules,
+# always; the label and its values where both versions carry them (the id and ignored columns
+# describe the files, not the model)
+FEATURE_RULES, TARGET = ("numeric", "categorical"), ("label", "positive", "negative")
+
+
 def schema_difference(theirs: dict[str, Any], ours: dict[str, Any]) -> str | None:
-    """How the table rules ``ours`` differ from ``theirs`` (columns added, removed or with other
-    rules, per kind), or None when they are the same."""
+    """How the table rules ``ours`` differ from ``theirs`` (feature columns added, removed or with
+    other rules, per kind; another label), or None when they are the same."""
     out = []
-    for kind in sorted(set(theirs) | set(ours)):
+    for kind in [*FEATURE_RULES, *(k for k in TARGET if k in theirs and k in ours)]:
         a, b = theirs.get(kind), ours.get(kind)
         if a == b:
             continue

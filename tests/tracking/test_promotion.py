@@ -169,6 +169,25 @@ def test_two_concurrent_trains_end_with_the_better_one(trained, client, first):
     assert a.line.endswith(moved)
 
 
+def test_a_champion_overwritten_right_after_the_move_is_compared_and_retaken(trained, client):
+    """A concurrent train that read the alias before this one moved it writes its worse version over
+    it: this run reads the alias back, compares with that version, and takes @champion again."""
+    mlflow.set_tracking_uri(trained.store)
+    name = "race-stale"
+    stale = _register_copy(name, "2")()  # the other train's version (shuffled labels), registered already
+
+    def check_owner(before: str) -> None:  # the other train's write lands just after this one's move
+        if alias_version(name, "champion") == "2" and not overwritten:
+            overwritten.append(mlflow.MlflowClient().set_registered_model_alias(name, "champion", stale))
+    overwritten: list = []
+    with mlflow.start_run():
+        result = promote(_gate(trained, client, name, "1"), "fp-a", _register_copy(name, "1"), check_owner)
+    assert alias_version(name, "champion") == result.version == "2" and overwritten
+    assert result.moves == ["champion: none -> 2", "champion: 1 -> 2"]
+    assert result.line.startswith("version 2 is @champion (was version 1): test roc_auc ")
+    assert result.line.endswith("@champion moved from version none to 1 (a concurrent train) while this run compared")
+
+
 def test_promote_forces_the_move_and_says_so(trained, client):
     """--promote: the worse version becomes @champion, and the line says it was forced, with both
     scores; an unchanged rerun with --promote moves @champion back to its version."""
@@ -269,7 +288,12 @@ def test_schema_difference_names_the_columns():
     other = {"numeric": {"tenure": {"min": 1}, "age": {"min": 0}}, "categorical": {"Contract": {"values": ["a"]}}}
     assert schema_difference(rules, other) == ("numeric columns added: age; numeric columns removed: charges; "
                                                "numeric columns with other rules: tenure")
-    assert schema_difference({}, rules) == "categorical missing in the champion; numeric missing in the champion"
+    assert schema_difference({}, rules) == "numeric missing in the champion; categorical missing in the champion"
+    # the label counts where both carry it; the id and ignored columns do not
+    labelled = {**rules, "label": "Churn", "positive": "Yes", "id": "customerID", "ignore": []}
+    assert schema_difference(rules, labelled) is None
+    assert schema_difference(labelled, {**labelled, "id": None, "ignore": ["x"]}) is None
+    assert schema_difference(labelled, {**labelled, "positive": "yes"}) == "positive differs"
 
 
 def test_fingerprint_follows_data_spec_and_seed(tmp_path, telco_subset):
