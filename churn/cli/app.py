@@ -146,6 +146,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
     from concurrent.futures import CancelledError
 
     from distributed.comm.core import CommClosedError
+    from mlflow.exceptions import MlflowException
 
     from churn.clusters import ClusterError, cluster_client
     from churn.data.ingest import SchemaDriftError
@@ -178,6 +179,8 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
         except CancelledError as exc:  # tasks cancelled by the scheduler (their data was lost)
             _fail(f"the Dask cluster cancelled a task of the job: {exc}", EXIT_RUNTIME)
+        except MlflowException as exc:  # the tracking store failed under the job (stalled past its limits)
+            _fail(f"tracking store: {exc.message}", EXIT_RUNTIME)
         except KeyboardInterrupt:
             _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
                   "published", EXIT_INTERRUPTED)
@@ -388,18 +391,22 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="Registry to resolve models:/ "
                                                                                "from (default as in train).")] = None,
+    ssl_certfile: Annotated[Optional[Path], typer.Option("--ssl-certfile", help="TLS certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[Optional[Path], typer.Option("--ssl-keyfile", help="TLS private key (PEM).")] = None,
 ) -> None:
-    """Serve the registered model over HTTP with MLflow's own scoring server (POST /invocations).
+    """Serve the registered model over HTTP with MLflow's own scoring app (POST /invocations).
 
     Rows are checked against the table's rules: a row ingest would quarantine gets HTTP 400
-    naming the column and the value, never a score."""
-    import os
-    import subprocess
-    import sys
+    naming the row, column, value and rule, never a score. A body over churn.serve.max-body gets
+    413; every response names the model version served (X-Churn-Model-Version)."""
+    import tempfile
 
     from churn.config import TrackingSpec
+    from churn.jobs import serve as serve_job
     from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        _fail("give --ssl-certfile and --ssl-keyfile together", EXIT_CONFIG)
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
     except ValidationError as exc:
@@ -410,18 +417,76 @@ def serve(
         check_reachable(uri)
     except TrackingError as exc:
         _fail(str(exc), EXIT_RUNTIME)
-    bin_dir = os.path.dirname(sys.executable)  # mlflow runs uvicorn from PATH: this environment's first
-    mlflow_cli = os.path.join(bin_dir, "mlflow")
-    args = [mlflow_cli, "models", "serve", "-m", model_uri, "--host", host, "--port", str(port),
-            "--workers", str(workers), "--env-manager", "local"]
-    console.print(f"serving {model_uri} from {uri} on http://{host}:{port}/invocations", highlight=False)
-    with _signals():
+    warning = serve_job.exposure_warning(host, tls=ssl_certfile is not None)
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    with tempfile.TemporaryDirectory(prefix="churn-serve-") as tmp:
         try:
-            code = subprocess.call(args, env={**os.environ, "MLFLOW_TRACKING_URI": uri,
-                                              "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")})
-        except (KeyboardInterrupt, Terminated):
-            code = 0
-    raise typer.Exit(code)
+            # the one place the model is resolved (pinned to a version, copied to tmp) and loaded
+            model = serve_job.resolve(model_uri, uri, Path(tmp))
+            app_ = serve_job.load(model)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        except serve_job.ServeError as exc:
+            _fail(str(exc), EXIT_RUNTIME)
+        scheme = "https" if ssl_certfile else "http"
+        console.print(f"serving {model_uri} (version {model.version}) from {uri} on "
+                      f"{scheme}://{host}:{port}/invocations", highlight=False, soft_wrap=True)
+        ssl = {"ssl_certfile": str(ssl_certfile), "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
+        with _signals():
+            try:
+                serve_job.run(app_, model, host, port, workers, ssl)
+            except (KeyboardInterrupt, Terminated):
+                pass
+
+
+def _verified_model(model_uri: str, tracking_uri: str, into: Path | None = None) -> Any:
+    """The registered model's files checked against the registry's digests (one line otherwise)."""
+    import mlflow
+
+    from churn.tracking.store import TrackingError
+    from churn.tracking.verify import verified_model
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return verified_model(model_uri, into)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+
+
+@app.command()
+def verify(
+    model_uri: Annotated[str, typer.Argument(help="Registered model: models:/NAME@ALIAS or models:/NAME/VERSION.")],
+    into: Annotated[Optional[Path], typer.Option("--into", help="Keep the checked copy in this new or empty "
+                                                                "folder (to serve it from there).")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="Registry (default as in "
+                                                                               "train).")] = None,
+) -> None:
+    """Check every file of a registered model against the sha256 digests recorded when it was
+    registered, without running any of its code (exit 2 and one line naming a file on a mismatch).
+
+    Stock ``mlflow models serve -m models:/…`` trusts the artifact store; serve the --into copy instead."""
+    from churn.config import TrackingSpec
+    from churn.tracking.store import TrackingError, check_reachable, resolve_uri
+
+    try:
+        uri = resolve_uri(TrackingSpec(uri=tracking_uri))
+        check_reachable(uri)
+    except ValidationError as exc:
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+    if into is not None:
+        if into.exists() and (not into.is_dir() or any(into.iterdir())):
+            _fail(f"--into: {into} is not an empty folder", EXIT_CONFIG)
+        into.mkdir(parents=True, exist_ok=True)
+    checked = _verified_model(model_uri, uri, into)
+    typer.echo(f"{model_uri}: version {checked.version} of {checked.name}, every file matches its recorded sha256"
+               + (f"; checked copy in {checked.path}" if into is not None else ""))
 
 
 @app.command()

@@ -122,10 +122,14 @@ def monitor_table(spec: MonitorSpec, res: MonitorResult) -> Table:
     table = Table(title=f"churn monitor: {spec.name} with {spec.model_uri} ({res.model})", show_header=False)
     rows = [("rows read / profiled / quarantined",
              f"{res.batch.rows_read:,} / {res.batch.rows_profiled:,} / {res.batch.rows_quarantined:,}"),
-            ("drifted features (PSI >= " + f"{spec.thresholds.psi})", ", ".join(
-                f"{f.feature} ({f.psi:.2f})" for f in d.features if f.flagged) or "none"),
-            ("largest PSI", ", ".join(f"{f.feature} {f.psi:.3f}"
-                                      for f in sorted(d.features, key=lambda f: -f.psi)[:3]))]
+            *[(f"  quarantined: {k}", f"{v:,}") for k, v in sorted(d.quarantined.items(), key=lambda kv: -kv[1])]]
+    if d.note:  # no drift verdict
+        rows.append(("not compared with the reference", d.note))
+    else:
+        rows += [("drifted features (PSI >= " + f"{spec.thresholds.psi})", ", ".join(
+                    f"{f.feature} ({f.psi:.2f})" for f in d.features if f.flagged) or "none"),
+                 ("largest PSI", ", ".join(f"{f.feature} {f.psi:.3f}"
+                                           for f in sorted(d.features, key=lambda f: -f.psi)[:3]))]
     if d.prediction is not None:
         rows.append(("prediction drift (score PSI / KS)", f"{d.prediction.psi:.3f} / {d.prediction.statistic:.3f}"))
     for k in ("roc_auc", "pr_auc", "brier"):

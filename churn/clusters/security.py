@@ -19,7 +19,8 @@ def tls_config(tls: TLSSpec) -> dict[str, object]:
     scheduler and workers) inherit dask's config, not a ``Security`` object. The files must be
     at the same paths on every host."""
     ca, cert = os.path.expanduser(tls.ca_file), os.path.expanduser(tls.cert)
-    key = os.path.expanduser(tls.key) if tls.key else None
+    # no key file: the key is in the cert file, named as the key too (a worker's command line needs a path)
+    key = os.path.expanduser(tls.key) if tls.key else cert
     out: dict[str, object] = {"distributed.comm.require-encryption": tls.require_encryption,
                               "distributed.comm.tls.ca-file": ca}
     for role in ("client", "scheduler", "worker"):

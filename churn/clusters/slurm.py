@@ -11,6 +11,7 @@ from distributed import Client
 
 from churn.clusters.errors import ClusterError, wait_for_first_worker
 from churn.clusters.extras import require
+from churn.clusters.security import security_for
 from churn.clusters.tuning import worker_environ
 from churn.config import SlurmSpec
 
@@ -23,6 +24,8 @@ def _job_options(spec: SlurmSpec) -> dict[str, Any]:
         job_script_prologue=[*(f"export {k}={v}" for k, v in worker_environ().items()), *spec.job_script_prologue],
         local_directory=spec.local_directory, log_directory=spec.log_directory, name="churn-worker",
         job_name="churn-worker")
+    if spec.tls is not None:  # the workers listen on tls:// and take the files on their command line
+        options.update(protocol="tls://", security=security_for(spec.tls))
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -30,13 +33,13 @@ def open_client(spec: SlurmSpec, stack: contextlib.ExitStack) -> Client:
     """Start the scheduler, submit ``spec.jobs`` worker jobs and wait for the first worker."""
     jobqueue = require("dask_jobqueue", "slurm", "slurm")
     try:
-        cluster = jobqueue.SLURMCluster(**_job_options(spec),
+        cluster = jobqueue.SLURMCluster(**_job_options(spec),  # protocol and security: the scheduler's too
                                         scheduler_options={"dashboard_address": spec.dashboard_address})
     except Exception as exc:  # noqa: BLE001 - e.g. no sbatch on this machine
         raise ClusterError(f"cannot start SLURMCluster: {exc}") from exc
     stack.enter_context(cluster)  # closing it cancels the jobs (scancel)
     cluster.scale(jobs=spec.jobs)
-    client = stack.enter_context(Client(cluster, set_as_default=False))
+    client = stack.enter_context(Client(cluster, security=security_for(spec.tls), set_as_default=False))
     wait_for_first_worker(client, "SLURM worker job", "squeue shows why")
     return client
 
@@ -46,5 +49,6 @@ def render(spec: SlurmSpec) -> str:
     in at launch), and how many are submitted."""
     require("dask_jobqueue.slurm", "slurm", "slurm")  # before the import: a clear message when missing
     from dask_jobqueue.slurm import SLURMJob
-    script = SLURMJob(scheduler="tcp://SCHEDULER:8786", **_job_options(spec)).job_script()
+    scheme = "tls" if spec.tls else "tcp"
+    script = SLURMJob(scheduler=f"{scheme}://SCHEDULER:8786", **_job_options(spec)).job_script()
     return f"# sbatch x {spec.jobs} (SCHEDULER: this host, known once the scheduler starts)\n{script}"

@@ -34,6 +34,14 @@ class TLSSpec(Strict):
         return self
 
 
+class KubernetesTLSSpec(TLSSpec):
+    """TLS for a Kubernetes cluster. The pods take their certificates from the Secret ``secret``
+    (keys ``ca.crt``, ``tls.crt``, ``tls.key``: cert-manager's layout), mounted read-only; the
+    CA, certificate and key files are the driver's own, for its connection to the scheduler."""
+
+    secret: str = Field(min_length=1)
+
+
 class LocalClusterSpec(Strict):
     """A LocalCluster on this machine, bound to loopback unless the spec says otherwise."""
 
@@ -115,6 +123,7 @@ class SlurmSpec(Strict):
     local_directory: str | None = None
     log_directory: str | None = None
     dashboard_address: str | None = ":8787"
+    tls: TLSSpec | None = None  # the files on the shared filesystem, at the same paths on every node
 
 
 class KubernetesSpec(Strict):
@@ -128,6 +137,21 @@ class KubernetesSpec(Strict):
     cpu: str = "1"
     memory: str = "4Gi"
     env: dict[str, str] = Field(default_factory=dict)
+    tls: KubernetesTLSSpec | None = None
+    # with tls: where the driver reaches the scheduler; None: the scheduler's Service by name
+    # (tls://NAME-scheduler.NAMESPACE:8786, reachable when churn runs inside the Kubernetes cluster)
+    scheduler_address: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_address(self) -> KubernetesSpec:
+        if self.scheduler_address is None:
+            return self
+        if self.tls is None:
+            raise ValueError("scheduler_address is for a tls section; without one the scheduler is found "
+                             "through its Service")
+        if not self.scheduler_address.startswith("tls://"):
+            raise ValueError(f"with a tls section scheduler_address must be tls://, got {self.scheduler_address!r}")
+        return self
 
 
 ClusterSpec = Annotated[

@@ -130,6 +130,15 @@ class DataSpec(Strict):
             codecs.lookup(v)
         except LookupError:
             raise ValueError(f"unknown encoding {v!r}") from None
+        ascii_bytes = b'\n\r,"azAZ09 '  # files are cut into blocks and lines at these bytes
+        try:
+            same = ascii_bytes.decode(v) == ascii_bytes.decode("ascii")
+        except UnicodeDecodeError:
+            same = False
+        if not same:  # UTF-16, UTF-32, EBCDIC, ...
+            raise ValueError(f"encoding {v!r} is not supported: churn reads encodings that write ASCII as ASCII "
+                             "(UTF-8, latin-1, cp1252, ...); convert the files to UTF-8 first (e.g. iconv -f "
+                             f"{v} -t UTF-8)")
         return v
 
     def paths(self) -> list[str]:

@@ -14,16 +14,21 @@ class ThresholdSpec(Strict):
     prediction_psi: float | None = Field(0.2, gt=0)  # the model's scores
     roc_auc_drop: float | None = Field(0.05, gt=0)  # below the reference (labelled batches)
     brier_rise: float | None = Field(0.03, gt=0)  # above the reference (labelled batches)
+    # rows quarantined for one reason in one column (an unseen level, an out-of-range number),
+    # as a share of the rows read
+    quarantined: float | None = Field(0.01, gt=0)
 
 
 class MonitorSpec(Strict):
     """Monitoring: a new batch (label optional) is profiled on the cluster and compared with the
-    reference profile stored with the model version at train time."""
+    reference profile stored with the model version at train time. Rows are checked with the
+    rules logged with the model; ``schema`` may be left out, and when given its rules must be the
+    model's."""
 
     name: str = "monitor"
     model_uri: str = "models:/customer-churn@champion"
     data: DataSpec
-    table: TableSchema = Field(alias="schema")
+    table: TableSchema | None = Field(None, alias="schema")  # None: the table logged with the model
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)
     report: str = "build/monitoring"  # the HTML report and drift.json land in a folder here
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)

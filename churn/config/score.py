@@ -8,12 +8,13 @@ from churn.config.job import DataSpec, Strict, TableSchema, TrackingSpec
 
 
 class ScoreSpec(Strict):
-    """Batch scoring: rows are checked with the table's schema (label optional) and scored."""
+    """Batch scoring: rows are checked with the rules logged with the model (label optional) and
+    scored. ``schema`` may be left out; when given, its rules must be the model's."""
 
     name: str = "score"
     model_uri: str = "models:/customer-churn@champion"
     data: DataSpec
-    table: TableSchema = Field(alias="schema")
+    table: TableSchema | None = Field(None, alias="schema")  # None: the table logged with the model
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

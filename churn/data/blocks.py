@@ -56,6 +56,10 @@ class NotTextError(ValueError):
     """A source file that is not CSV text (binary, or not in the declared encoding)."""
 
 
+class BadHeaderError(NotTextError):
+    """A header line churn cannot read columns from (a name twice, lines ended by a lone CR)."""
+
+
 def compression(path: str) -> str | None:
     """gzip, bz2, xz, zstd, … from the file name (fsspec's inference), or None."""
     return infer_compression(path)
@@ -71,11 +75,18 @@ def read_header(path: str, encoding: str = "utf-8") -> list[str]:
     line = head.split(b"\n", 1)[0]
     if b"\x00" in head:
         raise NotTextError("binary data (NUL bytes), not CSV text")
+    if b"\r" in line.rstrip(b"\r"):
+        raise BadHeaderError("the header line holds a lone carriage return (CR): lines that end in CR alone "
+                             "must be converted to LF or CRLF")
     try:
         text = line.decode("utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding).rstrip("\r\n")
     except UnicodeDecodeError:
         raise NotTextError(f"the header line is not {encoding} text (set data.encoding)") from None
-    return [c.strip() for c in next(csv.reader([text]))] if text else []
+    names = [c.strip() for c in next(csv.reader([text]))] if text else []
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise BadHeaderError(f"the header names column(s) {', '.join(map(repr, twice))} more than once")
+    return names
 
 
 class _Reader:

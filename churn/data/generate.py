@@ -184,7 +184,9 @@ def _inject(chunk: _Chunk, rng: np.random.Generator, n_faults: int, counts: dict
         elif kind == "unknown_label":
             chunk.set("Churn", row, "Maybe")
         elif kind == "duplicate_id":
-            chunk.set("customerID", row, chunk.cols["customerID"][int(rng.integers(n // 2))])
+            source = int(rng.integers(n // 2))  # a true repeat: same id and label (other labels conflict)
+            chunk.set("customerID", row, chunk.cols["customerID"][source])
+            chunk.cols["Churn"][row] = chunk.cols["Churn"][source]
     return np.asarray(short, int)
 
 

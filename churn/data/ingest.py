@@ -10,15 +10,18 @@ Stages (each a set of Dask tasks; the driver only sees counts and small index ar
    are written as Parquet there and then);
 4. a shuffle-free duplicate check: one task per hash bucket reads its key range from every
    block's key file and names the rows that repeat an earlier row's id (in the same block or an
-   earlier one); then one task per block
-   writes its staged rows, without those, as Parquet;
-5. the manifest is checked (read = kept + quarantined + duplicates) and the finished dataset
-   is published by one atomic rename. A dataset whose inputs, schema and code version are
+   earlier one) and the ids whose rows disagree on the label; then one task per block
+   writes its staged rows, without those, as Parquet (the conflicting rows to the quarantine);
+   then the distinct ids are counted back from the files (:mod:`churn.data.distinct`);
+5. the files must be as they were when scanned, the manifest is checked (read = kept +
+   quarantined + duplicates, kept = distinct ids kept) and the finished dataset is published by
+   one atomic rename. A dataset whose inputs, schema, parse options and format version are
    unchanged is reused.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -35,21 +38,25 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 from distributed import Client
+from fsspec.implementations.local import LocalFileSystem
 
 from churn.config import ConfigError, JobSpec, MonitorSpec, ScoreSpec, TableSchema, setting
 from churn.data.blocks import Block, FileScan, NotTextError, read_block_rows, read_header, scan_file
 from churn.data.dedup import (
+    CONFLICT,
+    LINE,
     find_duplicates,
     hash_ranges,
     stage_block,
     write_clean,
     write_partition,
 )
+from churn.data.distinct import IdCounts, count_range, measured_duplicates, stage_ids
 from churn.data.folders import unwritable_reason
 from churn.data.manifest import FORMAT_VERSION, BlockResult, FileEntry, IngestError, Manifest, WrittenRows
 from churn.data.parse import count_lines, parse_block
 from churn.data.partitions import map_blocks
-from churn.data.publish import new_staging, publish, remove_abandoned
+from churn.data.publish import hold, hold_staging, new_staging, publish, release, remove_abandoned
 from churn.data.validate import reason_counts
 
 log = logging.getLogger(__name__)
@@ -60,19 +67,21 @@ class SchemaDriftError(ValueError):
 
 @dataclass
 class Dataset:
-    """A published dataset: where its clean rows, quarantine and manifest live."""
+    """A published dataset: its name (``root``, the link), and the version folder it named when this
+    process took it (``version``: its clean rows and quarantine, held while the process runs)."""
 
     root: Path
     manifest: Manifest
     reused: bool = False
+    version: Path | None = None
 
     @property
     def data_path(self) -> Path:
-        return self.root / "data"
+        return (self.version or self.root) / "data"
 
     @property
     def quarantine_path(self) -> Path:
-        return self.root / "quarantine"
+        return (self.version or self.root) / "quarantine"
 
 
 # --------------------------------------------------------------------------- checks
@@ -134,7 +143,8 @@ def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str,
         quarantine = quarantine.take(pc.sort_indices(quarantine, [("_line", "ascending")]))
     name = f"part-{block.index:05d}.parquet"
     if schema.id:  # written as Parquet once the repeated ids (inside the block or across blocks) are known
-        stage_block(clean, staging, block.index, key_bits)
+        lines_of = pa.array(np.concatenate(parsed.clean_lines), pa.int64())  # for rows quarantined later
+        stage_block(clean.append_column(LINE, lines_of), staging, block.index, key_bits)
     else:
         write_clean(clean, os.path.join(staging, "data", name), schema)
     pq.write_table(quarantine, os.path.join(staging, "quarantine", name))
@@ -148,13 +158,51 @@ def ingest_block(block: Block, schema: TableSchema, staging: str, encoding: str,
 
 
 # --------------------------------------------------------------------------- the stage
-def dataset_key(scans: list[FileScan], schema: TableSchema) -> str:
+def parse_options(job: JobSpec, blocksize: int) -> dict[str, object]:
+    """Every option that changes what is parsed or how it is cut into partitions: the encoding (by
+    its codec's name: ``UTF8`` is ``utf-8``), the block size in bytes, and every ``churn.ingest``
+    setting (so that a new parse setting joins the key without being listed here; one that
+    changes nothing, such as the duplicate check's buckets, costs a rebuild, never a stale reuse)."""
+    return {"encoding": codecs.lookup(job.data.encoding).name, "blocksize": blocksize,
+            "settings": setting("ingest")}
+
+
+def dataset_key(scans: list[FileScan], schema: TableSchema, options: dict[str, object]) -> str:
+    """The dataset's name: its inputs' names, sizes and digests, the schema, the parse options and
+    the format version."""
     payload = {
         "version": FORMAT_VERSION,
         "files": [(os.path.basename(s.path), s.size, s.sha256) for s in scans],
         "schema": schema.model_dump(mode="json"),
+        "options": options,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_stamps(paths: list[str]) -> dict[str, tuple[str, ...]]:
+    """Size and modification time of each file (local files: in ns, with the inode), to tell a file
+    rewritten while it was read. (The time's granularity is the file system's clock tick, a few ms:
+    a rewrite of the same size within one tick of the last write goes unseen.)"""
+    stamps = {}
+    for path in paths:
+        fs, p = fsspec.core.url_to_fs(path)
+        if isinstance(fs, LocalFileSystem):
+            st = os.stat(p)
+            stamps[path] = (str(st.st_size), str(st.st_mtime_ns), str(st.st_ino))
+        else:
+            info = fs.info(p)
+            stamps[path] = tuple(str(info.get(k)) for k in ("size", "mtime", "LastModified", "ETag", "updated"))
+    return stamps
+
+
+def check_unchanged(before: dict[str, tuple[str, ...]]) -> None:
+    """Every file still has the size and time it had before it was read; else IngestError naming it."""
+    after = file_stamps(list(before))
+    changed = [p for p in before if after[p] != before[p]]
+    if changed:
+        raise IngestError(f"{changed[0]}: changed while it was read (size or modification time differ before and "
+                          f"after{f'; {len(changed) - 1} more file(s) too' if len(changed) > 1 else ''}); nothing "
+                          "was published")
 
 
 def plan_blocks(scans: list[FileScan], headers: dict[str, list[str]]) -> list[Block]:
@@ -207,18 +255,22 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
 
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
+    stamps = file_stamps(paths)
     scans, blocks = scan_blocks(paths, headers, blocksize, client)
     stages["scan"] = time.perf_counter() - t0
-    key = dataset_key(scans, schema)
+    key = dataset_key(scans, schema, parse_options(job, blocksize))
     final = out_root / f"dataset-{key}"
     if (final / "manifest.json").is_file() and not force:
-        manifest = Manifest.read(final / "manifest.json")
+        check_unchanged(stamps)  # the digests in the key are of the bytes the files hold now
+        version = hold(final)
+        manifest = Manifest.read(version / "manifest.json")
         manifest.check_budget(job.data.max_bad_fraction)  # this job's budget, not the one it was built with
         log.info("ingest: inputs unchanged, reusing %s", final)
-        return Dataset(final, manifest, reused=True)
+        return Dataset(final, manifest, reused=True, version=version)
 
     remove_abandoned(out_root)
     staging = new_staging(out_root, key)
+    hold_staging(staging)
     for sub in ("data", "quarantine", "keys"):
         (staging / sub).mkdir()
     try:
@@ -228,55 +280,74 @@ def ingest(job: JobSpec, client: Client, *, force: bool = False) -> Dataset:
                                                 staging=str(staging), encoding=job.data.encoding, key_bits=key_bits)
         stages["blocks"] = time.perf_counter() - t0 - sum(stages.values())
 
-        dropped = 0
+        dropped, distinct = 0, None
         if schema.id:
-            dropped = remove_repeats(client, staging, blocks, results, schema, stages, t0)
+            dropped, distinct = remove_repeats(client, staging, blocks, results, schema, stages, t0)
         shutil.rmtree(staging / "keys")
 
         manifest = Manifest.from_blocks(
             dataset=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             files=[FileEntry(s.path, s.size, s.sha256, s.lines) for s in scans], blocksize=blocksize,
             results=results, written=count_written(staging, [b.index for b in blocks]),
-            duplicates_removed=dropped, id_column=schema.id, seconds=time.perf_counter() - t0)
+            duplicates_removed=dropped, id_column=schema.id, seconds=time.perf_counter() - t0,
+            kept_distinct_ids=distinct)
         manifest.check(job.data.max_bad_fraction)
         stages["manifest"] = time.perf_counter() - t0 - sum(stages.values())
         manifest.stage_seconds = {k: round(v, 3) for k, v in stages.items()}
+        check_unchanged(stamps)  # every block read the bytes the scan hashed
         manifest.write(staging / "manifest.json")
         published = publish(staging, final, force=force)
+        version = hold(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        release(staging)
     if not published:  # a concurrent run published the same inputs first: use theirs
         log.info("ingest: %s was published by another run meanwhile; using it", final)
-        return Dataset(final, Manifest.read(final / "manifest.json"), reused=True)
+        return Dataset(final, Manifest.read(version / "manifest.json"), reused=True, version=version)
     log.info("ingest: %d read, %d kept, %d quarantined, %d duplicates → %s", manifest.rows_read,
              manifest.rows_kept, manifest.rows_quarantined, manifest.duplicates_removed, final)
-    return Dataset(final, manifest)
+    return Dataset(final, manifest, version=version)
 
 
 def remove_repeats(client: Client, staging: Path, blocks: list[Block], results: list[BlockResult],
-                   schema: TableSchema, stages: dict[str, float], t0: float) -> int:
-    """Find the rows repeating an earlier row's id (in the same block or an earlier one), then write
-    every block's staged rows without them as Parquet; returns the rows dropped."""
+                   schema: TableSchema, stages: dict[str, float], t0: float) -> tuple[int, int]:
+    """Find the rows repeating an earlier row's id (in the same block or an earlier one) and the ids
+    whose rows disagree on the label, then write every block's staged rows without them as Parquet
+    (the conflicting rows join the block's quarantine, counted in ``results``). Returns the
+    duplicates and the distinct ids kept, both as counted over the files written."""
     assert schema.id
-    ranges = hash_ranges(sum(r.rows_clean for r in results), int(setting("ingest.dedup-buckets")))
+    total = sum(r.rows_clean for r in results)
+    ranges = hash_ranges(total, int(setting("ingest.dedup-buckets")))
     idx = [b.index for b in blocks]
     found = client.gather([client.submit(find_duplicates, str(staging), idx, lo, hi, schema.id, pure=False)
                            for lo, hi in ranges])
     stages["duplicates"] = time.perf_counter() - t0 - sum(stages.values())
-    per_block: dict[int, list[np.ndarray]] = {}
-    for part in found:
-        for b, rows in part.items():
-            per_block.setdefault(b, []).append(rows)
-    drops = {b: np.sort(np.concatenate(r)) for b, r in per_block.items()}
+    drops, conflicts = ({b: np.sort(np.concatenate([f[which][b] for f in found if b in f[which]]))
+                         for b in {b for f in found for b in f[which]}} for which in (0, 1))
     none = np.zeros(0, np.int64)
-    written = client.map(write_partition, [str(staging)] * len(results), [r.index for r in results],
-                         [drops.get(r.index, none) for r in results], [schema] * len(results),
-                         [r.rows_clean for r in results], pure=False)
-    dropped = int(sum(client.gather(written)))
+    n = len(results)
+    written = client.gather(client.map(
+        write_partition, [str(staging)] * n, [r.index for r in results], [drops.get(r.index, none) for r in results],
+        [conflicts.get(r.index, none) for r in results], [schema] * n, [r.rows_clean for r in results],
+        [r.source for r in results], pure=False))
+    for r, (_, quarantined) in zip(results, written, strict=True):
+        if quarantined:
+            r.rows_quarantined += quarantined
+            r.reasons[CONFLICT] = quarantined
+    dropped = sum(d for d, _ in written)
     stages["write"] = time.perf_counter() - t0 - sum(stages.values())
-    log.info("ingest: %d repeated ids, in %d partition(s)", dropped, len(drops))
-    return dropped
+    # the measured side: distinct ids counted back from the files, apart from the choice above
+    client.gather(client.map(stage_ids, [str(staging)] * n, idx, [schema.id] * n, pure=False))
+    counts = sum(client.gather([client.submit(count_range, str(staging), idx, lo, hi, pure=False)
+                                for lo, hi in hash_ranges(2 * total, int(setting("ingest.dedup-buckets")))]),
+                 IdCounts())
+    duplicates = measured_duplicates(counts, dropped)
+    stages["count"] = time.perf_counter() - t0 - sum(stages.values())
+    log.info("ingest: %d repeated ids, in %d partition(s); %d rows of %d ids with conflicting labels quarantined",
+             duplicates, len(drops), counts.conflict_rows, counts.conflicting)
+    return duplicates, counts.kept
 
 
 def count_written(staging: Path, blocks: list[int]) -> WrittenRows:

@@ -11,7 +11,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 5  # bump when the dataset layout, block cutting or validation rules change
+FORMAT_VERSION = 6  # bump when the dataset layout, block cutting or validation rules change
 
 
 class IngestError(RuntimeError):
@@ -70,11 +70,12 @@ class Manifest:
     seconds: float
     blocks: list[BlockResult] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time of scan, blocks, duplicates, …
+    kept_distinct_ids: int | None = None  # distinct ids in the kept rows, counted from the files (None: no id)
 
     @classmethod
     def from_blocks(cls, *, dataset: str, created: str, files: list[FileEntry], blocksize: int,
                     results: list[BlockResult], written: WrittenRows, duplicates_removed: int,
-                    id_column: str | None, seconds: float) -> Manifest:
+                    id_column: str | None, seconds: float, kept_distinct_ids: int | None = None) -> Manifest:
         """The manifest of a staged dataset: kept and quarantined rows as the files on disk hold
         them (``written``), read rows and lines as the block tasks counted them."""
         reasons = sum((Counter(r.reasons) for r in results), Counter())
@@ -83,7 +84,8 @@ class Manifest:
                    rows_read=sum(r.rows_read for r in results), rows_kept=written.clean,
                    rows_quarantined=written.quarantined, quarantined_by_reason=dict(sorted(reasons.items())),
                    duplicates_removed=duplicates_removed,
-                   id_column=id_column, seconds=round(seconds, 3), blocks=results)
+                   id_column=id_column, seconds=round(seconds, 3), blocks=results,
+                   kept_distinct_ids=kept_distinct_ids)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -109,13 +111,17 @@ class Manifest:
 
         Three independent counts must agree: the lines in the files (the driver's scan), the
         lines the block tasks saw (every data line in exactly one block, each a record or inside
-        a quoted field), and the rows in the written Parquet files plus the duplicates removed.
+        a quoted field), and the rows in the written Parquet files plus the duplicates removed;
+        and the kept rows hold as many distinct ids, counted from the files, as rows.
         """
         read, kept, quarantined, dups = (self.rows_read, self.rows_kept, self.rows_quarantined,
                                          self.duplicates_removed)
         if read != kept + quarantined + dups:
             raise IngestError(f"counts do not reconcile: read {read} != kept {kept} + quarantined "
                               f"{quarantined} + duplicates {dups} (kept and quarantined as written to disk)")
+        if self.kept_distinct_ids is not None and self.kept_distinct_ids != kept:
+            raise IngestError(f"counts do not reconcile: {kept} rows kept but {self.kept_distinct_ids} distinct ids "
+                              "among them")
         embedded = sum(b.embedded_newlines for b in self.blocks)
         if self.lines_read != read + embedded:
             raise IngestError(f"counts do not reconcile: the blocks hold {self.lines_read} lines but {read} rows "

@@ -10,7 +10,10 @@ What pyarrow's CSV reader does not do, and this module adds:
 * **Stray quotes.** An opening quote that never closes swallows the following lines into one
   record. A record that spans several lines *and* fails (wrong field count or validation) is
   taken for one: its first line is quarantined as ``unbalanced_quote`` and the lines it
-  swallowed are parsed again on their own.
+  swallowed are parsed again on their own, from the first that has commas enough for a row
+  (the lines before it, blank or inside a long text, stay with the broken record).
+* **Stray carriage returns.** pyarrow ends a record at a lone ``\\r`` too; a line holding one
+  (outside a CRLF) is quarantined as ``stray_carriage_return`` and the lines around it are kept.
 * **A count the parser cannot fake.** The newlines in the bytes must equal the records parsed
   plus the newlines inside their fields; anything else is an error, never a silent drop.
 """
@@ -44,6 +47,7 @@ class ParsedBlock:
     """The validated rows of one block and the counts that must reconcile."""
 
     clean: list[pa.Table] = field(default_factory=list)
+    clean_lines: list[np.ndarray] = field(default_factory=list)  # physical line of each clean row, per table
     quarantine: list[pa.Table] = field(default_factory=list)  # validation failures, text fields
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, raw text): no fields
     records: int = 0  # rows read: clean + quarantined + rejected
@@ -140,6 +144,21 @@ def _line_starts(data: bytes) -> np.ndarray:
     return np.concatenate([[0], ends + 1]).astype(np.int64)
 
 
+def _rowless_lines(data: bytes, start: int, end: int, fields: int) -> int:
+    """How many lines at the start of ``data[start:end]`` hold too few commas to be a row of
+    ``fields`` fields (blank lines, the inside of a long quoted text): a broken quoted field
+    that swallowed them keeps them, rather than each being parsed again as a bad row of its own
+    (a cell of 2 M newlines was 2 M quarantined rows and 1 GB)."""
+    view = np.frombuffer(data, np.uint8)[start:end]
+    line_ends = np.flatnonzero(view == 10)
+    if not len(line_ends) or line_ends[-1] != len(view) - 1:
+        line_ends = np.append(line_ends, len(view))  # an unterminated last line
+    commas = np.searchsorted(np.flatnonzero(view == 44), line_ends)  # commas before each line's end
+    per_line = np.diff(commas, prepend=0)
+    rows = np.flatnonzero(per_line >= fields - 1)
+    return int(rows[0]) if len(rows) else len(line_ends)
+
+
 def _swallowing_rows(quarantine: pa.Table, span_of: dict[int, int], schema: TableSchema) -> list[int]:
     """Lines of quarantined multi-line rows where a field that failed validation holds a newline
     (a legit quoted newline in a column that passed is not a stray quote)."""
@@ -156,6 +175,35 @@ def _swallowing_rows(quarantine: pa.Table, span_of: dict[int, int], schema: Tabl
         if any(c and "\n" in (fields.column(c)[0].as_py() or "") for c in failed):
             out.append(row["_line"])
     return out
+
+
+def _split_at_stray_returns(data: bytes, first_line: int, header: list[str], schema: TableSchema, source: str,
+                            out: ParsedBlock, require_label: bool) -> bool:
+    """When ``data`` holds a carriage return not followed by a newline (pyarrow ends a record at
+    it, so records and lines disagree): reject each line holding one as ``stray_carriage_return``,
+    parse the lines between them, and return True; False when there is none."""
+    if b"\r" not in data:
+        return False
+    codes = np.frombuffer(data, np.uint8)
+    cr = np.flatnonzero(codes == 13)
+    after = np.append(codes, 0)[cr + 1]  # the byte after each CR (0 past the end)
+    lone = cr[after != 10]
+    if not len(lone):
+        return False
+    starts = _line_starts(data)
+    if starts[-1] == len(data):
+        starts = starts[:-1]  # the last line ends the data: no line starts there
+    bounds = [*starts.tolist(), len(data)]
+    prev = 0
+    for k in np.unique(np.searchsorted(starts, lone, side="right") - 1).tolist():
+        parse_segment(data[bounds[prev]:bounds[k]], first_line + prev, header, schema, source, out,
+                      require_label=require_label)
+        text = data[bounds[k]:bounds[k + 1]].rstrip(b"\r\n").decode("utf-8", errors="replace")
+        out.rejected.append((first_line + k, "stray_carriage_return", text))
+        out.records += 1
+        prev = k + 1
+    parse_segment(data[bounds[prev]:], first_line + prev, header, schema, source, out, require_label=require_label)
+    return True
 
 
 def parse_segment(data: bytes, first_line: int, header: list[str], schema: TableSchema, source: str,
@@ -175,10 +223,13 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
         spans[good] += _newlines_per_row(table)
         spans[~good] += np.array([text.count("\n") for _, text in bad], np.int64)
     if int(spans.sum()) != physical:
+        if _split_at_stray_returns(data, first_line, header, schema, source, out, require_label):
+            return
         raise IngestError(f"{source}: lines {first_line}..{first_line + physical - 1} hold {physical} lines but "
                           f"the parser returned {n_records} records covering {int(spans.sum())}")
     starts = first_line + np.cumsum(spans) - spans
     clean, quarantine = validate_table(table, schema, source, starts[good], require_label=require_label)
+    out.clean_lines.append(starts[good][~np.isin(starts[good], quarantine.column("_line").to_numpy())])
 
     # stray quotes: a record that spans lines and breaks (wrong field count, or a field that fails
     # validation holds a newline) keeps only its first line as the culprit
@@ -196,7 +247,10 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
             out.rejected.append((line, "unbalanced_quote", first_text))
             out.records += 1
             rest_end = line_starts[end] if end < len(line_starts) else len(data)
-            parse_segment(data[line_starts[k + 1]:rest_end], line + 1, header, schema, source, out,
+            absorbed = _rowless_lines(data, int(line_starts[k + 1]), int(rest_end), len(header))
+            out.embedded_newlines += absorbed
+            rest_start = line_starts[k + 1 + absorbed] if k + 1 + absorbed < len(line_starts) else len(data)
+            parse_segment(data[rest_start:rest_end], line + 1 + absorbed, header, schema, source, out,
                           require_label=require_label)
     out.clean.append(clean)
     out.quarantine.append(quarantine)
@@ -239,5 +293,6 @@ def _with_tables(out: ParsedBlock, header: list[str], schema: TableSchema, sourc
         empty = pa.table({c: pa.array([], pa.string()) for c in header})
         clean, quarantine = validate_table(empty, schema, source, np.zeros(0, np.int64), require_label=require_label)
         out.clean.append(clean)
+        out.clean_lines.append(np.zeros(0, np.int64))
         out.quarantine.append(quarantine)
     return out

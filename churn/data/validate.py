@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from churn.config import TableSchema
+from churn.config import TableSchema, setting
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
 from churn.data.hashing import hash_text
 
@@ -23,11 +23,14 @@ REASONS = (
     "wrong_field_count",
     "unbalanced_quote",
     "invalid_encoding",
+    "stray_carriage_return",
     "empty_line",
     "missing_id",
+    "id_too_long",
     "unknown_label",
     "blank_value",
     "not_a_number",
+    "not_finite",
     "not_an_integer",
     "out_of_range",
     "unknown_category",
@@ -48,6 +51,7 @@ def row_keys(table: pa.Table, schema: TableSchema) -> np.ndarray:
 
 
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_NOT_FINITE = r"^[+-]?(inf|infinity|nan)$"  # what pyarrow's number parser reads as a non-finite float
 _NULL_TEXT = pa.scalar(None, pa.string())
 
 
@@ -89,14 +93,23 @@ def _categorical(values: pa.Array, idx: np.ndarray, blank_rows: np.ndarray | Non
     return pa.DictionaryArray.from_arrays(pa.array(remap[idx], mask=blank_rows), uniq)
 
 
-def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(float64 values with NaN, malformed mask, blank mask) of a text column, or of a column the
-    CSV reader already parsed as numbers (nulls are its blank cells); a mask is None when no row
-    is set in it."""
+def _numbers(col: pa.ChunkedArray | pa.Array
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(float64 values with NaN, malformed mask, blank mask, non-finite mask) of a text column, or
+    of a column the CSV reader already parsed as numbers (nulls are its blank cells); a mask is
+    None when no row is set in it.
+
+    A cell that reads as a number but not a finite one (``inf``, ``-Infinity``, ``1e309``,
+    ``NaN``) is non-finite, whichever path parsed it; its value is NaN, so no range check sees it.
+    """
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        blank = np.isnan(values)
-        return values, None, _any(blank)
+        odd = ~np.isfinite(values)
+        if not odd.any():
+            return values, None, None, None
+        blank = col.is_null().to_numpy(zero_copy_only=False)  # the reader's null is a blank cell; NaN is text
+        values = np.where(odd, np.nan, values)
+        return values, None, _any(blank), _any(odd & ~blank)
     text = pc.fill_null(col.cast(pa.string()), "")
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
@@ -104,7 +117,7 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | 
     try:  # fast path: every non-blank cell is a plain number
         values = pc.cast(pc.if_else(pa.array(blank), _NULL_TEXT, text), pa.float64()).to_numpy(zero_copy_only=False)
         if not (np.isnan(values) & ~blank).any() and np.isfinite(values[~blank]).all():
-            return values, None, _any(blank)
+            return values, None, _any(blank), None
     except pa.ArrowInvalid:
         pass
     ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
@@ -112,8 +125,11 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | 
         text = pc.utf8_trim_whitespace(text)
         ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
     blank = pc.equal(text, "").to_numpy(zero_copy_only=False)
-    values = pc.cast(pc.if_else(pa.array(ok), text, _NULL_TEXT), pa.float64())
-    return values.to_numpy(zero_copy_only=False), _any(~ok & ~blank), _any(blank)
+    values = pc.cast(pc.if_else(pa.array(ok), text, _NULL_TEXT), pa.float64()).to_numpy(zero_copy_only=False)
+    spelled = pc.match_substring_regex(text, _NOT_FINITE, ignore_case=True).to_numpy(zero_copy_only=False)
+    overflow = ok & np.isinf(values)  # e.g. 1e309
+    values = np.where(overflow, np.nan, values) if overflow.any() else values
+    return values, _any(~ok & ~blank & ~spelled), _any(blank), _any(spelled | overflow)
 
 
 def _required(fields: pa.Schema, schema: TableSchema, *, label_nullable: bool) -> pa.Schema:
@@ -125,6 +141,20 @@ def _required(fields: pa.Schema, schema: TableSchema, *, label_nullable: bool) -
     if label_nullable:
         nullable.add(LABEL_COLUMN)
     return pa.schema([f.with_nullable(f.name in nullable) for f in fields])
+
+
+def _distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct rows, index of each row's distinct row) of a boolean matrix: its rows packed to
+    one integer and hashed (``np.unique(axis=0)`` sorts, 20x slower on 2 M rows)."""
+    packed = np.packbits(matrix, axis=1)
+    if packed.shape[1] > 8:  # more than 64 reasons: rare, sorted
+        combos, which = np.unique(matrix, axis=0, return_inverse=True)
+        return combos, which.ravel()
+    words = np.zeros((len(matrix), 8), np.uint8)
+    words[:, :packed.shape[1]] = packed
+    which, uniques = pd.factorize(words.view("<u8").ravel())
+    bits = np.unpackbits(np.asarray(uniques, "<u8").view(np.uint8).reshape(-1, 8), axis=1)
+    return bits[:, :matrix.shape[1]].astype(bool), which
 
 
 def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.ndarray, *,
@@ -150,13 +180,16 @@ def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.nd
         id_blank = _any(pc.equal(ident, "").to_numpy(zero_copy_only=False))
         blanks.append(id_blank)
         checks.append(("missing_id", id_blank))
+        limit = int(setting("ingest.max-id-bytes"))  # read where the block is validated
+        checks.append(("id_too_long", _any(pc.greater(pc.binary_length(ident), limit).to_numpy(zero_copy_only=False))))
         out[schema.id] = ident
     for col, rule in schema.numeric.items():
-        arr, malformed, blank = _numbers(raw.column(col))
+        arr, malformed, blank, not_finite = _numbers(raw.column(col))
         blanks.append(blank)
         if not rule.nullable:
             checks.append((f"blank_value:{col}", blank))
         checks.append((f"not_a_number:{col}", malformed))
+        checks.append((f"not_finite:{col}", not_finite))
         if rule.integer and not pa.types.is_integer(raw.column(col).type):  # parsed as integers: nothing to check
             with np.errstate(invalid="ignore"):
                 checks.append((f"not_an_integer:{col}", _any(np.isfinite(arr) & (arr != np.round(arr)))))
@@ -212,13 +245,14 @@ def validate_table(raw: pa.Table, schema: TableSchema, source: str, lines: np.nd
     present = [c for c in schema.columns if c in raw.column_names]
     quarantine = raw.select(present).take(pa.array(bad_idx))
     quarantine = pa.table({c: quarantine.column(c).cast(pa.string()) for c in present})
-    reason_text: list[str] = []
-    if len(bad_idx):
+    reason_text = pa.array([], pa.string())
+    if len(bad_idx):  # joined once per distinct combination of reasons, not once per row
         labels = np.array([name for name, _ in reasons], dtype=object)
         matrix = np.column_stack([mask[bad_idx] for _, mask in reasons])
-        reason_text = [";".join(labels[row]) for row in matrix]
-    quarantine = quarantine.append_column("_reasons", pa.array(reason_text, pa.string()))
-    quarantine = quarantine.append_column("_source", pa.array([source] * len(bad_idx), pa.string()))
+        combos, which = _distinct_rows(matrix)
+        reason_text = pa.array([";".join(labels[row]) for row in combos], pa.string()).take(which)
+    quarantine = quarantine.append_column("_reasons", reason_text)
+    quarantine = quarantine.append_column("_source", pa.repeat(pa.scalar(source, pa.string()), len(bad_idx)))
     quarantine = quarantine.append_column("_line", pa.array(np.asarray(lines, np.int64)[bad_idx]))
     return clean, quarantine
 

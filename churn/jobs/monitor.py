@@ -1,4 +1,9 @@
-"""The monitor job: a new batch against the model version's training profile. Wiring only."""
+"""The monitor job: a new batch against the model version's training profile. Wiring only.
+
+Rows are checked with the rules logged with the model (:mod:`churn.tracking.model_rules`); the
+rows they quarantine count as drift by reason and column; more than ``data.max_bad_fraction``
+of them fail the job; a batch with too few clean rows gets a note, not a drift verdict.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,14 @@ import mlflow
 from distributed import Client
 
 from churn.config import ConfigError, MonitorSpec
+from churn.config.settings import setting
+from churn.data.budget import check_bad_rows
 from churn.data.folders import unwritable_reason
 from churn.data.ingest import balanced_blocksize, check_headers, scan_blocks
 from churn.monitoring.batch import BatchProfile, profile_batch
 from churn.monitoring.drift import DriftResult, Thresholds, compare
 from churn.monitoring.report import render
+from churn.tracking.model_rules import logged_rules, with_model_table
 from churn.tracking.monitor_log import log_monitoring
 from churn.tracking.registry import load_churn_model
 from churn.tracking.store import check_store, resolve_uri
@@ -35,13 +43,17 @@ class MonitorResult:
 
 
 def preflight(spec: MonitorSpec) -> str:
-    """Source files and headers (label optional), the report folder and the tracking store."""
-    check_headers(spec.data.paths(), spec.table, spec.data.encoding, require_label=False)
+    """Source files, the report folder, the tracking store, the job's schema against the model's
+    rules (read from its MLmodel file: none of its code runs) and the headers (label optional)."""
+    paths = spec.data.paths()
     reason = unwritable_reason(Path(spec.report))
     if reason:
         raise ConfigError(f"report: cannot write to {spec.report}: {reason}")
     uri = resolve_uri(spec.tracking)
     check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    spec = with_model_table(spec, logged_rules(spec.model_uri))
+    check_headers(paths, spec.table, spec.data.encoding, require_label=False)
     return uri
 
 
@@ -50,20 +62,25 @@ def run(spec: MonitorSpec, client: Client) -> MonitorResult:
     t0 = time.perf_counter()
     mlflow.set_tracking_uri(resolve_uri(spec.tracking))
     model = load_churn_model(spec.model_uri)
+    spec = with_model_table(spec, model.rules)
     reference = model.reference()
     paths = spec.data.paths()
     headers = check_headers(paths, spec.table, spec.data.encoding, require_label=False)
     _, blocks = scan_blocks(paths, headers, balanced_blocksize(spec, paths, len(client.scheduler_info()["workers"])),
                             client)
     batch = profile_batch(blocks, spec.table, spec.data.encoding, model.pipeline, reference, client)
-    drift = compare(reference, batch.profile, Thresholds(**spec.thresholds.model_dump()))
+    check_bad_rows("monitor", batch.rows_read, batch.rows_quarantined, batch.reasons, spec.data.max_bad_fraction)
+    drift = compare(reference, batch.profile, Thresholds(**spec.thresholds.model_dump()), rows_read=batch.rows_read,
+                    quarantined=batch.by_column, min_rows=int(setting("monitor.min-rows")))
+    if drift.note:
+        log.warning("monitor: %s; no drift verdict", drift.note)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     label = f"{model.name or 'model'} v{model.version or '-'}"
     folder = Path(spec.report) / f"{spec.name}-{created.replace(':', '').replace('-', '')}"
     folder.mkdir(parents=True, exist_ok=True)
     report = folder / "report.html"
     report.write_text(render(drift, f"churn monitor: {spec.name}", f"{spec.model_uri} ({label})",
-                             spec.data.source, created))
+                             spec.data.source, created, spec.thresholds.quarantined))
     (folder / "drift.json").write_text(json.dumps(asdict(drift), indent=2, default=float))
     seconds = time.perf_counter() - t0
     run_id = log_monitoring(spec, drift, batch, folder, model.name, model.version, seconds)

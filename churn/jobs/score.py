@@ -1,28 +1,43 @@
-"""The score job: a registered model scores CSV data on the cluster. Wiring only."""
+"""The score job: a registered model scores CSV data on the cluster. Wiring only.
+
+Rows are checked with the rules logged with the model (:mod:`churn.tracking.model_rules`): the
+preflight reads them from the model's MLmodel file (none of its code runs) before the cluster
+starts, and the run takes them from the model it loads.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import mlflow
 from distributed import Client
 
 from churn.config import ScoreSpec
 from churn.data.ingest import check_headers, check_output_folder
+from churn.data.publish import remove_abandoned
 from churn.modeling.batch import ModelRef, ScoreResult, score
+from churn.tracking.model_rules import logged_rules, with_model_table
 from churn.tracking.registry import load_churn_model
 from churn.tracking.store import check_store, resolve_uri
 
 
 def preflight(spec: ScoreSpec) -> str:
-    """Source files and headers (label optional), output folder and tracking store; returns the URI."""
-    check_headers(spec.data.paths(), spec.table, spec.data.encoding, require_label=False)
+    """Source files, output folder, tracking store, the job's schema against the model's rules and
+    the files' headers (label optional); returns the URI."""
+    paths = spec.data.paths()
     check_output_folder(spec)
     uri = resolve_uri(spec.tracking)
     check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    spec = with_model_table(spec, logged_rules(spec.model_uri))
+    check_headers(paths, spec.table, spec.data.encoding, require_label=False)
     return uri
 
 
 def run(spec: ScoreSpec, client: Client) -> ScoreResult:
-    """Load the model once in the driver, then score every block on the workers."""
+    """Load the model once in the driver, then score every block on the workers with its rules."""
+    remove_abandoned(Path(spec.data.output))  # .staging-scores-* folders of killed score drivers, as ingest does
     mlflow.set_tracking_uri(resolve_uri(spec.tracking))
     model = load_churn_model(spec.model_uri)
+    spec = with_model_table(spec, model.rules)
     return score(spec, client, model.pipeline, ModelRef(spec.model_uri, model.name, model.version, model.threshold))

@@ -1,8 +1,9 @@
 """Batch scoring on the cluster: the ingest's blocks and rules, then the model, block by block.
 
-Each block is parsed and checked with the table's schema (the label may be absent), rows that
-break it are quarantined with their reasons as in ingest, and the rest are scored by the model,
-which is sent to every worker once. Output: a Parquet dataset of id, probability, decision,
+Each block is parsed and checked with the table's schema (the rules logged with the model; the
+label may be absent), rows that break it are quarantined with their reasons as in ingest (more
+than ``data.max_bad_fraction`` of them fail the job, nothing published), and the rest are
+scored by the model, which is sent to every worker once. Output: a Parquet dataset of id, probability, decision,
 model name and version and the scoring time, plus its quarantine and a manifest whose counts
 must reconcile (lines = rows read + newlines in quoted fields; read = scored + quarantined).
 """
@@ -26,6 +27,7 @@ from distributed import Client
 from churn.clusters.scatter import scatter
 from churn.config import ScoreSpec
 from churn.data.blocks import Block, read_block_rows
+from churn.data.budget import check_bad_rows
 from churn.data.ingest import balanced_blocksize, check_headers, rejected_rows, scan_blocks
 from churn.data.manifest import IngestError
 from churn.data.parse import count_lines, parse_block
@@ -139,6 +141,7 @@ def score(spec: ScoreSpec, client: Client, model: Any, ref: ModelRef) -> ScoreRe
         for r in results:
             for k, v in r.reasons.items():
                 reasons[k] = reasons.get(k, 0) + v
+        check_bad_rows("score", read, written["quarantine"], reasons, spec.data.max_bad_fraction)  # nothing published
         result = ScoreResult(root=out_root, rows_read=read, rows_scored=written["data"],
                              rows_quarantined=written["quarantine"], reasons=dict(sorted(reasons.items())),
                              seconds=round(time.perf_counter() - t0, 3))

@@ -3,11 +3,13 @@
 Both run one task per partition (or CSV block) and merge the small profiles in the driver;
 the data never leaves the workers. A batch is parsed and checked with the table's rules as in
 ingest and batch scoring (label optional), and scored by the registered model, sent to each
-worker once.
+worker once; its quarantined rows are counted by reason and column (drift that profiling the
+clean rows cannot show: an unseen level never reaches the profile).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,7 @@ class BatchProfile:
     rows_profiled: int = 0
     rows_quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    by_column: dict[str, int] = field(default_factory=dict)  # rows per "reason:column" (a drift signal)
 
 
 def edges_for(sample: pd.DataFrame, schema: TableSchema) -> dict[str, list[float]]:
@@ -59,9 +62,16 @@ def reference_profile(train_ddf: Any, sample: pd.DataFrame, oof: np.ndarray, y: 
     return profile
 
 
+def column_reasons(cells: list[str | None]) -> Counter[str]:
+    """Rows per ``reason:column`` (the reason alone for a line that never became fields); a row
+    with two reasons counts under both. :func:`churn.data.validate.reason_counts` drops the column."""
+    return Counter(r for cell in cells if cell for r in set(cell.split(";")))
+
+
 def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, edges: dict[str, list[float]]
-                  ) -> tuple[Profile, int, int, dict[str, int]]:
-    """Parse, check, score and profile one CSV block: (profile, rows read, quarantined, reasons)."""
+                  ) -> tuple[Profile, int, int, dict[str, int], dict[str, int]]:
+    """Parse, check, score and profile one CSV block: (profile, rows read, quarantined, reasons,
+    rows per reason and column)."""
     data, first_line = read_block_rows(block)
     parsed = parse_block(data, list(block.header), first_line, schema, block.path, encoding,
                          lines=count_lines(data), require_label=False)
@@ -73,9 +83,9 @@ def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, 
     scores = model.predict_proba(frame)[:, 1] if len(frame) else np.zeros(0)
     profile.update(profile_scores(scores, keys, labels if np.isfinite(labels).any() else None))
     quarantined = sum(t.num_rows for t in parsed.quarantine) + len(parsed.rejected)
-    reasons = reason_counts([r for t in parsed.quarantine for r in t.column("_reasons").to_pylist()]
-                            + [r for _, r, _ in parsed.rejected])
-    return profile, parsed.records, quarantined, dict(reasons)
+    cells = ([r for t in parsed.quarantine for r in t.column("_reasons").to_pylist()]
+             + [r for _, r, _ in parsed.rejected])
+    return profile, parsed.records, quarantined, dict(reason_counts(cells)), dict(column_reasons(cells))
 
 
 def profile_batch(blocks: list[Block], schema: TableSchema, encoding: str, model: Any, reference: Profile,
@@ -85,10 +95,10 @@ def profile_batch(blocks: list[Block], schema: TableSchema, encoding: str, model
     edges = {c: reference["numeric"][c]["edges"] for c in schema.numeric}  # the bins only, not the samples
     results = map_blocks(client, "monitor", profile_block, blocks, schema, encoding, model_f, edges)
     out = BatchProfile(merge_all([r[0] for r in results]))
-    for _, read, quarantined, reasons in results:
+    for _, read, quarantined, reasons, by_column in results:
         out.rows_read += read
         out.rows_quarantined += quarantined
-        for k, v in reasons.items():
-            out.reasons[k] = out.reasons.get(k, 0) + v
+        out.reasons = dict(Counter(out.reasons) + Counter(reasons))
+        out.by_column = dict(Counter(out.by_column) + Counter(by_column))
     out.rows_profiled = out.profile["rows"]
     return out

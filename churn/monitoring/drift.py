@@ -9,7 +9,11 @@
   reference's figures (out-of-fold predictions of the training rows).
 
 A feature is flagged when its PSI reaches ``psi`` (0.2 by default: "significant shift" in the
-usual reading; PSI does not grow with the batch size, unlike a test's p-value).
+usual reading; PSI does not grow with the batch size, unlike a test's p-value). Rows the
+table's rules quarantine (an unseen level, an out-of-range number) never reach a profile: their
+counts per reason and column are compared with ``quarantined`` (a share of the rows read). A
+batch with fewer clean rows than the ``churn.monitor.min-rows`` setting gets a note ("no rows to
+compare", "N rows: too few to compare, need M") instead of a drift verdict.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Thresholds:
     prediction_psi: float | None = 0.2
     roc_auc_drop: float | None = 0.05
     brier_rise: float | None = 0.03
+    quarantined: float | None = 0.01  # rows quarantined for one reason in one column, share of rows read
 
 
 @dataclass
@@ -58,6 +63,9 @@ class DriftResult:
     performance: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> {reference, batch}
     calibration: dict[str, list[float]] = field(default_factory=dict)  # batch: mean score, churn rate per bin
     alerts: list[str] = field(default_factory=list)
+    rows_read: int = 0  # batch rows read, profiled or quarantined
+    quarantined: dict[str, int] = field(default_factory=dict)  # batch rows per "reason:column"
+    note: str | None = None  # why the batch was not compared with the reference (too few rows)
 
     @property
     def drifted(self) -> list[str]:
@@ -123,8 +131,42 @@ def performance(labelled: dict[str, Any]) -> dict[str, float]:
             "rows": float(labelled["rows"])}
 
 
-def compare(reference: Profile, batch: Profile, limits: Thresholds) -> DriftResult:
-    """Every feature's drift, the prediction drift and (with labels) the performance change."""
+def too_few(rows: int, min_rows: int) -> str | None:
+    """Why a batch of ``rows`` clean rows is not compared with the reference, or None."""
+    if rows == 0:
+        return "no rows to compare"
+    return f"{rows} rows: too few to compare, need {min_rows}" if rows < min_rows else None
+
+
+def quarantine_alerts(result: DriftResult, limits: Thresholds) -> None:
+    """Alerts for each reason and column whose quarantined rows reach ``limits.quarantined`` of the
+    rows read: rows the rules refuse (an unseen level, an out-of-range number) never reach the
+    profile, so this is the drift signal for them."""
+    if limits.quarantined is None or not result.rows_read:
+        return
+    for key, n in sorted(result.quarantined.items(), key=lambda kv: -kv[1]):
+        if n / result.rows_read >= limits.quarantined:
+            result.alerts.append(f"quarantine: {key} in {n:,} of {result.rows_read:,} rows read "
+                                 f"({n / result.rows_read:.1%}) >= {limits.quarantined:.1%}")
+
+
+def compare(reference: Profile, batch: Profile, limits: Thresholds, *, rows_read: int | None = None,
+            quarantined: dict[str, int] | None = None, min_rows: int = 1) -> DriftResult:
+    """Every feature's drift, the prediction drift and (with labels) the performance change; with
+    the batch's quarantine counts, their alerts. A batch of fewer than ``min_rows`` clean rows is
+    not compared: the result carries a note instead of a drift verdict."""
+    note = too_few(batch["rows"], min_rows)
+    if note is not None:
+        result = DriftResult(reference["rows"], batch["rows"], [], None, note=note)
+    else:
+        result = _compare(reference, batch, limits)
+    result.rows_read = batch["rows"] if rows_read is None else rows_read
+    result.quarantined = dict(quarantined or {})
+    quarantine_alerts(result, limits)
+    return result
+
+
+def _compare(reference: Profile, batch: Profile, limits: Thresholds) -> DriftResult:
     features = [_numeric(c, reference["numeric"][c], batch["numeric"][c]) for c in reference["numeric"]]
     features += [_categorical(c, reference["categorical"][c], batch["categorical"][c])
                  for c in reference["categorical"]]

@@ -58,8 +58,26 @@ def _calibration(result: DriftResult) -> Figure:
     return fig
 
 
-def render(result: DriftResult, title: str, model: str, batch: str, created: str) -> str:
-    """The report as one HTML string."""
+def _quarantine(result: DriftResult, limit: float | None) -> str:
+    """The batch rows the model's rules quarantined, by reason and column (flagged at ``limit``)."""
+    if not result.quarantined:
+        return f"<h2>Quarantined rows</h2><p>none of the {result.rows_read:,} rows read</p>"
+    read = max(result.rows_read, 1)
+    rows = []
+    for key, n in sorted(result.quarantined.items(), key=lambda kv: -kv[1]):
+        reason, _, column = key.partition(":")
+        flag = "flag" if limit is not None and n / read >= limit else ""
+        rows.append(f"<tr class='{flag}'><td>{html.escape(reason)}</td><td>{html.escape(column or '-')}</td>"
+                    f"<td>{n:,}</td><td>{n / read:.2%}</td></tr>")
+    shown = "off" if limit is None else f"{limit:.1%}"
+    return (f"<h2>Quarantined rows (the model's rules; flagged at {shown} of the {result.rows_read:,} rows "
+            "read)</h2><table><tr><th>reason</th><th>column</th><th>rows</th><th>share</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def render(result: DriftResult, title: str, model: str, batch: str, created: str,
+           limits_quarantined: float | None = None) -> str:
+    """The report as one HTML string (``limits_quarantined``: the quarantine threshold, to flag rows)."""
     esc = html.escape
     status = (f'<span class="bad">{len(result.alerts)} alert(s)</span>' if result.alerts
               else '<span class="ok">no threshold crossed</span>')
@@ -70,6 +88,10 @@ def render(result: DriftResult, title: str, model: str, batch: str, created: str
              f"<h2>Status: {status}</h2>"]
     if result.alerts:
         parts.append("<ul class='alerts'>" + "".join(f"<li>{esc(a)}</li>" for a in result.alerts) + "</ul>")
+    parts.append(_quarantine(result, limits_quarantined))
+    if result.note:  # no drift verdict: nothing below applies
+        parts.append(f"<h2>Not compared with the reference</h2><p class='bad'>{esc(result.note)}</p></body></html>")
+        return "\n".join(parts)
     if result.prediction is not None:
         p = result.prediction
         parts.append(f"<h2>Prediction drift</h2><p>score PSI {p.psi:.3f}, KS {p.statistic:.3f} "

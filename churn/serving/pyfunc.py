@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from churn.serving.rules import row_problems
+from churn.serving.rules import rule_breaks
 from churn.serving.trusted import load_pipeline
 
 
@@ -42,9 +42,10 @@ class ChurnModel(PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Scores for rows that pass the table's rules; any row ingest would quarantine makes the
-        whole request an error naming it (HTTP 400 from MLflow's scoring server)."""
-        problems = row_problems(model_input, self.rules)
+        whole request an error naming it (HTTP 400 from MLflow's scoring server, whose JSON body
+        carries the problems as ``problems``: row, column, value, rule)."""
+        problems = rule_breaks(model_input, self.rules)
         if problems:
-            raise MlflowException("rows break the table's rules: " + "; ".join(problems),
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException("rows break the table's rules: " + "; ".join(map(str, problems)),
+                                  error_code=INVALID_PARAMETER_VALUE, problems=[p.as_json() for p in problems])
         return predict_frame(self.pipeline, model_input, self.threshold)

@@ -7,6 +7,8 @@ job spec nor pydantic; they are the same rules ingest applies (``churn.data.vali
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -77,44 +79,85 @@ def number_cells(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return pd.to_numeric(pd.Series(text), errors="coerce").to_numpy(dtype=float, na_value=np.nan), blank
 
 
-def row_problems(rows: pd.DataFrame, rules: dict[str, Any]) -> list[str]:
+@dataclass(frozen=True)
+class Problem:
+    """One rule a row breaks: the row's position, the column, the value as sent and the rule,
+    named with ingest's reason code (``blank_value``, ``not_a_number``, ``not_an_integer``,
+    ``out_of_range``, ``unknown_category``; ``missing_column`` for a column not sent at all)."""
+
+    row: int | None
+    column: str
+    value: Any
+    rule: str
+    what: str  # the rule in words: "is below the minimum 0"
+
+    def __str__(self) -> str:
+        if self.row is None:
+            return f"missing column(s): {self.column}"
+        return f"row {self.row}: {self.column}={self.value!r} {self.what}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The problem as plain JSON: a non-finite number as its text (``inf``, ``nan``), which
+        strict JSON cannot hold."""
+        value = self.value
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        elif not isinstance(value, (str, int, float, bool)) and value is not None:
+            value = str(value)
+        return {"row": self.row, "column": self.column, "value": value, "rule": self.rule, "message": str(self)}
+
+
+def rule_breaks(rows: pd.DataFrame, rules: dict[str, Any]) -> list[Problem]:
     """What is wrong with ``rows`` under ``rules`` (``{"numeric": {...}, "categorical": {...}}``):
-    one line per problem, naming the row, the column and the value; empty when all rows pass."""
-    problems: list[str] = []
+    up to :data:`MAX_SHOWN` problems, each naming the row, the column, the value and the rule;
+    empty when all rows pass.
+
+    A numeric cell must be a finite number or number-like text, as in ingest: a boolean,
+    ``inf``, ``NaN`` text (a blank is a missing cell, not ``NaN``) and, in an integer column, a
+    fraction are refused; ``3``, ``3.0`` and ``"3"`` are the integer 3.
+    """
+    problems: list[Problem] = []
     numeric, categorical = rules.get("numeric", {}), rules.get("categorical", {})
     missing = [c for c in [*numeric, *categorical] if c not in rows.columns]
     if missing:
-        return [f"missing column(s): {', '.join(missing)}"]
+        return [Problem(None, ", ".join(missing), None, "missing_column", "is missing")]
 
-    def report(mask: np.ndarray, col: str, what: str) -> None:
+    def report(mask: np.ndarray, col: str, rule: str, what: str) -> None:
         for i in np.flatnonzero(mask)[:MAX_SHOWN - len(problems)]:
             value = rows[col].iloc[i]
             if value is None or (not isinstance(value, str) and pd.isna(value)):
                 value = None  # NaN, None, pd.NA: one spelling for a missing cell
             elif hasattr(value, "item"):
                 value = value.item()  # a numpy scalar, shown as the plain number
-            problems.append(f"row {i}: {col}={value!r} {what}")
+            problems.append(Problem(int(i), col, value, rule, what))
 
     for col, rule in numeric.items():
         values, blank = number_cells(rows[col])
         if not rule.get("nullable"):
-            report(blank, col, "is blank")
-        report(np.isnan(values) & ~blank, col, "is not a number")
-        finite = ~np.isnan(values)
+            report(blank, col, "blank_value", "is blank")
+        report(np.isnan(values) & ~blank, col, "not_a_number", "is not a number")
+        report(np.isinf(values), col, "not_a_number", "is not a finite number")
+        finite = np.isfinite(values)
         if rule.get("integer"):
-            report(finite & (values != np.round(values)), col, "is not an integer")
+            report(finite & (values != np.round(values)), col, "not_an_integer", "is not an integer")
         low, high = rule.get("min"), rule.get("max")
         if low is not None:
-            report(finite & (values < low), col, f"is below the minimum {low:g}")
+            report(finite & (values < low), col, "out_of_range", f"is below the minimum {low:g}")
         if high is not None:
-            report(finite & (values > high), col, f"is above the maximum {high:g}")
+            report(finite & (values > high), col, "out_of_range", f"is above the maximum {high:g}")
     for col, rule in categorical.items():
         text = text_cells(rows[col])
         blank = pd.isna(text)
         if not rule.get("nullable"):
-            report(blank, col, "is blank")
+            report(blank, col, "blank_value", "is blank")
         levels = rule.get("values")
         if levels is not None:
             known = set(levels)
-            report(np.array([t not in known for t in text], dtype=bool) & ~blank, col, f"is not one of {levels}")
+            report(np.array([t not in known for t in text], dtype=bool) & ~blank, col, "unknown_category",
+                   f"is not one of {levels}")
     return problems[:MAX_SHOWN]
+
+
+def row_problems(rows: pd.DataFrame, rules: dict[str, Any]) -> list[str]:
+    """:func:`rule_breaks` as one line per problem, naming the row, the column and the value."""
+    return [str(p) for p in rule_breaks(rows, rules)]

@@ -20,12 +20,13 @@ def log_monitoring(spec: MonitorSpec, drift: DriftResult, batch: BatchProfile, f
     with mlflow.start_run(experiment_id=exp_id, run_name=f"monitor: {spec.name}") as run:
         mlflow.set_tags({"churn.kind": "monitor", "model_uri": spec.model_uri, "model_name": name or "",
                          "model_version": version or "", "alerts": len(drift.alerts),
-                         "drifted_features": ",".join(drift.drifted)})
+                         "drifted_features": ",".join(drift.drifted), "not_compared": drift.note or ""})
         mlflow.log_params({"source": spec.data.source[:500],
                            **{f"threshold_{k}": v for k, v in spec.thresholds.model_dump().items()}})
         metrics = {"rows_read": batch.rows_read, "rows_profiled": batch.rows_profiled,
                    "rows_quarantined": batch.rows_quarantined, "alerts": len(drift.alerts), "seconds": seconds,
-                   **{f"psi_{f.feature}": f.psi for f in drift.features}}
+                   **{f"psi_{f.feature}": f.psi for f in drift.features},
+                   **{f"quarantined_{k.replace(':', '_')}": n for k, n in drift.quarantined.items()}}
         if drift.prediction is not None:
             metrics.update(prediction_psi=drift.prediction.psi, prediction_ks=drift.prediction.statistic)
         metrics.update({f"batch_{k}": v["batch"] for k, v in drift.performance.items()})

@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import churn.serving
 from churn.config import ConfigError, TableSchema
 from churn.serving.pyfunc import predict_frame
 from churn.serving.trusted import dump_pipeline
+from churn.tracking.verify import record_digests, verified_model
 
 MODEL_CODE = Path(churn.serving.__file__).parent / "model_code.py"  # MLflow models-from-code file
 PACKAGE_DIR = Path(churn.serving.__file__).parents[1]
@@ -70,20 +71,26 @@ def requirements() -> list[str]:
 
 
 def serving_rules(schema: TableSchema) -> dict[str, Any]:
-    """The table's validation rules as plain JSON for the served model (no pydantic there)."""
+    """The table's validation rules as plain JSON for the served model (no pydantic there), with
+    the rest of the table (id, label and its values, ignored columns): score and monitor jobs
+    check their rows with these rules (:mod:`churn.tracking.model_rules`)."""
     return {"numeric": {c: r.model_dump() for c, r in schema.numeric.items()},
-            "categorical": {c: r.model_dump() for c, r in schema.categorical.items()}}
+            "categorical": {c: r.model_dump() for c, r in schema.categorical.items()},
+            "id": schema.id, "label": schema.label, "positive": schema.positive, "negative": schema.negative,
+            "ignore": list(schema.ignore)}
 
 
 def signature_for(inferred: ModelSignature, schema: TableSchema) -> ModelSignature:
-    """The inferred signature, with nullable integer columns of any type.
+    """The inferred signature, with every numeric column of any type.
 
-    MLflow refuses int64 for a ``double`` column ("Can not safely convert int64 to float64"), and
-    a ``long`` column cannot hold a blank; callers naturally send integers, and blanks are
-    allowed. The served model checks those values with the table's rules itself.
+    MLflow's typed columns cast silently before the model sees a row: ``long`` turns ``1.9``
+    into 1, ``-0.5`` into 0 and ``true`` into 1; ``double`` turns ``true`` into 1.0 and the
+    text ``"nan"`` into a blank. It also refuses int64 for a ``double`` column, and a ``long``
+    column cannot hold a blank. Untyped, the values reach the served model as sent, and it
+    checks them with the table's rules (:func:`churn.serving.rules.rule_breaks`).
     """
-    loose = {c for c, rule in schema.numeric.items() if rule.integer and rule.nullable}
-    cols = [ColSpec(AnyType(), c.name, required=c.required) if c.name in loose else c for c in inferred.inputs.inputs]
+    raw = set(schema.numeric)
+    cols = [ColSpec(AnyType(), c.name, required=c.required) if c.name in raw else c for c in inferred.inputs.inputs]
     return ModelSignature(Schema(cols), inferred.outputs)
 
 
@@ -102,7 +109,7 @@ def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*integer column.*")
             signature = signature_for(infer_signature(example, output), schema)
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
             model_config={"threshold": float(threshold), "rules": serving_rules(schema)},
@@ -113,6 +120,8 @@ def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered
             pip_requirements=requirements(),
             code_paths=[str(serving_code(Path(tmp)))],
         )
+    record_digests(registered_name, str(info.registered_model_version))  # checked before every load
+    return info
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:
@@ -172,6 +181,7 @@ class LoadedModel:
     name: str | None
     version: str | None
     reference_profile: str | None  # local path of the training profile, when the model has one
+    rules: dict[str, Any] = field(default_factory=dict)  # the table's rules logged with the model
 
     def reference(self) -> dict[str, Any]:
         """The training profile stored with the model version (for monitoring)."""
@@ -182,17 +192,10 @@ class LoadedModel:
 
 
 def load_churn_model(model_uri: str) -> LoadedModel:
-    """Load a logged churn model once in the driver, through MLflow (so the trusted-type check
-    runs); a ``models:/name@alias`` or ``models:/name/version`` URI names its version."""
-    churn_model = _load(model_uri).unwrap_python_model()
-    name = version = None
-    if model_uri.startswith("models:/"):
-        ref = model_uri.removeprefix("models:/")
-        client = mlflow.MlflowClient()
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias).version
-        else:
-            name, _, version = ref.partition("/")
-    return LoadedModel(churn_model.pipeline, float(churn_model.threshold), name, version and str(version),
-                       churn_model.reference_profile)
+    """Load a registered churn model (``models:/name@alias`` or ``models:/name/version``) once in
+    the driver: its files checked against the registry's digests, then loaded from that checked
+    copy through MLflow (so the trusted-type check runs)."""
+    checked = verified_model(model_uri)  # the files the registry recorded, before any of their code runs
+    churn_model = _load(str(checked.path)).unwrap_python_model()
+    return LoadedModel(churn_model.pipeline, float(churn_model.threshold), checked.name, checked.version,
+                       churn_model.reference_profile, churn_model.rules)

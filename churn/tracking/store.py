@@ -26,8 +26,45 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used."""
 
 
+# setting -> MLflow's environment variable (mlflow/environment_variables.py, read at each request),
+# with the range MLflow accepts (its _MLFLOW_HTTP_REQUEST_MAX_*_LIMIT caps)
+REQUEST_LIMITS = {"request-timeout": ("MLFLOW_HTTP_REQUEST_TIMEOUT", 1, 3600),
+                  "max-retries": ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 0, 10),
+                  "backoff-factor": ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 0, 120)}
+
+
+def request_limits() -> dict[str, int]:
+    """MLflow's HTTP limits from the ``churn.tracking`` settings, as its environment variables take
+    them (whole numbers; the timeout in seconds). A stalled server fails one call after at most
+    ``(max-retries + 1) x request-timeout`` plus the waits between the retries (urllib3's: 0,
+    then 2, 4, ... x backoff-factor seconds, plus up to 1 s of MLflow's jitter each)."""
+    out = {}
+    for key, (env, low, high) in REQUEST_LIMITS.items():
+        value = setting(f"tracking.{key}")
+        try:
+            number = parse_timedelta(value) if key == "request-timeout" else value
+        except (TypeError, ValueError, KeyError):  # KeyError: dask's "invalid time unit"
+            number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not low <= number <= high:
+            raise ConfigError(f"churn.tracking.{key}={value!r}: expected a whole number of "
+                              f"{'seconds ' if key == 'request-timeout' else ''}from {low} to {high}")
+        out[env] = round(number)
+    return out
+
+
+def limit_requests() -> None:
+    """Bound every MLflow HTTP request of this process by the settings (:func:`request_limits`):
+    MLflow's defaults (120 s, 7 retries, backoff 2) hold a job and its cluster for about 20
+    minutes per call to a server that answers ``/health`` but stalls on its API."""
+    os.environ.update({env: str(value) for env, value in request_limits().items()})
+
+
 def resolve_uri(spec: TrackingSpec) -> str:
-    """Job spec URI, else ``MLFLOW_TRACKING_URI``, else a SQLite store in the current directory."""
+    """Job spec URI, else ``MLFLOW_TRACKING_URI``, else a SQLite store in the current directory.
+
+    Every command finds its store here first, so MLflow's HTTP requests are bounded here too
+    (:func:`limit_requests`)."""
+    limit_requests()
     if spec.uri:
         return spec.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):

@@ -16,7 +16,6 @@ import dask.config
 import pytest
 import yaml
 from distributed import Client
-from distributed.security import Security
 
 from churn.clusters import ClusterError, render
 from churn.clusters.extras import require
@@ -91,6 +90,59 @@ def test_kubernetes_renders_the_daskcluster_manifest():
     assert manifest["spec"]["scheduler"]["spec"]["containers"][0]["image"] == "ghcr.io/example/churn:0.2.0"
 
 
+def test_slurm_with_tls_renders_tls_workers(tls_files):
+    """A tls section: each worker job reaches the scheduler by tls://, listens on tls:// and takes
+    the spec's CA, certificate and key files on its command line; nothing plain tcp:// is left."""
+    spec = SlurmSpec.model_validate({**yaml.safe_load((CLUSTER / "slurm.yaml").read_text()), "tls": tls_files})
+    text = render(spec)
+    worker = shlex.split(text.splitlines()[-1])
+    assert worker[3] == "tls://SCHEDULER:8786"
+    options = dict(zip(worker[4:], worker[5:], strict=False))
+    assert options["--protocol"] == "tls://"
+    assert (options["--tls-ca-file"], options["--tls-cert"], options["--tls-key"]) == (
+        tls_files["ca_file"], tls_files["cert"], tls_files["key"])
+    assert "tcp://" not in text
+
+
+def test_kubernetes_with_tls_mounts_the_secret(tls_files):
+    """A tls section: scheduler and worker pods mount the Secret, listen on tls:// with its files,
+    require encryption, and the workers find the scheduler by tls://; the driver's address is tls://."""
+    data = {**yaml.safe_load((CLUSTER / "kubernetes.yaml").read_text()), "tls": {**tls_files, "secret": "churn-tls"}}
+    text = render(KubernetesSpec.model_validate(data))
+    assert "tcp://" not in text
+    assert text.startswith("# the driver connects to tls://churn-scheduler.data-science:8786")
+    manifest = yaml.safe_load(text)
+    for role, command in (("scheduler", "dask-scheduler"), ("worker", "dask-worker")):
+        pod = manifest["spec"][role]["spec"]
+        assert pod["volumes"] == [{"name": "churn-tls", "secret": {"secretName": "churn-tls"}}]
+        [container] = pod["containers"]
+        assert container["volumeMounts"] == [{"name": "churn-tls", "mountPath": "/etc/dask/tls", "readOnly": True}]
+        args = container["args"]
+        assert args[0] == command
+        options = dict(zip(args, args[1:], strict=False))
+        assert options["--protocol"] == "tls"
+        assert (options["--tls-ca-file"], options["--tls-cert"], options["--tls-key"]) == (
+            "/etc/dask/tls/ca.crt", "/etc/dask/tls/tls.crt", "/etc/dask/tls/tls.key")
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+    worker_env = {e["name"]: e["value"] for e in manifest["spec"]["worker"]["spec"]["containers"][0]["env"]}
+    assert worker_env["DASK_SCHEDULER_ADDRESS"] == "tls://churn-scheduler:8786"
+
+
+def test_kubernetes_tls_errors_are_named(tmp_path, tls_files):
+    """A tls section without its Secret, a tcp:// scheduler address with TLS, or a scheduler
+    address without TLS: one ConfigError each, naming the key."""
+    base = yaml.safe_load((CLUSTER / "kubernetes.yaml").read_text())
+    spec = tmp_path / "k.yaml"
+    for extra, message in (({"tls": tls_files}, r"kubernetes\.tls\.secret"),
+                           ({"tls": {**tls_files, "secret": "s"}, "scheduler_address": "tcp://10.0.0.1:8786"},
+                            "scheduler_address must be tls://"),
+                           ({"scheduler_address": "tls://10.0.0.1:8786"}, "scheduler_address is for a tls section")):
+        spec.write_text(yaml.safe_dump({**base, **extra}))
+        with pytest.raises(ConfigError, match=message):
+            load_cluster(spec)
+
+
 def test_ssh_renders_one_command_per_host():
     """The SSH spec becomes the scheduler's command on the first host and a worker command on each other."""
     text = render(load_cluster(CLUSTER / "ssh.yaml"))
@@ -123,19 +175,12 @@ def start_environ(name: str):  # noqa: ANN201
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
-def test_rendered_ssh_commands_start_a_working_cluster(tmp_path, tls):
+def test_rendered_ssh_commands_start_a_working_cluster(tls_files, tls):
     """The rendered commands, run here instead of over ssh (hosts 127.0.0.1) with the dask config
     SSHCluster would pass on, start a scheduler and the workers the spec asks for, which compute;
     with a tls section, over TLS only."""
     port = _free_port()
-    tls_spec = None
-    if tls:
-        temp = Security.temporary()
-        files = {}
-        for name, pem in (("ca_file", temp.tls_ca_file), ("cert", temp.tls_client_cert), ("key", temp.tls_client_key)):
-            (tmp_path / f"{name}.pem").write_text(pem)
-            files[name] = str(tmp_path / f"{name}.pem")
-        tls_spec = TLSSpec(**files)
+    tls_spec = TLSSpec(**tls_files) if tls else None
     # what SSHCluster puts before each command: this process's dask config, as open_client sets it
     with dask.config.set({**(tls_config(tls_spec) if tls_spec else {}), **nanny_config()}):
         env = {**os.environ, "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(dask.config.global_config)}

@@ -7,7 +7,10 @@ import hashlib
 import numpy as np
 import pytest
 
+from churn.config import load_job
 from churn.data.blocks import Block, read_block_bytes, scan_file
+from churn.data.ingest import SchemaDriftError, check_headers
+from tests.conftest import ROOT, TELCO
 
 
 def _blocks(path, scan) -> list[Block]:
@@ -81,3 +84,29 @@ def test_a_stray_quote_does_not_swallow_the_rest_of_the_file(tmp_path):
     scan = scan_file(str(path), 4096, max_record=2048)
     sizes = np.diff([*scan.offsets, scan.size])
     assert len(scan.offsets) > 10 and sizes.max() < 4096 + 2048 + 100
+
+
+def test_a_header_churn_cannot_read_is_one_line_before_any_work(tmp_path):
+    """A column named twice, or lines ended by a lone CR (old Mac files): one message naming the
+    file and the cause, from the header check that runs before the cluster starts."""
+    job = load_job(ROOT / "jobs" / "ingest.yaml")
+    lines = TELCO.read_bytes().split(b"\n")[:20]
+    twice = tmp_path / "twice.csv"
+    twice.write_bytes(b"\n".join([lines[0] + b",gender"] + [line + b",Male" for line in lines[1:]]) + b"\n")
+    cr_only = tmp_path / "cr.csv"
+    cr_only.write_bytes(b"\r".join(lines) + b"\r")
+    for path, cause in ((twice, "the header names column(s) 'gender' more than once"),
+                        (cr_only, "the header line holds a lone carriage return (CR)")):
+        with pytest.raises(SchemaDriftError, match="nothing was read") as info:
+            check_headers([str(path)], job.table)
+        assert f"{path}: {cause}" in str(info.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32-le", "cp037"])
+def test_an_encoding_that_is_not_ascii_compatible_is_refused_at_load(encoding):
+    """Blocks and lines are cut at newline bytes: UTF-16, UTF-32 or EBCDIC sources are refused when
+    the job is loaded, with the way out named; latin-1 and utf-8-sig load."""
+    with pytest.raises(ValueError, match=f"encoding '{encoding}' is not supported.*iconv"):
+        load_job(ROOT / "jobs" / "ingest.yaml", [f"data.encoding={encoding}"])
+    for fine in ("latin-1", "utf-8-sig", "cp1252"):
+        assert load_job(ROOT / "jobs" / "ingest.yaml", [f"data.encoding={fine}"]).data.encoding == fine

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from distributed import get_task_stream
 
+import churn.data.ingest as ingest_module
+from churn.data.dedup import find_duplicates
 from churn.data.generate import generate
 from churn.data.ingest import SchemaDriftError, ingest
 from churn.data.manifest import IngestError
@@ -34,22 +37,58 @@ def test_telco_ingest_reconciles_and_keeps_blanks(client, tmp_path):
         "16320c9c1ec72448db59aa0a26a0b95401046bef5d02fd3aeb906448e3055e91")
 
 
-def test_duplicate_ids_are_removed_first_kept(client, tmp_path):
-    """A repeated customerID is removed; the first occurrence (by file and line) stays."""
+def test_duplicate_ids_are_removed_first_kept_and_conflicting_labels_quarantined(client, tmp_path):
+    """An id repeated with other values and the same label is removed, and the first occurrence (by file and
+    line) stays with its own values; an id repeated with the other label is no duplicate: both its rows are
+    quarantined as conflicting_label, with their lines and values. The counts, measured on the files, add up."""
     lines = TELCO.read_text().splitlines(keepends=True)
-    dup = lines[5].replace(",No\n", ",Yes\n") if lines[5].endswith(",No\n") else lines[5]
+    first, other = lines[5].split(","), lines[7].split(",")
+    later = [*first[:5], str(int(first[5]) + 30), *first[6:18], "20.05", *first[19:]]  # same id and label
+    flipped = lines[7].replace(",No\n", ",Yes\n")
+    assert flipped != lines[7] and first[-1] == later[-1] == "Yes\n"
     src = tmp_path / "dups.csv"
-    src.write_text(lines[0] + "".join(lines[1:300]) + dup + lines[7])
+    src.write_text(lines[0] + "".join(lines[1:300]) + ",".join(later) + flipped)
     ds = ingest(job_spec(tmp_path, src, "data.blocksize=4096"), client)
     man = ds.manifest
-    assert man.partitions > 5  # small blocks: the duplicates sit in other partitions
-    assert man.rows_read == 301
-    assert man.duplicates_removed == 2
-    assert man.rows_kept == 299
-    data = pd.read_parquet(ds.data_path)
-    assert data["customerID"].is_unique
-    first = lines[5].split(",")[0]
-    assert data.loc[data["customerID"] == first, "_label"].item() == int(lines[5].rstrip().endswith("Yes"))
+    assert man.partitions > 5  # small blocks: the repeats sit in other partitions
+    assert (man.rows_read, man.rows_kept, man.rows_quarantined, man.duplicates_removed) == (301, 298, 2, 1)
+    assert man.quarantined_by_reason == {"conflicting_label": 2} and man.kept_distinct_ids == 298
+    data = pd.read_parquet(ds.data_path).set_index("customerID")
+    assert data.index.is_unique and other[0] not in data.index
+    assert (data.loc[first[0], "tenure"], data.loc[first[0], "MonthlyCharges"]) == (2, 70.7)  # line 6's values
+    quarantine = pd.read_parquet(ds.quarantine_path)
+    assert quarantine["_line"].tolist() == [8, 302]
+    assert (quarantine["customerID"] == other[0]).all() and (quarantine["_reasons"] == "conflicting_label").all()
+    assert quarantine["Churn"].tolist() == ["No", "Yes"]
+    values = quarantine[["tenure", "MonthlyCharges", "Contract"]].values.tolist()
+    assert values == [["22", "89.1", "Month-to-month"]] * 2
+
+
+def _keep_every_repeat(staging, blocks, lo, hi, id_column):
+    """The duplicate check, wrong: it names no repeat (runs on the workers, in place of find_duplicates)."""
+    return {}, find_duplicates(staging, blocks, lo, hi, id_column)[1]
+
+
+def _drop_a_loner(staging, blocks, lo, hi, id_column):
+    """The duplicate check, wrong: it also names the first row of the first block, an id seen once."""
+    repeats, conflicts = find_duplicates(staging, blocks, lo, hi, id_column)
+    if lo == 0:
+        repeats[blocks[0]] = np.union1d(repeats.get(blocks[0], np.zeros(0, np.int64)), [0]).astype(np.int64)
+    return repeats, conflicts
+
+
+@pytest.mark.parametrize("wrong, message", [(_keep_every_repeat, r"the 300 kept rows hold 299 distinct ids"),
+                                            (_drop_a_loner, r"the clean rows hold 299 distinct ids, but 298 are kept")])
+def test_a_wrongly_named_drop_fails_the_ingest(client, tmp_path, monkeypatch, wrong, message):
+    """The rows the duplicate check names are counted apart from it, on the files written: a check that keeps
+    a repeat, or drops an id seen once, fails the ingest and publishes nothing."""
+    lines = TELCO.read_text().splitlines(keepends=True)
+    src = tmp_path / "dups.csv"
+    src.write_text("".join(lines[:300]) + lines[9])
+    monkeypatch.setattr(ingest_module, "find_duplicates", wrong)
+    with pytest.raises(IngestError, match=f"duplicate count not confirmed: {message}.*nothing was published"):
+        ingest(job_spec(tmp_path, src, "data.blocksize=4096"), client)
+    assert not [p.name for p in (tmp_path / "datasets").iterdir()]
 
 
 def test_file_without_declared_columns_is_refused(client, tmp_path):

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+import churn.data.ingest as ingest_module
 from churn.data.blocks import scan_file
 from churn.data.dedup import stage_clean, write_partition
 from churn.data.generate import generate
@@ -28,11 +29,15 @@ from churn.data.ingest import (
     SchemaDriftError,
     check_headers,
     count_written,
+    dataset_key,
     ingest,
     ingest_block,
+    parse_options,
     plan_blocks,
+    resolve_blocksize,
 )
 from churn.data.manifest import IngestError, Manifest
+from churn.data.publish import release, remove_abandoned
 from tests.conftest import ROOT, TELCO, job_spec
 
 INGEST_JOB = ROOT / "jobs" / "ingest.yaml"
@@ -110,7 +115,8 @@ def _stage(tmp_path: Path, source: Path) -> tuple:
         (staging / sub).mkdir(parents=True)
     results = [ingest_block(b, job.table, str(staging), "utf-8", 64) for b in blocks]
     for r in results:
-        write_partition(str(staging), r.index, np.zeros(0, np.int64), job.table, r.rows_clean)
+        write_partition(str(staging), r.index, np.zeros(0, np.int64), np.zeros(0, np.int64), job.table, r.rows_clean,
+                        r.source)
     return job, scans, blocks, staging, results
 
 
@@ -172,9 +178,11 @@ def test_a_reused_dataset_meets_the_current_budget(client, tmp_path, dirty_sourc
 
 
 def test_force_replaces_without_the_name_ever_missing(client, tmp_path):
-    """While --force rebuilds, a reader polling the dataset always finds a manifest."""
+    """While --force rebuilds, a reader polling the dataset always finds a manifest; the files of the
+    version a job took stay while it holds it, and a later run's cleanup removes them once it lets go."""
     job = job_spec(tmp_path, TELCO)
     first = ingest(job, client)
+    taken = [f.resolve() for f in first.data_path.glob("*.parquet")]  # the files a running job reads
     misses, polls, stop = [], [0], threading.Event()
 
     def reader() -> None:
@@ -192,8 +200,50 @@ def test_force_replaces_without_the_name_ever_missing(client, tmp_path):
         thread.join()
     assert polls[0] > 100 and misses == []
     assert second.root == first.root and not second.reused
-    assert [p.name for p in (tmp_path / "datasets").iterdir() if not p.name.startswith(".")] == [first.root.name]
-    assert len([p for p in (tmp_path / "datasets").iterdir() if p.name.startswith(".dataset-")]) == 1
+    out = tmp_path / "datasets"
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == [first.root.name]
+    assert sum(pq.read_metadata(f).num_rows for f in taken) == 7043  # still whole under the job that took it
+    assert sorted(p for p in out.iterdir() if p.name.startswith(".dataset-")) == sorted([first.version,
+                                                                                      second.version])
+    release(first.version)
+    remove_abandoned(out)
+    assert [p for p in out.iterdir() if p.name.startswith(".dataset-")] == [second.version]
+    assert len(pd.read_parquet(second.data_path)) == 7043
+
+
+def test_a_source_rewritten_while_it_is_read_fails_the_ingest(client, tmp_path, monkeypatch):
+    """The file changes (same size) after the scan hashed it and before its blocks are read: one line naming
+    it, and nothing published."""
+    src = tmp_path / "telco.csv"
+    src.write_bytes(b"".join(TELCO.read_bytes().splitlines(keepends=True)[:300]))
+    scan = ingest_module.scan_blocks
+
+    def scan_then_rewrite(*args, **kwargs):
+        found = scan(*args, **kwargs)
+        time.sleep(0.05)  # past the file system's clock tick
+        src.write_bytes(src.read_bytes().replace(b"Female", b"Fema1e"))
+        return found
+
+    monkeypatch.setattr(ingest_module, "scan_blocks", scan_then_rewrite)
+    with pytest.raises(IngestError, match=rf"^{src}: changed while it was read .*nothing was published$"):
+        ingest(job_spec(tmp_path, src, "data.max_bad_fraction=1"), client)
+    assert not list((tmp_path / "datasets").glob("dataset-*"))
+
+
+def test_every_parse_option_is_in_the_dataset_key(tmp_path):
+    """Encoding, block size and the churn.ingest settings each change the dataset's name; another
+    spelling of one codec does not."""
+    scans = [scan_file(str(TELCO), 1 << 20)]
+
+    def key(*sets: str) -> str:
+        job = job_spec(tmp_path, TELCO, *sets)
+        return dataset_key(scans, job.table, parse_options(job, resolve_blocksize(job)))
+
+    base = key()
+    assert key("data.encoding=UTF8") == base
+    assert len({base, key("data.encoding=latin-1"), key("data.blocksize=1MiB"), key("data.blocksize=2MiB")}) == 4
+    with dask.config.set({"churn.ingest.dedup-buckets": 3}):
+        assert key() != base
 
 
 def test_concurrent_ingests_of_the_same_input_all_succeed(tmp_path):
@@ -241,13 +291,16 @@ def test_writing_a_partition_twice_drops_nothing_more(tmp_path):
     for sub in ("data", "keys"):
         (staging / sub).mkdir(parents=True)
     rows = pa.Table.from_pandas(pd.read_csv(TELCO).head(50).astype({"TotalCharges": str}), preserve_index=False)
+    rows = rows.append_column("_line", pa.array(range(2, 52), pa.int64()))
     stage_clean(rows, str(staging), 0)
     part = staging / "data" / "part-00000.parquet"
     drop = np.array([3, 10, 11])
-    assert write_partition(str(staging), 0, drop, schema, staged_rows=50) == 3
+    none = np.zeros(0, np.int64)
+    assert write_partition(str(staging), 0, drop, none, schema, staged_rows=50, source="x.csv") == (3, 0)
     once = pq.read_table(part)
     assert once.num_rows == 47 and "7795-CFOCW" not in once.column("customerID").to_pylist()
-    assert write_partition(str(staging), 0, drop, schema, staged_rows=50) == 3
+    assert "_line" not in once.column_names
+    assert write_partition(str(staging), 0, drop, none, schema, staged_rows=50, source="x.csv") == (3, 0)
     assert pq.read_table(part).equals(once)
     with pytest.raises(IngestError, match="50 rows where the block wrote 48"):
-        write_partition(str(staging), 0, drop, schema, staged_rows=48)
+        write_partition(str(staging), 0, drop, none, schema, staged_rows=48, source="x.csv")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dask.config
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -79,3 +81,85 @@ def test_quoted_newlines_keep_rows_whole_and_later_lines_right(tmp_path):
     [quarantine] = out.quarantine
     assert quarantine.column("_line").to_pylist() == [7]  # a4 sits on physical line 7
     assert out.records == 4 and out.embedded_newlines == 2
+
+
+def _set(body, index, column, value):
+    """A copy of ``body`` with field ``column`` (by position) of line ``index`` set to ``value``."""
+    body = list(body)
+    fields = body[index].split(b",")
+    fields[column] = value
+    body[index] = b",".join(fields)
+    return body
+
+
+@pytest.mark.parametrize("text_parse", [False, True], ids=["typed-parse", "text-parse"])
+def test_non_finite_numbers_are_quarantined_whatever_else_the_block_holds(telco_lines, text_parse):
+    """inf, NaN, 1e309, -Infinity, nan in TotalCharges (nullable, only a min) are quarantined as
+    not_finite when pyarrow parses the block as numbers, and the same when a cell that is no number
+    (and inf/NaN/1e309 in the integer tenure) sends the block down the per-cell text path."""
+    header, body = telco_lines
+    for i, cell in enumerate([b"inf", b"NaN", b"1e309", b"-Infinity", b"nan"]):  # lines 2..6
+        body = _set(body, i, header.index("TotalCharges"), cell)
+    expected = {2 + i: "not_finite:TotalCharges" for i in range(5)}
+    if text_parse:
+        for i, cell in zip((10, 11, 12), (b"inf", b"NaN", b"1e309"), strict=True):  # lines 12..14
+            body = _set(body, i, header.index("tenure"), cell)
+        body = _set(body, 20, header.index("MonthlyCharges"), b"12abc")  # line 22
+        expected |= {12 + i: "not_finite:tenure" for i in range(3)} | {22: "not_a_number:MonthlyCharges"}
+    out, clean, _ = _parse(header, body)
+    quarantine = pa.concat_tables(out.quarantine)
+    reasons = dict(zip(quarantine.column("_line").to_pylist(), quarantine.column("_reasons").to_pylist(),
+                       strict=True))
+    assert reasons == expected
+    assert clean.num_rows == 200 - len(expected)
+    totals = clean.column("TotalCharges").to_numpy(zero_copy_only=False)
+    assert not np.isinf(totals).any() and np.isnan(totals).sum() == 0  # these 200 rows hold no blank
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"], ids=["LF", "CRLF"])
+def test_a_lone_carriage_return_costs_only_its_line(telco_lines, line_end):
+    """A CR inside an unquoted field of line 31 (pyarrow ends a record there): that line is
+    quarantined as stray_carriage_return, the 199 others are kept on their true lines."""
+    header, body = telco_lines
+    body = _edit(body, 29, (b"Electronic check", b"Electronic\rcheck"), (b"Mailed check", b"Mailed\rcheck"),
+                 (b"Bank transfer", b"Bank\rtransfer"), (b"Credit card", b"Credit\rcard"))
+    data = line_end.join(body) + line_end
+    out = parse_block(data, header, 2, JOB.table, "t.csv", "utf-8")
+    assert [(line, reason) for line, reason, _ in out.rejected] == [(31, "stray_carriage_return")]
+    assert out.rejected[0][2] == body[29].decode()  # the raw line, its CRs included
+    clean = pa.concat_tables(out.clean)
+    assert clean.num_rows == 199 and sum(q.num_rows for q in out.quarantine) == 0
+    assert out.records == 200 and out.embedded_newlines == 0
+    ids = [line.split(b",")[0].decode() for line in body]
+    assert sorted(clean.column("customerID").to_pylist()) == sorted(ids[:29] + ids[30:])
+
+
+def test_an_id_longer_than_the_limit_costs_only_its_row(telco_lines):
+    """A 100 KB id on line 8 is quarantined as id_too_long (churn.ingest.max-id-bytes, 1024 by
+    default); lowering the setting to 9 bytes quarantines every 10-byte Telco id."""
+    header, body = telco_lines
+    body = _set(body, 6, 0, b"X" * 100_000)
+    out, clean, _ = _parse(header, body)
+    quarantine = pa.concat_tables(out.quarantine)
+    assert list(zip(quarantine.column("_line").to_pylist(), quarantine.column("_reasons").to_pylist(),
+                    strict=True)) == [(8, "id_too_long")]
+    assert len(quarantine.column("customerID")[0].as_py()) == 100_000  # the field is kept as it was
+    assert clean.num_rows == 199 and max(map(len, clean.column("customerID").to_pylist())) == 10
+    with dask.config.set({"churn.ingest.max-id-bytes": 9}):
+        _, clean, quarantined = _parse(header, body)
+    assert clean.num_rows == 0 and quarantined == 200
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "never-closed"])
+def test_a_broken_quoted_field_costs_its_own_row_not_one_per_line_it_spans(telco_lines, closed):
+    """Line 51's gender opens a quote holding 100,000 newlines: one unbalanced_quote row whose
+    record keeps those lines, the 199 other rows kept (it was 100,000 quarantined blank rows)."""
+    header, body = telco_lines
+    gender = body[49].split(b",")[1]
+    body = _set(body, 49, 1, b'"' + gender[:2] + b"\n" * 100_000 + gender[2:] + (b'"' if closed else b""))
+    out, clean, quarantined = _parse(header, body)
+    assert [(line, reason) for line, reason, _ in out.rejected] == [(51, "unbalanced_quote")]
+    assert clean.num_rows == 199 and quarantined == 0
+    assert out.records == 200 and out.embedded_newlines == 100_000
+    ids = [line.split(b",")[0].decode() for line in body]
+    assert sorted(clean.column("customerID").to_pylist()) == sorted(ids[:49] + ids[50:])

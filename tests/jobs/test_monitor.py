@@ -1,4 +1,5 @@
-"""churn monitor end to end: a registered model's training profile against new CSV batches."""
+"""churn monitor end to end: a registered model's training profile against new CSV batches; and one
+rule set: ingest, score, monitor and the served model give the same rows the same verdict."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from mlflow.exceptions import MlflowException
 
-from churn.config import load_monitor_job
+from churn.config import ConfigError, load_monitor_job, load_score_job
+from churn.data.ingest import ingest
+from churn.data.manifest import IngestError
+from churn.jobs import monitor as monitor_job
+from churn.jobs import score as score_job
 from churn.jobs.monitor import run as monitor
 from churn.jobs.train import run as train
 from tests.conftest import ROOT, job_spec
@@ -44,9 +51,9 @@ def _batches(tmp) -> tuple:
     return calm, shifted
 
 
-def _spec(tmp, uri, source):
+def _spec(tmp, uri, source, *sets: str):
     return load_monitor_job(ROOT / "jobs" / "monitor.yaml", [f"data.source={source}", f"tracking.uri={uri}",
-                                                              f"report={tmp / 'reports'}"])
+                                                              f"report={tmp / 'reports'}", *sets])
 
 
 def test_monitor_finds_exactly_the_drifted_features(client, trained):
@@ -85,8 +92,8 @@ def test_monitor_exit_code_follows_the_thresholds(client, trained):
     alert = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert alert.returncode == 3, alert.stderr
     assert "Contract" in alert.stdout and "MonthlyCharges" in alert.stdout
-    off = ["--set", "thresholds.psi=null", "--set", "thresholds.prediction_psi=null", "--set",
-           "thresholds.roc_auc_drop=null", "--set", "thresholds.brier_rise=null"]
+    off = [arg for name in ("psi", "prediction_psi", "roc_auc_drop", "brier_rise", "quarantined")
+           for arg in ("--set", f"thresholds.{name}=null")]
     quiet = subprocess.run(base + off, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert quiet.returncode == 0, quiet.stderr
 
@@ -101,3 +108,155 @@ def test_a_model_that_is_not_there_is_named(client, trained):
     assert proc.returncode == 2, proc.stderr
     assert "model_uri: cannot load models:/customer-churn@nowhere" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
+
+
+# One set of rows for every path: each bad row breaks one rule in one column, so monitor's counts
+# by reason and column name each row's verdict too. Values as the CSV holds them.
+DIFFERENTIAL = {
+    "good": ({}, set()),
+    "good-blank-total": ({"TotalCharges": ""}, set()),  # TotalCharges is nullable
+    "negative-tenure": ({"tenure": "-3"}, {"out_of_range:tenure"}),
+    "unseen-contract": ({"Contract": "Ten year"}, {"unknown_category:Contract"}),
+    "fractional-tenure": ({"tenure": "1.5"}, {"not_an_integer:tenure"}),
+    "blank-monthly": ({"MonthlyCharges": ""}, {"blank_value:MonthlyCharges"}),
+    "text-monthly": ({"MonthlyCharges": "abc"}, {"not_a_number:MonthlyCharges"}),
+    "senior-2": ({"SeniorCitizen": "2"}, {"out_of_range:SeniorCitizen"}),
+    "blank-gender": ({"gender": ""}, {"blank_value:gender"}),
+}
+
+
+def _differential_csv(path):
+    base = pd.read_csv(TELCO, dtype=str, keep_default_na=False).iloc[[2000]]
+    rows = []
+    for name, (change, _) in DIFFERENTIAL.items():
+        row = base.copy()
+        row["customerID"] = name
+        for col, value in change.items():
+            row[col] = value
+        rows.append(row)
+    pd.concat(rows).to_csv(path, index=False)
+    return path
+
+
+def _verdicts(clean_ids, quarantine: pd.DataFrame) -> dict[str, set[str]]:
+    out = {i: set() for i in clean_ids}
+    out.update({i: set(r.split(";")) for i, r in zip(quarantine["customerID"], quarantine["_reasons"], strict=True)})
+    return out
+
+
+def _as_json(value: str):
+    """A CSV cell as a JSON client sends it: numbers as numbers, blanks as null, the rest as text."""
+    if not value.strip():
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def test_one_rule_set_ingest_score_monitor_and_serve_agree(client, trained, tmp_path):
+    """The same rows get the same verdict from ingest, score, monitor and the served model: the
+    score and monitor jobs repeat no schema and check rows with the rules logged with the model."""
+    tmp, uri = trained
+    src = _differential_csv(tmp_path / "rows.csv")
+    expected = {name: reasons for name, (_, reasons) in DIFFERENTIAL.items()}
+
+    ds = ingest(job_spec(tmp_path, src, "data.max_bad_fraction=1"), client)
+    ingested = _verdicts(pd.read_parquet(ds.data_path)["customerID"], pd.read_parquet(ds.quarantine_path))
+    assert ingested == expected
+
+    spec = load_score_job(ROOT / "jobs" / "score.yaml", [f"data.source={src}", f"data.output={tmp_path / 'scores'}",
+                                                         f"tracking.uri={uri}", "data.max_bad_fraction=1"])
+    assert spec.table is None
+    score_job.preflight(spec)
+    res = score_job.run(spec, client)
+    assert _verdicts(pd.read_parquet(res.root / "data")["customerID"],
+                     pd.read_parquet(res.root / "quarantine")) == expected
+
+    watched = monitor(_spec(tmp_path, uri, src, "data.max_bad_fraction=1"), client)
+    bad = {r for reasons in expected.values() for r in reasons}
+    assert watched.drift.quarantined == dict.fromkeys(bad, 1)
+    assert watched.batch.rows_profiled == sum(not r for r in expected.values())
+    assert watched.drift.note == "2 rows: too few to compare, need 100" and watched.drift.features == []
+    assert {a.split()[1] for a in watched.drift.alerts} == bad  # "quarantine: <reason:column> in 1 of 9 ..."
+
+    mlflow.set_tracking_uri(uri)
+    path = list(sys.path)
+    try:  # the served model's own predict (what MLflow's scoring server calls), one request per row
+        served_model = mlflow.pyfunc.load_model("models:/customer-churn@champion").unwrap_python_model()
+    finally:
+        sys.path[:] = path  # MLflow put the model's code copy first
+    frame = pd.read_csv(src, dtype=str, keep_default_na=False).drop(columns=["customerID", "Churn"])
+    served = {}
+    for name, (_, row) in zip(DIFFERENTIAL, frame.iterrows(), strict=True):
+        request = pd.DataFrame([{c: _as_json(v) for c, v in row.items()}])
+        try:
+            answer = served_model.predict(None, request)
+            assert 0 <= answer["probability"].iloc[0] <= 1
+            served[name] = set()
+        except MlflowException as exc:  # "rows break the table's rules: row 0: tenure=-3 is below ..."
+            problems = exc.message.removeprefix("rows break the table's rules: ").split("; ")
+            served[name] = {p.split(": ", 1)[1].split("=", 1)[0] for p in problems}
+    assert served == {name: {r.split(":")[1] for r in reasons} for name, reasons in expected.items()}
+
+
+def test_bad_row_budget_and_tiny_batches(client, trained, tmp_path):
+    """data.max_bad_fraction fails score (nothing published) and monitor (no report) with the counts;
+    a header-only batch is "no rows to compare", with no alert."""
+    tmp, uri = trained
+    src = _differential_csv(tmp_path / "rows.csv")
+    spec = load_score_job(ROOT / "jobs" / "score.yaml", [f"data.source={src}", f"data.output={tmp_path / 'scores'}",
+                                                         f"tracking.uri={uri}"])
+    with pytest.raises(IngestError, match=r"^score: bad-row budget exceeded: 7 of 9 rows \(77.78%\) failed "
+                                          r"validation, budget is 5.00% \(data.max_bad_fraction\); by reason: "):
+        score_job.run(spec, client)
+    assert not [p for p in (tmp_path / "scores").iterdir() if p.name.startswith("scores-")]
+    with pytest.raises(IngestError, match=r"^monitor: bad-row budget exceeded: 7 of 9 rows .* budget is 50.00%"):
+        monitor(_spec(tmp_path, uri, src), client)
+    assert not (tmp_path / "reports").exists()
+
+    header = tmp_path / "header.csv"
+    header.write_text(src.read_text().splitlines()[0] + "\n")
+    empty = monitor(_spec(tmp_path, uri, header), client)
+    assert (empty.drift.note, empty.drift.alerts, empty.drift.features) == ("no rows to compare", [], [])
+    assert json.loads((empty.report.parent / "drift.json").read_text())["note"] == "no rows to compare"
+
+
+def test_an_unseen_level_in_40_percent_of_rows_is_drift(client, trained, tmp_path):
+    """Unseen levels are quarantined before profiling, so their PSI bin stays empty; the quarantine
+    counts carry them: 40 % of the rows with a new Contract level is an alert (exit code 3)."""
+    tmp, uri = trained
+    rows = pd.read_csv(TELCO, dtype=str, keep_default_na=False).iloc[1500:2500].copy()
+    rows.loc[rows.index[::5], "Contract"] = "Ten year"
+    rows.loc[rows.index[1::5], "Contract"] = "Ten year"
+    src = tmp_path / "new-level.csv"
+    rows.to_csv(src, index=False)
+    res = monitor(_spec(tmp_path, uri, src), client)
+    assert res.drift.quarantined == {"unknown_category:Contract": 400}
+    assert "quarantine: unknown_category:Contract in 400 of 1,000 rows read (40.0%) >= 1.0%" in res.drift.alerts
+    html = res.report.read_text()
+    assert "<tr class='flag'><td>unknown_category</td><td>Contract</td><td>400</td>" in html
+
+
+def test_a_job_schema_that_differs_from_the_models_is_refused(trained, tmp_path):
+    """A score or monitor job may repeat the table; with other rules it is refused in the preflight
+    (before any cluster), naming the column and the rule."""
+    tmp, uri = trained
+    schema = yaml.safe_load((ROOT / "jobs" / "train.yaml").read_text())["schema"]
+    loose = {**schema, "numeric": {**schema["numeric"], "tenure": {"integer": True, "min": -10}}}
+    jobs = [("score", load_score_job, score_job.preflight, f"data.output={tmp_path / 'out'}"),
+            ("monitor", load_monitor_job, monitor_job.preflight, f"report={tmp_path / 'r'}")]
+    for kind, load, preflight, out in jobs:
+        data = yaml.safe_load((ROOT / "jobs" / f"{kind}.yaml").read_text())
+        job = tmp_path / f"{kind}.yaml"
+        sets = [f"data.source={TELCO}", f"tracking.uri={uri}", out]
+        job.write_text(yaml.safe_dump({**data, "schema": schema}))
+        preflight(load(job, sets))  # the model's own rules: accepted
+        job.write_text(yaml.safe_dump({**data, "schema": loose}))
+        with pytest.raises(ConfigError) as err:
+            preflight(load(job, sets))
+        assert str(err.value).startswith("schema: the job's rules differ from those logged with "
+                                         "models:/customer-churn@champion: schema.numeric.tenure.min: -10.0 in the "
+                                         "job, 0.0 in the model"), kind

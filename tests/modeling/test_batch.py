@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -58,8 +62,17 @@ def test_batch_scores_equal_in_memory_predict_proba(client, trained, telco_subse
 
 
 def test_the_label_may_be_present(client, trained, telco_subset):
-    """With the Churn column kept, every row of the subset is scored."""
+    """With the Churn column kept, every row of the subset is scored; the staging folder a killed score
+    driver left behind is removed (one of another host is not)."""
     tmp, _ = trained
-    res = score_job.run(_spec(tmp / "with-label", telco_subset, f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}"),
-                        client)
+    spec = _spec(tmp / "with-label", telco_subset, f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = {}
+    for name, host in [("dead", socket.gethostname()), ("foreign", socket.gethostname() + "-elsewhere")]:
+        left[name] = Path(spec.data.output) / f".staging-scores-{name}"
+        (left[name] / "data").mkdir(parents=True)
+        (left[name] / "owner.json").write_text(json.dumps({"host": host, "pid": dead.pid}))
+    res = score_job.run(spec, client)
     assert (res.rows_read, res.rows_scored, res.rows_quarantined) == (1506, 1506, 0)
+    assert not left["dead"].exists() and left["foreign"].exists()

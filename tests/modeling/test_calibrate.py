@@ -85,11 +85,48 @@ def test_families_rank_on_their_scorer_values_not_on_raw_decision_values(two_vie
     assert champ.name == "svm"
 
 
-def test_auto_calibration_keeps_good_probabilities_and_repairs_bad_ones(two_views):
-    """Already calibrated scores keep 'none' or a map no worse; cubed scores get a map that beats them."""
-    y, pa, pb, splits = two_views
-    p = 1 / (1 + np.exp(-(np.log(pa / (1 - pa)) + np.log(pb / (1 - pb)) + 1)))
-    good = calibrate(p, y, splits, (True,))
-    assert good.brier[good.method] == min(good.brier.values())
-    bad = calibrate(p ** 3, y, splits, (True,))
-    assert bad.method in ("sigmoid", "isotonic") and bad.brier[bad.method] < bad.brier["none"] - 0.005
+def _levels(positives: dict[float, list[int]], per_level: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """Scores at a few levels, and labels with ``positives[level][f]`` churners out of ``per_level``
+    rows of that level in fold ``f``; the folds as CV splits."""
+    s, y, fold = [], [], []
+    for f in range(len(next(iter(positives.values())))):
+        for level, counts in positives.items():
+            s += [level] * per_level
+            y += [1] * counts[f] + [0] * (per_level - counts[f])
+            fold += [f] * per_level
+    fold_of = np.array(fold)
+    splits = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(fold_of.max() + 1)]
+    return np.array(s), np.array(y), splits
+
+
+def test_auto_calibration_keeps_scores_that_are_already_calibrated():
+    """Scores 0.2 / 0.5 / 0.8 whose rows churn at those rates over the 5 folds; 0.2 and 0.8 in every
+    fold, 0.5 at 4, 6, 5, 5, 5 churners of 10 per fold. A map sends a level to one value learnt on
+    the other folds: the right one (the score) for 0.2, 0.8 and the balanced folds, and for the
+    0.4 (0.6) fold a value above (below) 0.5, on the far side of the score from the fold's own
+    rate. So every map's cross-fitted Brier is above 'none''s: none."""
+    s, y, splits = _levels({0.2: [2] * 5, 0.5: [4, 6, 5, 5, 5], 0.8: [8] * 5}, per_level=10)
+    cal = calibrate(s, y, splits, (True,))
+    assert cal.method == "none"
+    # none, by hand: levels 0.2 and 0.8: 0.2 * 0.8 = 0.16; level 0.5: 0.25 in every fold; (0.16 + 0.25 + 0.16) / 3
+    assert cal.brier["none"] == pytest.approx(0.19, abs=1e-12)
+    # isotonic learns 21/40 = 0.525 for the 0.4 fold, 19/40 = 0.475 for the 0.6 fold: each of those 20 rows
+    # costs 0.125^2 - 0.1^2 = 0.005625 more than 'none': 0.19 + 20 * 0.005625 / 150 = 0.19075
+    assert cal.brier["isotonic"] == pytest.approx(0.19075, abs=1e-12)
+    assert cal.brier["sigmoid"] > 0.19
+
+
+def test_auto_calibration_picks_isotonic_for_a_monotone_non_sigmoid_distortion():
+    """Scores 0.2 / 0.4 / 0.6 / 0.8 whose rows churn at 5 / 10 / 15 / 90 % in every fold: monotone, so
+    the isotonic map learns the four rates exactly (the best any map can do), but their logits
+    (-2.94, -2.20, -1.73, 2.20) are not a line in the scores' logits (-1.39, -0.41, 0.41, 1.39), so no
+    sigmoid reaches them, and the scores themselves are far off: isotonic."""
+    s, y, splits = _levels({0.2: [1] * 5, 0.4: [2] * 5, 0.6: [3] * 5, 0.8: [18] * 5}, per_level=20)
+    cal = calibrate(s, y, splits, (True,))
+    assert cal.method == "isotonic"
+    # isotonic, by hand: mean of r * (1 - r) = (0.0475 + 0.09 + 0.1275 + 0.09) / 4 = 0.08875
+    assert cal.brier["isotonic"] == pytest.approx(0.08875, abs=1e-12)
+    # none: mean of r * (1 - s)^2 + (1 - r) * s^2 = (0.07 + 0.18 + 0.33 + 0.10) / 4 = 0.17
+    assert cal.brier["none"] == pytest.approx(0.17, abs=1e-12)
+    np.testing.assert_allclose(cal.calibrator.predict(np.array([0.2, 0.4, 0.6, 0.8])), [0.05, 0.1, 0.15, 0.9],
+                               atol=1e-12)

@@ -1,12 +1,14 @@
-"""Evaluation: metrics equal scikit-learn's, the profit threshold finds the known optimum."""
+"""Evaluation: metrics equal hand-computed values, the profit threshold finds the known optimum."""
 
 from __future__ import annotations
+
+import math
 
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from churn.config import EconomicsSpec
 from churn.modeling.evaluate import (
@@ -30,21 +32,29 @@ class CountedLogisticRegression(LogisticRegression):
         return super().__reduce__()
 
 
-def _scores(n=400, seed=0):
-    rng = np.random.default_rng(seed)
-    y = (rng.random(n) < 0.3).astype(int)
-    p = np.clip(0.3 + 0.35 * (y - 0.3) + rng.normal(0, 0.2, n), 0.001, 0.999)
-    return y, p
-
-
-def test_metrics_agree_with_sklearn():
-    """ROC AUC, PR AUC, Brier and log loss are scikit-learn's values."""
-    y, p = _scores()
-    m = evaluate(y, p, 0.5).metrics
-    assert m["roc_auc"] == roc_auc_score(y, p)
-    assert m["pr_auc"] == average_precision_score(y, p)
-    assert m["brier"] == brier_score_loss(y, p)
-    assert abs(m["log_loss"] - log_loss(y, p)) < 1e-12
+def test_metrics_equal_hand_computed_values():
+    """Six rows, three churners, one tie across the classes: each metric worked out by hand."""
+    y = np.array([1, 0, 1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.6, 0.4, 0.4, 0.2])
+    ev = evaluate(y, p, 0.5, top_k=[0.2, 0.5])
+    m = ev.metrics
+    # ROC AUC: share of the 3 x 3 (churner, stayer) pairs ranked right, a tie counting 1/2:
+    # 0.9 beats 0.8, 0.4, 0.2 (3); 0.6 beats 0.4, 0.2 (2); 0.4 ties 0.4, beats 0.2 (1.5): 6.5 / 9
+    assert m["roc_auc"] == pytest.approx(6.5 / 9, abs=1e-12)
+    # average precision: sum over the distinct cuts of (recall step) x precision, tied rows cut together:
+    # >=0.9: P 1, R 1/3; >=0.8: P 1/2, R 1/3; >=0.6: P 2/3, R 2/3; >=0.4: P 3/5, R 1
+    # = 1/3 * 1 + 1/3 * 2/3 + 1/3 * 3/5 = 34/45
+    assert m["pr_auc"] == pytest.approx(34 / 45, abs=1e-12)
+    # Brier: (0.1^2 + 0.8^2 + 0.4^2 + 0.6^2 + 0.4^2 + 0.2^2) / 6 = 1.37 / 6
+    assert m["brier"] == pytest.approx(1.37 / 6, abs=1e-12)
+    # log loss: -(ln 0.9 + ln 0.2 + ln 0.6 + ln 0.4 + ln 0.6 + ln 0.8) / 6; the product is 0.020736 = 0.144^2
+    assert m["log_loss"] == pytest.approx(-math.log(0.144) / 3, abs=1e-12)
+    # top 20 %: round(1.2) = 1 row, a churner; top 50 %: 3 rows (0.9, 0.8, 0.6), 2 churners
+    assert m["precision_at_20pct"] == 1.0
+    assert m["precision_at_50pct"] == pytest.approx(2 / 3, abs=1e-12)
+    # at 0.5 the top three are contacted: stayers 2 kept, 1 contacted; churners 1 missed, 2 contacted
+    assert ev.confusion == [[2, 1], [1, 2]]
+    assert (m["contacted_fraction"], m["positive_rate"], m["rows"]) == (0.5, 0.5, 6.0)
 
 
 def test_scoring_over_partitions_equals_direct_predict_proba(client):

@@ -9,6 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from churn.monitoring.drift import Thresholds, compare, performance
 from churn.monitoring.profile import merge_all, numeric_edges, profile_features, profile_scores
+from churn.monitoring.report import render
 from tests.conftest import ROOT
 
 TELCO = ROOT / "data" / "telco" / "Telco-Customer-Churn.csv"
@@ -91,3 +92,34 @@ def test_unseen_levels_and_blanks_count_as_drift(telco):
     assert {"PaymentMethod", "tenure"} <= set(result.drifted)
     pay = next(f for f in result.features if f.feature == "PaymentMethod")
     assert pay.labels[-1] == "unseen level" and pay.batch[-1] > 0.4
+
+
+@pytest.mark.parametrize(("rows", "note"), [(0, "no rows to compare"), (1, "1 rows: too few to compare, need 100"),
+                                            (99, "99 rows: too few to compare, need 100")])
+def test_a_batch_too_small_gets_a_note_not_a_drift_verdict(telco, rows, note):
+    """A header-only or one-row batch used to show PSI 7-9 and KS nan on every feature; now: a note,
+    no feature compared, no alert."""
+    edges = {c: numeric_edges(telco[c]) for c in NUMERIC}
+    result = compare(_profile(telco, edges), _profile(telco.iloc[:rows], edges), Thresholds(), min_rows=100)
+    assert (result.note, result.features, result.prediction, result.alerts) == (note, [], None, [])
+    html = render(result, "t", "m", "b", "now")
+    assert note in html and "Feature drift" not in html
+    enough = compare(_profile(telco, edges), _profile(telco.iloc[:100], edges), Thresholds(), min_rows=100)
+    assert enough.note is None and len(enough.features) == len(NUMERIC) + len(CATEGORICAL)
+
+
+def test_quarantined_rows_are_drift_by_reason_and_column(telco):
+    """Rows the rules refuse never reach the profile: 40 % of the rows read with an unseen Contract
+    level cross ``quarantined`` and are named; 0.5 % out-of-range tenure is under 1 % and is not."""
+    edges = {c: numeric_edges(telco[c]) for c in NUMERIC}
+    clean = telco.iloc[:600]
+    counts = {"unknown_category:Contract": 400, "out_of_range:tenure": 5}
+    result = compare(_profile(telco, edges), _profile(clean, edges), Thresholds(quarantined=0.01), rows_read=1005,
+                     quarantined=counts, min_rows=100)
+    assert result.alerts == ["quarantine: unknown_category:Contract in 400 of 1,005 rows read (39.8%) >= 1.0%"]
+    html = render(result, "t", "m", "b", "now", 0.01)
+    assert "<tr class='flag'><td>unknown_category</td><td>Contract</td><td>400</td>" in html
+    assert "<tr class=''><td>out_of_range</td><td>tenure</td><td>5</td>" in html
+    off = compare(_profile(telco, edges), _profile(clean, edges), Thresholds(quarantined=None), rows_read=1005,
+                  quarantined=counts)
+    assert off.alerts == [] and off.quarantined == counts

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
+import json
 import subprocess
 import sys
 import zipfile
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
@@ -47,25 +52,45 @@ def test_a_model_needing_an_untrusted_type_is_refused(tmp_path, small_xy):
     assert not any("KDTree" in t for t in TRUSTED_TYPES)
 
 
+def _swap(node: object, cls: str, payload: dict) -> object:
+    """The skops schema tree ``node`` with every object of class ``cls`` replaced by ``payload``."""
+    if isinstance(node, dict):
+        return payload if node.get("__class__") == cls else {k: _swap(v, cls, payload) for k, v in node.items()}
+    return [_swap(v, cls, payload) for v in node] if isinstance(node, list) else node
+
+
 def test_a_tampered_file_is_refused_before_anything_in_it_runs(tmp_path, small_xy):
-    """A saved model edited to name os.system as a type is refused; the command never runs."""
+    """A saved model edited so that loading it calls open(marker, "w") is refused, and the marker is
+    not written; the same file loaded without the trusted-type check does write it."""
     X, y = small_xy
     path = tmp_path / "model.skops"
     dump_pipeline(Pipeline([("model", LogisticRegression())]).fit(X, y), str(path))
     with zipfile.ZipFile(path) as zf:
         files = {n: zf.read(n) for n in zf.namelist()}
     marker = tmp_path / "pwned"
-    schema = files["schema.json"].decode()
-    assert '"__class__": "LogisticRegression"' in schema
-    files["schema.json"] = schema.replace('"__class__": "LogisticRegression"', '"__class__": "system"').replace(
-        '"__module__": "sklearn.linear_model._logistic"', '"__module__": "os"').encode()
+
+    def text(value: str, node_id: int) -> dict:
+        return {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": json.dumps(value),
+                "is_json": True, "__id__": node_id}
+
+    # skops' ConstructorFromReduceNode calls module.class(*content): here builtins.open(marker, "w")
+    payload = {"__class__": "open", "__module__": "builtins", "__loader__": "ConstructorFromReduceNode", "__id__": 1,
+               "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode", "__id__": 2,
+                           "content": [text(str(marker), 3), text("w", 4)]}}
+    schema = json.loads(files["schema.json"])
+    files["schema.json"] = json.dumps(_swap(schema, "LogisticRegression", payload)).encode()
+    assert files["schema.json"] != json.dumps(schema).encode()
     tampered = tmp_path / "tampered.skops"
     with zipfile.ZipFile(tampered, "w") as zf:
         for name, data in files.items():
             zf.writestr(name, data)
-    with pytest.raises(UntrustedModelError, match="os.system"):
+    with pytest.raises(UntrustedModelError, match="builtins.open"):
         load_pipeline(str(tampered))
     assert not marker.exists()
+    # the payload is live: trusting whatever the file names (no check) writes the marker
+    with contextlib.suppress(Exception):
+        sio.load(tampered, trusted=sio.get_untrusted_types(file=tampered))
+    assert marker.exists()
 
 
 def test_serving_code_imports_neither_dask_nor_pydantic():
@@ -89,3 +114,113 @@ def test_serving_code_imports_neither_dask_nor_pydantic():
                 f"import {modules}\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """A tiny churn model logged and registered as version 1 of ``m`` (alias ``champion``) in a
+    SQLite registry whose artifacts live under the returned folder's ``store``."""
+    from churn.config import TableSchema
+    from churn.tracking.registry import log_model, set_alias
+
+    tmp = tmp_path_factory.mktemp("registry")
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, 2)), columns=["a", "b"])
+    pipe = Pipeline([("model", LogisticRegression())]).fit(X, (X["a"] > 0).astype(int))
+    schema = TableSchema(label="y", positive="1", negative="0", numeric={"a": {}, "b": {}})
+    experiment = mlflow.create_experiment("verify", artifact_location=(tmp / "store").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_model(pipe, X.head(3), 0.5, "m", schema)
+    set_alias("m", "champion", info.registered_model_version)
+    [folder] = [p.parent for p in (tmp / "store").rglob("MLmodel")]
+    yield folder, pipe, X
+    mlflow.set_tracking_uri(before)
+
+
+def test_registration_records_the_sha256_of_every_stored_file(registered):
+    """The version's tag lists every file of the model folder in the artifact store, with its sha256
+    (computed here from the stored bytes)."""
+    folder, _, _ = registered
+    tag = json.loads(mlflow.MlflowClient().get_model_version("m", "1").tags["churn.sha256"])
+    stored = {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in folder.rglob("*") if p.is_file()}
+    assert {"model_code.py", "MLmodel", "artifacts/pipeline.skops", "code/churn/serving/trusted.py"} <= set(stored)
+    assert tag == stored
+
+
+def test_code_planted_in_the_store_runs_through_mlflow_but_not_through_churn(registered, tmp_path, monkeypatch):
+    """model_code.py in the store edited to write a marker: MLflow's own loader runs it (the marker
+    appears); churn's loaders and ``churn verify`` refuse with one line naming the file, and the
+    marker is not written. The untouched model loads and predicts as logged."""
+    from typer.testing import CliRunner
+
+    from churn.cli.app import app
+    from churn.tracking.registry import load_churn_model
+    from churn.tracking.verify import ArtifactMismatchError
+
+    folder, pipe, X = registered
+    loaded = load_churn_model("models:/m@champion")
+    assert (loaded.name, loaded.version) == ("m", "1")
+    np.testing.assert_array_equal(loaded.pipeline.predict_proba(X), pipe.predict_proba(X))
+    marker = tmp_path / "pwned"
+    code = folder / "model_code.py"
+    original = code.read_text()
+    code.write_text(f"open({str(marker)!r}, 'w').write('ran')\n" + original)
+    path = list(sys.path)
+    try:
+        mlflow.pyfunc.load_model("models:/m/1")  # no check: the planted line runs
+        assert marker.exists()
+        marker.unlink()
+        with pytest.raises(ArtifactMismatchError, match=r"version 1 of m\): model_code.py differs from its recorded"):
+            load_churn_model("models:/m@champion")
+        uri = mlflow.get_tracking_uri()
+        out = CliRunner().invoke(app, ["verify", "models:/m/1", "--tracking-uri", uri])
+        assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1, out.output
+        assert "model_code.py differs" in out.output
+        monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("serve started MLflow on a tampered model"))
+        out = CliRunner().invoke(app, ["serve", "-m", "models:/m@champion", "--tracking-uri", uri])
+        assert out.exit_code == 2 and "model_code.py differs" in out.output, out.output
+        assert not marker.exists()
+    finally:
+        code.write_text(original)
+        sys.path[:] = path
+
+
+def test_an_added_or_missing_file_is_a_mismatch(registered):
+    """A file added to the stored model, or one removed from it, is named and refused."""
+    from churn.tracking.verify import ArtifactMismatchError, verified_model
+
+    folder, _, _ = registered
+    extra = folder / "code" / "churn" / "serving" / "sitecustomize.py"
+    extra.write_text("raise SystemExit\n")
+    try:
+        with pytest.raises(ArtifactMismatchError, match="code/churn/serving/sitecustomize.py is not in the registered"):
+            verified_model("models:/m@champion")
+    finally:
+        extra.unlink()
+    example = folder / "input_example.json"
+    saved = example.read_bytes()
+    example.unlink()
+    try:
+        with pytest.raises(ArtifactMismatchError, match="input_example.json is missing"):
+            verified_model("models:/m@champion")
+    finally:
+        example.write_bytes(saved)
+    assert verified_model("models:/m@champion").version == "1"
+
+
+def test_only_a_version_with_recorded_digests_loads(registered):
+    """A version registered without churn (no digests tag), a run URI and a logged-model URI are refused."""
+    from churn.config import ConfigError
+    from churn.tracking.verify import ArtifactMismatchError, verified_model
+
+    v1 = mlflow.MlflowClient().get_model_version("m", "1")
+    v2 = mlflow.register_model(v1.source, "m")
+    with pytest.raises(ArtifactMismatchError, match="has no churn.sha256 tag"):
+        verified_model(f"models:/m/{v2.version}")
+    with pytest.raises(ConfigError, match="is not a registered model"):
+        verified_model(f"runs:/{v1.run_id}/model")
+    with pytest.raises(ConfigError, match="is a logged model, not a registered version"):
+        verified_model(v1.source)

@@ -42,6 +42,7 @@ from churn.tracking.run_state import (
     ownership_problem,
     run_status,
 )
+from churn.tracking.verify import DIGESTS_TAG
 from tests.conftest import job_spec
 
 # the smallest train job: one family, one candidate, 2 folds, no rescoring, no sums screen, no plots;
@@ -126,7 +127,10 @@ def _register_copy(name: str, of_version: str):
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)
         source = client.get_model_version(MODEL, of_version)
-        return str(client.create_model_version(name, source.source, run_id=source.run_id).version)
+        version = str(client.create_model_version(name, source.source, run_id=source.run_id).version)
+        # the same files: the digests recorded for them hold (churn's loader checks them)
+        client.set_model_version_tag(name, version, DIGESTS_TAG, source.tags[DIGESTS_TAG])
+        return version
     return register
 
 
