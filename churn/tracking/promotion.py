@@ -42,7 +42,8 @@ from sklearn.metrics import get_scorer
 from churn.config import ConfigError, JobSpec, setting
 from churn.modeling.evaluate import member_scores_on_cluster
 from churn.modeling.search_cache import search_key
-from churn.tracking.registry import alias_version, load_churn_model, set_alias, version_rules
+from churn.tracking.model_rules import logged_rules
+from churn.tracking.registry import alias_version, load_churn_model, set_alias
 from churn.tracking.run_log import RunEndedError
 from churn.tracking.run_state import ownership_problem
 
@@ -172,7 +173,7 @@ class Gate:
         if current is None:
             return Verdict(True, f"no @{self.champion} yet", None)
         try:
-            diff = schema_difference(version_rules(self.name, current), self.rules)
+            diff = schema_difference(logged_rules(f"models:/{self.name}/{current}"), self.rules)
             theirs = math.nan if diff is not None else self.score_version(current)
         except Exception as exc:  # noqa: BLE001 - a champion that cannot be scored is not replaced silently
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:300]
@@ -212,12 +213,14 @@ def _aliases(name: str, version: str) -> list[str]:
     return sorted(mlflow.MlflowClient().get_model_version(name, version).aliases)
 
 
-def _move(name: str, alias: str, version: str, moves: list[str]) -> None:
+def _move(name: str, alias: str, version: str, moves: list[str]) -> str | None:
+    """Point ``alias`` at ``version``, log and tag the move; the version it pointed at before."""
     before = alias_version(name, alias)
     set_alias(name, alias, version)
     moves.append(f"{alias}: {before or 'none'} -> {version}")
     log.info("alias moved: %s@%s", name, moves[-1])
     mlflow.set_tag(ALIAS_MOVE_TAG, "; ".join(moves)[:5000])
+    return before
 
 
 def owner_check(uri: str, run_id: str, token: str) -> Callable[[str], None]:
@@ -257,6 +260,7 @@ def promote(gate: Gate, fingerprint: str, register: Callable[[], str], check_own
     version = register()
     client = mlflow.MlflowClient()
     notes, moves = [], []
+    restore: dict[str, str | None] = {}  # each alias this run moved: the version it pointed at first
     try:
         client.set_model_version_tag(gate.name, version, FINGERPRINT_TAG, fingerprint)
         for _ in range(rounds):
@@ -269,13 +273,16 @@ def promote(gate: Gate, fingerprint: str, register: Callable[[], str], check_own
                              "(a concurrent train) while this run compared")
                 compared, verdict = now, gate.judge(now)
             if not (verdict.promote or force):
-                _move(gate.name, gate.challenger, version, moves)
+                restore.setdefault(gate.challenger, _move(gate.name, gate.challenger, version, moves))
                 break
-            _move(gate.name, gate.champion, version, moves)
+            restore.setdefault(gate.champion, _move(gate.name, gate.champion, version, moves))
             if force:  # forced once: no retaking from a concurrent --promote
                 break
     except BaseException as exc:  # a lost or failing run leaves no version behind
         try:
+            for alias, before in restore.items():  # back where it was, not away with the deleted version
+                if before is not None and alias_version(gate.name, alias) == version:
+                    set_alias(gate.name, alias, before)
             client.delete_model_version(gate.name, version)
             log.error("version %s of %s deleted: %s", version, gate.name, str(exc).split("\n")[0][:300])
         except Exception as gone:  # noqa: BLE001 - the first error is the one to report

@@ -141,13 +141,6 @@ def alias_version(name: str, alias: str) -> str | None:
     return None if version is None else str(version)
 
 
-def version_rules(name: str, version: str) -> dict[str, Any]:
-    """The table rules a registered version carries in its model config (read from its MLmodel
-    file, without loading the model); {} for a version logged without them."""
-    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
-    return dict((info.flavors.get("python_function", {}).get("config") or {}).get("rules") or {})
-
-
 def input_example(rows: pd.DataFrame, schema: TableSchema, n: int = 5) -> pd.DataFrame:
     """A few complete feature rows typed as a caller sends them (integer columns as int64)."""
     example = rows[schema.features].dropna().head(n).reset_index(drop=True)

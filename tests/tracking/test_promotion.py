@@ -21,6 +21,7 @@ from churn.cli.summary import result_table
 from churn.config import ConfigError
 from churn.data.split import load_splits
 from churn.jobs.train import run
+from churn.tracking.model_rules import logged_rules
 from churn.tracking.promotion import (
     ALIAS_MOVE_TAG,
     Gate,
@@ -32,7 +33,7 @@ from churn.tracking.promotion import (
     tolerance,
     version_score,
 )
-from churn.tracking.registry import alias_version, version_rules
+from churn.tracking.registry import alias_version
 from churn.tracking.run_log import RunEndedError
 from churn.tracking.run_state import (
     HEARTBEAT_TAG,
@@ -138,7 +139,8 @@ def _gate(trained, client, name: str, of_version: str) -> Gate:
     """The gate of a new version of ``name`` holding customer-churn's ``of_version``, on the good run's test rows."""
     def score(version: str, model: str = name) -> float:
         return version_score(model, version, trained.test_ddf, trained.features, client, "roc_auc")
-    return Gate(name, "champion", "roc_auc", score(of_version, MODEL), version_rules(MODEL, of_version), score)
+    rules = logged_rules(f"models:/{MODEL}/{of_version}")
+    return Gate(name, "champion", "roc_auc", score(of_version, MODEL), rules, score)
 
 
 @pytest.mark.parametrize("first", ["good", "bad"])
@@ -214,15 +216,15 @@ def test_promote_forces_the_move_and_says_so(trained, client):
     assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 2
 
 
-@pytest.mark.parametrize("when", ["scoring the champion", "after registering"])
+@pytest.mark.parametrize("when", ["scoring the champion", "after registering", "after moving @champion"])
 def test_a_driver_whose_run_was_marked_failed_registers_nothing(trained, client, when):
     """A driver paused past the heartbeat timeout: `churn status` marks its run FAILED while the
-    driver scores the champion (or right after it registered). The driver stops with one line, no
-    version of it remains, and @champion has not moved."""
+    driver scores the champion (or right after it registered, or moved the alias). The driver stops
+    with one line, no version of it remains, and @champion is where it was."""
     mlflow.set_tracking_uri(trained.store)
     store, tracking = trained.store, mlflow.MlflowClient()
-    name = f"paused-{when.split()[0]}"
-    champion = _register_copy(name, "2")()
+    name = f"paused-{when.split()[1]}"
+    champion = _register_copy(name, "2")()  # shuffled labels: the new version passes the gate
     tracking.set_registered_model_alias(name, "champion", champion)
     run_id = tracking.create_run(tracking.get_experiment_by_name("customer-churn").experiment_id).info.run_id
     token = claim_run(store, run_id)
@@ -233,18 +235,25 @@ def test_a_driver_whose_run_was_marked_failed_registers_nothing(trained, client,
         with dask.config.set({"churn.tracking.heartbeat-timeout": "1s"}):
             fail_if_lost(store, run_status(store, run_id))
 
-    gate = _gate(trained, client, name, "1")
-    scored, register = gate.score_version, _register_copy(name, "1")
+    gate, register = _gate(trained, client, name, "1"), _register_copy(name, "1")
+    owned = owner_check(store, run_id, token)
+    scored = gate.score_version
     if when == "scoring the champion":
         gate.score_version = lambda v: (churn_status(), scored(v))[1]
-    else:
-        def registered_then_paused() -> str:
-            version = register()
+
+    def registered_then_paused() -> str:
+        version = register()
+        if when == "after registering":
             churn_status()
-            return version
-    with pytest.raises(RunEndedError) as err:
-        promote(gate, "fp-paused", register if when == "scoring the champion" else registered_then_paused,
-                owner_check(store, run_id, token))
+        return version
+
+    def check(before: str) -> None:
+        if when == "after moving @champion" and alias_version(name, "champion") == "2":
+            churn_status()
+        owned(before)
+
+    with pytest.raises(RunEndedError) as err, mlflow.start_run(run_id=run_id):
+        promote(gate, "fp-paused", registered_then_paused, check)
     message = str(err.value)
     assert "\n" not in message and f"run {run_id} was marked FAILED while the job ran (driver lost" in message
     assert message.endswith("stopped before registering a model version" if when == "scoring the champion"
@@ -252,6 +261,8 @@ def test_a_driver_whose_run_was_marked_failed_registers_nothing(trained, client,
     assert [str(v.version) for v in tracking.search_model_versions(f"name = '{name}'")] == [champion]
     assert alias_version(name, "champion") == champion
     assert run_status(store, run_id).status == "FAILED"
+    moved = tracking.get_run(run_id).data.tags.get(ALIAS_MOVE_TAG)
+    assert moved == ("champion: 1 -> 2" if when == "after moving @champion" else None)
 
 
 def test_a_run_claimed_by_another_driver_is_not_this_drivers(trained):
