@@ -153,6 +153,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
     from churn.data.manifest import IngestError
     from churn.data.split import DataCountError
     from churn.modeling.preflight import RoundTripError
+    from churn.tracking.run_log import RunEndedError
     from churn.tracking.store import TrackingError, error_line
 
     _quiet_libraries()
@@ -172,7 +173,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
                     raise
         except (ConfigError, SchemaDriftError) as exc:
             _fail(str(exc), EXIT_CONFIG)
-        except (ClusterError, IngestError, TrackingError, DataCountError, RoundTripError) as exc:
+        except (ClusterError, IngestError, TrackingError, DataCountError, RoundTripError, RunEndedError) as exc:
             _fail(str(exc), EXIT_RUNTIME)
         except CommClosedError as exc:  # the scheduler or a worker went away under a running step
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
@@ -274,8 +275,11 @@ def schema_infer(
 
 @app.command()
 def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = None, set_: SetOpt = None,
-          verbose: VerboseOpt = False) -> None:
-    """Ingest, split, search, evaluate and register a churn model."""
+          verbose: VerboseOpt = False,
+          promote: Annotated[bool, typer.Option("--promote", help="Make the new version @champion even when "
+                                                "the promotion gate would not (the run says so).")] = False) -> None:
+    """Ingest, split, search, evaluate and register a churn model (@champion if it passes the
+    promotion gate, else @challenger)."""
     _logging(verbose)
     spec, cluster_spec = _load(job, set_, cluster, scheduler)
     from churn.jobs import train as train_job
@@ -284,7 +288,8 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     t0 = time.perf_counter()
     with FitProgress(console) as progress:
         result = _on_cluster(cluster_spec, scheduler,
-                             lambda client: train_job.run(spec, client, job_file=str(job), progress=progress),
+                             lambda client: train_job.run(spec, client, job_file=str(job), progress=progress,
+                                                          force_promote=promote),
                              preflight=lambda: train_job.preflight(spec))
     out = Console(width=max(140, Console().width))
     out.print(summary.search_table(spec, result))

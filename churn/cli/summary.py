@@ -99,6 +99,7 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
         ("registered model", f"{result.model_uri} (version {result.model_version}), fitted on "
          f"{result.rows['final']:,} rows" + (" (train + test)" if result.rows["final"] > result.rows["search"]
                                              else "")),
+        ("promotion", result.promotion.line if result.promotion else "-"),
         ("MLflow run", result.run_id),
         ("wall time", f"{wall:.1f}s"),
     ]:

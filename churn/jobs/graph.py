@@ -68,7 +68,10 @@ def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
                                       *([f"{rows['final']:,} rows"] if rows else []))})
     g.add_rank({"track": timed("track", f"MLflow: {job.tracking.experiment}")})
     g.add_rank({"register": ["register", f"{job.tracking.registered_model}@{job.tracking.alias}",
-                             *([f"version {result.model_version}"] if result else [])]})
+                             *([f"version {result.model_version}"] if result else []),
+                             *([f"holds {', '.join('@' + a for a in result.promotion.aliases) or 'no alias'}"
+                                + ("" if result.promotion.registered else " (unchanged)")]
+                               if result and result.promotion else [])]})
     return g
 
 

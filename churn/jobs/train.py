@@ -46,7 +46,17 @@ from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
 from churn.tracking.names import check_experiment, check_names
-from churn.tracking.registry import input_example, log_model, set_alias
+from churn.tracking.promotion import (
+    Gate,
+    Promotion,
+    check_settings,
+    gate_score,
+    model_fingerprint,
+    owner_check,
+    promote,
+    version_score,
+)
+from churn.tracking.registry import input_example, log_model, serving_rules
 from churn.tracking.run_log import (
     log_champion,
     log_family,
@@ -58,6 +68,7 @@ from churn.tracking.run_log import (
     parent_run,
     set_stage,
 )
+from churn.tracking.run_state import claim_run
 from churn.tracking.store import check_store, resolve_uri
 
 log = logging.getLogger(__name__)
@@ -83,6 +94,7 @@ class TrainResult:
     model: ChurnClassifier  # the registered model (finalised unless model.finalize is off)
     seconds: dict[str, float] = field(default_factory=dict)
     feature_sums: dict[str, list[str]] = field(default_factory=dict)  # the sums every searched pipeline adds
+    promotion: Promotion | None = None  # what the gate did with the version, and the alias it holds
 
     @property
     def search(self) -> SearchResult:
@@ -95,6 +107,7 @@ def preflight(job: JobSpec) -> str:
     check_headers(job.data.paths(), job.table, job.data.encoding)
     check_output_folder(job)
     check_grids(job)
+    check_settings(job.tracking.alias)
     uri = resolve_uri(job.tracking)
     check_store(uri)
     check_names(job.tracking)
@@ -136,13 +149,15 @@ def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client
 
 
 def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None,
-        progress: Progress | None = None) -> TrainResult:
+        progress: Progress | None = None, force_promote: bool = False) -> TrainResult:
     """Run the whole train job on ``client``'s cluster; log it all to one MLflow run (``run_id``:
-    resume that run, made by ``churn submit``; ``progress``: told after each finished fit)."""
+    resume that run, made by ``churn submit``; ``progress``: told after each finished fit;
+    ``force_promote``: the new version becomes ``@champion`` whatever the promotion gate says)."""
     schema, features = job.table, job.table.features
     seconds: dict[str, float] = {}
     uri = resolve_uri(job.tracking)
     with parent_run(uri, job, job_file, run_id) as parent:
+        token = claim_run(uri, parent.info.run_id)  # checked again before registering and moving aliases
         with _stage("ingest", seconds, job.data.source):
             dataset = ingest(job, client)
 
@@ -225,14 +240,23 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                 log_plots(job, families, test, importance, raw, champion.calibration.method)
             reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, champion.oof_proba, y.to_numpy(),
                                           train[KEY_COLUMN].to_numpy(), schema, client)
-            info = log_model(registered, input_example(train, schema), threshold.value,
-                             job.tracking.registered_model, schema, reference)
-            version = str(info.registered_model_version)
-            set_alias(job.tracking.registered_model, job.tracking.alias, version)
+            name, scoring = job.tracking.registered_model, job.search.scoring
+
+            def register() -> str:
+                info = log_model(registered, input_example(train, schema), threshold.value,
+                                 job.tracking.registered_model, schema, reference)
+                return str(info.registered_model_version)
+
+            # the gate scores the champion on this run's test rows as the new model was scored above
+            gate = Gate(name, job.tracking.alias, scoring, gate_score(scoring, y_test, p_test, threshold.value),
+                        serving_rules(schema), lambda v: version_score(name, v, test_ddf, features, client, scoring))
+            promotion = promote(gate, model_fingerprint(job, dataset.manifest.dataset, len(train)), register,
+                                owner_check(uri, parent.info.run_id, token), force=force_promote)
+            version = promotion.version
         log_seconds(seconds)
-        result = TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}@{job.tracking.alias}",
+        result = TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}/{version}",
                              version, dataset, families, champion, threshold, test, rows, kept, registered, seconds,
-                             feature_sums=sums.groups)
+                             feature_sums=sums.groups, promotion=promotion)
         graph = train_graph(job, result)
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
                   f"churn train: {job.name}")

@@ -129,6 +129,18 @@ def set_alias(name: str, alias: str, version: str | int) -> None:
     mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
+def alias_version(name: str, alias: str) -> str | None:
+    """The version ``models:/name@alias`` points at now, read from the registry; None when the
+    model or the alias does not exist."""
+    try:
+        version = mlflow.MlflowClient().get_registered_model(name).aliases.get(alias)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return None if version is None else str(version)
+
+
 def input_example(rows: pd.DataFrame, schema: TableSchema, n: int = 5) -> pd.DataFrame:
     """A few complete feature rows typed as a caller sends them (integer columns as int64)."""
     example = rows[schema.features].dropna().head(n).reset_index(drop=True)

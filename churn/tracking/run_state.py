@@ -11,7 +11,12 @@ lost machine), and a run created by ``churn submit`` whose driver task never sta
 * ``churn status`` of such a run, and the next job in its experiment, mark it FAILED
   (:func:`fail_if_lost`, :func:`fail_lost_runs`);
 * a driver that finds its own run ended by someone else stops beating, and the job stops at its
-  next stage (``run_log.set_stage``), before it registers a model into a FAILED run.
+  next stage (``run_log.set_stage``), before it registers a model into a FAILED run;
+* a driver claims its run with a token of its own (:func:`claim_run`), and reads the run again
+  just before it registers a model and just before it moves an alias (:func:`ownership_problem`):
+  a run that was ended, taken over by another driver (a resubmitted driver task), or whose
+  heartbeat is late enough for others to mark it lost (a driver paused past the timeout) stops
+  there.
 
 Comparing a heartbeat with the reader's clock assumes the hosts' clocks agree to well within
 the timeout (NTP).
@@ -23,6 +28,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -36,6 +42,7 @@ ERROR_TAG = "churn.error"
 HEARTBEAT_TAG = "churn.heartbeat"  # epoch seconds of the driver's last beat
 INTERVAL_TAG = "churn.heartbeat_interval"  # seconds between the driver's beats
 SUBMITTED = "submitted"  # the stage of a run whose driver has not started
+DRIVER_TAG = "churn.driver"  # the token of the driver that runs the job (the last to claim the run)
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +146,31 @@ def fail_lost_runs(uri: str, experiment_id: str) -> None:
             fail_if_lost(uri, status_of(run))
     except Exception as exc:  # noqa: BLE001 - bookkeeping for other runs must not stop this job
         log.warning("could not check experiment %s for runs without a driver: %s", experiment_id, exc)
+
+
+def claim_run(uri: str, run_id: str) -> str:
+    """Tag run ``run_id`` with a new driver token and return it: this driver now runs the job (a
+    driver that claimed it before no longer does)."""
+    token = uuid.uuid4().hex
+    mlflow.MlflowClient(uri).set_tag(run_id, DRIVER_TAG, token)
+    return token
+
+
+def ownership_problem(uri: str, run_id: str, token: str) -> str | None:
+    """Why the driver holding ``token`` may no longer write into run ``run_id``, read from the store
+    now; None while it may. A RUNNING run whose heartbeat is late enough for others to call it lost
+    is marked FAILED here (what ``churn status`` would do a moment later)."""
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    st = status_of(run)
+    if st.status != "RUNNING":
+        return f"run {run_id} was marked {st.status} while the job ran ({st.error or 'no reason given'})"
+    if run.data.tags.get(DRIVER_TAG) != token:
+        return f"run {run_id} was claimed by another driver while this one ran"
+    reason = is_lost(st, time.time(), *_timeouts())
+    if reason is not None:
+        fail_run(uri, run_id, reason)
+        return f"run {run_id} lost its driver ({reason}) and is marked FAILED"
+    return None
 
 
 @contextlib.contextmanager

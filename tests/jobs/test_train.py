@@ -189,22 +189,6 @@ def test_stack_calibration_and_finalising(client, tmp_path, telco_subset):
     assert not np.allclose(result.model.predict_proba(raw), kept.model.predict_proba(raw))
 
 
-def test_nullable_integer_column_takes_integers_and_blanks(client, tmp_path, telco_subset):
-    """tenure declared a nullable integer: the registered model scores rows sending it as integers
-    and as blanks (MLflow would refuse int64 for a double column)."""
-    job = job_spec(tmp_path, telco_subset, "search.cv=2", "evaluation.plots=false",
-                   "model.families=[logistic_regression]", "model.grids={logistic_regression: {C: [1.0]}}",
-                   "model.imbalance=none", "schema.numeric.tenure={integer: true, min: 0, nullable: true}")
-    result = run(job, client)
-    mlflow.set_tracking_uri(job.tracking.uri)
-    model = mlflow.pyfunc.load_model(result.model_uri)
-    rows = pd.read_csv(telco_subset, na_values=[" "]).head(4).drop(columns=["customerID", "Churn"])
-    assert rows["tenure"].dtype == np.int64
-    as_ints = model.predict(rows)["probability"]
-    blanks = model.predict(rows.assign(tenure=[1.0, None, 3.0, None]))["probability"]
-    assert as_ints.between(0, 1).all() and blanks.between(0, 1).all()
-
-
 def test_a_rerun_reuses_the_search(client, tmp_path, telco_subset):
     """The same job run again (same data, spec and code) reuses the first run's search: no fit runs,
     and the results, champion and test metrics are the same; a changed grid searches again."""
@@ -222,5 +206,12 @@ def test_a_rerun_reuses_the_search(client, tmp_path, telco_subset):
         pd.testing.assert_frame_equal(again.families[fam].cv_results, first.families[fam].cv_results)
     assert again.champion.name == first.champion.name
     assert again.test.metrics["roc_auc"] == first.test.metrics["roc_auc"]
+    # same data, spec, code and seed: nothing new is registered
+    assert (first.model_version, first.promotion.registered) == ("1", True)
+    assert (again.model_version, again.promotion.registered) == ("1", False)
+    assert again.promotion.line.startswith("unchanged: version 1 already registered (same data, spec, code and seed)")
     changed = run(job_spec(tmp_path, telco_subset, *args, "model.grids.decision_tree.max_depth=[3]"), client)
     assert "churn.search_reused" not in mlflow.get_run(changed.run_id).data.tags
+    assert (changed.model_version, changed.promotion.registered) == ("2", True)
+    versions = mlflow.MlflowClient().search_model_versions("name = 'customer-churn'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
