@@ -107,7 +107,7 @@ class Bounded:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] != "/invocations":
+        if scope["path"] != "/invocations" or scope["method"] != "POST":
             async def versioned(message: dict) -> None:
                 if message["type"] == "http.response.start":
                     message = {**message, "headers": [*message.get("headers", []), self._header()]}

@@ -132,7 +132,7 @@ def test_non_finite_numbers_get_400_naming_row_column_value_and_rule(served, col
     assert status == 400, body
     err = json.loads(body)
     assert f"row 1: {col}={shown} is not" in err["message"]
-    assert {(p["row"], p["column"], p["rule"]) for p in err["problems"]} == {(1, col, "not_a_number")}
+    assert {(p["row"], p["column"], p["rule"]) for p in err["problems"]} == {(1, col, "not_finite")}
 
 
 @pytest.mark.parametrize("col, raw, message, rule", [
