@@ -182,7 +182,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
         except MlflowException as exc:  # the tracking store failed under the job (stalled, full, read-only)
             _fail(f"tracking store: {error_line(exc)}", EXIT_RUNTIME)
         except OSError as exc:  # e.g. a disk that filled up under the job: "[Errno 28] No space left …: 'path'"
-            _fail(str(exc), EXIT_RUNTIME)
+            _fail(str(exc) if exc.errno else f"{type(exc).__name__}: {exc}", EXIT_RUNTIME)  # numpy's: no errno
         except KeyboardInterrupt:
             _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
                   "published", EXIT_INTERRUPTED)

@@ -40,9 +40,11 @@ def request_limits() -> dict[str, int]:
     them (whole numbers; the timeout in seconds). A stalled server fails one call after at most
     ``(max-retries + 1) x request-timeout`` plus the waits between the retries (urllib3's: 0,
     then 2, 4, ... x backoff-factor seconds, plus up to 1 s of MLflow's jitter each)."""
+    values = {"request-timeout": setting("tracking.request-timeout"), "max-retries": setting("tracking.max-retries"),
+              "backoff-factor": setting("tracking.backoff-factor")}
     out = {}
     for key, (env, low, high) in REQUEST_LIMITS.items():
-        value = setting(f"tracking.{key}")
+        value = values[key]
         try:
             number = parse_timedelta(value) if key == "request-timeout" else value
         except (TypeError, ValueError, KeyError):  # KeyError: dask's "invalid time unit"
