@@ -74,6 +74,7 @@ def _python(code: str, **env: str) -> str:
     return proc.stdout.strip()
 
 
+@pytest.mark.cluster
 def test_importing_churn_keeps_the_users_dask_config():
     """A user's dask.config.set and DASK_CHURN__ variables survive importing churn's settings."""
     out = _python("import dask.config\n"
@@ -86,6 +87,7 @@ def test_importing_churn_keeps_the_users_dask_config():
     assert out == "1MiB 3s 2"
 
 
+@pytest.mark.cluster
 def test_validating_a_job_imports_no_scikit_learn():
     """Loading and validating the shipped job spec leaves scikit-learn and imbalanced-learn unimported."""
     out = _python("import sys\n"

@@ -154,7 +154,7 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
     from churn.data.split import DataCountError
     from churn.modeling.preflight import RoundTripError
     from churn.tracking.run_log import RunEndedError
-    from churn.tracking.store import TrackingError
+    from churn.tracking.store import TrackingError, error_line
 
     _quiet_libraries()
     with _signals():
@@ -179,8 +179,10 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
         except CancelledError as exc:  # tasks cancelled by the scheduler (their data was lost)
             _fail(f"the Dask cluster cancelled a task of the job: {exc}", EXIT_RUNTIME)
-        except MlflowException as exc:  # the tracking store failed under the job (stalled past its limits)
-            _fail(f"tracking store: {exc.message}", EXIT_RUNTIME)
+        except MlflowException as exc:  # the tracking store failed under the job (stalled, full, read-only)
+            _fail(f"tracking store: {error_line(exc)}", EXIT_RUNTIME)
+        except OSError as exc:  # e.g. a disk that filled up under the job: "[Errno 28] No space left …: 'path'"
+            _fail(str(exc), EXIT_RUNTIME)
         except KeyboardInterrupt:
             _fail("interrupted (Ctrl-C): the MLflow run is marked FAILED and nothing half-written was "
                   "published", EXIT_INTERRUPTED)
@@ -263,6 +265,11 @@ def schema_infer(
         guesses = infer_columns(str(file), rows)
     except (ValueError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
         _fail(f"{file}: cannot read it as CSV: {exc}", EXIT_CONFIG)
+    from churn.config.job import reserved_column
+
+    reserved = reserved_column([g.name for g in guesses])
+    if reserved:  # a schema naming it would be refused
+        _fail(f"{file}: {reserved}", EXIT_CONFIG)
     typer.echo(schema_yaml(guesses), nl=False)
 
 
@@ -327,14 +334,14 @@ def status(
 
     from churn.config import TrackingSpec
     from churn.tracking.run_state import fail_if_lost, run_status
-    from churn.tracking.store import TrackingError, check_reachable, resolve_uri
+    from churn.tracking.store import TrackingError, check_readable, resolve_uri
 
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
-        check_reachable(uri)
+        check_readable(uri)  # a store that is not there is not created
     except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
-    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
+    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI, no store there
         _fail(str(exc), EXIT_CONFIG)
     except TrackingError as exc:
         _fail(str(exc), EXIT_RUNTIME)
@@ -402,6 +409,7 @@ def serve(
     import tempfile
 
     from churn.config import TrackingSpec
+    from churn.config.job import credential_in
     from churn.jobs import serve as serve_job
     from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 
@@ -410,9 +418,13 @@ def serve(
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
     except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
     except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI
         _fail(str(exc), EXIT_CONFIG)
+    secret = credential_in(model_uri)
+    if secret:  # it would be printed below and passed on a command line
+        _fail(f"--model-uri holds a credential ({secret}): remove it and set it in the environment instead",
+              EXIT_CONFIG)
     try:
         check_reachable(uri)
     except TrackingError as exc:

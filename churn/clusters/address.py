@@ -7,7 +7,7 @@ import contextlib
 from dask.utils import parse_timedelta
 from distributed import Client
 
-from churn.clusters.errors import ClusterError
+from churn.clusters.errors import ClusterError, close_on_exit
 from churn.clusters.security import security_for
 from churn.config import AddressSpec, setting
 
@@ -27,7 +27,7 @@ def connect(address: str, timeout: str | float | None = None, spec: AddressSpec 
 
 def open_client(spec: AddressSpec, stack: contextlib.ExitStack) -> Client:
     """A client on the spec's scheduler; ``stack`` closes it (the cluster is not ours to close)."""
-    return stack.enter_context(connect(spec.address, spec.timeout, spec))
+    return close_on_exit(stack, connect(spec.address, spec.timeout, spec))
 
 
 def render(spec: AddressSpec) -> str:

@@ -16,7 +16,7 @@ import yaml
 from distributed import Client
 
 from churn.clusters import address
-from churn.clusters.errors import ClusterError, wait_for_first_worker
+from churn.clusters.errors import ClusterError, close_on_exit, wait_for_first_worker
 from churn.clusters.extras import require
 from churn.clusters.tuning import worker_environ
 from churn.config import AddressSpec, KubernetesSpec, setting
@@ -79,7 +79,7 @@ def _open_tls(spec: KubernetesSpec, stack: contextlib.ExitStack) -> Client:
         raise ClusterError(f"cannot create DaskCluster {spec.name!r}: {exc}") from exc
     stack.callback(resource.delete)
     target = AddressSpec(address=scheduler_address(spec), tls=spec.tls)
-    return stack.enter_context(address.connect(target.address, setting("cluster.workers-timeout"), target))
+    return close_on_exit(stack, address.connect(target.address, setting("cluster.workers-timeout"), target))
 
 
 def open_client(spec: KubernetesSpec, stack: contextlib.ExitStack) -> Client:
@@ -93,8 +93,8 @@ def open_client(spec: KubernetesSpec, stack: contextlib.ExitStack) -> Client:
                                            shutdown_on_close=True)
         except Exception as exc:  # noqa: BLE001 - no kubeconfig, no operator, no permission: one line
             raise ClusterError(f"cannot create DaskCluster {spec.name!r}: {exc}") from exc
-        stack.enter_context(cluster)
-        client = stack.enter_context(Client(cluster, set_as_default=False))
+        close_on_exit(stack, cluster)
+        client = close_on_exit(stack, Client(cluster, set_as_default=False))
     wait_for_first_worker(client, f"worker pod of {spec.name!r}", "kubectl get pods shows why")
     return client
 

@@ -11,7 +11,7 @@ import dask.config
 from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
-from churn.clusters.errors import ClusterError
+from churn.clusters.errors import ClusterError, close_on_exit
 from churn.clusters.security import security_for
 from churn.clusters.tuning import nanny_config
 from churn.config import LocalClusterSpec, setting
@@ -62,8 +62,8 @@ def start(spec: LocalClusterSpec) -> LocalCluster:
 
 def open_client(spec: LocalClusterSpec, stack: contextlib.ExitStack) -> Client:
     """A client on a new LocalCluster; ``stack`` closes both."""
-    cluster = stack.enter_context(start(spec))
-    return stack.enter_context(Client(cluster, security=security_for(spec.tls), set_as_default=False))
+    cluster = close_on_exit(stack, start(spec))
+    return close_on_exit(stack, Client(cluster, security=security_for(spec.tls), set_as_default=False))
 
 
 def render(spec: LocalClusterSpec) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from distributed import Client
 
-from churn.clusters.errors import ClusterError, wait_for_first_worker
+from churn.clusters.errors import ClusterError, close_on_exit, wait_for_first_worker
 from churn.clusters.extras import require
 from churn.clusters.security import security_for
 from churn.clusters.tuning import worker_environ
@@ -37,9 +37,9 @@ def open_client(spec: SlurmSpec, stack: contextlib.ExitStack) -> Client:
                                         scheduler_options={"dashboard_address": spec.dashboard_address})
     except Exception as exc:  # noqa: BLE001 - e.g. no sbatch on this machine
         raise ClusterError(f"cannot start SLURMCluster: {exc}") from exc
-    stack.enter_context(cluster)  # closing it cancels the jobs (scancel)
+    close_on_exit(stack, cluster)  # closing it cancels the jobs (scancel)
     cluster.scale(jobs=spec.jobs)
-    client = stack.enter_context(Client(cluster, security=security_for(spec.tls), set_as_default=False))
+    client = close_on_exit(stack, Client(cluster, security=security_for(spec.tls), set_as_default=False))
     wait_for_first_worker(client, "SLURM worker job", "squeue shows why")
     return client
 

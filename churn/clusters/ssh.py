@@ -12,7 +12,7 @@ from typing import Any
 import dask.config
 from distributed import Client
 
-from churn.clusters.errors import ClusterError
+from churn.clusters.errors import ClusterError, close_on_exit
 from churn.clusters.extras import require
 from churn.clusters.security import security_for, tls_config
 from churn.clusters.tuning import nanny_config, worker_environ
@@ -52,8 +52,8 @@ def open_client(spec: SSHSpec, stack: contextlib.ExitStack) -> Client:
                                  remote_python=spec.remote_python, security=security_for(spec.tls))
     except Exception as exc:  # noqa: BLE001 - ssh, auth and startup failures: one line
         raise ClusterError(f"cannot start SSHCluster on {', '.join(spec.hosts)}: {exc}") from exc
-    stack.enter_context(cluster)
-    return stack.enter_context(Client(cluster, security=security_for(spec.tls), set_as_default=False))
+    close_on_exit(stack, cluster)
+    return close_on_exit(stack, Client(cluster, security=security_for(spec.tls), set_as_default=False))
 
 
 def render(spec: SSHSpec) -> str:

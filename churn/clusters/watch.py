@@ -3,7 +3,8 @@
 The scheduler keeps tasks with no worker to run them waiting, by default for ever (its own
 ``no-workers-timeout`` is the cluster operator's setting, not the job's), so the client watches:
 after ``churn.cluster.no-workers-timeout`` with no worker (or no scheduler) it cancels the
-client's futures, which ends whatever gather the job is blocked in.
+client's futures, which ends whatever gather the job is blocked in, and keeps cancelling the
+ones the job submits after that until the job has stopped.
 """
 
 from __future__ import annotations
@@ -48,18 +49,28 @@ class WorkerWatch:
     def _run(self) -> None:
         since: float | None = None
         while not self._stop.wait(self.poll):
-            if self.workers():
-                since = None
-                continue
-            since = since or time.monotonic()
-            if time.monotonic() - since < self.timeout:
-                continue
-            self.message = (f"the cluster has had no Dask worker for {self.timeout:g}s "
-                            "(churn.cluster.no-workers-timeout); the job stopped")
-            log.error("%s", self.message)
-            futures = [Future(key, self.client) for key in list(self.client.futures)]
-            try:
-                self.client.cancel(futures, force=True, reason="no-workers", msg=self.message)
-            except Exception:  # noqa: BLE001 - the scheduler may be gone too; the client then fails by itself
-                pass
+            if self.message is None:
+                if self.workers():
+                    since = None
+                    continue
+                since = since or time.monotonic()
+                if time.monotonic() - since < self.timeout:
+                    continue
+                self.message = (f"the cluster has had no Dask worker for {self.timeout:g}s "
+                                "(churn.cluster.no-workers-timeout); the job stopped")
+                log.error("%s", self.message)
+            # from now on, until the job has stopped: also the tasks it submits after this moment
+            # (a driver still preparing its first stage when the timeout passed) would wait for ever
+            self._cancel_all()
+
+    def _cancel_all(self) -> None:
+        """Cancel every future of the client that is not cancelled yet; the waits on them end."""
+        states = self.client.futures
+        keys = [key for key in list(states) if getattr(states.get(key), "status", None) != "cancelled"]
+        if not keys:
             return
+        try:
+            self.client.cancel([Future(key, self.client) for key in keys], force=True, reason="no-workers",
+                               msg=self.message)
+        except Exception:  # noqa: BLE001 - the scheduler may be gone too; the client then fails by itself
+            pass

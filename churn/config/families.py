@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from churn.config.errors import shown
+
 
 @dataclass(frozen=True)
 class FamilyRules:
@@ -70,7 +72,7 @@ def check_grid_shape(family: str, grid: dict[str, Any]) -> None:
             raise ValueError(f"model.grids.{family}.{key} must be a non-empty list")
         wrong = [v for v in values if key in PIPELINE_KEY_CHOICES and v not in PIPELINE_KEY_CHOICES[key]]
         if wrong:
-            raise ValueError(f"model.grids.{family}.{key}: {', '.join(map(repr, wrong))} is not one of "
+            raise ValueError(f"model.grids.{family}.{key}: {', '.join(map(shown, wrong[:5]))} is not one of "
                              f"{', '.join(PIPELINE_KEY_CHOICES[key])}")
         points *= len(values)
     if points > MAX_GRID_POINTS:

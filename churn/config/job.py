@@ -9,24 +9,88 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from churn.config.errors import ConfigError
+from churn.config.errors import ConfigError, cut, shown
 from churn.config.families import FAMILY_NAMES, check_grid_shape, rules
 from churn.config.features import name_groups
 
+# query parameters that carry a secret (API tokens, S3 and GCS pre-signed URLs, Azure SAS), any case;
+# urllib.parse reads the URL, but no library we use lists which parameter names are credentials
+SECRET_PARAMETER = re.compile(r"token|secret|passw|pwd|signature|credential|api[-_]?key|access[-_]?key|private[-_]?key"
+                              r"|^key$|^sig$|^auth$|^authorization$", re.IGNORECASE)
+# the columns churn adds to a dataset, its quarantine and its samples (churn.data.columns and the
+# literals of churn.data; this layer cannot import them, tests/config/test_load.py checks they agree)
+RESERVED_COLUMNS = frozenset({"_key", "_label", "_split", "_reasons", "_source", "_line", "_raw", "_u"})
+
+
+def reserved_column(names: list[str]) -> str | None:
+    """Why the first of ``names`` that churn uses for its own columns cannot be a source column;
+    None when none is."""
+    for name in names:
+        if name in RESERVED_COLUMNS:
+            return (f"column {shown(name)} has a name churn gives its own columns "
+                    f"({', '.join(sorted(RESERVED_COLUMNS))}): rename it in the source files")
+    return None
+
+
+def credential_in(uri: str, *, user: bool = True) -> str | None:
+    """What in ``uri`` is a credential, named without its value: a password before the host (or,
+    with ``user``, a user name alone), or a query parameter such as ``token`` or ``X-Amz-Signature``.
+    None when nothing is. Each part of an fsspec chain (``simplecache::s3://...``) is looked at."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    for part in uri.split("::"):
+        if "://" not in part:
+            continue
+        try:
+            url = urlsplit(part)
+        except ValueError:  # e.g. an unbalanced [ in the host: no query to read, only what precedes the path
+            before_path = part.split("://", 1)[1].split("/", 1)[0]
+            return "a user name or password before the host" if "@" in before_path else None
+        userinfo = url.netloc.rpartition("@")[0]
+        if ":" in userinfo:
+            return "a password before the host"
+        if userinfo and user:
+            return "a user name before the host"
+        for name, _ in parse_qsl(url.query, keep_blank_values=True):
+            if SECRET_PARAMETER.search(name.strip()):
+                return f"the query parameter {shown(name)}"
+    return None
+
 
 def has_credentials(uri: str) -> bool:
-    """Does ``uri`` carry ``user:password@`` (or ``user@``) before its host?"""
-    return "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]
+    """Does ``uri`` carry ``user:password@`` (or ``user@``) before its host, or a credential-looking
+    query parameter (:func:`credential_in`)?"""
+    return credential_in(uri) is not None
+
+
+def refuse_credentials(key: str, uri: str | None, *, user: bool = True, instead: str) -> str | None:
+    """``uri`` unless it holds a credential; then a one-line error naming ``key`` and what the
+    credential is, never its value (a spec is shared, logged and committed)."""
+    what = credential_in(uri, user=user) if uri else None
+    if what:
+        raise ValueError(f"{key} holds a credential ({what}): remove it and {instead}")
+    return uri
+
+
+def _model_uri(value: str) -> str:
+    return refuse_credentials("the model URI", value, instead=(
+        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or the artifact store's own variables "
+        "(AWS_ACCESS_KEY_ID, ...), in the environment instead")) or value
+
+
+ModelUri = Annotated[str, AfterValidator(_model_uri)]  # where score and monitor load the model from
 
 
 class Strict(BaseModel):
-    """A spec section: unknown keys are errors."""
+    """A spec section: unknown keys are errors, and every number is finite (no metric, rule or
+    threshold can use an infinity or a NaN)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- schema
@@ -85,6 +149,9 @@ class TableSchema(Strict):
         seen: dict[str, str] = {}
         groups = {"numeric": list(self.numeric), "categorical": list(self.categorical),
                   "ignore": self.ignore, "label": [self.label], "id": [self.id] if self.id else []}
+        reserved = reserved_column([name for names in groups.values() for name in names])
+        if reserved:
+            raise ValueError(reserved)
         for group, names in groups.items():
             for name in names:
                 if name in seen:
@@ -121,6 +188,32 @@ class DataSpec(Strict):
     encoding: str = "utf-8"  # text encoding of the CSV files; lines not valid in it are quarantined
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
 
+    @field_validator("source")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        """A password or token in the source would reach the progress log, the manifest and the run."""
+        return refuse_credentials("the source", value, user=False, instead=(
+            "give it to fsspec in the environment instead (FSSPEC_<PROTOCOL>_<OPTION> variables, or a file in "
+            "~/.config/fsspec)"))
+
+    @field_validator("blocksize")
+    @classmethod
+    def _byte_size(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            block_bytes(value, "")
+        return value
+
+    @model_validator(mode="after")
+    def _blocksize_setting(self) -> DataSpec:
+        """The ``churn.ingest.blocksize`` setting (``DASK_CHURN__INGEST__BLOCKSIZE``) is read when the
+        spec leaves ``blocksize`` out: a bad one is refused now, not after the cluster starts."""
+        if self.blocksize is None:
+            from churn.config.settings import setting
+
+            block_bytes(setting("ingest.blocksize"), " (the churn.ingest.blocksize setting, which the "
+                        "environment variable DASK_CHURN__INGEST__BLOCKSIZE overrides)")
+        return self
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, v: str) -> str:
@@ -130,15 +223,17 @@ class DataSpec(Strict):
             codecs.lookup(v)
         except LookupError:
             raise ValueError(f"unknown encoding {v!r}") from None
+        if codecs.lookup(v).name in ("utf-16", "utf-32"):  # with a byte-order mark: read whole, transcoded
+            return v
         ascii_bytes = b'\n\r,"azAZ09 '  # files are cut into blocks and lines at these bytes
         try:
             same = ascii_bytes.decode(v) == ascii_bytes.decode("ascii")
         except UnicodeDecodeError:
             same = False
-        if not same:  # UTF-16, UTF-32, EBCDIC, ...
+        if not same:  # UTF-16-LE without a byte-order mark, EBCDIC, ...
             raise ValueError(f"encoding {v!r} is not supported: churn reads encodings that write ASCII as ASCII "
-                             "(UTF-8, latin-1, cp1252, ...); convert the files to UTF-8 first (e.g. iconv -f "
-                             f"{v} -t UTF-8)")
+                             "(UTF-8, latin-1, cp1252, ...) and utf-16 or utf-32 files that start with a "
+                             f"byte-order mark; convert the files to UTF-8 first (e.g. iconv -f {v} -t UTF-8)")
         return v
 
     def paths(self) -> list[str]:
@@ -146,7 +241,10 @@ class DataSpec(Strict):
         if "://" in self.source and not self.source.startswith("file://"):
             import fsspec
 
-            fs, _, found = fsspec.get_fs_token_paths(self.source)
+            try:
+                fs, _, found = fsspec.get_fs_token_paths(self.source)
+            except (ImportError, ValueError, OSError) as exc:  # a backend not installed, a store that refuses
+                raise ConfigError(f"data.source: cannot list {shown(self.source)}: {cut(str(exc))}") from None
             found = sorted(found)
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             found = [f"{protocol}://{p}" if "://" not in p else p for p in found]
@@ -157,9 +255,27 @@ class DataSpec(Strict):
             if folders:
                 raise ConfigError(f"data.source: {folders[0]} is a directory, not a CSV file "
                                   f"(matched by {self.source!r})")
+            # a named pipe, socket or device (reading its header would block or never end), a broken link
+            special = [f for f in found if not os.path.isfile(f)]
+            if special:
+                raise ConfigError(f"data.source: {special[0]} is not a regular file (a named pipe, socket, device "
+                                  f"or broken link), so it cannot be read in blocks; copy the data to a file")
         if not found:
             raise ConfigError(f"data.source: no CSV file at {self.source!r}")
         return found
+
+
+def block_bytes(value: str | int, where: str) -> int:
+    """``value`` (``32MiB``, ``4000000``) in bytes, as dask reads it; a ValueError naming it otherwise."""
+    from dask.utils import parse_bytes
+
+    try:
+        n = int(parse_bytes(value))
+    except (ValueError, TypeError):
+        raise ValueError(f"blocksize {shown(value)}{where} is not a byte size such as 32MiB or 4000000") from None
+    if n < 1:
+        raise ValueError(f"blocksize {shown(value)}{where} must be at least one byte")
+    return n
 
 
 class SplitSpec(Strict):
@@ -257,6 +373,22 @@ class EvaluationSpec(Strict):
     permutation_rows: int = Field(1000, ge=50)  # rows used for permutation importance
     plots: bool = True
 
+    @field_validator("top_k")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        """Each k is a fraction of the rows, and its metric is named by whole percent
+        (``precision_at_5pct``): k of 0 would still score the top row, and two k of the same percent
+        would log one metric over the other."""
+        names: dict[int, float] = {}
+        for k in value:
+            if not 0.01 <= k <= 1:  # below 1 % the name would say 0 %
+                raise ValueError(f"{k!r} is not a fraction of the rows between 0.01 and 1 (0.1: the top 10 %)")
+            pct = round(100 * k)
+            if pct in names:
+                raise ValueError(f"{names[pct]!r} and {k!r} are both the top {pct} % (the metric's name)")
+            names[pct] = k
+        return value
+
 
 class TrackingSpec(Strict):
     uri: str | None = None  # None: MLFLOW_TRACKING_URI, else a local SQLite store
@@ -268,10 +400,9 @@ class TrackingSpec(Strict):
     @classmethod
     def _no_credentials(cls, value: str | None) -> str | None:
         """Credentials come from the environment only: a spec is shared, logged and committed."""
-        if value and has_credentials(value):
-            raise ValueError("the tracking URI holds credentials: remove them and set MLFLOW_TRACKING_USERNAME "
-                             "and MLFLOW_TRACKING_PASSWORD in the environment instead")
-        return value
+        return refuse_credentials("the tracking URI", value, instead=(
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the "
+            "environment instead"))
 
 
 class JobSpec(Strict):

@@ -1,7 +1,9 @@
 """Loading specs: YAML plus ``--set key=value`` overrides into one validated, typed object.
 
-Every problem (missing file, unknown key, wrong type) becomes one :class:`ConfigError`
-naming the key or path, raised before any cluster starts.
+Every problem (missing file, unknown key, wrong type, a file that is not UTF-8 YAML, nested
+aliases that expand past ``churn.preflight.spec-values``) becomes one :class:`ConfigError`
+naming the key or path, raised before any cluster starts; no message repeats more than a few
+hundred characters of a value.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from churn.config.cluster import CLUSTER_SPEC, ClusterSpec
-from churn.config.errors import ConfigError
+from churn.config.errors import ConfigError, cut, shown
 from churn.config.job import JobSpec
 from churn.config.monitor import MonitorSpec
 from churn.config.score import ScoreSpec
+from churn.config.settings import setting
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -28,9 +31,14 @@ def _read_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{what} file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} file {p} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start:,}); save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} file {p} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} file {p} is not valid YAML: {cut(str(exc))}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -43,11 +51,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+            raise ConfigError(f"--set {shown(item)}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
         parts = [k for k in key.strip().split(".") if k]
         if not parts:
-            raise ConfigError(f"--set {item!r}: empty key")
+            raise ConfigError(f"--set {shown(item)}: empty key")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -64,22 +72,42 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def expanded_size(data: Any, limit: int) -> int:
+    """How many values ``data`` holds with every YAML alias written out (a mapping's keys and values,
+    a list's items), counted only until past ``limit``: nested aliases (a "billion laughs") are
+    shared objects once loaded, but every validator, message and log that walks them expands them.
+    PyYAML's safe loader has no limit of its own on alias expansion, hence this count."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            stack += node
+    return count
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        lines.append(f"{source}: {loc}: {msg}")
+        lines.append(f"{source}: {cut(loc)}: {cut(msg)}")
     return "\n".join(lines)
 
 
 def _load(model: type[SpecT] | TypeAdapter[Any], what: str, path: str | os.PathLike[str],
           overrides: list[str] | None) -> Any:
     data = apply_overrides(_read_yaml(path, what), overrides or [])
+    limit = int(setting("preflight.spec-values"))
+    if expanded_size(data, limit) > limit:
+        raise ConfigError(f"{what} file {path}: more than {limit:,} values once its YAML aliases are written out "
+                          "(nested aliases); write the values out, or use fewer aliases")
     try:
         return model.validate_python(data) if isinstance(model, TypeAdapter) else model.model_validate(data)
     except ValidationError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from churn.config.job import DataSpec, Strict, TableSchema, TrackingSpec
+from churn.config.job import DataSpec, ModelUri, Strict, TableSchema, TrackingSpec
 
 
 class ThresholdSpec(Strict):
@@ -26,7 +26,7 @@ class MonitorSpec(Strict):
     model's."""
 
     name: str = "monitor"
-    model_uri: str = "models:/customer-churn@champion"
+    model_uri: ModelUri = "models:/customer-churn@champion"
     data: DataSpec
     table: TableSchema | None = Field(None, alias="schema")  # None: the table logged with the model
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from churn.config.job import DataSpec, Strict, TableSchema, TrackingSpec
+from churn.config.job import DataSpec, ModelUri, Strict, TableSchema, TrackingSpec
+
+# the columns churn writes beside the id in the scores (churn.modeling.batch.score_block)
+SCORE_COLUMNS = ("probability", "decision", "model_name", "model_version", "scored_at")
 
 
 class ScoreSpec(Strict):
@@ -12,9 +15,16 @@ class ScoreSpec(Strict):
     scored. ``schema`` may be left out; when given, its rules must be the model's."""
 
     name: str = "score"
-    model_uri: str = "models:/customer-churn@champion"
+    model_uri: ModelUri = "models:/customer-churn@champion"
     data: DataSpec
     table: TableSchema | None = Field(None, alias="schema")  # None: the table logged with the model
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _id_apart(self) -> ScoreSpec:
+        if self.table.id in SCORE_COLUMNS:
+            raise ValueError(f"schema.id {self.table.id!r} is a column churn writes in the scores "
+                             f"({', '.join(SCORE_COLUMNS)}): rename it in the source files")
+        return self

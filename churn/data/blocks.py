@@ -8,6 +8,7 @@ block boundary falls. Line numbers are physical (1 = header).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -52,6 +53,31 @@ def count_byte(data: bytes, byte: int, start: int = 0, end: int | None = None) -
     return sum(int(np.count_nonzero(view[i:i + _CHUNK] == byte)) for i in range(0, len(view), _CHUNK))
 
 
+# UTF-16 and UTF-32 files (with a byte-order mark) are read whole, one block per file as a compressed
+# file is, and transcoded to UTF-8 before they are parsed: their newlines are not newline bytes.
+WIDE = ("utf-16", "utf-32")
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+codecs.register_error("churn.invalid", lambda exc: ("\udc00", exc.end))  # see to_utf8
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """``utf-16`` or ``utf-32`` when ``head`` (a file's first bytes) starts with that byte-order mark
+    and holds a NUL byte after it (text in an ASCII-compatible encoding holds none: the header
+    check refuses it), else None."""
+    for bom, name in _BOMS:
+        if head.startswith(bom) and b"\x00" in head[len(bom):256]:
+            return name
+    return None
+
+
+def to_utf8(data: bytes, encoding: str) -> bytes:
+    """``data`` (UTF-16 or UTF-32, from its byte-order mark on) as UTF-8; each invalid sequence
+    becomes a lone surrogate, which is not UTF-8, so the parse quarantines its line as
+    ``invalid_encoding`` like a bad byte in any other encoding."""
+    return data.decode(encoding, errors="churn.invalid").encode("utf-8", errors="surrogatepass")
+
+
 class NotTextError(ValueError):
     """A source file that is not CSV text (binary, or not in the declared encoding)."""
 
@@ -72,9 +98,17 @@ def read_header(path: str, encoding: str = "utf-8") -> list[str]:
             head = fh.read(1 << 16)
     except (OSError, EOFError, ValueError) as exc:  # e.g. a corrupt or mislabelled gzip file
         raise NotTextError(f"cannot read it ({exc})") from None
+    declared = codecs.lookup(encoding).name
+    if declared in WIDE:
+        if wide_encoding(head) != declared:
+            raise NotTextError(f"data.encoding is {encoding}, but the file does not start with a {declared} "
+                               "byte-order mark")
+        head, encoding = to_utf8(head, declared), "utf-8"
     line = head.split(b"\n", 1)[0]
     if b"\x00" in head:
-        raise NotTextError("binary data (NUL bytes), not CSV text")
+        wide = wide_encoding(head)
+        raise NotTextError(f"{wide} text (set data.encoding: {wide})" if wide
+                           else "binary data (NUL bytes), not CSV text")
     if b"\r" in line.rstrip(b"\r"):
         raise BadHeaderError("the header line holds a lone carriage return (CR): lines that end in CR alone "
                              "must be converted to LF or CRLF")
@@ -168,7 +202,9 @@ def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:
     """
     fs, p = fsspec.core.url_to_fs(path)
     size = int(fs.size(p))
-    if compression(path):  # no byte ranges in a compressed stream: one block, lines counted there
+    with fs.open(p, "rb") as fh:
+        head = fh.read(256)
+    if compression(path) or wide_encoding(head):  # no byte ranges: one block, lines counted there
         digest = hashlib.sha256()
         with fs.open(p, "rb") as fh:
             while chunk := fh.read(_CHUNK):
@@ -198,14 +234,17 @@ def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:
 
 def read_block_bytes(block: Block) -> bytes:
     """The bytes of ``block``: its exact record-aligned byte range; for a compressed file, the
-    whole decompressed file."""
+    whole decompressed file; a UTF-16 or UTF-32 file (one block) transcoded to UTF-8."""
     if compression(block.path):
         with fsspec.open(block.path, "rb", compression="infer") as fh:
-            return fh.read()
-    fs, p = fsspec.core.url_to_fs(block.path)
-    with fs.open(p, "rb") as fh:
-        fh.seek(block.offset)
-        return fh.read(block.length)
+            data = fh.read()
+    else:
+        fs, p = fsspec.core.url_to_fs(block.path)
+        with fs.open(p, "rb") as fh:
+            fh.seek(block.offset)
+            data = fh.read(block.length)
+    wide = wide_encoding(data[:256]) if block.offset == 0 else None
+    return to_utf8(data, wide) if wide else data
 
 
 def read_block_rows(block: Block) -> tuple[bytes, int]:

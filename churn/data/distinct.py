@@ -3,9 +3,12 @@
 :mod:`churn.data.dedup` decides which rows to drop; nothing here asks it. Per block, one task
 reads the ids of three sets back from disk: S, the staged clean rows (every row that passed
 validation); K, the written Parquet partition (the rows kept); C, the quarantine partition's
-``conflicting_label`` rows. It writes them sorted by id hash; then one task per hash range
-counts, by exact id text (``pyarrow.compute.count_distinct``), the distinct ids of S, K, C,
-K ∪ C and S ∪ K ∪ C in its range. An id hashes to one range, so the ranges' counts add up.
+``conflicting_label`` rows. It writes their 64-bit id hashes (``_key``, the hash of the id text
+that validation gave each row; for C, computed here the same way), sorted; then one task per
+hash range counts the distinct ids of S, K, C, K ∪ C and S ∪ K ∪ C in its range. An id hashes
+to one range, so the ranges' counts add up. (Hashes, not id texts: a hash table of the texts
+cost as much as parsing the blocks. Two distinct ids with one hash, about n²/2^65 likely for n
+ids, count as one: both kept, the ingest fails; one of them wrongly dropped would go unseen.)
 
 A correct ingest keeps each id of S exactly once, unless it conflicts: then all its rows are in
 C. So K holds no id twice (distinct K = rows of K), K and C share no id and together hold every
@@ -18,36 +21,32 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from churn.data.columns import KEY_COLUMN
 from churn.data.dedup import CONFLICT, read_staged
 from churn.data.hashing import hash_text
 from churn.data.manifest import IngestError
 
-STAGED, KEPT, CONFLICTING = 0, 1, 2
+SETS = ("staged", "kept", "conflicting")
 
 
-def _ids_path(staging: str, block_index: int) -> str:
-    return os.path.join(staging, "keys", f"{block_index:05d}-ids.arrow")
+def _ids_path(staging: str, block_index: int, which: str) -> str:
+    return os.path.join(staging, "keys", f"{block_index:05d}-ids-{which}.npy")
 
 
 def stage_ids(staging: str, block_index: int, id_column: str) -> int:
-    """Write the block's ids of S, K and C (tagged) sorted by their hash; returns how many."""
+    """Write the sorted id hashes of the block's S, K and C; returns how many."""
     name = f"part-{block_index:05d}.parquet"
     quarantine = pq.read_table(os.path.join(staging, "quarantine", name), columns=[id_column, "_reasons"])
-    sets = [read_staged(staging, block_index, [id_column]).column(id_column),
-            pq.read_table(os.path.join(staging, "data", name), columns=[id_column]).column(id_column),
-            quarantine.filter(pc.equal(quarantine.column("_reasons"), CONFLICT)).column(id_column)]
-    ids = pa.chunked_array([c for s in sets for c in s.cast(pa.string()).chunks], pa.string()).combine_chunks()
-    tag = np.repeat(np.array([STAGED, KEPT, CONFLICTING], np.int8), [len(s) for s in sets])
-    h = hash_text(ids)
-    order = np.argsort(h, kind="stable")
-    table = pa.table({"hash": h[order], "id": ids.take(pa.array(order)), "set": tag[order]})
-    with pa.OSFile(_ids_path(staging, block_index), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(1, table.num_rows))
-    return table.num_rows
+    conflicting = quarantine.filter(pc.equal(quarantine.column("_reasons"), CONFLICT)).column(id_column)
+    sets = [read_staged(staging, block_index, [KEY_COLUMN]).column(KEY_COLUMN).to_numpy(),
+            pq.read_table(os.path.join(staging, "data", name), columns=[KEY_COLUMN]).column(KEY_COLUMN).to_numpy(),
+            hash_text(conflicting)]
+    for which, keys in zip(SETS, sets, strict=True):
+        np.save(_ids_path(staging, block_index, which), np.sort(np.asarray(keys, np.uint64)))
+    return sum(len(k) for k in sets)
 
 
 @dataclass(frozen=True)
@@ -67,28 +66,41 @@ class IdCounts:
         return IdCounts(*(a + b for a, b in zip(self.__dict__.values(), other.__dict__.values(), strict=True)))
 
 
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of sorted ``keys``."""
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
+
+
+def _member(values: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Which of the sorted ``values`` are in the sorted ``within`` (binary search, no sort)."""
+    if not len(within):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(within, values), len(within) - 1)
+    return within[at] == values
+
+
+def _outside(values: np.ndarray, within: np.ndarray) -> int:
+    """How many of the sorted ``values`` are not in the sorted ``within``."""
+    return int(np.count_nonzero(~_member(values, within)))
+
+
 def count_range(staging: str, blocks: list[int], lo: int, hi: int | None) -> IdCounts:
     """Rows and distinct ids of each set among the ids hashed into [lo, hi) (``hi=None``: to the end)."""
-    parts = []
-    for b in blocks:
-        with pa.memory_map(_ids_path(staging, b)) as source:
-            table = pa.ipc.open_file(source).read_all()
-        h = table.column("hash").to_numpy()
-        i = int(np.searchsorted(h, np.uint64(lo)))
-        j = len(h) if hi is None else int(np.searchsorted(h, np.uint64(hi)))
-        parts.append(table.slice(i, j - i).select(["id", "set"]))
-    if not parts:
-        return IdCounts()
-    table = pa.concat_tables(parts)
-    ids, tag = table.column("id"), table.column("set").to_numpy()
-
-    def distinct(mask: np.ndarray) -> int:
-        return int(pc.count_distinct(ids.filter(pa.array(mask)), mode="all").as_py())
-
-    s, k, c = tag == STAGED, tag == KEPT, tag == CONFLICTING
-    return IdCounts(staged_rows=int(s.sum()), kept_rows=int(k.sum()), conflict_rows=int(c.sum()),
-                    staged=distinct(s), kept=distinct(k), conflicting=distinct(c), kept_or_conflicting=distinct(k | c),
-                    any=distinct(np.ones(len(tag), bool)))
+    rows, distinct = {}, {}
+    for which in SETS:
+        parts = []
+        for b in blocks:
+            keys = np.load(_ids_path(staging, b, which), mmap_mode="r")
+            i = int(np.searchsorted(keys, np.uint64(lo)))
+            j = len(keys) if hi is None else int(np.searchsorted(keys, np.uint64(hi)))
+            parts.append(np.asarray(keys[i:j]))
+        keys = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+        rows[which], distinct[which] = len(keys), _distinct(keys)
+    s, k, c = (distinct[w] for w in SETS)
+    k_or_c = len(k) + _outside(c, k)
+    return IdCounts(staged_rows=rows["staged"], kept_rows=rows["kept"], conflict_rows=rows["conflicting"],
+                    staged=len(s), kept=len(k), conflicting=len(c), kept_or_conflicting=k_or_c,
+                    any=len(s) + _outside(k, s) + _outside(c, s) - _outside(c[_member(c, k)], s))
 
 
 def measured_duplicates(counts: IdCounts, dropped: int) -> int:

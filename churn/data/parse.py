@@ -3,7 +3,8 @@
 What pyarrow's CSV reader does not do, and this module adds:
 
 * **Encodings.** Lines whose bytes are not valid in the declared encoding are quarantined as
-  ``invalid_encoding`` (the rest of the block is kept); other encodings are transcoded to UTF-8.
+  ``invalid_encoding`` (the rest of the block is kept); other encodings are transcoded to UTF-8
+  (UTF-16 and UTF-32 files by :func:`churn.data.blocks.read_block_bytes`, whole).
 * **Line numbers.** pyarrow numbers records, not physical lines; a quoted field holding a
   newline makes them differ, so each record's first line is computed from the newlines inside
   its fields.
@@ -20,6 +21,7 @@ What pyarrow's CSV reader does not do, and this module adds:
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from churn.config import TableSchema
-from churn.data.blocks import count_byte
+from churn.data.blocks import WIDE, count_byte
 from churn.data.manifest import IngestError
 from churn.data.validate import validate_table
 
@@ -229,7 +231,7 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
                           f"the parser returned {n_records} records covering {int(spans.sum())}")
     starts = first_line + np.cumsum(spans) - spans
     clean, quarantine = validate_table(table, schema, source, starts[good], require_label=require_label)
-    out.clean_lines.append(starts[good][~np.isin(starts[good], quarantine.column("_line").to_numpy())])
+    clean_lines = starts[good][~np.isin(starts[good], quarantine.column("_line").to_numpy())]
 
     # stray quotes: a record that spans lines and breaks (wrong field count, or a field that fails
     # validation holds a newline) keeps only its first line as the culprit
@@ -252,7 +254,8 @@ def parse_segment(data: bytes, first_line: int, header: list[str], schema: Table
             rest_start = line_starts[k + 1 + absorbed] if k + 1 + absorbed < len(line_starts) else len(data)
             parse_segment(data[rest_start:rest_end], line + 1 + absorbed, header, schema, source, out,
                           require_label=require_label)
-    out.clean.append(clean)
+    out.clean.append(clean)  # after the stray quotes' own rows: clean and clean_lines stay in step
+    out.clean_lines.append(clean_lines)
     out.quarantine.append(quarantine)
     for i, text in bad:
         if spans[i] == 1:  # an odd number of quotes on one line: its quote never closes
@@ -271,6 +274,8 @@ def parse_block(data: bytes, header: list[str], first_line: int, schema: TableSc
     refuses for invalid UTF-8 (or a block in another encoding) is decoded line-aware first.
     """
     out = ParsedBlock()
+    if codecs.lookup(encoding).name in WIDE:
+        encoding = "utf-8"  # read_block_bytes has transcoded it
     if encoding.lower() in _UTF8:
         try:
             parse_segment(data, first_line, header, schema, source, out, physical=lines, require_label=require_label)

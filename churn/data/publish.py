@@ -26,6 +26,8 @@ import uuid
 from contextlib import suppress
 from pathlib import Path
 
+from churn.data.manifest import IngestError
+
 log = logging.getLogger(__name__)
 
 OWNER = "owner.json"
@@ -33,7 +35,7 @@ READERS = "readers.lock"  # jobs using a version folder hold a shared flock on i
 _HELD: dict[Path, int] = {}  # version folder → the descriptor whose shared lock this process holds
 
 
-class DatasetGoneError(RuntimeError):
+class DatasetGoneError(IngestError):
     """The dataset a link names was removed, again and again, while this process tried to hold it."""
 
 

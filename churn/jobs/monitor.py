@@ -19,13 +19,14 @@ from distributed import Client
 from churn.config import ConfigError, MonitorSpec
 from churn.config.settings import setting
 from churn.data.budget import check_bad_rows
-from churn.data.folders import unwritable_reason
+from churn.data.folders import run_folder_name, unwritable_reason
 from churn.data.ingest import balanced_blocksize, check_headers, scan_blocks
 from churn.monitoring.batch import BatchProfile, profile_batch
 from churn.monitoring.drift import DriftResult, Thresholds, compare
 from churn.monitoring.report import render
 from churn.tracking.model_rules import logged_rules, with_model_table
 from churn.tracking.monitor_log import log_monitoring
+from churn.tracking.names import check_experiment, check_names
 from churn.tracking.registry import load_churn_model
 from churn.tracking.store import check_store, resolve_uri
 
@@ -51,6 +52,8 @@ def preflight(spec: MonitorSpec) -> str:
         raise ConfigError(f"report: cannot write to {spec.report}: {reason}")
     uri = resolve_uri(spec.tracking)
     check_store(uri)
+    check_names(spec.tracking, registry=False)
+    check_experiment(uri, spec.tracking.experiment)
     mlflow.set_tracking_uri(uri)
     spec = with_model_table(spec, logged_rules(spec.model_uri))
     check_headers(paths, spec.table, spec.data.encoding, require_label=False)
@@ -76,8 +79,8 @@ def run(spec: MonitorSpec, client: Client) -> MonitorResult:
         log.warning("monitor: %s; no drift verdict", drift.note)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     label = f"{model.name or 'model'} v{model.version or '-'}"
-    folder = Path(spec.report) / f"{spec.name}-{created.replace(':', '').replace('-', '')}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(spec.report) / run_folder_name(spec.name)
+    folder.mkdir(parents=True)  # a new name per run: never another run's report
     report = folder / "report.html"
     report.write_text(render(drift, f"churn monitor: {spec.name}", f"{spec.model_uri} ({label})",
                              spec.data.source, created, spec.thresholds.quarantined))

@@ -45,6 +45,7 @@ from churn.modeling.search import (
 from churn.modeling.search_cache import SearchCache, search_key
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
+from churn.tracking.names import check_experiment, check_names
 from churn.tracking.promotion import (
     Gate,
     Promotion,
@@ -109,6 +110,8 @@ def preflight(job: JobSpec) -> str:
     check_settings(job.tracking.alias)
     uri = resolve_uri(job.tracking)
     check_store(uri)
+    check_names(job.tracking)
+    check_experiment(uri, job.tracking.experiment)
     return uri
 
 

@@ -28,6 +28,7 @@ from churn.clusters.scatter import scatter
 from churn.config import ScoreSpec
 from churn.data.blocks import Block, read_block_rows
 from churn.data.budget import check_bad_rows
+from churn.data.folders import run_folder_name
 from churn.data.ingest import balanced_blocksize, check_headers, rejected_rows, scan_blocks
 from churn.data.manifest import IngestError
 from churn.data.parse import count_lines, parse_block
@@ -145,8 +146,7 @@ def score(spec: ScoreSpec, client: Client, model: Any, ref: ModelRef) -> ScoreRe
         result = ScoreResult(root=out_root, rows_read=read, rows_scored=written["data"],
                              rows_quarantined=written["quarantine"], reasons=dict(sorted(reasons.items())),
                              seconds=round(time.perf_counter() - t0, 3))
-        stamp = scored_at.replace(":", "").replace("-", "")
-        final = out_root / f"scores-{ref.name or 'model'}-v{ref.version or 'run'}-{stamp}"
+        final = out_root / run_folder_name(f"scores-{ref.name or 'model'}-v{ref.version or 'run'}")
         manifest = {**asdict(result), "root": str(final), "model": asdict(ref), "scored_at": scored_at,
                     "files": [{"path": s.path, "size": s.size, "sha256": s.sha256} for s in scans],
                     "blocks": [asdict(r) for r in results]}

@@ -22,6 +22,7 @@ from sklearn.metrics import get_scorer_names
 from sklearn.model_selection import ParameterGrid
 
 from churn.config import ConfigError, JobSpec
+from churn.config.errors import cut, shown
 from churn.config.families import PIPELINE_KEYS, spelled
 from churn.modeling.compat import scorer_response_method, validate_params
 from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
@@ -64,10 +65,10 @@ def check_grids(job: JobSpec) -> None:
                         validate_params(est)
                     except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
                         treatment = {"resample__method", "model__class_weight"} - set(job.model.grids.get(fam) or {})
-                        shown = ", ".join(f"{spelled(k)}={v!r}" for k, v in point.items() if k not in treatment)
-                        shown += f"; imbalance {imbalance_of(point, fam, job.model.imbalance)}"
-                        raise ConfigError(f"model.grids.{fam}: grid point ({shown}) is refused by "
-                                          f"{type(est).__name__}: {exc}") from None
+                        said = ", ".join(f"{spelled(k)}={shown(v)}" for k, v in point.items() if k not in treatment)
+                        said += f"; imbalance {imbalance_of(point, fam, job.model.imbalance)}"
+                        raise ConfigError(f"model.grids.{fam}: grid point ({said}) is refused by "
+                                          f"{type(est).__name__}: {cut(str(exc))}") from None
 
 
 def covering_points(grid: dict[str, list[Any]] | list[dict[str, list[Any]]]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ fixed trusted-type list, the decision threshold is model config.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from churn.serving.rules import rule_breaks
 from churn.serving.trusted import load_pipeline
@@ -22,6 +24,18 @@ def predict_frame(pipeline: Any, rows: pd.DataFrame, threshold: float) -> pd.Dat
     """The model's output for ``rows``: probability of churn and the decision at ``threshold``."""
     proba = pipeline.predict_proba(rows)[:, 1]
     return pd.DataFrame({"probability": proba, "decision": (proba >= threshold).astype(np.int64)})
+
+
+def untyped(inputs: Schema, columns: Iterable[str]) -> Schema:
+    """``inputs`` with ``columns`` of any type, so MLflow passes their values on as sent.
+
+    MLflow's typed columns cast silently before the model sees a row: ``long`` turns ``1.9``
+    into 1, ``-0.5`` into 0 and ``true`` into 1; ``double`` turns ``true`` into 1.0 and the text
+    ``"nan"`` into a blank. Untyped, the table's rules (:func:`churn.serving.rules.rule_breaks`)
+    see the values themselves.
+    """
+    raw = set(columns)
+    return Schema([ColSpec(AnyType(), c.name, required=c.required) if c.name in raw else c for c in inputs.inputs])
 
 
 class ChurnModel(PythonModel):

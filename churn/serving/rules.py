@@ -8,6 +8,7 @@ job spec nor pydantic; they are the same rules ingest applies (``churn.data.vali
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,9 @@ import numpy as np
 import pandas as pd
 
 MAX_SHOWN = 5  # problems listed in one message
+# text that reads as a number but not a finite one (as ingest's churn.data.validate._NOT_FINITE;
+# the two layers do not import each other)
+NOT_FINITE = re.compile(r"^[+-]?(inf|infinity|nan)$", re.IGNORECASE)
 
 
 LOOP_ROWS = 256  # up to this many cells a plain loop beats factorising (a served request)
@@ -82,8 +86,8 @@ def number_cells(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class Problem:
     """One rule a row breaks: the row's position, the column, the value as sent and the rule,
-    named with ingest's reason code (``blank_value``, ``not_a_number``, ``not_an_integer``,
-    ``out_of_range``, ``unknown_category``; ``missing_column`` for a column not sent at all)."""
+    named with ingest's reason code (``blank_value``, ``not_a_number``, ``not_finite``,
+    ``not_an_integer``, ``out_of_range``, ``unknown_category``; ``missing_column`` for a column not sent at all)."""
 
     row: int | None
     column: str
@@ -135,8 +139,12 @@ def rule_breaks(rows: pd.DataFrame, rules: dict[str, Any]) -> list[Problem]:
         values, blank = number_cells(rows[col])
         if not rule.get("nullable"):
             report(blank, col, "blank_value", "is blank")
-        report(np.isnan(values) & ~blank, col, "not_a_number", "is not a number")
-        report(np.isinf(values), col, "not_a_number", "is not a finite number")
+        undefined = np.flatnonzero(np.isnan(values) & ~blank)
+        spelled = np.zeros(len(values), dtype=bool)  # NaN text: a number, but not a finite one
+        spelled[undefined] = [isinstance(v, str) and bool(NOT_FINITE.match(v.strip()))
+                              for v in rows[col].iloc[undefined]]
+        report(np.isnan(values) & ~blank & ~spelled, col, "not_a_number", "is not a number")
+        report(spelled | np.isinf(values), col, "not_finite", "is not a finite number")
         finite = np.isfinite(values)
         if rule.get("integer"):
             report(finite & (values != np.round(values)), col, "not_an_integer", "is not an integer")

@@ -69,9 +69,9 @@ def churn_error(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
         err = {"message": body.decode(errors="replace")}
     if not isinstance(err, dict):
         err = {"message": str(err)}
-    if status >= 500:
-        return status, {"error_code": "INTERNAL_ERROR", "message": "the server failed to score the request; "
-                                                                   "its log says why"}
+    if status >= 500:  # 500, or 504 from MLflow's request timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)
+        return status, {"error_code": "INTERNAL_ERROR",
+                        "message": f"the server could not score the request (HTTP {status}); its log says more"}
     out: dict[str, Any] = {"error_code": err.get("error_code", "BAD_REQUEST")}
     if isinstance(err.get("problems"), list):
         out["message"] = "rows break the table's rules: " + "; ".join(p["message"] for p in err["problems"])
@@ -107,7 +107,7 @@ class Bounded:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] != "/invocations":
+        if scope["path"] != "/invocations" or scope["method"] != "POST":
             async def versioned(message: dict) -> None:
                 if message["type"] == "http.response.start":
                     message = {**message, "headers": [*message.get("headers", []), self._header()]}
@@ -197,9 +197,18 @@ def build_app(model_dir: str, version: str, max_body: int) -> Bounded:
     """Load the model in ``model_dir`` (a local copy, already resolved and checked by the caller)
     and wrap MLflow's scoring app for it in :class:`Bounded`."""
     import mlflow.pyfunc
+    from mlflow.models import ModelSignature
     from mlflow.pyfunc import scoring_server
 
-    return Bounded(scoring_server.init(mlflow.pyfunc.load_model(model_dir)), version, max_body)
+    from churn.serving.pyfunc import untyped
+
+    model = mlflow.pyfunc.load_model(model_dir)
+    signature = model.metadata.signature
+    if signature is not None:  # models registered before 2026-12 typed their integer columns
+        numeric = model.unwrap_python_model().rules.get("numeric", {})
+        model.metadata.signature = ModelSignature(untyped(signature.inputs, numeric), signature.outputs,
+                                                  signature.params)
+    return Bounded(scoring_server.init(model), version, max_body)
 
 
 def app_from_env() -> Bounded:

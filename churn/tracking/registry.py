@@ -17,11 +17,10 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
-from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import churn.serving
 from churn.config import ConfigError, TableSchema
-from churn.serving.pyfunc import predict_frame
+from churn.serving.pyfunc import predict_frame, untyped
 from churn.serving.trusted import dump_pipeline
 from churn.tracking.verify import record_digests, verified_model
 
@@ -54,7 +53,8 @@ def serving_code(into: Path) -> Path:
         src, dst = PACKAGE_DIR / rel, root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+            # server.py is `churn serve`'s HTTP app, not needed to load and predict
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "server.py"))
         elif src.name == "__init__.py":
             dst.write_text(SHIPPED_INIT)
         else:
@@ -81,17 +81,12 @@ def serving_rules(schema: TableSchema) -> dict[str, Any]:
 
 
 def signature_for(inferred: ModelSignature, schema: TableSchema) -> ModelSignature:
-    """The inferred signature, with every numeric column of any type.
+    """The inferred signature, with every numeric column of any type (:func:`untyped`).
 
-    MLflow's typed columns cast silently before the model sees a row: ``long`` turns ``1.9``
-    into 1, ``-0.5`` into 0 and ``true`` into 1; ``double`` turns ``true`` into 1.0 and the
-    text ``"nan"`` into a blank. It also refuses int64 for a ``double`` column, and a ``long``
-    column cannot hold a blank. Untyped, the values reach the served model as sent, and it
-    checks them with the table's rules (:func:`churn.serving.rules.rule_breaks`).
+    MLflow would cast their values before churn's rules see them; it also refuses int64 for a
+    ``double`` column, and a ``long`` column cannot hold a blank.
     """
-    raw = set(schema.numeric)
-    cols = [ColSpec(AnyType(), c.name, required=c.required) if c.name in raw else c for c in inferred.inputs.inputs]
-    return ModelSignature(Schema(cols), inferred.outputs)
+    return ModelSignature(untyped(inferred.inputs, schema.numeric), inferred.outputs)
 
 
 def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered_name: str,

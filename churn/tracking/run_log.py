@@ -11,8 +11,9 @@ the registered model on the parent.
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -29,7 +30,9 @@ from churn.modeling.screen import SumsChoice
 from churn.modeling.search import SearchResult
 from churn.tracking import plots
 from churn.tracking.run_state import ERROR_TAG, STAGE_TAG, SUBMITTED, fail_lost_runs, heartbeat
-from churn.tracking.store import ensure_experiment
+from churn.tracking.store import ensure_experiment, error_line
+
+log = logging.getLogger(__name__)
 
 
 def create_run(uri: str, job: JobSpec, job_file: str | None) -> str:
@@ -37,8 +40,8 @@ def create_run(uri: str, job: JobSpec, job_file: str | None) -> str:
     exp_id = ensure_experiment(uri, job.tracking.experiment)
     client = mlflow.MlflowClient(uri)
     run = client.create_run(exp_id, run_name=job.name, tags={STAGE_TAG: SUBMITTED})
-    if job_file:
-        client.log_artifact(run.info.run_id, job_file, "job")
+    if job_file:  # beside the effective spec (job/job.yaml, with the --set values), never over it
+        client.log_artifact(run.info.run_id, job_file, "job/file")
     return run.info.run_id
 
 
@@ -51,7 +54,7 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None 
     exp_id = ensure_experiment(uri, job.tracking.experiment)
     fail_lost_runs(uri, exp_id)
     start = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=exp_id, run_name=job.name)
-    with start as run, heartbeat(uri, run.info.run_id):
+    with _ended(start) as run, heartbeat(uri, run.info.run_id):
         try:
             mlflow.log_params({
                 "families": ",".join(job.model.families), "imbalance": ",".join(job.model.imbalance),
@@ -60,14 +63,37 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None 
                 "strategy": job.search.strategy, "test_fraction": job.split.test,
                 "validation_fraction": job.split.validation,
                 **{f"economics_{k}": v for k, v in job.evaluation.economics.model_dump().items()}})
-            mlflow.log_dict(job.as_dict(), "job/job.yaml")
-            if job_file:
-                mlflow.log_artifact(job_file, "job")
+            mlflow.log_dict(job.as_dict(), "job/job.yaml")  # the effective spec
+            if job_file:  # as written, without the --set values; a file named job.yaml would replace the above
+                mlflow.log_artifact(job_file, "job/file")
             yield run
         except BaseException as exc:
-            first = next((line for line in str(exc).splitlines() if line.strip()), "")
-            mlflow.set_tag(ERROR_TAG, f"{type(exc).__name__}: {first}"[:500])
+            error = f"{type(exc).__name__}: {error_line(exc)}"[:500]
+            _unless_refused(lambda: mlflow.set_tag(ERROR_TAG, error), run.info.run_id)
             raise
+
+
+@contextlib.contextmanager
+def _ended(active: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
+    """Yield ``active``; end it FINISHED, or FAILED when the block raises. A store that refuses
+    the FAILED mark (a full disk, a read-only database) does not replace the block's own error."""
+    try:
+        yield active
+    except BaseException:
+        _unless_refused(lambda: mlflow.end_run("FAILED"), active.info.run_id)  # end_run forgets the run first
+        raise
+    mlflow.end_run()
+
+
+def _unless_refused(write: Callable[[], object], run_id: str) -> None:
+    """``write()``, recording a failed job; a store that refuses it is a warning: the run stays
+    RUNNING until its heartbeat is older than ``churn.tracking.heartbeat-timeout``, and then
+    ``churn status`` or the next job marks it FAILED."""
+    try:
+        write()
+    except Exception as exc:  # noqa: BLE001 - the job's own error is the one to report
+        log.warning("run %s could not be marked FAILED: the tracking store refused the write (%s); it is marked "
+                    "once its heartbeat is older than churn.tracking.heartbeat-timeout", run_id, error_line(exc))
 
 
 def mark_search_reused(key: str) -> None:

@@ -6,8 +6,10 @@ embedded store in the current directory: a SQLite file plus a local artifact fol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -94,6 +96,41 @@ def check_store(uri: str) -> None:
             raise TrackingError(f"tracking store {uri}: cannot write to {folder}: {reason}")
 
 
+def check_readable(uri: str) -> None:
+    """For commands that only read (``churn status``): the store at ``uri`` must exist already, so
+    that MLflow does not create one (folders, a database) where none was; a local file must be an
+    MLflow SQLite database. A missing or foreign store is a ConfigError naming it, a server that
+    does not answer a TrackingError."""
+    if uri.startswith(("http://", "https://")):
+        check_reachable(uri)
+        return
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        if not db.is_file():
+            raise ConfigError(f"no tracking store at {db}: there is no such file (nothing was created)")
+        reason = _not_mlflow_sqlite(db)
+        if reason:
+            raise ConfigError(f"{db} is not an MLflow tracking store: {reason}")
+    elif uri.startswith("file:") or "://" not in uri:
+        folder = Path(uri.removeprefix("file://")).resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"no tracking store at {folder}: there is no such folder (nothing was created)")
+
+
+def _not_mlflow_sqlite(db: Path) -> str | None:
+    """Why ``db`` is not an MLflow SQLite store (None when it is), read without writing: MLflow
+    would otherwise create its tables in any SQLite file, and fails with a raw traceback on others."""
+    with open(db, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":  # the header every SQLite 3 database starts with
+            return "not an SQLite database"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        return f"cannot read it as SQLite: {exc}"
+    return None if {"runs", "experiments"} <= tables else "an SQLite database without MLflow's tables"
+
+
 def check_reachable(uri: str, timeout: float | None = None) -> None:
     """Fail fast, with the URI in the message, when a tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -157,3 +194,12 @@ def ui_hint(uri: str) -> str:
         return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
     return (f".venv/bin/mlflow ui --backend-store-uri {uri} --default-artifact-root {root} "
             "--host 127.0.0.1 --port 5000")
+
+
+def error_line(exc: BaseException) -> str:
+    """The line of a tracking error that says what went wrong: MLflow passes SQLAlchemy's
+    messages on whole (the SQL, its parameters, a link), led at times by a note on autoflush."""
+    text = exc.message if isinstance(exc, mlflow.exceptions.MlflowException) else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("(raised as a result of")]
+    return (useful or lines or [""])[0]

@@ -9,7 +9,8 @@ downloads the version to a local folder, checks every file against that tag, and
 from that folder, never from the store again.
 
 One JSON tag rather than one tag per file: it is written in one call, so a version never holds
-half a list, and tag keys (250 characters, restricted characters) would bound the file paths.
+half a list, and tag keys (250 characters, restricted characters) would bound the file paths. No
+digest of the tag itself: it would live in the same registry, so whoever can change one can change both.
 """
 
 from __future__ import annotations

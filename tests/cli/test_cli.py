@@ -7,7 +7,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import MLC, ROOT
+
+pytestmark = pytest.mark.cluster  # each test runs the churn command in a subprocess
 
 
 def _churn(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:

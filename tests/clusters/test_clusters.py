@@ -98,6 +98,7 @@ def test_unreachable_scheduler_fails_fast():
     assert time.perf_counter() - t0 < 30
 
 
+@pytest.mark.cluster
 def test_local_cluster_closes_when_startup_fails():
     """A LocalCluster that cannot start raises ClusterError and leaves nothing running."""
     with pytest.raises(ClusterError, match="cannot start LocalCluster"):

@@ -9,14 +9,17 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from churn.clusters import cluster_client
+from churn.clusters.watch import WorkerWatch
 from churn.data.generate import generate
 from churn.data.ingest import ingest
 from churn.data.partitions import PartitionKilledError
@@ -25,6 +28,8 @@ from churn.modeling.pipeline import build_pipeline, grid_for
 from churn.modeling.search import grid_search
 from tests.clusters.test_clusters import dask_processes
 from tests.conftest import ROOT, job_spec
+
+pytestmark = pytest.mark.cluster  # every test starts `dask scheduler` and `dask worker` processes
 
 
 @pytest.fixture
@@ -173,3 +178,19 @@ def test_all_workers_gone_fails_within_the_timeout(tmp_path, telco_subset, worke
     tracking = mlflow.MlflowClient(store)
     [run] = tracking.search_runs([e.experiment_id for e in tracking.search_experiments()])
     assert run.info.status == "FAILED"
+
+
+@pytest.mark.cluster
+def test_the_watch_cancels_tasks_submitted_after_it_gave_up():
+    """A driver still preparing its first stage when the no-workers timeout passes (a busy machine)
+    submits its tasks after the watch gave up: they are cancelled too, so the job stops at once
+    instead of waiting for ever (it once outlived the test's 120 s)."""
+    with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client, WorkerWatch(client, timeout=0.2, poll=0.05) as watch:
+        deadline = time.monotonic() + 30
+        while watch.message is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watch.message and "no Dask worker for 0.2s" in watch.message
+        late = client.submit(sum, [1, 2], pure=False)
+        with pytest.raises(CancelledError):
+            late.result(timeout=10)

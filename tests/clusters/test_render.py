@@ -160,7 +160,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.cluster
 def start_environ(name: str):  # noqa: ANN201
     """A probe for ``client.run``: ``name`` in the environment the process started with (what
     glibc read), not in os.environ. A closure, so that it is pickled by value for any worker."""
@@ -174,6 +173,7 @@ def start_environ(name: str):  # noqa: ANN201
     return probe
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_rendered_ssh_commands_start_a_working_cluster(tls_files, tls):
     """The rendered commands, run here instead of over ssh (hosts 127.0.0.1) with the dask config
@@ -228,6 +228,7 @@ def test_a_missing_extra_names_the_pip_command():
         require("churn_no_such_backend", "slurm", "slurm")
 
 
+@pytest.mark.cluster
 def test_cluster_render_command(tmp_path):
     """`churn cluster render` prints the manifest; a spec with an error exits 2 naming the key."""
     ok = _churn("cluster", "render", str(CLUSTER / "kubernetes.yaml"), "--set", "n_workers=7")

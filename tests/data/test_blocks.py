@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from churn.config import load_job
-from churn.data.blocks import Block, read_block_bytes, scan_file
+from churn.data.blocks import Block, read_block_bytes, read_block_rows, scan_file
 from churn.data.ingest import SchemaDriftError, check_headers
+from churn.data.parse import parse_block
 from tests.conftest import ROOT, TELCO
 
 
@@ -102,11 +105,44 @@ def test_a_header_churn_cannot_read_is_one_line_before_any_work(tmp_path):
         assert f"{path}: {cause}" in str(info.value)
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "utf-32-le", "cp037"])
-def test_an_encoding_that_is_not_ascii_compatible_is_refused_at_load(encoding):
-    """Blocks and lines are cut at newline bytes: UTF-16, UTF-32 or EBCDIC sources are refused when
-    the job is loaded, with the way out named; latin-1 and utf-8-sig load."""
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-32-be", "cp037"])
+def test_an_encoding_churn_cannot_cut_is_refused_at_load(encoding):
+    """Blocks and lines are cut at newline bytes: UTF-16/32 without a byte-order mark, or EBCDIC,
+    are refused when the job is loaded, with the way out named; the others load."""
     with pytest.raises(ValueError, match=f"encoding '{encoding}' is not supported.*iconv"):
         load_job(ROOT / "jobs" / "ingest.yaml", [f"data.encoding={encoding}"])
-    for fine in ("latin-1", "utf-8-sig", "cp1252"):
+    for fine in ("latin-1", "utf-8-sig", "cp1252", "utf-16", "UTF-32"):
         assert load_job(ROOT / "jobs" / "ingest.yaml", [f"data.encoding={fine}"]).data.encoding == fine
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_utf16_or_utf32_file_is_read_whole_and_parsed_as_its_text(tmp_path, encoding):
+    """A declared UTF-16/32 file with a byte-order mark: its header is read, it is one block, and
+    the block parses to the same rows as the UTF-8 file; an invalid sequence costs its line only.
+    A UTF-8 file declared utf-16 is one message naming the cause."""
+    job = load_job(ROOT / "jobs" / "ingest.yaml")
+    text = TELCO.read_text().split("\n")[:51]
+    text[20] = text[20].replace("Female", "F\u00e9male").replace(",Male,", ",M\u00e2le,")  # unknown, not invalid
+    bom, codec, bad = {"utf-16": (codecs.BOM_UTF16_LE, "utf-16-le", b"\x00\xd8"),  # a lone surrogate
+                       "utf-32": (codecs.BOM_UTF32_LE, "utf-32-le", b"\x00\x00\x11\x00")}[encoding]  # > U+10FFFF
+    before, after = "\n".join(text[:31]), "\n".join(text[31:]) + "\n"  # line 31 ends ``before``
+    raw = bom + before[:-3].encode(codec) + bad + (before[-3:] + "\n" + after).encode(codec)
+    path = tmp_path / "wide.csv"
+    path.write_bytes(raw)
+    headers = check_headers([str(path)], job.table, encoding)
+    assert headers[str(path)] == text[0].split(",")
+    scan = scan_file(str(path), blocksize=64)
+    assert scan.offsets == (0,) and scan.lines is None and scan.sha256 == hashlib.sha256(raw).hexdigest()
+    data, first = read_block_rows(Block(str(path), 0, 0, 0, scan.size, 1, tuple(headers[str(path)])))
+    out = parse_block(data, headers[str(path)], first, job.table, str(path), encoding)
+    assert [(line, reason) for line, reason, _ in out.rejected] == [(31, "invalid_encoding")]
+    quarantine = pa.concat_tables(out.quarantine)
+    assert quarantine.column("_line").to_pylist() == [21]  # an unknown category, read as its text
+    assert quarantine.column("gender")[0].as_py() in ("F\u00e9male", "M\u00e2le")
+    assert sum(c.num_rows for c in out.clean) == 48 and out.records == 50
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_text("\n".join(text))
+    with pytest.raises(SchemaDriftError, match=f"data.encoding is {encoding}, but the file does not start with"):
+        check_headers([str(utf8)], job.table, encoding)
+    with pytest.raises(SchemaDriftError, match=f"{encoding} text \\(set data.encoding: {encoding}\\)"):
+        check_headers([str(path)], job.table)

@@ -180,6 +180,7 @@ def test_rerun_on_unchanged_inputs_reuses_the_dataset(client, tmp_path, dirty_fi
     assert (second.root / "manifest.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.cluster
 def test_killed_run_leaves_nothing_a_later_run_trusts(tmp_path):
     """SIGKILL mid-ingest: no dataset is published; the next run cleans up and completes."""
     src = tmp_path / "big"

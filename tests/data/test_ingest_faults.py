@@ -22,6 +22,7 @@ import pytest
 import zstandard
 
 import churn.data.ingest as ingest_module
+from churn.data import distinct
 from churn.data.blocks import scan_file
 from churn.data.dedup import stage_clean, write_partition
 from churn.data.generate import generate
@@ -37,6 +38,7 @@ from churn.data.ingest import (
     resolve_blocksize,
 )
 from churn.data.manifest import IngestError, Manifest
+from churn.data.parse import parse_block
 from churn.data.publish import release, remove_abandoned
 from tests.conftest import ROOT, TELCO, job_spec
 
@@ -246,6 +248,7 @@ def test_every_parse_option_is_in_the_dataset_key(tmp_path):
         assert key() != base
 
 
+@pytest.mark.cluster
 def test_concurrent_ingests_of_the_same_input_all_succeed(tmp_path):
     """Three `churn ingest` processes at once on one input and output: all exit 0, one dataset, no leftovers;
     a staging folder of another host is left alone."""
@@ -304,3 +307,39 @@ def test_writing_a_partition_twice_drops_nothing_more(tmp_path):
     assert pq.read_table(part).equals(once)
     with pytest.raises(IngestError, match="50 rows where the block wrote 48"):
         write_partition(str(staging), 0, drop, none, schema, staged_rows=48, source="x.csv")
+
+
+def test_each_clean_row_knows_its_physical_line(tmp_path):
+    """The lines the parse gives the clean rows (a conflicting row is quarantined with its line) are theirs,
+    also after a stray quote made the parse read the lines it swallowed again."""
+    lines = TELCO.read_text().split("\n")[:60]
+    lines[20] = lines[20].replace(",Female,", ',"Female,', 1).replace(",Male,", ',"Male,', 1)
+    data = "\n".join(lines[1:]).encode()
+    job = job_spec(tmp_path, TELCO)
+    parsed = parse_block(data, lines[0].split(","), 2, job.table, "t.csv", "utf-8")
+    ids = [i for t in parsed.clean for i in t.column("customerID").to_pylist()]
+    numbers = np.concatenate(parsed.clean_lines).tolist()
+    assert len(ids) == len(numbers) == 58 and [r[0] for r in parsed.rejected] == [21]
+    assert all(lines[n - 1].startswith(i + ",") for i, n in zip(ids, numbers, strict=True))
+
+
+def test_distinct_ids_per_hash_range_match_python_sets(tmp_path):
+    """count_range's rows and distinct ids of S, K, C, K ∪ C and S ∪ K ∪ C equal Python's set sizes, over
+    random blocks whose sets are empty, repeat ids and overlap, on a whole and a half hash range."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        staging = tmp_path / str(trial)
+        (staging / "keys").mkdir(parents=True)
+        pool = rng.integers(0, 2**64 - 1, int(rng.integers(1, 40)), dtype=np.uint64)
+        blocks = list(range(int(rng.integers(1, 4))))
+        drawn: dict[str, list[int]] = {w: [] for w in distinct.SETS}
+        for b in blocks:
+            for which in distinct.SETS:
+                keys = rng.choice(pool, int(rng.integers(0, 15)))
+                drawn[which] += keys.tolist()
+                np.save(distinct._ids_path(str(staging), b, which), np.sort(keys))
+        hi = None if trial % 2 else 2**63
+        s, k, c = ([x for x in drawn[w] if hi is None or x < hi] for w in distinct.SETS)
+        assert distinct.count_range(str(staging), blocks, 0, hi) == distinct.IdCounts(
+            len(s), len(k), len(c), len(set(s)), len(set(k)), len(set(c)), len(set(k) | set(c)),
+            len(set(s) | set(k) | set(c)))

@@ -45,6 +45,8 @@ def test_a_stray_quote_costs_only_its_row(telco_lines):
     assert out.rejected[0][2] == body[49].decode()
     assert clean.num_rows == 199 and quarantined == 0
     assert out.records == 200 and out.embedded_newlines == 0
+    lines = np.concatenate(out.clean_lines)  # each clean row's physical line, in the rows' order
+    assert clean.column("customerID").to_pylist() == [body[line - 2].split(b",")[0].decode() for line in lines]
 
 
 def test_two_stray_quotes_in_one_block(telco_lines):
@@ -132,6 +134,7 @@ def test_a_lone_carriage_return_costs_only_its_line(telco_lines, line_end):
     assert out.records == 200 and out.embedded_newlines == 0
     ids = [line.split(b",")[0].decode() for line in body]
     assert sorted(clean.column("customerID").to_pylist()) == sorted(ids[:29] + ids[30:])
+    assert clean.column("customerID").to_pylist() == [ids[line - 2] for line in np.concatenate(out.clean_lines)]
 
 
 def test_an_id_longer_than_the_limit_costs_only_its_row(telco_lines):

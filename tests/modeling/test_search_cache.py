@@ -17,6 +17,8 @@ from churn.modeling.search import search_families
 from churn.modeling.search_cache import SearchCache, search_key
 from tests.conftest import ROOT, TELCO
 
+pytestmark = pytest.mark.cluster  # the searched fixture runs the search with joblib's loky worker processes
+
 FAMILIES = ["logistic_regression", "mlp"]
 
 

@@ -38,8 +38,8 @@ def test_each_rule_names_row_column_and_value():
     ("inf", "'inf'", "is not a finite number"),
     ("Infinity", "'Infinity'", "is not a finite number"),
     ("1e309", "'1e309'", "is not a finite number"),
-    ("nan", "'nan'", "is not a number"),
-    ("NaN", "'NaN'", "is not a number"),
+    ("nan", "'nan'", "is not a finite number"),
+    (" -NaN", "' -NaN'", "is not a finite number"),
 ])
 def test_non_finite_numbers_are_refused_even_in_a_nullable_column(value, shown, what):
     """inf and NaN text are neither numbers ingest keeps nor blanks, whatever the column allows."""
@@ -79,7 +79,7 @@ def test_problems_are_structured_json():
     assert [p.as_json() for p in rule_breaks(rows, RULES)] == [
         {"row": 0, "column": "tenure", "value": -1, "rule": "out_of_range",
          "message": "row 0: tenure=-1 is below the minimum 0"},
-        {"row": 0, "column": "charges", "value": "inf", "rule": "not_a_number",
+        {"row": 0, "column": "charges", "value": "inf", "rule": "not_finite",
          "message": "row 0: charges=inf is not a finite number"},
         {"row": 1, "column": "plan", "value": "z", "rule": "unknown_category",
          "message": "row 1: plan='z' is not one of ['a', 'b']"},

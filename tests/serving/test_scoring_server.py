@@ -10,14 +10,20 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.models import Model, ModelSignature
+from mlflow.pyfunc import scoring_server
+from mlflow.types.schema import ColSpec, Schema
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from churn.cli.app import app
 from churn.jobs.train import run
+from churn.serving.server import build_app
 from tests.conftest import job_spec
 from tests.servers import http_process
 
@@ -126,7 +132,7 @@ def test_non_finite_numbers_get_400_naming_row_column_value_and_rule(served, col
     assert status == 400, body
     err = json.loads(body)
     assert f"row 1: {col}={shown} is not" in err["message"]
-    assert {(p["row"], p["column"], p["rule"]) for p in err["problems"]} == {(1, col, "not_a_number")}
+    assert {(p["row"], p["column"], p["rule"]) for p in err["problems"]} == {(1, col, "not_finite")}
 
 
 @pytest.mark.parametrize("col, raw, message, rule", [
@@ -193,3 +199,27 @@ def test_a_model_the_store_does_not_hold_is_one_line_and_exit_2(served):
         mlflow.set_tracking_uri(previous)
     assert res.exit_code == 2, res.output
     assert res.output.count("\n") == 1 and "models:/no-such-model@champion" in res.output and store in res.output
+
+
+def test_a_model_registered_with_typed_integer_columns_is_not_truncated_either(served, tmp_path, monkeypatch):
+    """A model whose signature still types tenure as ``long`` (registered before): MLflow alone scores
+    tenure 1.9 as 1; churn's app (in process here) answers 400."""
+    url, rows, _, version, store = served
+    monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "false")  # MLflow's app sets it; restored after
+    monkeypatch.setattr(sys, "path", list(sys.path))  # loading puts the model's code first on it
+    mlflow.set_tracking_uri(store)
+    path = Path(mlflow.artifacts.download_artifacts(f"models:/customer-churn/{version}", dst_path=str(tmp_path)))
+    meta = Model.load(str(path))
+    inputs = [ColSpec("long", c.name) if c.name == "tenure" else c for c in meta.signature.inputs.inputs]
+    meta.signature = ModelSignature(Schema(inputs), meta.signature.outputs)
+    meta.save(str(path / "MLmodel"))
+    bad = rows.astype({"tenure": float})
+    bad.loc[1, "tenure"] = 1.9
+    with TestClient(scoring_server.init(mlflow.pyfunc.load_model(str(path)))) as http:  # MLflow's own app
+        resp = http.post("/invocations", content=_frame(bad), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200 and len(resp.json()["predictions"]) == 3  # 1.9 was scored as 1
+    with TestClient(build_app(str(path), "old", MAX_BODY)) as http:
+        resp = http.post("/invocations", content=_frame(bad), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert "row 1: tenure=1.9 is not an integer" in resp.json()["message"]
+    assert resp.headers["X-Churn-Model-Version"] == "old"

@@ -93,6 +93,7 @@ def test_a_tampered_file_is_refused_before_anything_in_it_runs(tmp_path, small_x
     assert marker.exists()
 
 
+@pytest.mark.cluster
 def test_serving_code_imports_neither_dask_nor_pydantic():
     """No module in churn/serving names dask, distributed or pydantic, and importing them loads none."""
     for path in SERVING.glob("*.py"):

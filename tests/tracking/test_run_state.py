@@ -72,6 +72,7 @@ def _killed_driver(tmp_path: Path, store: str) -> str:
     return run_id
 
 
+@pytest.mark.cluster
 def test_status_marks_a_killed_driver_run_failed(tmp_path):
     """`churn status` of a run whose driver was SIGKILLed: FAILED, "driver lost", exit 1."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -86,6 +87,7 @@ def test_status_marks_a_killed_driver_run_failed(tmp_path):
     assert run.info.status == "FAILED" and run.data.tags["churn.error"].startswith("driver lost: no heartbeat")
 
 
+@pytest.mark.cluster
 def test_next_job_marks_only_runs_without_a_driver_failed(tmp_path):
     """A new job in the experiment marks the killed driver's run and a submitted run that never
     started FAILED; a run of another tool (no heartbeat) and a fresh submitted run stay RUNNING."""
@@ -106,6 +108,7 @@ def test_next_job_marks_only_runs_without_a_driver_failed(tmp_path):
     assert run_status(store, run.info.run_id).status == "FINISHED"
 
 
+@pytest.mark.cluster
 def test_a_driver_whose_run_was_ended_stops(tmp_path):
     """Marked FAILED from outside (say, by a status call that thought it lost), a live driver
     stops at its next stage instead of going on into a FAILED run; the run stays FAILED and

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from churn.jobs.train import run
+from churn.tracking.registry import load_churn_model
 from churn.tracking.store import TrackingError, check_reachable
 from tests.conftest import ROOT, job_spec
 from tests.servers import http_process
@@ -38,10 +39,13 @@ def test_train_against_a_tracking_server(client, tmp_path, telco_subset, mlflow_
     model = mlflow.pyfunc.load_model("models:/customer-churn@champion")
     raw = pd.read_csv(telco_subset, na_values=[" "]).head(5).drop(columns=["customerID", "Churn"])
     assert list(model.predict(raw).columns) == ["probability", "decision"]
+    # the digests recorded at registration match the files downloaded through the server
+    assert load_churn_model(result.model_uri).version == result.version
     # artifacts went through the server's artifact proxy, not to a local folder
     assert mlflow.get_run(result.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
 
+@pytest.mark.cluster
 def test_unreachable_tracking_server_is_named_before_any_cluster():
     """A tracking URI where nothing listens: one message with the URI, exit code 1, no cluster."""
     with pytest.raises(TrackingError, match=r"cannot reach MLflow tracking server at http://127.0.0.1:9"):
