@@ -242,6 +242,8 @@ def _unchanged(gate: Gate, version: str, force: bool, check_owner: Callable[[str
     line = (f"unchanged: version {version} already registered (same data, spec, code and seed), nothing "
             f"registered; it holds {', '.join('@' + a for a in held) or 'no alias'}"
             + (f" (@{gate.champion} moved there by --promote)" if moves else ""))
+    log.info("%s", line)
+    mlflow.set_tag(PROMOTION_TAG, line[:5000])
     return Promotion(version, False, held, line, moves)
 
 

@@ -210,6 +210,8 @@ def test_promote_forces_the_move_and_says_so(trained, client):
         mlflow.MlflowClient().set_registered_model_alias(name, "champion", good)
         again = promote(_gate(trained, client, name, "1"), "fp-bad", _register_copy(name, "1"), lambda before: None,
                         force=True)
+        tagged = mlflow.get_run(mlflow.active_run().info.run_id).data.tags["churn.promotion"]
+    assert tagged == again.line
     assert (again.version, again.registered, again.moves) == ("2", False, ["champion: 1 -> 2"])
     assert again.line == ("unchanged: version 2 already registered (same data, spec, code and seed), nothing "
                           "registered; it holds @champion (@champion moved there by --promote)")
