@@ -40,7 +40,7 @@ def test_train_against_a_tracking_server(client, tmp_path, telco_subset, mlflow_
     raw = pd.read_csv(telco_subset, na_values=[" "]).head(5).drop(columns=["customerID", "Churn"])
     assert list(model.predict(raw).columns) == ["probability", "decision"]
     # the digests recorded at registration match the files downloaded through the server
-    assert load_churn_model(result.model_uri).version == result.version
+    assert load_churn_model(result.model_uri).version == result.model_version
     # artifacts went through the server's artifact proxy, not to a local folder
     assert mlflow.get_run(result.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
