@@ -54,6 +54,7 @@ from churn.tracking.promotion import (
     model_fingerprint,
     owner_check,
     promote,
+    test_rows_id,
     version_score,
 )
 from churn.tracking.registry import input_example, log_model, serving_rules
@@ -249,7 +250,10 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
 
             # the gate scores the champion on this run's test rows as the new model was scored above
             gate = Gate(name, job.tracking.alias, scoring, gate_score(scoring, y_test, p_test, threshold.value),
-                        serving_rules(schema), lambda v: version_score(name, v, test_ddf, features, client, scoring))
+                        serving_rules(schema), lambda v: version_score(name, v, test_ddf, features, client, scoring),
+                        test_rows=test_rows_id(dataset.manifest.dataset, job.split.test, job.split.validation,
+                                               job.seed),
+                        refit_on_test=rows["final"] > rows["search"])
             promotion = promote(gate, model_fingerprint(job, dataset.manifest.dataset, len(train)), register,
                                 owner_check(uri, parent.info.run_id, token), force=force_promote)
             version = promotion.version

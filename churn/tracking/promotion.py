@@ -19,8 +19,12 @@
   driver's last read and its write.
 * Every alias move is logged, and tagged on the run (``churn.alias_move``: ``champion: 3 -> 4``).
 
-A champion refitted on train + test rows (``model.finalize``) has seen those of the new test rows
-that were in its own data, so its score there is optimistic: the gate then errs towards keeping it.
+A champion refitted on train + test rows (``model.finalize``) has seen its own test rows, so
+scoring it again on them would flatter it. Each version is therefore tagged with the test rows its
+own score came from (the dataset, split and seed: :data:`TEST_ROWS_TAG`) and that score, measured
+before the refit (:data:`TEST_SCORE_TAG`). When the champion was refitted and this run's test rows
+are the same rows, the gate compares with that recorded score; on other rows it scores the champion
+again and the line warns that rows it was refitted on may be among them.
 """
 
 from __future__ import annotations
@@ -52,6 +56,15 @@ log = logging.getLogger(__name__)
 FINGERPRINT_TAG = "churn.fingerprint"  # on a model version: what made it (model_fingerprint)
 PROMOTION_TAG = "churn.promotion"  # on the run and its version: the gate's line
 ALIAS_MOVE_TAG = "churn.alias_move"  # on the run: every alias it moved, "champion: 3 -> 4"
+TEST_ROWS_TAG = "churn.test_rows"  # on a version: which rows its test score is on (test_rows_id)
+TEST_SCORE_TAG = "churn.test_score"  # on a version: {"metric": score} on those rows, before any refit
+REFIT_TAG = "churn.refit_on_test"  # on a version: "true" when it was refitted on train + test rows
+
+
+def test_rows_id(dataset: str, test: float, validation: float, seed: int) -> str:
+    """Names a run's test rows: the dataset's content key, the split's fractions and the seed."""
+    payload = json.dumps({"dataset": dataset, "test": test, "validation": validation, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def tolerance() -> float:
@@ -167,6 +180,28 @@ class Gate:
     score_version: Callable[[str], float]  # a registered version's score on the same rows
     tolerance: float = field(default_factory=tolerance)
     challenger: str = field(default_factory=lambda: str(setting("registry.challenger-alias")))
+    test_rows: str = ""  # test_rows_id of this run's test rows ("": unknown)
+    refit_on_test: bool = False  # the new version was refitted on train + test rows
+
+    def tags(self) -> dict[str, str]:
+        """The version tags that let a later gate compare with this version fairly."""
+        return {TEST_ROWS_TAG: self.test_rows, TEST_SCORE_TAG: json.dumps({self.metric: self.score}),
+                REFIT_TAG: str(self.refit_on_test).lower()}
+
+    def _champion_score(self, current: str) -> tuple[float, str]:
+        """The champion's score to compare with, and what the line should say about it: its recorded
+        score when it was refitted on these very test rows (scoring it again would flatter it),
+        else its score on this run's test rows."""
+        tags = mlflow.MlflowClient().get_model_version(self.name, current).tags
+        refit = tags.get(REFIT_TAG) == "true"
+        if refit and self.test_rows and tags.get(TEST_ROWS_TAG) == self.test_rows:
+            recorded = json.loads(tags.get(TEST_SCORE_TAG) or "{}").get(self.metric)
+            if isinstance(recorded, (int, float)) and math.isfinite(recorded):
+                return float(recorded), (f" (version {current}'s score on the same rows, recorded before it was "
+                                         "refitted on them)")
+        note = (f"; version {current} was refitted on train + test rows of its own data, so rows it learned "
+                "from may be among these and its score is optimistic") if refit else ""
+        return self.score_version(current), note
 
     def judge(self, current: str | None) -> Verdict:
         """The verdict against champion version ``current`` (None: there is none)."""
@@ -174,7 +209,7 @@ class Gate:
             return Verdict(True, f"no @{self.champion} yet", None)
         try:
             diff = schema_difference(logged_rules(f"models:/{self.name}/{current}"), self.rules)
-            theirs = math.nan if diff is not None else self.score_version(current)
+            theirs, about = (math.nan, "") if diff is not None else self._champion_score(current)
         except Exception as exc:  # noqa: BLE001 - a champion that cannot be scored is not replaced silently
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:300]
             return Verdict(False, f"version {current} could not be scored on this run's test rows: {first}", current)
@@ -182,7 +217,7 @@ class Gate:
             return Verdict(False, f"its table schema differs from version {current}'s: {diff}", current)
         ok = self.score >= theirs - self.tolerance
         return Verdict(ok, f"test {self.metric} {self.score:.4f} vs {theirs:.4f} for version {current} on this "
-                           f"run's test rows ({'within' if ok else 'worse by more than'} the tolerance "
+                           f"run's test rows{about} ({'within' if ok else 'worse by more than'} the tolerance "
                            f"{self.tolerance:g})", current)
 
 
@@ -265,6 +300,8 @@ def promote(gate: Gate, fingerprint: str, register: Callable[[], str], check_own
     restore: dict[str, str | None] = {}  # each alias this run moved: the version it pointed at first
     try:
         client.set_model_version_tag(gate.name, version, FINGERPRINT_TAG, fingerprint)
+        for key, value in gate.tags().items():
+            client.set_model_version_tag(gate.name, version, key, value)
         for _ in range(rounds):
             check_owner(f"moving an alias of version {version}")
             now = alias_version(gate.name, gate.champion)

@@ -24,6 +24,9 @@ from churn.jobs.train import run
 from churn.tracking.model_rules import logged_rules
 from churn.tracking.promotion import (
     ALIAS_MOVE_TAG,
+    REFIT_TAG,
+    TEST_ROWS_TAG,
+    TEST_SCORE_TAG,
     Gate,
     gate_score,
     model_fingerprint,
@@ -96,7 +99,9 @@ def test_a_model_trained_on_shuffled_labels_stays_challenger(trained):
     assert theirs > 0.8
     assert bad.promotion.line == (
         f"version 2 is @challenger, @champion stays version 1: test roc_auc {bad.test.metrics['roc_auc']:.4f} vs "
-        f"{theirs:.4f} for version 1 on this run's test rows (worse by more than the tolerance 0.005)")
+        f"{theirs:.4f} for version 1 on this run's test rows; version 1 was refitted on train + test rows of its "
+        "own data, so rows it learned from may be among these and its score is optimistic (worse by more than the "
+        "tolerance 0.005)")
     assert mlflow.get_run(good.run_id).data.tags[ALIAS_MOVE_TAG] == "champion: none -> 1"
     assert mlflow.get_run(bad.run_id).data.tags[ALIAS_MOVE_TAG] == "challenger: none -> 2"
     assert mlflow.get_run(bad.run_id).info.status == "FINISHED"
@@ -173,6 +178,26 @@ def test_two_concurrent_trains_end_with_the_better_one(trained, client, first):
         assert a.line.startswith("version 2 is @challenger, @champion stays version 1: test roc_auc ")
         assert a.aliases == ["challenger"] and a.moves == ["challenger: none -> 2"]
     assert a.line.endswith(moved)
+
+
+def test_a_champion_refitted_on_these_test_rows_is_judged_by_its_recorded_score(trained, client):
+    """A champion refitted on train + test rows has learned this run's test rows when they are its own:
+    the gate then compares with the score recorded before its refit, not with a score on rows it
+    learned from; on other rows it scores the champion again and says the score is optimistic."""
+    mlflow.set_tracking_uri(trained.store)
+    name = "refit-champion"
+    champion = _register_copy(name, "1")()
+    for key, value in {REFIT_TAG: "true", TEST_ROWS_TAG: "rows-a", TEST_SCORE_TAG: '{"roc_auc": 0.7}'}.items():
+        mlflow.MlflowClient().set_model_version_tag(name, champion, key, value)
+    gate = _gate(trained, client, name, "2")  # the shuffled-label model: about 0.5 on these rows
+    gate.score = 0.698
+    same = Gate(**{**vars(gate), "test_rows": "rows-a"}).judge(champion)
+    assert same.promote and "vs 0.7000 for version 1" in same.reason
+    assert "recorded before it was refitted" in same.reason
+    other = Gate(**{**vars(gate), "test_rows": "rows-b"}).judge(champion)
+    rescored = version_score(MODEL, "1", trained.test_ddf, trained.features, client, "roc_auc")
+    assert not other.promote and f"vs {rescored:.4f} for version 1" in other.reason and rescored > 0.8
+    assert "its score is optimistic" in other.reason
 
 
 def test_a_champion_overwritten_right_after_the_move_is_compared_and_retaken(trained, client):
