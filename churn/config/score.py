@@ -24,7 +24,13 @@ class ScoreSpec(Strict):
 
     @model_validator(mode="after")
     def _id_apart(self) -> ScoreSpec:
-        if self.table.id in SCORE_COLUMNS:
-            raise ValueError(f"schema.id {self.table.id!r} is a column churn writes in the scores "
-                             f"({', '.join(SCORE_COLUMNS)}): rename it in the source files")
+        check_id_apart(self.table)
         return self
+
+
+def check_id_apart(table: TableSchema | None) -> None:
+    """The scores hold the id beside :data:`SCORE_COLUMNS`: an id of one of those names would be
+    lost, so it is refused (the job's own schema at load, the model's when the job takes it)."""
+    if table is not None and table.id in SCORE_COLUMNS:
+        raise ValueError(f"schema.id {table.id!r} is a column churn writes in the scores "
+                         f"({', '.join(SCORE_COLUMNS)}): rename it in the source files")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
 
 import pytest
+import yaml
 
 from churn.config import ConfigError, load_cluster, load_job
 from tests.conftest import ROOT
@@ -189,8 +191,10 @@ def test_a_score_id_named_like_a_score_column_is_refused():
     """The scores hold the id beside probability, decision, ...: an id of the same name would be lost."""
     from churn.config import load_score_job
 
+    schema = yaml.safe_load((ROOT / "jobs" / "train.yaml").read_text())["schema"]
     with pytest.raises(ConfigError, match="schema.id 'probability' is a column churn writes in the scores"):
-        load_score_job(ROOT / "jobs" / "score.yaml", ["schema.id=probability"])
+        load_score_job(ROOT / "jobs" / "score.yaml", [f"schema={json.dumps({**schema, 'id': 'probability'})}"])
+    assert load_score_job(ROOT / "jobs" / "score.yaml", [f"schema={json.dumps(schema)}"]).table.id == "customerID"
 
 
 @pytest.mark.parametrize("override, message", [
