@@ -19,7 +19,7 @@ from dask.utils import parse_bytes
 
 from churn.config import ConfigError, setting
 from churn.serving import server
-from churn.tracking.store import TrackingError
+from churn.tracking.store import TrackingError, check_readable
 from churn.tracking.verify import ArtifactMismatchError, verified_model
 
 WORKER_START_TIMEOUT = 120  # seconds a worker process may take to answer uvicorn's first health check
@@ -38,21 +38,15 @@ class ServedModel:
     path: str
 
 
-def store_exists(tracking_uri: str) -> bool:
-    """False for a local store (SQLite file or folder) that is not there: reading it would create it."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri.removeprefix("sqlite:///")).is_file()
-    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
-        return Path(tracking_uri.removeprefix("file://")).is_dir()
-    return True
-
-
 def resolve(model_uri: str, tracking_uri: str, into: Path) -> ServedModel:
     """``model_uri`` pinned to one version and copied into ``into``; :class:`ConfigError` naming
     the URI and the store when there is no such model (creating nothing)."""
     missing = f"no model {model_uri} in the tracking store {tracking_uri}"
-    if not store_exists(tracking_uri):
-        raise ConfigError(f"{missing}: the store does not exist (train a model first, or pass --tracking-uri)")
+    if not tracking_uri.startswith(("http://", "https://")):  # the caller checked a server is reachable
+        try:  # a local store that is not there, or not MLflow's, is not created (or given MLflow's tables)
+            check_readable(tracking_uri)
+        except ConfigError as exc:
+            raise ConfigError(f"{missing}: {exc} (train a model first, or pass --tracking-uri)") from None
     mlflow.set_tracking_uri(tracking_uri)
     try:
         # the registry's digests checked before any of the model's code can run (churn.tracking.verify)
