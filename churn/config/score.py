@@ -24,7 +24,7 @@ class ScoreSpec(Strict):
 
     @model_validator(mode="after")
     def _id_apart(self) -> ScoreSpec:
-        if self.table.id in SCORE_COLUMNS:
+        if self.table is not None and self.table.id in SCORE_COLUMNS:  # None: the model's table (jobs.score)
             raise ValueError(f"schema.id {self.table.id!r} is a column churn writes in the scores "
                              f"({', '.join(SCORE_COLUMNS)}): rename it in the source files")
         return self

@@ -185,12 +185,19 @@ def test_what_names_no_secret_is_kept(source):
     assert load_job(JOB, [f"data.source={source}"]).data.source == source
 
 
-def test_a_score_id_named_like_a_score_column_is_refused():
-    """The scores hold the id beside probability, decision, ...: an id of the same name would be lost."""
+def test_a_score_id_named_like_a_score_column_is_refused(tmp_path):
+    """The scores hold the id beside probability, decision, ...: an id of the same name would be lost.
+    The shipped score job, which gives no schema (the model's table), loads."""
+    import yaml
+
     from churn.config import load_score_job
 
+    assert load_score_job(ROOT / "jobs" / "score.yaml", ["data.source=x.csv"]).table is None
+    job = tmp_path / "score.yaml"
+    schema = yaml.safe_load(JOB.read_text())["schema"]
+    job.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "jobs" / "score.yaml").read_text()), "schema": schema}))
     with pytest.raises(ConfigError, match="schema.id 'probability' is a column churn writes in the scores"):
-        load_score_job(ROOT / "jobs" / "score.yaml", ["schema.id=probability"])
+        load_score_job(job, ["schema.id=probability"])
 
 
 @pytest.mark.parametrize("override, message", [
