@@ -225,3 +225,16 @@ def test_only_a_version_with_recorded_digests_loads(registered):
         verified_model(f"runs:/{v1.run_id}/model")
     with pytest.raises(ConfigError, match="is a logged model, not a registered version"):
         verified_model(v1.source)
+
+
+def test_a_version_whose_digests_tag_is_not_a_list_leaves_no_copy(registered, tmp_path):
+    """A churn.sha256 tag that is not a JSON object of digests is refused before anything is
+    downloaded: the folder given for the checked copy stays empty (no unchecked copy to serve)."""
+    from churn.tracking.verify import DIGESTS_TAG, ArtifactMismatchError, verified_model
+
+    client = mlflow.MlflowClient()
+    bad = mlflow.register_model(client.get_model_version("m", "1").source, "m")
+    client.set_model_version_tag("m", bad.version, DIGESTS_TAG, "not json")
+    with pytest.raises(ArtifactMismatchError, match="tag is not a list of digests"):
+        verified_model(f"models:/m/{bad.version}", tmp_path)
+    assert list(tmp_path.iterdir()) == []
