@@ -238,3 +238,18 @@ def test_a_version_whose_digests_tag_is_not_a_list_leaves_no_copy(registered, tm
     with pytest.raises(ArtifactMismatchError, match="tag is not a list of digests"):
         verified_model(f"models:/m/{bad.version}", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_version_whose_digests_cannot_be_recorded_is_not_left_registered(registered, monkeypatch):
+    """Registration whose digests do not fit a registry tag fails with one line, and the version
+    it had just created is deleted again (a version without digests can never be loaded)."""
+    from churn.config import ConfigError, TableSchema
+    from churn.tracking import verify
+    from churn.tracking.registry import log_model
+
+    _, pipe, X = registered
+    monkeypatch.setattr(verify, "DIGESTS_MAX_CHARS", 10)
+    schema = TableSchema(label="y", positive="1", negative="0", numeric={"a": {}, "b": {}})
+    with mlflow.start_run(), pytest.raises(ConfigError, match="more than a registry tag holds"):
+        log_model(pipe, X.head(3), 0.5, "m-no-digests", schema)
+    assert mlflow.MlflowClient().search_model_versions("name = 'm-no-digests'") == []
