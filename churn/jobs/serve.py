@@ -59,14 +59,23 @@ def resolve(model_uri: str, tracking_uri: str, into: Path) -> ServedModel:
 
 
 def max_body() -> int:
-    """The request body cap in bytes (``churn.serve.max-body``)."""
-    return parse_bytes(setting("serve.max-body"))
+    """The request body cap in bytes (``churn.serve.max-body``); a ConfigError naming the setting
+    when it is not a byte size of at least one byte."""
+    raw = setting("serve.max-body")
+    try:
+        cap = int(parse_bytes(raw))
+    except (TypeError, ValueError):
+        cap = 0
+    if isinstance(raw, bool) or cap < 1:
+        raise ConfigError(f"churn.serve.max-body={str(raw)[:40]!r} is not a byte size such as 1MiB")
+    return cap
 
 
 def load(model: ServedModel) -> server.Bounded:
     """The HTTP app for ``model``, loaded here once; :class:`ServeError` when it does not load."""
+    cap = max_body()  # a bad setting is named as such, not taken for a model that does not load
     try:
-        return server.build_app(model.path, model.version, max_body())
+        return server.build_app(model.path, model.version, cap)
     except Exception as exc:  # noqa: BLE001 - any load failure is one line naming the model
         raise ServeError(f"cannot load {model.uri} (version {model.version}): {exc}") from None
 

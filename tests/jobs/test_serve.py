@@ -51,3 +51,17 @@ def test_a_foreign_sqlite_file_is_refused_and_left_alone(tmp_path):
     assert "an SQLite database without MLflow's tables" in res.output
     with closing(sqlite3.connect(db)) as con:
         assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["t"]
+
+
+def test_a_body_cap_that_is_not_a_byte_size_is_named():
+    """churn.serve.max-body (DASK_CHURN__SERVE__MAX_BODY) that is no byte size, or below one byte:
+    a ConfigError naming the setting (it was a "cannot load" of the model, exit 1)."""
+    import dask
+
+    from churn.config import ConfigError
+    from churn.jobs.serve import max_body
+
+    assert max_body() == 1 << 20
+    for bad in ("abc", "-1", 0):
+        with dask.config.set({"churn.serve.max-body": bad}), pytest.raises(ConfigError, match="churn.serve.max-body"):
+            max_body()
