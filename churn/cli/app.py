@@ -487,7 +487,7 @@ def verify(
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
         check_readable(uri)  # it only reads: a store that is not there is not created
     except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     except TrackingError as exc:
