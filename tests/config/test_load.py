@@ -229,6 +229,19 @@ def test_a_bad_blocksize_setting_is_refused_at_load():
     assert load_job(JOB, ["data.blocksize=8MiB"]).data.blocksize == "8MiB"
 
 
+def test_a_bad_id_limit_setting_is_refused_at_load():
+    """churn.ingest.max-id-bytes is read in each block task on the workers: one that is not a whole
+    number of bytes is a spec error at load, not a worker's ValueError after the cluster started."""
+    import dask.config
+
+    for bad in ("abc", 0, 1.5, True):
+        with dask.config.set({"churn.ingest.max-id-bytes": bad}), pytest.raises(
+                ConfigError, match=r"data: the churn.ingest.max-id-bytes setting .* not a whole number of bytes"):
+            load_job(JOB)
+    with dask.config.set({"churn.ingest.max-id-bytes": "64"}):
+        assert load_job(JOB).data.source
+
+
 @pytest.mark.parametrize("what", ["job", "cluster"])
 def test_a_spec_file_that_is_not_utf8_is_named(tmp_path, what):
     """A Latin-1 file: one line naming the file and the first bad byte, not a UnicodeDecodeError."""
