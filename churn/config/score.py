@@ -24,7 +24,15 @@ class ScoreSpec(Strict):
 
     @model_validator(mode="after")
     def _id_apart(self) -> ScoreSpec:
-        if self.table is not None and self.table.id in SCORE_COLUMNS:  # None: the model's table (jobs.score)
-            raise ValueError(f"schema.id {self.table.id!r} is a column churn writes in the scores "
-                             f"({', '.join(SCORE_COLUMNS)}): rename it in the source files")
+        problem = score_id_problem(self.table)  # None: the model's table, checked in churn.jobs.score
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def score_id_problem(table: TableSchema | None) -> str | None:
+    """Why ``table``'s id cannot be a column of the scores (it is named like one churn writes), or None."""
+    if table is not None and table.id in SCORE_COLUMNS:
+        return (f"schema.id {table.id!r} is a column churn writes in the scores ({', '.join(SCORE_COLUMNS)}): "
+                "rename it in the source files")
+    return None
