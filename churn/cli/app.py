@@ -481,13 +481,13 @@ def verify(
 
     Stock ``mlflow models serve -m models:/…`` trusts the artifact store; serve the --into copy instead."""
     from churn.config import TrackingSpec
-    from churn.tracking.store import TrackingError, check_reachable, resolve_uri
+    from churn.tracking.store import TrackingError, check_readable, resolve_uri
 
     try:
         uri = resolve_uri(TrackingSpec(uri=tracking_uri))
-        check_reachable(uri)
+        check_readable(uri)  # it only reads: a store that is not there is not created
     except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg']}", EXIT_CONFIG)
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     except TrackingError as exc:

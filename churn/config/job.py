@@ -214,6 +214,20 @@ class DataSpec(Strict):
                         "environment variable DASK_CHURN__INGEST__BLOCKSIZE overrides)")
         return self
 
+    @model_validator(mode="after")
+    def _id_limit_setting(self) -> DataSpec:
+        """The ``churn.ingest.max-id-bytes`` setting (``DASK_CHURN__INGEST__MAX_ID_BYTES``) is read
+        in every block task: a bad one is refused now, not as a worker's raw ValueError."""
+        from churn.config.settings import setting
+
+        raw = setting("ingest.max-id-bytes")
+        whole = (isinstance(raw, int) and not isinstance(raw, bool)) or (isinstance(raw, str) and raw.isdigit())
+        if not whole or int(raw) < 1:
+            raise ValueError(f"the churn.ingest.max-id-bytes setting (which the environment variable "
+                             f"DASK_CHURN__INGEST__MAX_ID_BYTES overrides) is {shown(raw)}, not a whole number of "
+                             "bytes of at least 1")
+        return self
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, v: str) -> str:

@@ -24,13 +24,15 @@ class ScoreSpec(Strict):
 
     @model_validator(mode="after")
     def _id_apart(self) -> ScoreSpec:
-        check_id_apart(self.table)
+        problem = score_id_problem(self.table)  # None: the model's table, checked in churn.jobs.score
+        if problem:
+            raise ValueError(problem)
         return self
 
 
-def check_id_apart(table: TableSchema | None) -> None:
-    """The scores hold the id beside :data:`SCORE_COLUMNS`: an id of one of those names would be
-    lost, so it is refused (the job's own schema at load, the model's when the job takes it)."""
+def score_id_problem(table: TableSchema | None) -> str | None:
+    """Why ``table``'s id cannot be a column of the scores (it is named like one churn writes), or None."""
     if table is not None and table.id in SCORE_COLUMNS:
-        raise ValueError(f"schema.id {table.id!r} is a column churn writes in the scores "
-                         f"({', '.join(SCORE_COLUMNS)}): rename it in the source files")
+        return (f"schema.id {table.id!r} is a column churn writes in the scores ({', '.join(SCORE_COLUMNS)}): "
+                "rename it in the source files")
+    return None

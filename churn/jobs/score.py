@@ -8,11 +8,13 @@ starts, and the run takes them from the model it loads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from distributed import Client
 
-from churn.config import ScoreSpec
+from churn.config import ConfigError, ScoreSpec
+from churn.config.score import score_id_problem
 from churn.data.ingest import check_headers, check_output_folder
 from churn.data.publish import remove_abandoned
 from churn.modeling.batch import ModelRef, ScoreResult, score
@@ -29,9 +31,19 @@ def preflight(spec: ScoreSpec) -> str:
     uri = resolve_uri(spec.tracking)
     check_store(uri)
     mlflow.set_tracking_uri(uri)
-    spec = with_model_table(spec, logged_rules(spec.model_uri))
+    spec = score_table(spec, logged_rules(spec.model_uri))
     check_headers(paths, spec.table, spec.data.encoding, require_label=False)
     return uri
+
+
+def score_table(spec: ScoreSpec, rules: dict[str, Any]) -> ScoreSpec:
+    """``spec`` with the table its rows are checked with (:func:`with_model_table`); an id named
+    like a score column, which the spec's own check cannot see in the model's table, is refused."""
+    spec = with_model_table(spec, rules)
+    problem = score_id_problem(spec.table)
+    if problem:
+        raise ConfigError(f"{problem} (the table logged with {spec.model_uri})")
+    return spec
 
 
 def run(spec: ScoreSpec, client: Client) -> ScoreResult:
@@ -39,5 +51,5 @@ def run(spec: ScoreSpec, client: Client) -> ScoreResult:
     remove_abandoned(Path(spec.data.output))  # .staging-scores-* folders of killed score drivers, as ingest does
     mlflow.set_tracking_uri(resolve_uri(spec.tracking))
     model = load_churn_model(spec.model_uri)
-    spec = with_model_table(spec, model.rules)
+    spec = score_table(spec, model.rules)
     return score(spec, client, model.pipeline, ModelRef(spec.model_uri, model.name, model.version, model.threshold))

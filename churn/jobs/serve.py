@@ -19,7 +19,7 @@ from dask.utils import parse_bytes
 
 from churn.config import ConfigError, setting
 from churn.serving import server
-from churn.tracking.store import TrackingError
+from churn.tracking.store import TrackingError, check_readable
 from churn.tracking.verify import ArtifactMismatchError, verified_model
 
 WORKER_START_TIMEOUT = 120  # seconds a worker process may take to answer uvicorn's first health check
@@ -38,21 +38,15 @@ class ServedModel:
     path: str
 
 
-def store_exists(tracking_uri: str) -> bool:
-    """False for a local store (SQLite file or folder) that is not there: reading it would create it."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri.removeprefix("sqlite:///")).is_file()
-    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
-        return Path(tracking_uri.removeprefix("file://")).is_dir()
-    return True
-
-
 def resolve(model_uri: str, tracking_uri: str, into: Path) -> ServedModel:
     """``model_uri`` pinned to one version and copied into ``into``; :class:`ConfigError` naming
     the URI and the store when there is no such model (creating nothing)."""
     missing = f"no model {model_uri} in the tracking store {tracking_uri}"
-    if not store_exists(tracking_uri):
-        raise ConfigError(f"{missing}: the store does not exist (train a model first, or pass --tracking-uri)")
+    if not tracking_uri.startswith(("http://", "https://")):  # the caller checked a server is reachable
+        try:  # a local store that is not there, or not MLflow's, is not created (or given MLflow's tables)
+            check_readable(tracking_uri)
+        except ConfigError as exc:
+            raise ConfigError(f"{missing}: {exc} (train a model first, or pass --tracking-uri)") from None
     mlflow.set_tracking_uri(tracking_uri)
     try:
         # the registry's digests checked before any of the model's code can run (churn.tracking.verify)
@@ -65,14 +59,23 @@ def resolve(model_uri: str, tracking_uri: str, into: Path) -> ServedModel:
 
 
 def max_body() -> int:
-    """The request body cap in bytes (``churn.serve.max-body``)."""
-    return parse_bytes(setting("serve.max-body"))
+    """The request body cap in bytes (``churn.serve.max-body``); a ConfigError naming the setting
+    when it is not a byte size of at least one byte."""
+    raw = setting("serve.max-body")
+    try:
+        cap = int(parse_bytes(raw))
+    except (TypeError, ValueError):
+        cap = 0
+    if isinstance(raw, bool) or cap < 1:
+        raise ConfigError(f"churn.serve.max-body={str(raw)[:40]!r} is not a byte size such as 1MiB")
+    return cap
 
 
 def load(model: ServedModel) -> server.Bounded:
     """The HTTP app for ``model``, loaded here once; :class:`ServeError` when it does not load."""
+    cap = max_body()  # a bad setting is named as such, not taken for a model that does not load
     try:
-        return server.build_app(model.path, model.version, max_body())
+        return server.build_app(model.path, model.version, cap)
     except Exception as exc:  # noqa: BLE001 - any load failure is one line naming the model
         raise ServeError(f"cannot load {model.uri} (version {model.version}): {exc}") from None
 

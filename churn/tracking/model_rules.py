@@ -19,7 +19,6 @@ from pydantic import BaseModel, ValidationError
 
 from churn.config import ConfigError, TableSchema
 from churn.config.job import CategoricalRule, NumericRule
-from churn.config.score import ScoreSpec, check_id_apart
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -110,10 +109,4 @@ def model_table(job: TableSchema | None, rules: dict[str, Any], model_uri: str) 
 
 def with_model_table(spec: SpecT, rules: dict[str, Any]) -> SpecT:
     """``spec`` (a score or monitor job) with the table its rows are checked with."""
-    table = model_table(spec.table, rules, spec.model_uri)  # type: ignore[attr-defined]
-    if isinstance(spec, ScoreSpec):
-        try:
-            check_id_apart(table)
-        except ValueError as exc:
-            raise ConfigError(f"{spec.model_uri}: {exc}") from None
-    return spec.model_copy(update={"table": table})
+    return spec.model_copy(update={"table": model_table(spec.table, rules, spec.model_uri)})  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -115,7 +116,13 @@ def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered
             pip_requirements=requirements(),
             code_paths=[str(serving_code(Path(tmp)))],
         )
-    record_digests(registered_name, str(info.registered_model_version))  # checked before every load
+    version = str(info.registered_model_version)
+    try:
+        record_digests(registered_name, version)  # checked before every load
+    except BaseException:  # a version without digests never loads: not left behind (nor found as a rerun's)
+        with contextlib.suppress(Exception):
+            mlflow.MlflowClient().delete_model_version(registered_name, version)
+        raise
     return info
 
 

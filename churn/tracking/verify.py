@@ -136,13 +136,16 @@ def verified_model(model_uri: str, into: Path | None = None) -> VerifiedModel:
         raise ConfigError(f"model_uri: cannot load {model_uri}: {exc.message}") from None
     if recorded is None:
         raise ArtifactMismatchError(f"model_uri: {model_uri} (version {version} of {name}) has no {DIGESTS_TAG} "
-                                    "tag, so its files cannot be checked; register it again with churn train")
+                                    "tag, so its files cannot be checked; register it again with churn train "
+                                    "--promote (the promotion gate cannot score a champion it cannot check, so "
+                                    "without --promote the new version stays @challenger)")
+    what = f"{model_uri} (version {version} of {name})"
+    expected = _recorded(recorded, what)  # before the download: a bad tag leaves no unchecked copy
     if into is None:
         into = Path(tempfile.mkdtemp(prefix="churn-model-"))
         atexit.register(shutil.rmtree, into, ignore_errors=True)
     path = _download(name, version, into)
-    what = f"{model_uri} (version {version} of {name})"
-    problem = mismatch(_recorded(recorded, what), file_digests(path))
+    problem = mismatch(expected, file_digests(path))
     if problem:
         shutil.rmtree(path, ignore_errors=True)  # no unchecked copy is left to load by mistake
         raise ArtifactMismatchError(f"model_uri: {what}: {problem}; refusing to load it")

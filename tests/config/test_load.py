@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -187,14 +186,18 @@ def test_what_names_no_secret_is_kept(source):
     assert load_job(JOB, [f"data.source={source}"]).data.source == source
 
 
-def test_a_score_id_named_like_a_score_column_is_refused():
-    """The scores hold the id beside probability, decision, ...: an id of the same name would be lost."""
+def test_a_score_id_named_like_a_score_column_is_refused(tmp_path):
+    """The scores hold the id beside probability, decision, ...: an id of the same name would be lost.
+    The shipped score job, which gives no schema (the model's table), loads."""
+
     from churn.config import load_score_job
 
-    schema = yaml.safe_load((ROOT / "jobs" / "train.yaml").read_text())["schema"]
+    assert load_score_job(ROOT / "jobs" / "score.yaml", ["data.source=x.csv"]).table is None
+    job = tmp_path / "score.yaml"
+    schema = yaml.safe_load(JOB.read_text())["schema"]
+    job.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "jobs" / "score.yaml").read_text()), "schema": schema}))
     with pytest.raises(ConfigError, match="schema.id 'probability' is a column churn writes in the scores"):
-        load_score_job(ROOT / "jobs" / "score.yaml", [f"schema={json.dumps({**schema, 'id': 'probability'})}"])
-    assert load_score_job(ROOT / "jobs" / "score.yaml", [f"schema={json.dumps(schema)}"]).table.id == "customerID"
+        load_score_job(job, ["schema.id=probability"])
 
 
 @pytest.mark.parametrize("override, message", [
@@ -224,6 +227,19 @@ def test_a_bad_blocksize_setting_is_refused_at_load():
                                r"DASK_CHURN__INGEST__BLOCKSIZE.*\) is not a byte size"):
         load_job(JOB)
     assert load_job(JOB, ["data.blocksize=8MiB"]).data.blocksize == "8MiB"
+
+
+def test_a_bad_id_limit_setting_is_refused_at_load():
+    """churn.ingest.max-id-bytes is read in each block task on the workers: one that is not a whole
+    number of bytes is a spec error at load, not a worker's ValueError after the cluster started."""
+    import dask.config
+
+    for bad in ("abc", 0, 1.5, True):
+        with dask.config.set({"churn.ingest.max-id-bytes": bad}), pytest.raises(
+                ConfigError, match=r"data: the churn.ingest.max-id-bytes setting .* not a whole number of bytes"):
+            load_job(JOB)
+    with dask.config.set({"churn.ingest.max-id-bytes": "64"}):
+        assert load_job(JOB).data.source
 
 
 @pytest.mark.parametrize("what", ["job", "cluster"])

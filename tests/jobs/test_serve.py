@@ -35,3 +35,33 @@ def test_half_a_certificate_is_refused(tmp_path):
     """--ssl-certfile without --ssl-keyfile: exit 2 before anything is read."""
     res = CliRunner().invoke(app, ["serve", "--ssl-certfile", str(tmp_path / "cert.pem")])
     assert res.exit_code == 2 and "--ssl-keyfile" in res.output
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_alone(tmp_path):
+    """An SQLite file without MLflow's tables at the tracking URI: exit 2, one line, and the file
+    keeps its one table (MLflow used to create its own tables in it)."""
+    import sqlite3
+    from contextlib import closing
+
+    db = tmp_path / "other.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE t (x)")
+    res = CliRunner().invoke(app, ["serve", "--tracking-uri", f"sqlite:///{db}", "-m", "models:/m@champion"])
+    assert res.exit_code == 2, res.output
+    assert "an SQLite database without MLflow's tables" in res.output
+    with closing(sqlite3.connect(db)) as con:
+        assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["t"]
+
+
+def test_a_body_cap_that_is_not_a_byte_size_is_named():
+    """churn.serve.max-body (DASK_CHURN__SERVE__MAX_BODY) that is no byte size, or below one byte:
+    a ConfigError naming the setting (it was a "cannot load" of the model, exit 1)."""
+    import dask
+
+    from churn.config import ConfigError
+    from churn.jobs.serve import max_body
+
+    assert max_body() == 1 << 20
+    for bad in ("abc", "-1", 0):
+        with dask.config.set({"churn.serve.max-body": bad}), pytest.raises(ConfigError, match="churn.serve.max-body"):
+            max_body()

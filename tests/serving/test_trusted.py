@@ -219,9 +219,37 @@ def test_only_a_version_with_recorded_digests_loads(registered):
 
     v1 = mlflow.MlflowClient().get_model_version("m", "1")
     v2 = mlflow.register_model(v1.source, "m")
-    with pytest.raises(ArtifactMismatchError, match="has no churn.sha256 tag"):
+    with pytest.raises(ArtifactMismatchError, match="has no churn.sha256 tag.*churn train --promote"):
         verified_model(f"models:/m/{v2.version}")
     with pytest.raises(ConfigError, match="is not a registered model"):
         verified_model(f"runs:/{v1.run_id}/model")
     with pytest.raises(ConfigError, match="is a logged model, not a registered version"):
         verified_model(v1.source)
+
+
+def test_a_version_whose_digests_tag_is_not_a_list_leaves_no_copy(registered, tmp_path):
+    """A churn.sha256 tag that is not a JSON object of digests is refused before anything is
+    downloaded: the folder given for the checked copy stays empty (no unchecked copy to serve)."""
+    from churn.tracking.verify import DIGESTS_TAG, ArtifactMismatchError, verified_model
+
+    client = mlflow.MlflowClient()
+    bad = mlflow.register_model(client.get_model_version("m", "1").source, "m")
+    client.set_model_version_tag("m", bad.version, DIGESTS_TAG, "not json")
+    with pytest.raises(ArtifactMismatchError, match="tag is not a list of digests"):
+        verified_model(f"models:/m/{bad.version}", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_version_whose_digests_cannot_be_recorded_is_not_left_registered(registered, monkeypatch):
+    """Registration whose digests do not fit a registry tag fails with one line, and the version
+    it had just created is deleted again (a version without digests can never be loaded)."""
+    from churn.config import ConfigError, TableSchema
+    from churn.tracking import verify
+    from churn.tracking.registry import log_model
+
+    _, pipe, X = registered
+    monkeypatch.setattr(verify, "DIGESTS_MAX_CHARS", 10)
+    schema = TableSchema(label="y", positive="1", negative="0", numeric={"a": {}, "b": {}})
+    with mlflow.start_run(), pytest.raises(ConfigError, match="more than a registry tag holds"):
+        log_model(pipe, X.head(3), 0.5, "m-no-digests", schema)
+    assert mlflow.MlflowClient().search_model_versions("name = 'm-no-digests'") == []

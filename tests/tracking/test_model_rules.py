@@ -84,3 +84,16 @@ def test_a_model_logged_with_feature_rules_only_needs_the_jobs_schema(table):
     assert model_table(table, old, URI) is table
     with pytest.raises(ConfigError, match=r"logged with its feature rules only .* give the table's `schema`"):
         model_table(None, old, URI)
+
+
+def test_a_model_table_whose_id_is_named_like_a_score_column_is_refused_by_score(table):
+    """A score job without schema takes the model's table; an id named like a score column there
+    would be overwritten by it in the scores (the spec's own check sees no table): refused, named."""
+    from churn.config import load_score_job
+    from churn.jobs.score import score_table
+
+    spec = load_score_job(ROOT / "jobs" / "score.yaml", ["data.source=x.csv"])
+    assert score_table(spec, serving_rules(table)).table == table
+    with pytest.raises(ConfigError, match=r"schema.id 'probability' is a column churn writes in the scores .*"
+                                          r"\(the table logged with models:/customer-churn@champion\)"):
+        score_table(spec, serving_rules(_changed(table, {"id": "probability"})))

@@ -352,6 +352,18 @@ def test_fingerprint_follows_data_spec_and_seed(tmp_path, telco_subset):
         assert changed != same
 
 
+def test_a_challenger_alias_mlflow_refuses_is_refused_before_the_cluster():
+    """The challenger alias is set only after the whole job: one MLflow refuses (``v2``, reserved
+    for versions; an empty one) is a ConfigError in the preflight's settings check."""
+    from churn.tracking.promotion import check_settings
+
+    check_settings("champion")
+    for bad, why in (("v2", "reserved"), ("", "")):
+        with dask.config.set({"churn.registry.challenger-alias": bad}), \
+                pytest.raises(ConfigError, match=f"churn.registry.challenger-alias: MLflow refuses .*{why}"):
+            check_settings("champion")
+
+
 def test_tolerance_must_be_a_number_at_least_zero():
     assert tolerance() == 0.005
     for bad in (-0.1, "abc", float("nan")):

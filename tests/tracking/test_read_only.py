@@ -47,3 +47,30 @@ def test_status_without_a_store_creates_nothing(tmp_path):
     assert out.stderr.strip() == f"error: no tracking store at {tmp_path / 'mlflow.db'}: there is no such file " \
                                  "(nothing was created)"
     assert _tree(tmp_path) == []
+
+
+def test_verify_without_a_store_creates_nothing(tmp_path):
+    """`churn verify` only reads: with no store at its tracking URI it is one line and exit 2, and
+    it creates no database there (MLflow used to create one before "model not found")."""
+    from typer.testing import CliRunner
+
+    from churn.cli.app import app
+
+    db = tmp_path / "mlflow.db"
+    out = CliRunner().invoke(app, ["verify", "models:/m@champion", "--tracking-uri", f"sqlite:///{db}"])
+    assert out.exit_code == 2, out.output
+    assert f"no tracking store at {db}: there is no such file" in out.output
+    assert _tree(tmp_path) == []
+
+
+def test_verify_names_a_credential_in_its_tracking_uri_as_status_does():
+    """--tracking-uri with a password: one line, exit 2, pydantic's "Value error, " prefix cut as in
+    churn status and churn serve, and the password not repeated."""
+    from typer.testing import CliRunner
+
+    from churn.cli.app import app
+
+    out = CliRunner().invoke(app, ["verify", "models:/m/1", "--tracking-uri", "https://u:hunter2@example.com/"])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("error: --tracking-uri: the tracking URI holds a credential (a password")
+    assert "hunter2" not in out.output
