@@ -19,6 +19,7 @@ from churn.config import JobSpec, setting
 from churn.config.families import imbalance_used
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import Dataset, check_headers, check_output_folder, ingest
+from churn.data.publish import release
 from churn.data.split import check_counts, class_counts, load_splits, sample_rows, search_sample
 from churn.jobs.graph import to_mermaid, train_graph
 from churn.modeling.calibrate import Champion, assemble, choose_champion
@@ -265,4 +266,6 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
                   f"churn train: {job.name}")
         set_stage("done")
+    if dataset.version is not None:  # a long-lived process (a notebook) keeps no lock on it: cleanups may go on
+        release(dataset.version)
     return result
