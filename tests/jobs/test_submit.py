@@ -29,7 +29,8 @@ def test_submitted_job_finishes_after_the_submitter_exits(tmp_path, telco_subset
                      "--set", f"data.source={telco_subset}", "--set", f"data.output={tmp_path / 'ds'}",
                      "--set", f"tracking.uri={store}", "--set", "search.cv=2",
                      "--set", "model.families=[logistic_regression,decision_tree]",
-                     "--set", "evaluation.plots=false")
+                     "--set", "evaluation.plots=false", "--set", "search.repeats=1",
+                     "--set", "model.grids={logistic_regression: {C: [1.0]}, decision_tree: {max_depth: [4]}}")
         assert sub.returncode == 0, sub.stderr[-3000:]
         run_id = sub.stdout.strip().splitlines()[-1]
         run = mlflow.MlflowClient(store).get_run(run_id)

@@ -82,7 +82,10 @@ def test_train_with_credentials_from_the_environment(auth_server, tmp_path, telc
     args = [sys.executable, "-m", "churn.cli", "train", str(ROOT / "jobs" / "train.yaml"), "--verbose",
             "--set", f"data.source={telco_subset}", "--set", f"data.output={tmp_path / 'ds'}",
             "--set", f"tracking.uri={auth_server}", "--set", "search.cv=2",
-            "--set", "model.families=[logistic_regression]", "--set", "evaluation.plots=false"]
+            "--set", "model.families=[logistic_regression]", "--set", "evaluation.plots=false",
+            # one candidate, one repeat: the test is about credentials, not the search
+            "--set", "model.grids={logistic_regression: {C: [1.0]}}", "--set", "search.repeats=1",
+            "--set", "model.feature_sums=false"]
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert PASSWORD not in proc.stdout + proc.stderr

@@ -32,7 +32,8 @@ def mlflow_server(tmp_path_factory):
 def test_train_against_a_tracking_server(client, tmp_path, telco_subset, mlflow_server):
     """Runs, artifacts and the registered champion go through the server's REST API."""
     job = job_spec(tmp_path, telco_subset, "search.cv=2", "model.families=[logistic_regression]",
-                   "evaluation.plots=false", f"tracking.uri={mlflow_server}")
+                   "evaluation.plots=false", f"tracking.uri={mlflow_server}", "search.repeats=1",
+                   "model.grids={logistic_regression: {C: [1.0]}}", "model.feature_sums=false")
     result = run(job, client)
     mlflow.set_tracking_uri(mlflow_server)
     assert mlflow.get_run(result.run_id).data.metrics["test_roc_auc"] > 0.7
