@@ -25,15 +25,26 @@ def check_names(spec: TrackingSpec, *, registry: bool = True) -> None:
 
     checks = [("tracking.experiment", spec.experiment, [validation._validate_experiment_name])]
     if registry:
-        checks += [("tracking.registered_model", spec.registered_model, [validation._validate_model_name]),
-                   ("tracking.alias", spec.alias, [validation._validate_model_alias_name,
-                                                   validation._validate_model_alias_name_reserved])]
+        checks += [("tracking.registered_model", spec.registered_model, [validation._validate_model_name])]
     for key, value, validators in checks:
-        try:
-            for validate in validators:
-                validate(value)
-        except MlflowException as exc:
-            raise ConfigError(f"{key}: MLflow refuses {shown(value)}: {cut(exc.message)}") from None
+        _validated(key, value, validators)
+    if registry:
+        check_alias("tracking.alias", spec.alias)
+
+
+def check_alias(key: str, alias: str) -> None:
+    """Refuse an alias MLflow would refuse (``v2`` and ``latest`` are reserved), naming ``key``."""
+    from mlflow.utils import validation
+
+    _validated(key, alias, [validation._validate_model_alias_name, validation._validate_model_alias_name_reserved])
+
+
+def _validated(key: str, value: str, validators: list) -> None:
+    try:
+        for validate in validators:
+            validate(value)
+    except MlflowException as exc:
+        raise ConfigError(f"{key}: MLflow refuses {shown(value)}: {cut(exc.message)}") from None
 
 
 def check_experiment(uri: str, name: str) -> None:

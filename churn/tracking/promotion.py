@@ -44,10 +44,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import get_scorer
 
 from churn.config import ConfigError, JobSpec, setting
-from churn.config.errors import cut, shown
 from churn.modeling.evaluate import member_scores_on_cluster
 from churn.modeling.search_cache import search_key
 from churn.tracking.model_rules import logged_rules
+from churn.tracking.names import check_alias
 from churn.tracking.registry import alias_version, load_churn_model, set_alias
 from churn.tracking.run_log import RunEndedError
 from churn.tracking.run_state import ownership_problem
@@ -83,19 +83,12 @@ def tolerance() -> float:
 def check_settings(champion_alias: str) -> None:
     """The gate's settings, before any cluster starts: the tolerance, and a challenger alias that is
     not the champion's and that MLflow takes (``v2`` is reserved for versions)."""
-    from mlflow.utils import validation  # MLflow's own alias rules, as churn.tracking.names applies them
-
     tolerance()
     challenger = str(setting("registry.challenger-alias"))
     if challenger == champion_alias:
         raise ConfigError(f"churn.registry.challenger-alias is {champion_alias!r}, the alias the gate guards "
                           "(tracking.alias); give them different names")
-    try:
-        validation._validate_model_alias_name(challenger)
-        validation._validate_model_alias_name_reserved(challenger)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(f"churn.registry.challenger-alias: MLflow refuses {shown(challenger)}: "
-                          f"{cut(exc.message)}") from None
+    check_alias("churn.registry.challenger-alias", challenger)
 
 
 def model_fingerprint(job: JobSpec, dataset_key: str, rows: int) -> str:
