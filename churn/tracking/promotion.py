@@ -314,6 +314,8 @@ def promote(gate: Gate, fingerprint: str, register: Callable[[], str], check_own
                 notes.append(f"@{gate.champion} moved from version {compared or 'none'} to {now or 'none'} "
                              "(a concurrent train) while this run compared")
                 compared, verdict = now, gate.judge(now)
+                if verdict.promote or force:
+                    continue  # judging took a while: read the alias again right before moving it
             if not (verdict.promote or force):
                 restore.setdefault(gate.challenger, _move(gate.name, gate.challenger, version, moves))
                 break
