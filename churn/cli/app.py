@@ -319,6 +319,25 @@ def submit(job: JobArg, scheduler: SchedulerOpt = None, cluster: Annotated[Optio
     typer.echo(run_id)
 
 
+def _readable_store(tracking_uri: str | None) -> str:
+    """The store a read-only command uses (``--tracking-uri``, else as in train), which must exist
+    already: a store that is not there is not created; one line and exit 2 (or 1: a server that
+    does not answer) otherwise."""
+    from churn.config import TrackingSpec
+    from churn.tracking.store import TrackingError, check_readable, resolve_uri
+
+    try:
+        uri = resolve_uri(TrackingSpec(uri=tracking_uri))
+        check_readable(uri)
+    except ValidationError as exc:
+        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
+    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI, no store there
+        _fail(str(exc), EXIT_CONFIG)
+    except TrackingError as exc:
+        _fail(str(exc), EXIT_RUNTIME)
+    return uri
+
+
 @app.command()
 def status(
     run_id: Annotated[str, typer.Argument(help="MLflow run id (printed by churn submit).")],
@@ -332,19 +351,9 @@ def status(
     A RUNNING run whose driver stopped beating (killed without a word) is marked FAILED."""
     from mlflow.exceptions import MlflowException
 
-    from churn.config import TrackingSpec
     from churn.tracking.run_state import fail_if_lost, run_status
-    from churn.tracking.store import TrackingError, check_readable, resolve_uri
 
-    try:
-        uri = resolve_uri(TrackingSpec(uri=tracking_uri))
-        check_readable(uri)  # a store that is not there is not created
-    except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
-    except ConfigError as exc:  # e.g. credentials in MLFLOW_TRACKING_URI, no store there
-        _fail(str(exc), EXIT_CONFIG)
-    except TrackingError as exc:
-        _fail(str(exc), EXIT_RUNTIME)
+    uri = _readable_store(tracking_uri)
     while True:
         try:
             st = fail_if_lost(uri, run_status(uri, run_id))
@@ -480,18 +489,7 @@ def verify(
     registered, without running any of its code (exit 2 and one line naming a file on a mismatch).
 
     Stock ``mlflow models serve -m models:/…`` trusts the artifact store; serve the --into copy instead."""
-    from churn.config import TrackingSpec
-    from churn.tracking.store import TrackingError, check_readable, resolve_uri
-
-    try:
-        uri = resolve_uri(TrackingSpec(uri=tracking_uri))
-        check_readable(uri)  # it only reads: a store that is not there is not created
-    except ValidationError as exc:
-        _fail(f"--tracking-uri: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", EXIT_CONFIG)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_CONFIG)
-    except TrackingError as exc:
-        _fail(str(exc), EXIT_RUNTIME)
+    uri = _readable_store(tracking_uri)
     if into is not None:
         if into.exists() and (not into.is_dir() or any(into.iterdir())):
             _fail(f"--into: {into} is not an empty folder", EXIT_CONFIG)
