@@ -23,14 +23,7 @@ from churn.data.publish import release
 from churn.data.split import check_counts, class_counts, load_splits, sample_rows, search_sample
 from churn.jobs.graph import to_mermaid, train_graph
 from churn.modeling.calibrate import Champion, assemble, choose_champion
-from churn.modeling.evaluate import (
-    Evaluation,
-    Threshold,
-    choose_threshold,
-    evaluate,
-    member_scores_on_cluster,
-    permutation_table,
-)
+from churn.modeling.evaluate import Evaluation, Threshold, choose_threshold, evaluation_from, permutation_table
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
 from churn.modeling.screen import SumsChoice, choose_sums, sums_in
@@ -44,6 +37,7 @@ from churn.modeling.search import (
     search_families,
 )
 from churn.modeling.search_cache import SearchCache, search_key
+from churn.modeling.summary import summaries_on_cluster
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
 from churn.tracking.names import check_experiment, check_names
@@ -209,15 +203,21 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                      threshold.value)
 
         with _stage("evaluate", seconds, f"test split, threshold {threshold.value:.3f} from {threshold.source}"):
-            # one pass over the test split: each member's raw score, then the calibration map here
-            y_test, s_test = member_scores_on_cluster(test_ddf, model, features, client)
-            p_test = model.calibrator.predict(s_test)
-            rows["test"] = len(y_test)
-            test = evaluate(y_test, p_test, threshold.value, economics=job.evaluation.economics,
-                            top_k=job.evaluation.top_k, f1_cut=threshold.f1)
+            # one pass over the test split: per partition on the workers, each member's raw score, the
+            # calibrated probability, and their summaries; only the merged summaries come back
+            with_raw = families[champion.members[0]].proba_scores
+            summaries = summaries_on_cluster(test_ddf, model, features, client, (threshold.value, threshold.f1),
+                                             raw=with_raw)
+            rows["test"] = summaries["proba"].rows
+            test = evaluation_from(summaries["proba"], threshold.value, economics=job.evaluation.economics,
+                                   top_k=job.evaluation.top_k, f1_cut=threshold.f1)
+            m = test.metrics
+            log.info("test: ROC AUC %.4f (error bound %.1e), PR AUC %.4f (error bound %.1e), Brier %.4f, log loss "
+                     "%.4f on %s rows, from per-partition score summaries", m["roc_auc"], m["roc_auc_error_bound"],
+                     m["pr_auc"], m["pr_auc_error_bound"], m["brier"], m["log_loss"], f"{rows['test']:,}")
             kept = kept_features(fitted[0])
             # the best member's own probabilities, for the before/after calibration plot
-            raw = s_test[:, 0] if families[champion.members[0]].proba_scores else None
+            raw = summaries.get("raw")
             importance = None
             if job.evaluation.plots:
                 sample = sample_rows(test_ddf, rows["test"], job.evaluation.permutation_rows, job.seed, client)
@@ -250,7 +250,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                 return str(info.registered_model_version)
 
             # the gate scores the champion on this run's test rows as the new model was scored above
-            gate = Gate(name, job.tracking.alias, scoring, gate_score(scoring, y_test, p_test, threshold.value),
+            gate = Gate(name, job.tracking.alias, scoring, gate_score(scoring, test.summary, threshold.value),
                         serving_rules(schema), lambda v: version_score(name, v, test_ddf, features, client, scoring),
                         test_rows=test_rows_id(dataset.manifest.dataset, job.split.test, job.split.validation,
                                                job.seed),

@@ -1,5 +1,9 @@
 """Evaluation: the decision threshold (chosen on out-of-fold predictions), probability-based
-metrics on held-out rows, the classification report, lift by decile."""
+metrics on held-out rows, the classification report, lift by decile.
+
+The held-out metrics come from a :class:`~churn.modeling.summary.ScoreSummary` (fixed size,
+built and merged on the cluster): :func:`evaluation_from`. :func:`evaluate` summarises rows held
+in memory first. ``lift_table`` and ``precision_at_top`` are the exact in-memory versions."""
 
 from __future__ import annotations
 
@@ -9,76 +13,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from distributed import Client
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    classification_report,
-    confusion_matrix,
-    log_loss,
-    roc_auc_score,
-)
 
 from churn.clusters.scatter import scatter
 from churn.config import EconomicsSpec
 from churn.data.columns import LABEL_COLUMN
+from churn.modeling.summary import ScoreSummary
 
 THRESHOLD_SOURCE = "out-of-fold CV predictions"
 
 
 @dataclass
 class Evaluation:
-    """Metrics of one model on one set of rows."""
+    """Metrics of one model on one set of rows, and the summary of its scores they came from
+    (a fixed size, whatever the rows: the plots draw their curves from it)."""
 
     metrics: dict[str, float]
     report: str
     confusion: list[list[int]]
     lift: pd.DataFrame
-    y_true: np.ndarray = field(repr=False)
-    y_score: np.ndarray = field(repr=False)
-
-
-def _score_partition(frame: pd.DataFrame, model: Any, features: list[str], members: bool) -> pd.DataFrame:
-    """Labels and score columns of one partition: ``predict_proba``'s churn column, or with
-    ``members`` each member's raw score (a :class:`ChurnClassifier`'s ``scores``)."""
-    if len(frame) == 0:
-        return pd.DataFrame({"y": np.zeros(0, np.int8)})
-    X = frame[features]
-    scores = model.scores(X) if members else model.predict_proba(X)[:, 1:]
-    return pd.DataFrame({"y": frame[LABEL_COLUMN].to_numpy(np.int8),
-                         **{f"s{j}": scores[:, j] for j in range(scores.shape[1])}})
-
-
-def _scores_on_cluster(ddf: Any, model: Any, features: list[str], client: Client, members: bool
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    [model_future] = scatter(client, [model], broadcast=True)
-    # submit per partition: a Future handed to map_partitions is resolved in the driver and the
-    # model embedded in every task again
-    futures = [client.submit(_score_partition, part, model_future, features, members, pure=False)
-               for part in client.compute(ddf.to_delayed())]
-    scored = [s for s in client.gather(futures) if len(s)]
-    if not scored:
-        return np.zeros(0, np.int8), np.zeros((0, len(model.members) if members else 1))
-    both = pd.concat(scored, ignore_index=True)
-    return both["y"].to_numpy(np.int8), both.drop(columns="y").to_numpy(np.float64)
-
-
-def score_on_cluster(ddf: Any, model: Any, features: list[str], client: Client) -> tuple[np.ndarray, np.ndarray]:
-    """``predict_proba`` partition by partition on the workers; returns (labels, scores) in the driver.
-
-    The model is scattered once to every worker and each partition task refers to it (measured:
-    the model is serialized 2 times to score 20 partitions on 2 workers). dask-ml's
-    ``ParallelPostFit`` embeds the estimator in every partition task instead (21 times for the
-    same 20 partitions), and so does ``map_partitions`` handed a Future.
-    """
-    y, scores = _scores_on_cluster(ddf, model, features, client, members=False)
-    return y, scores[:, 0]
-
-
-def member_scores_on_cluster(ddf: Any, model: Any, features: list[str], client: Client
-                             ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, one raw-score column per member) of a ``ChurnClassifier``, in one pass over ``ddf``;
-    ``model.calibrator.predict`` of the columns is its probability."""
-    return _scores_on_cluster(ddf, model, features, client, members=True)
+    summary: ScoreSummary | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -167,40 +120,77 @@ def f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(thr[int(np.argmax(f1))]) if len(thr) else 0.5
 
 
+def classification_text(tn: int, fp: int, fn: int, tp: int, digits: int = 4) -> str:
+    """scikit-learn's ``classification_report`` (classes stay and churn) from the confusion counts, with
+    whole-number support (its report of weighted rows prints ``7.0``)."""
+    from sklearn.metrics import classification_report
+
+    y, pred = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    weights = np.array([tn, fp, fn, tp])
+    keep = weights > 0
+    report = classification_report(y[keep], pred[keep], sample_weight=weights[keep], labels=[0, 1],
+                                   target_names=["stay", "churn"], digits=digits, zero_division=0,
+                                   output_dict=True)
+    width = max(len("weighted avg"), digits)
+    head = ["precision", "recall", "f1-score", "support"]
+    lines = [" " * width + " " + "".join(f"{h:>10}" for h in head), ""]
+
+    def row(name: str, r: dict[str, float]) -> str:
+        return (f"{name:>{width}} " + "".join(f"{r[k]:>10.{digits}f}" for k in head[:3])
+                + f"{round(r['support']):>10}")
+    lines += [row(name, report[name]) for name in ("stay", "churn")] + [""]
+    total = round(report["macro avg"]["support"])
+    lines.append(f"{'accuracy':>{width}} " + " " * 20 + f"{report['accuracy']:>10.{digits}f}{total:>10}")
+    lines += [row(name, report[name]) for name in ("macro avg", "weighted avg")]
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_from(summary: ScoreSummary, threshold: float = 0.5, *, economics: EconomicsSpec | None = None,
+                    top_k: list[float] | tuple[float, ...] = (0.05, 0.1, 0.2), f1_cut: float | None = None
+                    ) -> Evaluation:
+    """Probability metrics, lift, precision at top k, profit, and the report at ``threshold`` from
+    a score summary (``threshold`` and ``f1_cut`` must be among its thresholds).
+
+    Brier, log loss, the counts, profit, F1 and the report are exact; ROC AUC, PR AUC, precision
+    at top k and the lift come from the histogram, and each ``<metric>_error_bound`` says how far
+    the value can be from the exact one (:mod:`churn.modeling.summary`).
+    """
+    roc, roc_err = summary.roc_auc()
+    ap, ap_err = summary.average_precision()
+    tn, fp, fn, tp = summary.confusion(threshold)
+    rows = summary.rows
+    metrics = {
+        "roc_auc": roc, "roc_auc_error_bound": roc_err,
+        "pr_auc": ap, "pr_auc_error_bound": ap_err,
+        "brier": summary.brier(),
+        "log_loss": summary.log_loss(),
+        "positive_rate": summary.positive_rate(),
+        "rows": float(rows),
+        "threshold": float(threshold),
+        "contacted_fraction": (tp + fp) / rows,
+    }
+    for k in top_k:
+        name = f"precision_at_{round(100 * k):g}pct"
+        metrics[name], metrics[f"{name}_error_bound"] = summary.precision_at(k)
+    if economics is not None:
+        churner, stayer = contact_profit(np.array([1, 0]), economics)
+        metrics["profit"] = float(tp * churner + fp * stayer)
+        metrics["profit_contact_all"] = float(summary.positives * churner + summary.negatives * stayer)
+    if f1_cut is not None:
+        _, fp1, _, tp1 = summary.confusion(f1_cut)
+        metrics["f1_threshold"] = float(f1_cut)
+        metrics["f1_at_f1_threshold"] = float(2 * tp1 / max(1, tp1 + fp1 + summary.positives))
+    lift = summary.lift()
+    metrics["lift_error_bound"] = float((lift["churn_rate_error_bound"] / metrics["positive_rate"]).max())
+    return Evaluation(metrics, classification_text(tn, fp, fn, tp), [[tn, fp], [fn, tp]], lift, summary)
+
+
 def evaluate(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, *,
              economics: EconomicsSpec | None = None, top_k: list[float] | tuple[float, ...] = (0.05, 0.1, 0.2),
              f1_cut: float | None = None) -> Evaluation:
-    """Probability metrics, lift, precision at top k, profit, and the report at ``threshold``."""
-    y = np.asarray(y).astype(int)
-    p = np.asarray(p, dtype=float)
-    order = np.argsort(-p, kind="stable")  # sort once; lift and top-k then see presorted scores
-    y_ranked, p_ranked = y[order], p[order]
-    pred = (p >= threshold).astype(int)
-    metrics = {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "brier": float(brier_score_loss(y, p)),
-        "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "positive_rate": float(y.mean()),
-        "rows": float(len(y)),
-        "threshold": float(threshold),
-        "contacted_fraction": float(pred.mean()),
-    }
-    for k in top_k:
-        metrics[f"precision_at_{round(100 * k):g}pct"] = precision_at_top(y_ranked, p_ranked, k)
-    if economics is not None:
-        gain = contact_profit(y, economics)
-        metrics["profit"] = float(gain[pred == 1].sum())
-        metrics["profit_contact_all"] = float(gain.sum())
-    if f1_cut is not None:
-        metrics["f1_threshold"] = float(f1_cut)
-        f1_pred = (p >= f1_cut).astype(int)
-        tp = int(((f1_pred == 1) & (y == 1)).sum())
-        metrics["f1_at_f1_threshold"] = float(2 * tp / max(1, f1_pred.sum() + y.sum()))
-    report = classification_report(y, pred, target_names=["stay", "churn"], digits=4, zero_division=0)
-    confusion = confusion_matrix(y, pred, labels=[0, 1]).tolist()
-    return Evaluation(metrics, report, confusion, lift_table(y_ranked, p_ranked), y, p)
-
+    """:func:`evaluation_from` the summary of rows held in memory (small data, tests)."""
+    cuts = (threshold,) if f1_cut is None else (threshold, f1_cut)
+    return evaluation_from(ScoreSummary.of(y, p, cuts), threshold, economics=economics, top_k=top_k, f1_cut=f1_cut)
 
 
 def _permutation(model: Any, X: pd.DataFrame, y: pd.Series, repeats: int, seed: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Checks on the model side that run before the expensive work.
 
-* :func:`check_grids` — before any cluster starts: the scoring name, every grid key, and every
+* :func:`check_grids` — before any cluster starts: the scoring name (one a score summary can
+  give, :func:`churn.modeling.summary.check_scoring`), every grid key, and every
   grid point against the estimators' own parameter constraints (scikit-learn validates its
   parameters itself; this asks it without fitting).
 * :func:`check_round_trip` — before the search: a tiny fit of each family whose inference
@@ -26,6 +27,7 @@ from churn.config.errors import cut, shown
 from churn.config.families import PIPELINE_KEYS, spelled
 from churn.modeling.compat import scorer_response_method, validate_params
 from churn.modeling.pipeline import build_pipeline, fresh, grid_for, imbalance_of, inference_pipeline
+from churn.modeling.summary import check_scoring
 from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
 from churn.serving.trusted import UntrustedModelError, dump_pipeline
 
@@ -46,6 +48,10 @@ def check_grids(job: JobSpec) -> None:
     """Refuse, with one message naming the key and value, any grid point an estimator rejects."""
     if job.search.scoring not in get_scorer_names():
         raise ConfigError(f"search.scoring: unknown scoring {job.search.scoring!r}")
+    try:  # the test metrics and the promotion gate read it from per-partition score summaries
+        check_scoring(job.search.scoring)
+    except ValueError as exc:
+        raise ConfigError(f"search.scoring: {exc}") from None
     needs = scorer_response_method(job.search.scoring)
     for fam, (pipeline, grid) in family_grids(job).items():
         if needs == "predict_proba" and not hasattr(pipeline, "predict_proba"):

@@ -1,6 +1,7 @@
 """Evaluation pictures (matplotlib, no screen needed). Each function returns a Figure.
 
-The curves are scikit-learn's ``*Display`` objects; lift/gains, importance and the family box
+The curves are scikit-learn's ``*Display`` objects, given the points a score summary holds (no
+row's score is needed: :mod:`churn.modeling.summary`); lift/gains, importance and the family box
 plot have no Display in scikit-learn, so they are drawn here.
 """
 
@@ -19,8 +20,9 @@ from sklearn.metrics import (  # noqa: E402
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
     RocCurveDisplay,
-    brier_score_loss,
 )
+
+from churn.modeling.summary import ScoreSummary  # noqa: E402
 
 
 def _fig(title: str) -> tuple[Figure, plt.Axes]:
@@ -30,35 +32,46 @@ def _fig(title: str) -> tuple[Figure, plt.Axes]:
     return fig, ax
 
 
-def _curve(display: type, title: str, y: np.ndarray, p: np.ndarray, xlabel: str, ylabel: str, legend: str) -> Figure:
-    fig, ax = _fig(title)
-    display.from_predictions(y, p, name="model", ax=ax, plot_chance_level=True)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(loc=legend)
+def roc(summary: ScoreSummary) -> Figure:
+    """ROC curve of the test split, drawn from its score summary (a point per non-empty bin)."""
+    fpr, tpr = summary.roc_curve()
+    auc, bound = summary.roc_auc()
+    fig, ax = _fig("ROC curve (test split)")
+    RocCurveDisplay(fpr=fpr, tpr=tpr, roc_auc=auc, name=f"model (± {bound:.0e})").plot(
+        ax=ax, plot_chance_level=True)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (recall)")
+    ax.legend(loc="lower right")
     return fig
 
 
-def roc(y: np.ndarray, p: np.ndarray) -> Figure:
-    return _curve(RocCurveDisplay, "ROC curve (test split)", y, p, "false positive rate",
-                  "true positive rate (recall)", "lower right")
+def pr(summary: ScoreSummary) -> Figure:
+    """Precision-recall curve of the test split, drawn from its score summary."""
+    precision, recall = summary.pr_curve()
+    ap, bound = summary.average_precision()
+    fig, ax = _fig("Precision-recall curve (test split)")
+    PrecisionRecallDisplay(precision, recall, average_precision=ap, name=f"model (± {bound:.0e})",
+                           prevalence_pos_label=summary.positive_rate()).plot(ax=ax, plot_chance_level=True)
+    ax.set_xlabel("recall (share of churners reached)")
+    ax.set_ylabel("precision (share of contacts who churn)")
+    ax.legend(loc="lower left")
+    return fig
 
 
-def pr(y: np.ndarray, p: np.ndarray) -> Figure:
-    return _curve(PrecisionRecallDisplay, "Precision-recall curve (test split)", y, p,
-                  "recall (share of churners reached)", "precision (share of contacts who churn)", "lower left")
+def _reliability(ax: plt.Axes, summary: ScoreSummary, name: str, color: str) -> None:
+    prob_true, prob_pred, _ = summary.calibration_curve(10)
+    CalibrationDisplay(prob_true, prob_pred, None).plot(ax=ax, name=name, color=color)
 
 
-def calibration(y: np.ndarray, p: np.ndarray, brier: float, raw: np.ndarray | None = None,
-                method: str = "") -> Figure:
-    """Reliability curve of the registered model's probabilities on the test split, and of the
-    uncalibrated probabilities beside it when given."""
+def calibration(summary: ScoreSummary, raw: ScoreSummary | None = None, method: str = "") -> Figure:
+    """Reliability curve of the registered model's probabilities on the test split (10 quantile
+    groups of rows, from the score summary), and of the uncalibrated probabilities beside it when
+    their summary is given."""
+    brier = summary.brier()
     fig, ax = _fig(f"Calibration, test split (Brier {brier:.3f})")
     if raw is not None:
-        CalibrationDisplay.from_predictions(y, raw, n_bins=10, strategy="quantile", ax=ax, color="tab:grey",
-                                            name=f"before calibration (Brier {brier_score_loss(y, raw):.3f})")
-    CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", ax=ax, color="tab:blue",
-                                        name=f"registered, {method or 'calibrated'} (Brier {brier:.3f})")
+        _reliability(ax, raw, f"before calibration (Brier {raw.brier():.3f})", "tab:grey")
+    _reliability(ax, summary, f"registered, {method or 'calibrated'} (Brier {brier:.3f})", "tab:blue")
     ax.set_xlabel("mean predicted churn probability")
     ax.set_ylabel("observed churn rate")
     ax.legend(loc="upper left")

@@ -6,8 +6,10 @@
 * A new version becomes ``@champion`` only if its table rules equal the champion's and, on the
   new run's test rows, its score (the job's ``search.scoring``) is at least the champion's score
   on the same rows minus ``registry.promotion-tolerance``; otherwise it becomes ``@challenger``
-  (:class:`Gate`). Both are scored by the same code: the member scores on the cluster, partition
-  by partition, then the model's calibration map. The first version becomes champion;
+  (:class:`Gate`). Both are scored by the same code: partition by partition on the cluster, the
+  member scores, the model's calibration map and a score summary per partition, merged there
+  (:mod:`churn.modeling.summary`); ROC AUC and average precision come from its histogram, within
+  the stated error bound, the other scorers exactly. The first version becomes champion;
   ``churn train --promote`` moves the alias whatever the gate says, and says so.
 * Just before it registers and just before it moves an alias, the driver checks that its run is
   still RUNNING and still its own (``run_state.ownership_problem``): a run marked FAILED never
@@ -38,14 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
-import numpy as np
 from distributed import Client
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import get_scorer
 
 from churn.config import ConfigError, JobSpec, setting
-from churn.modeling.evaluate import member_scores_on_cluster
 from churn.modeling.search_cache import search_key
+from churn.modeling.summary import ScoreSummary, score_from, summarise_on_cluster
 from churn.tracking.model_rules import logged_rules
 from churn.tracking.names import check_alias
 from churn.tracking.registry import alias_version, load_churn_model, set_alias
@@ -101,40 +100,19 @@ def model_fingerprint(job: JobSpec, dataset_key: str, rows: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-class _Scored(ClassifierMixin, BaseEstimator):
-    """Probabilities already computed (on the cluster), replayed to a scikit-learn scorer: X is the
-    rows' positions. Written here because scikit-learn's scorers call an estimator, and none of its
-    classes replays stored predictions; this keeps ``search.scoring``'s own definition and sign."""
-
-    classes_ = np.array([0, 1])
-
-    def __init__(self, proba: np.ndarray, threshold: float):
-        self.proba = proba
-        self.threshold = threshold
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p = self.proba[np.asarray(X).ravel()]
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return (self.proba[np.asarray(X).ravel()] >= self.threshold).astype(int)
-
-
-def gate_score(scoring: str, y: np.ndarray, proba: np.ndarray, threshold: float) -> float:
-    """``scoring`` (a scikit-learn scorer name: greater is better) of churn probabilities ``proba``
-    for labels ``y``; scorers that need decisions get them at ``threshold``."""
-    proba = np.asarray(proba, dtype=np.float64)
-    rows = np.arange(len(proba)).reshape(-1, 1)
-    return float(get_scorer(scoring)(_Scored(proba, threshold), rows, np.asarray(y).astype(int)))
+def gate_score(scoring: str, summary: ScoreSummary, threshold: float) -> float:
+    """``scoring`` (a scikit-learn scorer name: greater is better) of the rows a score summary holds;
+    scorers that need decisions get them at ``threshold`` (counted exactly in the summary)."""
+    return score_from(summary, scoring, threshold)
 
 
 def version_score(name: str, version: str, ddf: Any, features: list[str], client: Client, scoring: str) -> float:
     """Registered version ``name/version``'s ``scoring`` on the rows of ``ddf``, scored as the train
-    job scores its own model: loaded by churn's loader, member scores partition by partition on the
-    cluster, then its calibration map, decisions at its threshold."""
+    job scores its own model: loaded by churn's loader, scored and summarised partition by partition
+    on the cluster (member scores, then its calibration map), decisions at its threshold."""
     model = load_churn_model(f"models:/{name}/{version}")
-    y, scores = member_scores_on_cluster(ddf, model.pipeline, features, client)
-    return gate_score(scoring, y, model.pipeline.calibrator.predict(scores), model.threshold)
+    summary = summarise_on_cluster(ddf, model.pipeline, features, client, (model.threshold,))
+    return gate_score(scoring, summary, model.threshold)
 
 
 # what must match for two versions' scores to be compared: the feature columns and their rules,

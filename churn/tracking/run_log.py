@@ -28,6 +28,7 @@ from churn.modeling.calibrate import STACK, Champion
 from churn.modeling.evaluate import Evaluation, Threshold
 from churn.modeling.screen import SumsChoice
 from churn.modeling.search import SearchResult
+from churn.modeling.summary import ScoreSummary
 from churn.tracking import plots
 from churn.tracking.run_state import ERROR_TAG, STAGE_TAG, SUBMITTED, fail_lost_runs, heartbeat
 from churn.tracking.store import ensure_experiment, error_line
@@ -207,14 +208,17 @@ def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchRes
 
 
 def log_plots(job: JobSpec, families: dict[str, SearchResult], test: Evaluation,
-              importance: pd.DataFrame | None, raw: np.ndarray | None = None, calibration: str = "") -> None:
-    """The evaluation pictures; ``importance`` (feature, mean, std) adds the permutation plot,
-    ``raw`` (test probabilities before the calibration map) a second reliability curve."""
+              importance: pd.DataFrame | None, raw: ScoreSummary | None = None, calibration: str = "") -> None:
+    """The evaluation pictures, their curves drawn from ``test.summary`` (the test scores' summary);
+    ``importance`` (feature, mean, std) adds the permutation plot, ``raw`` (the summary of the test
+    probabilities before the calibration map) a second reliability curve."""
     m = test.metrics
+    if test.summary is None:
+        raise ValueError("the evaluation holds no score summary to draw its curves from")
     figures = {
-        "roc.png": plots.roc(test.y_true, test.y_score),
-        "precision_recall.png": plots.pr(test.y_true, test.y_score),
-        "calibration.png": plots.calibration(test.y_true, test.y_score, m["brier"], raw, calibration),
+        "roc.png": plots.roc(test.summary),
+        "precision_recall.png": plots.pr(test.summary),
+        "calibration.png": plots.calibration(test.summary, raw, calibration),
         "lift_gains.png": plots.lift_gains(test.lift),
         "confusion_matrix.png": plots.confusion(test.confusion, m["threshold"]),
         "cv_score_by_family.png": plots.family_scores(

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix
 
 from churn.config import EconomicsSpec
 from churn.modeling.evaluate import (
@@ -18,8 +19,8 @@ from churn.modeling.evaluate import (
     lift_table,
     precision_at_top,
     profit_threshold,
-    score_on_cluster,
 )
+from churn.modeling.summary import summarise_on_cluster
 
 
 class CountedLogisticRegression(LogisticRegression):
@@ -55,17 +56,6 @@ def test_metrics_equal_hand_computed_values():
     # at 0.5 the top three are contacted: stayers 2 kept, 1 contacted; churners 1 missed, 2 contacted
     assert ev.confusion == [[2, 1], [1, 2]]
     assert (m["contacted_fraction"], m["positive_rate"], m["rows"]) == (0.5, 0.5, 6.0)
-
-
-def test_scoring_over_partitions_equals_direct_predict_proba(client):
-    """predict_proba over Dask partitions on the workers gives the in-memory result, row for row."""
-    rng = np.random.default_rng(2)
-    frame = pd.DataFrame({"a": rng.normal(size=900), "b": rng.normal(size=900)})
-    frame["_label"] = (frame["a"] + rng.normal(size=900) > 0).astype("int8")
-    model = LogisticRegression().fit(frame[["a", "b"]], frame["_label"])
-    y, p = score_on_cluster(dd.from_pandas(frame, npartitions=7), model, ["a", "b"], client)
-    assert (y == frame["_label"].to_numpy()).all()
-    np.testing.assert_allclose(p, model.predict_proba(frame[["a", "b"]])[:, 1], atol=1e-15)
 
 
 def test_lift_gains_and_precision_at_top():
@@ -106,12 +96,13 @@ def test_f1_threshold_and_report_at_threshold():
 
 
 def test_the_model_goes_to_each_worker_once(client):
-    """Scoring 20 partitions on 2 workers serializes the model at most once per worker, not per task."""
+    """Summarising 20 partitions on 2 workers serializes the model at most once per worker, not per task."""
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"a": rng.normal(size=2000)})
     frame["_label"] = (frame["a"] > 0).astype("int8")
     model = CountedLogisticRegression().fit(frame[["a"]], frame["_label"])
     CountedLogisticRegression.pickled.clear()
-    y, p = score_on_cluster(dd.from_pandas(frame, npartitions=20), model, ["a"], client)
-    np.testing.assert_allclose(p, model.predict_proba(frame[["a"]])[:, 1], atol=1e-15)
+    summary = summarise_on_cluster(dd.from_pandas(frame, npartitions=20), model, ["a"], client, (0.5,))
+    assert summary.rows == 2000 and summary.confusion(0.5) == tuple(
+        confusion_matrix(frame["_label"], model.predict_proba(frame[["a"]])[:, 1] >= 0.5).ravel())
     assert 1 <= len(CountedLogisticRegression.pickled) <= len(client.scheduler_info()["workers"])

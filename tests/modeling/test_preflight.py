@@ -41,6 +41,8 @@ def numeric_table() -> tuple[JobSpec, pd.DataFrame, pd.Series]:
     ("model.grids={random_forest: {depth: [3]}}", "model.grids.random_forest: random_forest has no parameter 'depth'"),
     ("model.grids={svm: {gamma: [-2.0]}}", r"model.grids.svm: grid point \(.*gamma=-2.0[,;)].* is refused by SVC"),
     ("search.scoring=auc", "search.scoring: unknown scoring 'auc'"),
+    ("search.scoring=top_k_accuracy", "search.scoring: scoring 'top_k_accuracy' cannot be computed from "
+                                      "per-partition score summaries"),
     ("search.scoring=neg_brier_score", "search.scoring: neg_brier_score needs probabilities, but svm scores with a "
                                        "decision function"),
 ])

@@ -21,6 +21,7 @@ from churn.cli.summary import result_table
 from churn.config import ConfigError
 from churn.data.split import load_splits
 from churn.jobs.train import run
+from churn.modeling.summary import ScoreSummary
 from churn.tracking.model_rules import logged_rules
 from churn.tracking.promotion import (
     ALIAS_MOVE_TAG,
@@ -318,10 +319,11 @@ def test_a_run_ended_from_outside_ends_the_cli_with_one_line(client, capsys):
 def test_gate_score_is_the_scorers_value_on_stored_probabilities():
     """ROC AUC by hand on 4 rows: of the 4 (positive, negative) pairs, 3 are ordered right."""
     y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])
-    assert gate_score("roc_auc", y, p, 0.5) == 0.75
+    summary = ScoreSummary.of(y, p, (0.5, 0.3, 0.38))
+    assert gate_score("roc_auc", summary, 0.5) == 0.75
     # a loss keeps scikit-learn's sign (greater is better); a decision metric uses the threshold
-    assert gate_score("neg_brier_score", y, p, 0.5) == pytest.approx(-(0.01 + 0.16 + 0.4225 + 0.04) / 4)
-    assert gate_score("accuracy", y, p, 0.3) == 0.75 and gate_score("accuracy", y, p, 0.38) == 0.5
+    assert gate_score("neg_brier_score", summary, 0.5) == pytest.approx(-(0.01 + 0.16 + 0.4225 + 0.04) / 4)
+    assert gate_score("accuracy", summary, 0.3) == 0.75 and gate_score("accuracy", summary, 0.38) == 0.5
 
 
 def test_schema_difference_names_the_columns():
