@@ -40,6 +40,10 @@ FAMILIES: dict[str, FamilyRules] = {
         FamilyRules("mlp", {"hidden_layer_sizes": [[32]], "alpha": [1e-3, 1e-1]}, supports_class_weight=False),
         FamilyRules("hist_gradient_boosting", {"learning_rate": [0.05], "max_leaf_nodes": [7, 15, 31],
                                                "l2_regularization": [0.0, 1.0]}, supports_smote=False),
+        # XGBoost (churn.modeling.boosting): native categories, early stopping on a seeded 10 % of each
+        # training fold; class weights become scale_pos_weight
+        FamilyRules("xgboost", {"max_depth": [3, 5], "min_child_weight": [1, 10], "learning_rate": [0.1]},
+                    supports_smote=False),
     ]
 }
 FAMILY_NAMES = tuple(FAMILIES)
@@ -81,7 +85,7 @@ def check_grid_shape(family: str, grid: dict[str, Any]) -> None:
 
 def imbalance_modes(family: str, modes: list[str] | tuple[str, ...] | str) -> list[str]:
     """The imbalance treatments really searched for ``family``: the job's list without those the
-    family cannot do (MLP has no class weights; native-categorical HGB gets no SMOTE). A family
+    family cannot do (MLP has no class weights; native-categorical HGB and XGBoost get no SMOTE). A family
     left with none searches ``none``."""
     fam = rules(family)
     wanted = [modes] if isinstance(modes, str) else list(modes)

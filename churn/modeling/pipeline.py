@@ -2,7 +2,7 @@
 
 The pipeline is an ``imblearn.pipeline.Pipeline``: coerce → impute and encode → feature
 selection → resample (row cap, SMOTE) → model, so the row cap and SMOTE act only on the
-training part of each CV fold. Native-categorical HGB gets its categories as categories.
+training part of each CV fold. Native-categorical HGB and XGBoost get their categories as categories.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sklearn.svm import SVC
 
 from churn.config import SelectionSpec, TableSchema
 from churn.config.families import FAMILY_NAMES, PIPELINE_KEYS, imbalance_modes, rules
+from churn.modeling.boosting import XGBoostClassifier
 from churn.modeling.features import (
     CategoryEncoder,
     CorrelationFilter,
@@ -36,7 +37,7 @@ from churn.modeling.resample import Resampler
 from churn.modeling.trees import LaplaceDecisionTree
 
 MAX_ONEHOT_LEVELS = 32  # per column; rarer levels share one "infrequent" column (high-cardinality tables)
-NATIVE_CATEGORIES = ("hist_gradient_boosting",)  # families that split on categories themselves
+NATIVE_CATEGORIES = ("hist_gradient_boosting", "xgboost")  # families that split on categories themselves
 
 
 def _cw(balanced: bool) -> str | None:
@@ -56,6 +57,9 @@ ESTIMATORS: dict[str, Callable[[int, bool], BaseEstimator]] = {
     # early stopping on a seeded 10 % of the training rows picks the number of trees
     "hist_gradient_boosting": lambda s, b: HistGradientBoostingClassifier(
         max_iter=500, early_stopping=True, n_iter_no_change=20, random_state=s, class_weight=_cw(b)),
+    # the same stopping rule (up to 500 rounds, 20 without gain on a seeded 10 %); one thread per fit
+    "xgboost": lambda s, b: XGBoostClassifier(n_estimators=500, early_stopping_rounds=20, validation_fraction=0.1,
+                                              random_state=s, class_weight=_cw(b), n_jobs=1),
 }
 assert set(ESTIMATORS) == set(FAMILY_NAMES), "every family in churn.config.families needs a builder"
 

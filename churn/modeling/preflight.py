@@ -121,7 +121,7 @@ def check_round_trip(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int) -> 
         for fam, (pipeline, grid) in family_grids(job).items():
             # a few trees show the same types as many, and save and load in a fraction of the time
             few = {k: 3 for k in ("model__n_estimators", "model__max_iter")
-                   if k in pipeline.get_params() and fam in ("random_forest", "hist_gradient_boosting")}
+                   if k in pipeline.get_params() and fam in ("random_forest", "hist_gradient_boosting", "xgboost")}
             for point in covering_points(grid):
                 fitted = fresh(pipeline, {**point, **few}).fit(Xs, ys)
                 try:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # what a searched pipeline holds beyond the served one: the training-only steps
 CACHE_TRUSTED = (*TRUSTED_TYPES, "churn.modeling.resample.Resampler", "imblearn.pipeline.Pipeline")
 LIBRARIES = ("scikit-learn", "imbalanced-learn", "numpy", "scipy", "pandas")
+XGBOOST_DISTRIBUTIONS = ("xgboost", "xgboost-cpu")  # both install the xgboost module
 _CODE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,6 +46,11 @@ def code_fingerprint() -> str:
         digest.update(path.read_bytes())
     for lib in LIBRARIES:
         digest.update(f"{lib}={importlib.metadata.version(lib)}".encode())
+    for lib in XGBOOST_DISTRIBUTIONS:  # whichever is installed
+        try:
+            digest.update(f"{lib}={importlib.metadata.version(lib)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return digest.hexdigest()
 
 

@@ -39,6 +39,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "churn.modeling.features.ImportanceSelector",
     "churn.modeling.features.NumericBasis",
     "churn.modeling.trees.LaplaceDecisionTree",
+    # saves its booster as XGBoost's own UBJSON bytes (churn.modeling.boosting): no XGBoost type in the file
+    "churn.modeling.boosting.XGBoostClassifier",
 )
 
 
@@ -46,9 +48,14 @@ class UntrustedModelError(ValueError):
     """A model file names types outside :data:`TRUSTED_TYPES`; nothing from it was loaded."""
 
 
+def saved_types(path: str) -> list[str]:
+    """Every type the file at ``path`` would instantiate beyond skops' defaults (trusted here or not)."""
+    return sorted(sio.get_untrusted_types(file=path))
+
+
 def untrusted_types(path: str) -> list[str]:
     """Types the file at ``path`` would instantiate that are neither skops defaults nor trusted here."""
-    return sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    return sorted(set(saved_types(path)) - set(TRUSTED_TYPES))
 
 
 def load_pipeline(path: str) -> Any:

@@ -9,8 +9,9 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import version
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from mlflow.models import ModelSignature, infer_signature
 import churn.serving
 from churn.config import ConfigError, TableSchema
 from churn.serving.pyfunc import predict_frame, untyped
-from churn.serving.trusted import dump_pipeline
+from churn.serving.trusted import dump_pipeline, saved_types
 from churn.tracking.verify import record_digests, verified_model
 
 MODEL_CODE = Path(churn.serving.__file__).parent / "model_code.py"  # MLflow models-from-code file
@@ -30,7 +31,8 @@ PACKAGE_DIR = Path(churn.serving.__file__).parents[1]
 # The part of churn shipped with the model (``code_paths``) so that it loads where churn is not
 # installed: the serving code and the feature steps the pickled pipeline names (no dask, no
 # pydantic, no training code).
-SERVING_CODE = ("__init__.py", "serving", "modeling/__init__.py", "modeling/features.py", "modeling/trees.py")
+SERVING_CODE = ("__init__.py", "serving", "modeling/__init__.py", "modeling/features.py", "modeling/trees.py",
+                "modeling/boosting.py")
 
 
 # The shipped packages' __init__: MLflow puts the model's code folder first on sys.path and
@@ -64,11 +66,24 @@ def serving_code(into: Path) -> Path:
 
 # what the registered model needs to load and predict (no dask, no pydantic, no imbalanced-learn)
 SERVING_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy", "mlflow")
+# ... and what a model needs only when its file holds a type: the type -> the module that type imports
+TYPE_REQUIREMENTS = {"churn.modeling.boosting.XGBoostClassifier": "xgboost"}
 
 
-def requirements() -> list[str]:
-    """The serving requirements pinned at the versions the model was trained with."""
-    return [f"{p}=={version(p)}" for p in SERVING_REQUIREMENTS]
+def distribution(module: str) -> str:
+    """The installed distribution that provides the top-level ``module`` (XGBoost comes as
+    ``xgboost`` or as ``xgboost-cpu``, both importing ``xgboost``)."""
+    names = packages_distributions().get(module)
+    if not names:
+        raise ConfigError(f"the model needs the Python module {module!r}, which no installed distribution provides")
+    return sorted(set(names))[0]
+
+
+def requirements(types: Iterable[str] = ()) -> list[str]:
+    """The serving requirements pinned at the versions the model was trained with: the common ones,
+    and those of the ``types`` its file holds (:func:`churn.serving.trusted.saved_types`)."""
+    extra = sorted({distribution(TYPE_REQUIREMENTS[t]) for t in types if t in TYPE_REQUIREMENTS})
+    return [f"{p}=={version(p)}" for p in (*SERVING_REQUIREMENTS, *extra)]
 
 
 def serving_rules(schema: TableSchema) -> dict[str, Any]:
@@ -113,7 +128,7 @@ def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered
             signature=signature,
             input_example=example,
             registered_model_name=registered_name,
-            pip_requirements=requirements(),
+            pip_requirements=requirements(saved_types(path)),
             code_paths=[str(serving_code(Path(tmp)))],
         )
     version = str(info.registered_model_version)

@@ -15,9 +15,9 @@ JOB = ROOT / "jobs" / "train.yaml"
 
 
 def test_graph_of_the_default_job():
-    """ingest → split → feature sums → six searches → calibrate → evaluate → finalize → track → register."""
+    """ingest → split → feature sums → seven searches → calibrate → evaluate → finalize → track → register."""
     g = train_graph(load_job(JOB))
-    assert [len(rank) for rank in g.ranks] == [1, 1, 1, 6, 1, 1, 1, 1, 1]
+    assert [len(rank) for rank in g.ranks] == [1, 1, 1, 7, 1, 1, 1, 1, 1]
     assert g.ranks[0] == ["ingest"] and g.ranks[-1] == ["register"]
     assert g.nodes["feature_sums"] == ["feature sums", "sum_charges", "CV with and without"]
     assert ("split", "feature_sums") in g.edges and ("feature_sums", "search_svm") in g.edges
@@ -25,7 +25,7 @@ def test_graph_of_the_default_job():
     assert ("evaluate", "finalize") in g.edges and ("ingest", "calibrate") not in g.edges
     text = to_mermaid(g)
     assert text.startswith("flowchart TD\n")
-    assert text.count(" --> ") == len(g.edges) == 2 + 6 + 6 + 4
+    assert text.count(" --> ") == len(g.edges) == 2 + 7 + 7 + 4
 
 
 def test_graph_without_feature_sums():

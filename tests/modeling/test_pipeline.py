@@ -12,10 +12,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import GridSearchCV
 
 from churn.config import load_job
-from churn.config.families import FAMILY_NAMES
+from churn.config.families import FAMILY_NAMES, rules
 from churn.data.validate import validate_partition
 from churn.modeling.features import CorrelationFilter, ImportanceSelector
-from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, kept_features
+from churn.modeling.pipeline import NATIVE_CATEGORIES, build_pipeline, grid_for, imbalance_of, kept_features
 from churn.modeling.search import folds
 from churn.serving.calibration import member_scores
 from tests.conftest import ROOT, TELCO
@@ -130,10 +130,10 @@ def test_every_family_trains_and_predicts(family, imbalance):
     if family != "svm":  # SVC scores with its decision function; the calibration map makes probabilities
         assert ((scores >= 0) & (scores <= 1)).all()
     assert 0 < len(kept_features(pipe)) <= len(pipe.named_steps["encode"].get_feature_names_out())
-    if imbalance == "smotenc" and family != "hist_gradient_boosting":
+    if imbalance == "smotenc" and rules(family).supports_smote:
         assert "smote" in pipe.named_steps
     else:
-        expected = "smote" if imbalance == "smote" and family != "hist_gradient_boosting" else "none"
+        expected = "smote" if imbalance == "smote" and rules(family).supports_smote else "none"
         assert pipe.named_steps["resample"].method == expected
 
 
@@ -154,7 +154,7 @@ def test_category_columns_give_the_same_model_as_text_columns(family, imbalance)
     as_category = as_text.astype({c: "category" for c in cats})
 
     def scores(X: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
-        sums = job.table.sum_groups() if family == "hist_gradient_boosting" else None
+        sums = job.table.sum_groups() if family in NATIVE_CATEGORIES else None
         pipe = build_pipeline(job.table, family, imbalance, seed=0, sums=sums)
         if family == "mlp":
             pipe.set_params(model__max_iter=30)

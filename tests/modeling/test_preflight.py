@@ -92,9 +92,9 @@ def test_covering_points_of_partial_grids():
 
 @pytest.mark.parametrize("imbalance", ["smote", "smotenc"])
 def test_every_family_of_the_shipped_job_round_trips(imbalance):
-    """All six families, fitted on 300 Telco rows, survive the registered model's dump and load."""
+    """All seven families, fitted on 300 Telco rows, survive the registered model's dump and load."""
     job = load_job(JOB, [f"model.imbalance={imbalance}"])
     raw = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(1500)
     clean, _ = validate_partition(raw, job.table, "t.csv", np.arange(len(raw)))
-    assert len(job.model.families) == 6
+    assert len(job.model.families) == 7
     check_round_trip(job, clean[job.table.features], clean["_label"], rows=300)

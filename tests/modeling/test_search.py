@@ -46,6 +46,7 @@ def _reference(pipeline, grid, X, y, cv, seed):
     ("random_forest", "smote", {"max_depth": [3, None], "min_samples_leaf": [2]}, None),  # no n_estimators
     ("random_forest", "smotenc", {"n_estimators": [6, 12]}, None),
     ("hist_gradient_boosting", "class_weight", {"max_leaf_nodes": [7, 15], "max_iter": [30]}, None),
+    ("xgboost", ["none", "class_weight"], {"max_depth": [2, 4], "n_estimators": [30]}, None),
     ("svm", "smote", {"C": [0.3, 1.0]}, None),
     ("mlp", "none", {"alpha": [1e-4, 1e-2], "max_iter": [60]}, None),
 ])
@@ -54,7 +55,7 @@ def test_churn_search_equals_sklearn_grid_search(client, sample, family, imbalan
 
     schema, X, y = sample
     pipe = build_pipeline(schema, family, imbalance, seed=3)
-    full = grid_for(family, grid, SelectionSpec(**selection) if selection else None)
+    full = grid_for(family, grid, SelectionSpec(**selection) if selection else None, imbalance)
     ours = grid_search(pipe, full, X, y, cv=4, scoring="roc_auc", seed=3, client=client)
     ref, ref_best = _reference(pipe, full, X, y, 4, 3)
     assert ours.best_params == ref_best

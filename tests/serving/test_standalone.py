@@ -7,9 +7,16 @@ import subprocess
 import sys
 import sysconfig
 
+import mlflow
+import numpy as np
 import pandas as pd
 
+from churn.data.validate import validate_partition
 from churn.jobs.train import run
+from churn.modeling.pipeline import build_pipeline, inference_pipeline
+from churn.modeling.preflight import registered_form
+from churn.serving.trusted import saved_types
+from churn.tracking.registry import input_example, log_model
 from tests.conftest import ROOT, job_spec
 
 # Python without site processing: third-party packages come from site-packages on PYTHONPATH,
@@ -48,34 +55,64 @@ print(churn.config.__file__)
 """
 
 
+def _xgboost_model(job, source, name: str) -> tuple[str, object]:
+    """An XGBoost pipeline fitted on ``source``'s rows, registered in the job's store as ``name``
+    (version 1) in the registered model's form; its URI and the fitted model."""
+    raw = pd.read_csv(source, dtype=str, keep_default_na=False)
+    clean, _ = validate_partition(raw, job.table, "x", np.arange(len(raw)))
+    X, y = clean[job.table.features], clean["_label"].astype(int)
+    fitted = build_pipeline(job.table, "xgboost", "none", job.seed).set_params(model__n_estimators=40).fit(X, y)
+    model = registered_form(inference_pipeline(fitted), X, y, "xgboost")
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(job.tracking.uri)
+    try:
+        with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(job.tracking.experiment).experiment_id):
+            log_model(model, input_example(clean, job.table), 0.5, name, job.table)
+    finally:
+        mlflow.set_tracking_uri(before)
+    return f"models:/{name}/1", model
+
+
 def test_the_registered_model_loads_without_churn_installed(client, tmp_path, telco_subset):
     """A fresh interpreter that can import neither churn nor dask loads models:/…@champion (churn's
-    serving code comes with the model) and predicts what the training process predicts."""
+    serving code comes with the model) and predicts what the training process predicts; so does
+    one holding an XGBoost booster (saved as UBJSON bytes), whose requirements name XGBoost."""
     # the decision tree: churn's own estimator class (LaplaceDecisionTree) must ship with the model
     job = job_spec(tmp_path, telco_subset, "search.cv=2", "model.families=[decision_tree]", "evaluation.plots=false",
                    "model.grids={decision_tree: {max_depth: [4]}}")
     result = run(job, client)
+    xgb_uri, xgb_model = _xgboost_model(job, telco_subset, "churn-xgboost")
     rows = pd.read_csv(telco_subset, na_values=[" "]).head(20).drop(columns=["customerID", "Churn"])
     work = tmp_path / "elsewhere"
     work.mkdir()
     (work / "rows.json").write_text(rows.to_json(orient="split"))
-    proc = subprocess.run(
-        [sys.executable, "-S", "-c", LOAD, f"sqlite:///{tmp_path / 'mlflow.db'}", result.model_uri,
-         "rows.json"],
-        cwd=work, capture_output=True, text=True, timeout=300,
-        env={"PYTHONPATH": sysconfig.get_paths()["purelib"], "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr[-1500:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "error" not in out, out
-    assert out["churn_from"].startswith(str(tmp_path / "mlruns")), out["churn_from"]  # the model's own copy
-    expected = result.model.predict_proba(rows)[:, 1]
-    assert max(abs(a - b) for a, b in zip(out["probability"], expected, strict=True)) < 1e-12
-    [code] = [d for d in (tmp_path / "mlruns").rglob("code") if d.is_dir()]  # only serving code ships
-    shipped = {p.relative_to(code).as_posix() for p in code.rglob("*.py")}
-    assert shipped == {"churn/__init__.py", "churn/modeling/__init__.py", "churn/modeling/features.py",
-                       "churn/modeling/trees.py",
-                       *(f"churn/serving/{f}" for f in ("__init__.py", "calibration.py", "model_code.py", "pyfunc.py",
-                                                        "rules.py", "trusted.py"))}, shipped
+    for uri, model in [(result.model_uri, result.model), (xgb_uri, xgb_model)]:
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", LOAD, f"sqlite:///{tmp_path / 'mlflow.db'}", uri, "rows.json"],
+            cwd=work, capture_output=True, text=True, timeout=300,
+            env={"PYTHONPATH": sysconfig.get_paths()["purelib"], "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+        assert proc.returncode == 0, proc.stderr[-1500:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert "error" not in out, out
+        assert out["churn_from"].startswith(str(tmp_path / "mlruns")), out["churn_from"]  # the model's own copy
+        expected = model.predict_proba(rows)[:, 1]
+        assert max(abs(a - b) for a, b in zip(out["probability"], expected, strict=True)) < 1e-12, uri
+    codes = [d for d in (tmp_path / "mlruns").rglob("code") if d.is_dir()]
+    assert len(codes) == 2
+    boosters = 0
+    for code in codes:  # only serving code ships
+        shipped = {p.relative_to(code).as_posix() for p in code.rglob("*.py")}
+        assert shipped == {"churn/__init__.py", "churn/modeling/__init__.py", "churn/modeling/features.py",
+                           "churn/modeling/trees.py", "churn/modeling/boosting.py",
+                           *(f"churn/serving/{f}" for f in ("__init__.py", "calibration.py", "model_code.py",
+                                                            "pyfunc.py", "rules.py", "trusted.py"))}, shipped
+        # XGBoost is a requirement of the model that holds a booster, and of no other
+        holds_booster = "churn.modeling.boosting.XGBoostClassifier" in saved_types(
+            str(code.parent / "artifacts" / "pipeline.skops"))
+        needs = (code.parent / "requirements.txt").read_text().split()
+        assert any(r.startswith("xgboost") for r in needs) == holds_booster, needs
+        boosters += holds_booster
+    assert boosters == 1
     beside = subprocess.run(
         [sys.executable, "-S", "-c", LOAD_BESIDE_CHURN, f"sqlite:///{tmp_path / 'mlflow.db'}", result.model_uri],
         cwd=work, capture_output=True, text=True, timeout=300,
