@@ -40,6 +40,9 @@ FAMILIES: dict[str, FamilyRules] = {
         FamilyRules("mlp", {"hidden_layer_sizes": [[32]], "alpha": [1e-3, 1e-1]}, supports_class_weight=False),
         FamilyRules("hist_gradient_boosting", {"learning_rate": [0.05], "max_leaf_nodes": [7, 15, 31],
                                                "l2_regularization": [0.0, 1.0]}, supports_smote=False),
+        # STAND-IN (churn.modeling._xgb_standin), replaced by the real xgboost family at merge
+        FamilyRules("xgboost", {"max_depth": [3, 6], "learning_rate": [0.1], "min_child_weight": [1]},
+                    supports_smote=False),
     ]
 }
 FAMILY_NAMES = tuple(FAMILIES)

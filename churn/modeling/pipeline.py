@@ -24,6 +24,7 @@ from sklearn.svm import SVC
 
 from churn.config import SelectionSpec, TableSchema
 from churn.config.families import FAMILY_NAMES, PIPELINE_KEYS, imbalance_modes, rules
+from churn.modeling._xgb_standin import XGBoostClassifier
 from churn.modeling.features import (
     CategoryEncoder,
     CorrelationFilter,
@@ -36,7 +37,7 @@ from churn.modeling.resample import Resampler
 from churn.modeling.trees import LaplaceDecisionTree
 
 MAX_ONEHOT_LEVELS = 32  # per column; rarer levels share one "infrequent" column (high-cardinality tables)
-NATIVE_CATEGORIES = ("hist_gradient_boosting",)  # families that split on categories themselves
+NATIVE_CATEGORIES = ("hist_gradient_boosting", "xgboost")  # families that split on categories themselves
 
 
 def _cw(balanced: bool) -> str | None:
@@ -56,6 +57,8 @@ ESTIMATORS: dict[str, Callable[[int, bool], BaseEstimator]] = {
     # early stopping on a seeded 10 % of the training rows picks the number of trees
     "hist_gradient_boosting": lambda s, b: HistGradientBoostingClassifier(
         max_iter=500, early_stopping=True, n_iter_no_change=20, random_state=s, class_weight=_cw(b)),
+    # STAND-IN (churn.modeling._xgb_standin), replaced by the real xgboost family at merge
+    "xgboost": lambda s, b: XGBoostClassifier(random_state=s, class_weight=_cw(b)),
 }
 assert set(ESTIMATORS) == set(FAMILY_NAMES), "every family in churn.config.families needs a builder"
 

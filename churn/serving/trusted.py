@@ -39,6 +39,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "churn.modeling.features.ImportanceSelector",
     "churn.modeling.features.NumericBasis",
     "churn.modeling.trees.LaplaceDecisionTree",
+    "churn.modeling._xgb_standin.XGBoostClassifier",  # STAND-IN, replaced by the real xgboost family at merge
 )
 
 
