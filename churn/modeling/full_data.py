@@ -12,7 +12,10 @@
   (``DaskQuantileDMatrix``; the validation split with ``ref=`` the training one, so both share its
   bins), train with ``xgboost.dask.train`` and early stopping; each worker trains with its own
   threads (xgboost.dask's default: ``nthread`` = the Dask worker's threads);
-* :func:`full_data_model` — the fitted preprocessing and the booster as one inference pipeline.
+* :func:`full_data_model` — the fitted preprocessing and the booster as one inference pipeline;
+* :func:`validation_scores`, :func:`calibrate_on_validation`, :class:`Choice` — the full-data model
+  and the sample champion scored on the validation split, which neither was fitted on; the full-data
+  model's calibration map and threshold come from it too.
 
 A worker lost during the fit: XGBoost's collective has no recovery (a rescheduled training task
 refuses to run on another worker, and the survivors wait in their collective calls). The fit is
@@ -42,6 +45,7 @@ from xgboost.collective import Config as CollConfig
 from churn.clusters.errors import ClusterError
 from churn.config import setting
 from churn.data.columns import LABEL_COLUMN
+from churn.modeling.evaluate import score_on_cluster
 from churn.modeling.pipeline import inference_pipeline
 
 log = logging.getLogger(__name__)
@@ -304,3 +308,74 @@ def full_data_model(fit: FullFit) -> Pipeline:
                                            min_child_weight=p.get("min_child_weight", 1.0),
                                            n_estimators=fit.rounds, random_state=p["seed"])
     return Pipeline([*fit.preprocess.steps, ("model", model)])
+
+
+VALIDATION_SOURCE = "the validation split (cross-fitted calibrated probabilities)"
+
+
+@dataclass
+class Choice:
+    """The full-data model against the sample champion on the validation split (neither fitted on it)."""
+
+    winner: str  # "full-data" or "sample"
+    scoring: str
+    full_score: float
+    sample_score: float
+    full_rows: int  # train rows the full-data model learned from
+    sample_rows: int  # rows the sample champion learned from (the search sample)
+    validation_rows: int
+    calibration_rows: int  # validation rows the full-data model's calibration map and threshold were fitted on
+    rounds: int
+    seconds: float
+
+    @property
+    def margin(self) -> float:
+        """How much the winner's validation score beats the other's."""
+        return abs(self.full_score - self.sample_score)
+
+    @property
+    def line(self) -> str:
+        won, lost = ("full-data xgboost", "sample champion") if self.winner == "full-data" else \
+            ("sample champion", "full-data xgboost")
+        return (f"{won} won by {self.margin:.4f} validation {self.scoring} (full-data {self.full_score:.4f}, fitted on "
+                f"{self.full_rows:,} rows, {self.rounds} rounds; sample champion {self.sample_score:.4f}, fitted on "
+                f"{self.sample_rows:,} rows; {self.validation_rows:,} validation rows) over the {lost}")
+
+
+def validation_scores(ddf: dd.DataFrame, model: Any, features: list[str], client: Client
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and churn probabilities of ``model`` on ``ddf``, scored partition by partition on the
+    workers. TODO(merge): the constant-memory summaries of churn.modeling.summary replace this gather."""
+    return score_on_cluster(ddf, model, features, client)
+
+
+def score_with(scoring: str, y: np.ndarray, p: np.ndarray) -> float:
+    """The job's scoring of probabilities ``p`` on labels ``y``."""
+    from churn.modeling.calibrate import fold_scores
+
+    return float(fold_scores(np.asarray(y).astype(int), np.asarray(p, float), [(np.zeros(0, int), np.arange(len(y)))],
+                             scoring)[0])
+
+
+def calibration_sample(n: int, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded sample of at most ``max_rows`` of ``n`` validation rows."""
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+def calibrate_on_validation(y: np.ndarray, s_full: np.ndarray, *, method: str, cv: int, seed: int, max_rows: int
+                            ) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The full-data model's calibration map, fitted on a seeded sample of at most ``max_rows``
+    validation rows; returns (calibration, sample positions, its probability for every validation
+    row: cross-fitted on the sample's rows, the map's elsewhere — no row scored by a map fitted on it)."""
+    from churn.modeling.calibrate import calibrate
+    from churn.modeling.search import folds
+
+    y = np.asarray(y).astype(int)
+    at = calibration_sample(len(y), max_rows, seed)
+    splits = list(folds(cv, seed).split(np.zeros((len(at), 1)), y[at]))
+    cal = calibrate(s_full[at].reshape(-1, 1), y[at], splits, (True,), method)
+    p = cal.calibrator.predict(s_full.reshape(-1, 1))
+    p[at] = cal.oof_proba
+    return cal, at, p
