@@ -26,6 +26,7 @@ collective's own timeout (``churn.full-data.collective-timeout``) frees the surv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -266,7 +267,7 @@ def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str],
                 out = dxgb.train(client, params, dtrain, num_boost_round=max_rounds,
                                  evals=[(dvalid, "validation")], early_stopping_rounds=patience,
                                  verbose_eval=False, coll_cfg=coll)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # the watch's cancel may surface as asyncio's
             # a killed worker's peers fail at once (their collective sees the closed socket): give
             # the scheduler a moment to see which worker left, to name it
             if watch.wait_for_loss(LOSS_GRACE):
