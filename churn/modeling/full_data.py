@@ -37,7 +37,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from distributed import Client, Future, as_completed, futures_of
+from distributed import Client, Future
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from xgboost import dask as dxgb
@@ -219,9 +219,31 @@ class _LostWorkerWatch:
                         pass
 
 
-def _holders(client: Client, ddfs: list[dd.DataFrame]) -> set[str]:
-    """Workers that hold a partition of the persisted ``ddfs``."""
-    return {w for ws in client.who_has(futures_of(ddfs)).values() for w in ws}
+def _placed(client: Client, ddfs: list[dd.DataFrame]) -> tuple[list[dd.DataFrame], set[str]]:
+    """``ddfs`` (the transformed train and validation splits) computed once into worker memory, their
+    partitions dealt round-robin over the workers, empty ones left out; and the workers that hold them.
+
+    XGBoost refuses a worker with no rows of a DMatrix that has categorical columns ("A worker cannot
+    have empty input"), and a worker's rows of every DMatrix are the partitions it holds: each worker
+    must hold rows of both splits. A split with fewer partitions than workers is cut into one per worker
+    first; placement is asked of the scheduler (locality), not forced, so a lost worker does not hang it.
+    """
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    out, holders = [], []
+    for ddf in ddfs:
+        if ddf.npartitions < len(workers):
+            ddf = ddf.repartition(npartitions=len(workers))
+        futures = [client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=True)
+                   for i, part in enumerate(ddf.to_delayed())]
+        sizes = client.gather(client.map(len, futures, pure=False))
+        kept = [f for f, n in zip(futures, sizes, strict=True) if n]
+        holders.append({w for ws in client.who_has(kept).values() for w in ws})
+        out.append(dd.from_delayed(kept, meta=ddf._meta, verify_meta=False))
+    if holders[0] != holders[1]:
+        raise FullDataFitError(f"the train and validation splits could not both be given to each of the "
+                               f"{len(workers)} workers (XGBoost needs rows of both on every worker it trains "
+                               "on): too few validation rows for this many workers; raise split.validation")
+    return out, holders[0]
 
 
 def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str], fitted: Any,
@@ -244,11 +266,7 @@ def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str],
     row_bytes, columns = bytes_per_row(preprocess, features, example)
     check_memory(client, rows + n_valid, columns, row_bytes)
 
-    parts = [transformed(d, preprocess, features, example) for d in (train, validation)]
-    parts = client.persist(parts)  # released when the fit returns (its futures go out of scope)
-    for _ in as_completed(futures_of(parts), loop=client.loop):  # persisted once (churn's client is not the default)
-        pass
-    holders = _holders(client, parts)
+    parts, holders = _placed(client, [transformed(d, preprocess, features, example) for d in (train, validation)])
     x_cols = [c for c in parts[0].columns if c != LABEL_COLUMN]
     # xgboost.dask looks the client type up through distributed.get_client(): churn's clients are
     # not the default one, so this one is made current for the fit
