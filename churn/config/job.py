@@ -315,7 +315,8 @@ class SplitSpec(Strict):
         ``max_rows``: the number given, or with ``auto`` none while the train split fits in the
         sample (those tables keep the out-of-fold path, which uses every train row), else
         :data:`AUTO_VALIDATION_SHARE` of the rows, at most :data:`AUTO_VALIDATION_ROWS`, as long as the
-        train split left stays larger than the sample (or none)."""
+        train split left stays larger than the sample (or none). The train job also gives none when it
+        has no xgboost family (no full-data fit to stop early or choose)."""
         if self.validation != "auto":
             return float(self.validation)
         if labelled * (1 - self.test) <= max_rows:

@@ -17,7 +17,7 @@ from distributed import Client
 from distributed.scheduler import KilledWorker
 
 from churn.clusters import ClusterError
-from churn.config import JobSpec, setting
+from churn.config import JobSpec, SplitSpec, setting
 from churn.config.families import imbalance_used
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import Dataset, check_headers, check_output_folder, ingest
@@ -254,10 +254,13 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
 
         split = job.split.resolved(dataset.manifest.rows_kept, job.search.max_rows)
         if job.split.validation == "auto":
+            why = ("the train split is larger than search.max_rows: early stopping and the choice of model"
+                   if split.validation else f"the train split fits in search.max_rows={job.search.max_rows:,}")
+            if split.validation and FULL_DATA_FAMILY not in job.model.families:
+                split = SplitSpec(test=split.test, validation=0.0)  # no full-data fit: the rows would serve nothing
+                why = f"no {FULL_DATA_FAMILY} family, so no full-data fit to stop early or choose"
             log.info("split.validation auto: %.1f %% of %s labelled rows (%s)", 100 * split.validation,
-                     f"{dataset.manifest.rows_kept:,}", "the train split is larger than search.max_rows: early "
-                     "stopping and the choice of model" if split.validation else
-                     f"the train split fits in search.max_rows={job.search.max_rows:,}: none")
+                     f"{dataset.manifest.rows_kept:,}", why)
         with _stage("split", seconds, f"test {split.test:.0%}, validation {split.validation:.1%}, "
                                       f"seed {job.seed}"):
             ddf = load_splits(str(dataset.data_path), split, job.seed)
