@@ -60,7 +60,8 @@ def search_scenario(tmp: Path) -> list[str]:
                     imbalance=["none", "class_weight", "smote"])
     with dask_processes(tmp, 3) as (address, workers), cluster_client(address=address) as client:
         client.wait_for_workers(3, timeout=60)
-        ddf = load_splits(str(ingest(job, client).data_path), job.split, job.seed)
+        ds = ingest(job, client)
+        ddf = load_splits(str(ds.data_path), job.split.resolved(ds.manifest.rows_kept, job.search.max_rows), job.seed)
         train, _ = search_sample(ddf[ddf["_split"] == "train"], job.search.max_rows, job.seed, client)
         X, y = train[job.table.features], train["_label"]
         pipe = build_pipeline(job.table, "random_forest", ["none", "class_weight", "smote"], job.seed)

@@ -53,7 +53,8 @@ def main() -> None:
     spec = LocalClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="4GiB", dashboard_address=None)
     with cluster_client(spec) as client:
         threads = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
-        ddf = load_splits(str(ingest(job, client).data_path), job.split, job.seed)
+        ds = ingest(job, client)
+        ddf = load_splits(str(ds.data_path), job.split.resolved(ds.manifest.rows_kept, job.search.max_rows), job.seed)
         train, _ = search_sample(ddf[ddf[SPLIT_COLUMN] == "train"], job.search.max_rows, job.seed, client)
         X, y = train[job.table.features], train[LABEL_COLUMN].astype(int)
         one_by_one(job.model_copy(update={"model": job.model.model_copy(update={"families": ["logistic_regression"]})}),

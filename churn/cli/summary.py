@@ -55,7 +55,8 @@ def search_table(spec: JobSpec, result: TrainResult) -> Table:
         fams.add_column(col, overflow="fold", no_wrap=col in ("family", "imbalance", "rows per fit"))
     for fam, res in result.families.items():
         mark = " (champion)" if fam == champ.name else " (in stack)" if fam in champ.members else ""
-        rows = f"{res.rows_per_fit:,}" + (" (capped)" if res.rows_per_fit < result.rows["search"] else "")
+        rows = f"{res.rows_per_fit:,}" + (f" of {result.rows['search']:,}" if res.rows_per_fit < result.rows["search"]
+                                          else "")
         over = f" / {champ.family_scores.get(fam, float('nan')):.4f}" if repeated else ""
         fams.add_row(fam + mark, res.imbalance, rows, f"{res.n_fits} / {res.n_candidates}",
                      f"{res.best_score:.4f} ± {res.std_score:.4f}{over}",
@@ -78,15 +79,18 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
     for key, value in [
         ("rows read / kept / quarantined / duplicates",
          f"{man.rows_read:,} / {man.rows_kept:,} / {man.rows_quarantined:,} / {man.duplicates_removed:,}"),
-        ("train rows (search rows) / test rows",
-         f"{result.rows['train']:,} ({result.rows['search']:,}) / {result.rows['test']:,}"),
+        ("train rows (search rows) / validation rows / test rows",
+         f"{result.rows['train']:,} ({result.rows['search']:,}) / {result.rows.get('validation', 0):,} "
+         f"(split.validation {spec.split.validation}: {result.validation:.1%}) / {result.rows['test']:,}"),
+        *[(f"fewer rows: {what}", note) for what, note in result.row_notes.items()],
+        *([("full-data model vs sample champion", result.full_data.line)] if result.full_data else []),
         (f"champion / calibration{' (CV over repeats)' if result.champion.repeats > 1 else ''}",
          f"{result.champion.name} (CV {spec.search.scoring} "
          f"{result.champion.cv_score:.4f} ± {result.champion.cv_std:.4f}) / {result.champion.calibration.method} "
          f"(out-of-fold Brier {', '.join(f'{k} {v:.4f}' for k, v in result.champion.calibration.brier.items())})"),
         ("test ROC AUC / PR AUC / Brier / log loss",
          f"{m['roc_auc']:.4f} / {m['pr_auc']:.4f} / {m['brier']:.4f} / {m['log_loss']:.4f} "
-         "(model before finalising)"),
+         f"({'the full-data model' if _full_won(result) else 'model before finalising'})"),
         ("precision at top 10 %", f"{m.get('precision_at_10pct', float('nan')):.3f}"),
         ("decision threshold (profit) / F1 threshold",
          f"{result.threshold.value:.3f} (from {result.threshold.source}) / {result.threshold.f1:.3f}"),
@@ -97,14 +101,29 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float) -> Table:
         ("features kept by the champion", f"{len(result.kept_features)}"),
         ("feature sums (model.feature_sums)", ", ".join(result.feature_sums) or "none"),
         ("registered model", f"{result.model_uri} (version {result.model_version}), fitted on "
-         f"{result.rows['final']:,} rows" + (" (train + test)" if result.rows["final"] > result.rows["search"]
-                                             else "")),
+         f"{result.rows['final']:,} rows ({_learned_from(result)})"),
         ("promotion", result.promotion.line if result.promotion else "-"),
         ("MLflow run", result.run_id),
         ("wall time", f"{wall:.1f}s"),
     ]:
         table.add_row(key, value)
     return table
+
+
+def _full_won(result: TrainResult) -> bool:
+    return result.full_data is not None and result.full_data.winner == "full-data"
+
+
+def _learned_from(result: TrainResult) -> str:
+    """Which rows the registered model learned from."""
+    rows = result.rows
+    if _full_won(result):
+        return "every train row: the full-data xgboost model"
+    if "finalize" not in result.row_notes and rows["final"] > rows["search"]:
+        return "train + test"
+    if rows["search"] < rows["train"]:
+        return f"the search sample: {rows['search']:,} of {rows['train']:,} train rows"
+    return "the train rows"
 
 
 def score_table(spec: ScoreSpec, res: ScoreResult) -> Table:

@@ -292,15 +292,41 @@ def block_bytes(value: str | int, where: str) -> int:
     return n
 
 
+AUTO_VALIDATION_SHARE = 0.10  # split.validation auto, on a table larger than search.max_rows: this share ...
+AUTO_VALIDATION_ROWS = 1_000_000  # ... of the labelled rows, at most this many
+
+
 class SplitSpec(Strict):
+    """Fractions of the labelled rows, assigned by a hash of each row's key (the test split's rows
+    depend only on ``test`` and the seed). ``validation: auto`` is resolved once the row count is
+    known (:meth:`resolved`)."""
+
     test: float = Field(0.2, gt=0, lt=1)
-    validation: float = Field(0.0, ge=0, lt=1)
+    validation: Literal["auto"] | Annotated[float, Field(ge=0, lt=1)] = "auto"
 
     @model_validator(mode="after")
     def _sum(self) -> SplitSpec:
-        if self.test + self.validation >= 1:
+        if self.test + self.fraction(0, 1) >= 1:
             raise ValueError("split.test + split.validation must be below 1")
         return self
+
+    def fraction(self, labelled: int, max_rows: int) -> float:
+        """The validation fraction for a table of ``labelled`` rows and a search sample of
+        ``max_rows``: the number given, or with ``auto`` none while the train split fits in the
+        sample (those tables keep the out-of-fold path, which uses every train row), else
+        :data:`AUTO_VALIDATION_SHARE` of the rows, at most :data:`AUTO_VALIDATION_ROWS`, as long as the
+        train split left stays larger than the sample (or none). The train job also gives none when it
+        has no xgboost family (no full-data fit to stop early or choose)."""
+        if self.validation != "auto":
+            return float(self.validation)
+        if labelled * (1 - self.test) <= max_rows:
+            return 0.0
+        share = min(AUTO_VALIDATION_SHARE, AUTO_VALIDATION_ROWS / labelled)
+        return share if labelled * (1 - self.test - share) > max_rows else 0.0
+
+    def resolved(self, labelled: int, max_rows: int) -> SplitSpec:
+        """This spec with ``validation`` a number (:meth:`fraction`)."""
+        return SplitSpec(test=self.test, validation=self.fraction(labelled, max_rows))
 
 
 class SelectionSpec(Strict):

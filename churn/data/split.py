@@ -27,7 +27,11 @@ def uniform_from_keys(keys: np.ndarray, seed: int, salt: int = 0) -> np.ndarray:
 
 
 def assign_split(keys: np.ndarray, spec: SplitSpec, seed: int) -> np.ndarray:
-    """'test', 'validation' or 'train' per key."""
+    """'test', 'validation' or 'train' per key. A row is 'test' when its number is below ``spec.test``,
+    whatever ``spec.validation`` is: the test rows do not move when the validation fraction does."""
+    if spec.validation == "auto":
+        raise ValueError("split.validation is auto: resolve it first (SplitSpec.resolved, with the labelled row "
+                         "count and search.max_rows)")
     u = uniform_from_keys(keys, seed)
     return np.where(u < spec.test, "test", np.where(u < spec.test + spec.validation, "validation", "train"))
 

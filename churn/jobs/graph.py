@@ -32,7 +32,8 @@ class StageGraph:
 
 
 def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
-    """ingest → split → (feature sums) → search per family → calibrate → evaluate → finalize → track → register."""
+    """ingest → split → (feature sums) → search per family → calibrate → (full-data) → evaluate → finalize →
+    track → register."""
     sec = result.seconds if result else {}
     man = result.dataset.manifest if result else None
     rows = result.rows if result else {}
@@ -61,11 +62,17 @@ def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
     champion = ([f"champion: {result.champion.name}", f"{result.champion.calibration.method} map",
                  f"cut {result.threshold.value:.3f}"] if result else [])
     g.add_rank({"calibrate": timed("calibrate", "stack, calibration, threshold", "on out-of-fold", *champion)})
+    if result is not None and result.full_data is not None:
+        fd = result.full_data
+        g.add_rank({"full_data": timed("full-data", f"xgboost.dask on {fd.full_rows:,} train rows",
+                                       f"{fd.rounds} rounds", f"{fd.winner} won on validation")})
     g.add_rank({"evaluate": timed("evaluate", "test split",
                                   *([f"ROC AUC {result.test.metrics['roc_auc']:.4f}"] if result else []))})
     if job.model.finalize:
+        skipped = result is not None and "finalize" in result.row_notes
         g.add_rank({"finalize": timed("finalize", "refit on every labelled row",
-                                      *([f"{rows['final']:,} rows"] if rows else []))})
+                                      *(["skipped: train split above search.max_rows"] if skipped else
+                                        [f"{rows['final']:,} rows"] if rows else []))})
     g.add_rank({"track": timed("track", f"MLflow: {job.tracking.experiment}")})
     g.add_rank({"register": ["register", f"{job.tracking.registered_model}@{job.tracking.alias}",
                              *([f"version {result.model_version}"] if result else []),

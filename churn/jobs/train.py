@@ -7,15 +7,17 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from distributed import Client
 from distributed.scheduler import KilledWorker
 
 from churn.clusters import ClusterError
-from churn.config import JobSpec, setting
+from churn.config import JobSpec, SplitSpec, setting
 from churn.config.families import imbalance_used
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import Dataset, check_headers, check_output_folder, ingest
@@ -24,6 +26,15 @@ from churn.data.split import check_counts, class_counts, load_splits, sample_row
 from churn.jobs.graph import to_mermaid, train_graph
 from churn.modeling.calibrate import Champion, assemble, choose_champion
 from churn.modeling.evaluate import Evaluation, Threshold, choose_threshold, evaluation_from, permutation_table
+from churn.modeling.full_data import (
+    VALIDATION_SOURCE,
+    Choice,
+    calibrate_on_validation,
+    fit_full,
+    full_data_model,
+    score_with,
+    validation_scores,
+)
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
 from churn.modeling.preflight import check_grids, check_round_trip
 from churn.modeling.screen import SumsChoice, choose_sums, sums_in
@@ -59,6 +70,7 @@ from churn.tracking.run_log import (
     log_feature_sums,
     log_graph,
     log_plots,
+    log_row_notes,
     log_seconds,
     mark_search_reused,
     parent_run,
@@ -69,7 +81,8 @@ from churn.tracking.store import check_store, resolve_uri
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "split", "search", "calibrate", "evaluate", "finalize", "track")
+STAGES = ("ingest", "split", "search", "calibrate", "full-data", "evaluate", "finalize", "track")
+FULL_DATA_FAMILY = "xgboost"  # the family the full-data fit trains (xgboost.dask) on tables above search.max_rows
 
 
 @dataclass
@@ -91,6 +104,10 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
     feature_sums: dict[str, list[str]] = field(default_factory=dict)  # the sums every searched pipeline adds
     promotion: Promotion | None = None  # what the gate did with the version, and the alias it holds
+    full_data: Choice | None = None  # the full-data model against the sample champion, when the fit ran
+    # fits that saw fewer rows than their split holds, and why: "search", "finalize", "registered", "<family>"
+    row_notes: dict[str, str] = field(default_factory=dict)
+    validation: float = 0.0  # the validation fraction used (split.validation, auto resolved)
 
     @property
     def search(self) -> SearchResult:
@@ -144,6 +161,78 @@ def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client
     return families, sums
 
 
+def _sample_note(rows: dict[str, int], max_rows: int) -> dict[str, str]:
+    """The search sample, when it holds fewer rows than the train split."""
+    if rows["search"] >= rows["train"]:
+        return {}
+    note = f"{rows['search']:,} of {rows['train']:,} train rows (search.max_rows={max_rows:,})"
+    log.info("search sample: %s", note)
+    return {"search": note}
+
+
+def _cap_notes(families: dict[str, SearchResult], search_rows: int) -> dict[str, str]:
+    """Families whose fits saw fewer rows than the search sample (``model.max_rows``)."""
+    out = {}
+    for fam, res in families.items():
+        if 0 < res.rows_per_fit < search_rows:
+            out[fam] = f"each fit on at most {res.rows_per_fit:,} of {search_rows:,} search rows (model.max_rows.{fam})"
+            log.info("%s: %s", fam, out[fam])
+    return out
+
+
+def _finalize_note(job: JobSpec, rows: dict[str, int], full_won: bool) -> dict[str, str]:
+    """Why ``finalize`` did not refit on train + test rows, when it did not."""
+    if not job.model.finalize:
+        why = "model.finalize is false: the registered model learned from the train rows only"
+    elif rows["search"] < rows["train"]:
+        why = (f"the train split ({rows['train']:,} rows) is larger than search.max_rows={job.search.max_rows:,}: "
+               + ("the full-data model learned from every train row; the test split stays for the report"
+                  if full_won else f"the registered model is the sample champion, fitted on {rows['search']:,} of "
+                  f"{rows['train']:,} train rows"))
+    else:
+        return {}
+    log.info("finalize skipped: %s", why)
+    return {"finalize": f"skipped: {why}"}
+
+
+def _registered_rows(rows: dict[str, int], finalized: bool, full_won: bool) -> str:
+    """What the registered model learned from, in words."""
+    if finalized:
+        return "train + test"
+    if full_won:
+        return "every train row (full-data xgboost)"
+    return "search rows" if rows["search"] == rows["train"] else \
+        f"search sample ({rows['search']:,} of {rows['train']:,} train rows)"
+
+
+def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, SearchResult],
+               sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int]
+               ) -> tuple[Choice, ChurnClassifier | None, Threshold | None]:
+    """Train the xgboost family's best configuration on every train row, score it and the sample
+    champion on the validation split, and return the choice; with the model and threshold to
+    register when the full-data model won (its calibration map and threshold from the validation split)."""
+    features, scoring = job.table.features, job.search.scoring
+    valid = ddf[ddf[SPLIT_COLUMN] == "validation"]
+    fit = fit_full(ddf[ddf[SPLIT_COLUMN] == "train"], valid, features, families[FULL_DATA_FAMILY].best_estimator,
+                   train.head(100), job.seed, scoring, client, counts)
+    full = full_data_model(fit)
+    y_v, p_sample = validation_scores(valid, sample_model, features, client)
+    y_f, s_full = validation_scores(valid, full, features, client)
+    if not np.array_equal(y_v, y_f):  # the same partitions in the same order: never expected
+        raise ClusterError("the validation split came back in a different order for the two models")
+    cal, at, p_full = calibrate_on_validation(y_v, s_full, method=job.model.calibration, cv=job.search.cv,
+                                              seed=job.seed, max_rows=job.search.max_rows)
+    full_score, sample_score = score_with(scoring, y_v, p_full), score_with(scoring, y_v, p_sample)
+    choice = Choice("full-data" if full_score > sample_score else "sample", scoring, full_score, sample_score,
+                    fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds)
+    log.info("full-data fit: %s", choice.line)
+    if choice.winner != "full-data":
+        return choice, None, None
+    chosen = choose_threshold(y_v[at], cal.oof_proba, job.evaluation.economics)
+    threshold = replace(chosen, source=f"{VALIDATION_SOURCE}, {len(at):,} rows")
+    return choice, assemble([full], cal, [FULL_DATA_FAMILY]), threshold
+
+
 def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None,
         progress: Progress | None = None, force_promote: bool = False) -> TrainResult:
     """Run the whole train job on ``client``'s cluster; log it all to one MLflow run (``run_id``:
@@ -157,16 +246,26 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         with _stage("ingest", seconds, job.data.source):
             dataset = ingest(job, client)
 
-        with _stage("split", seconds, f"test {job.split.test:.0%}, validation {job.split.validation:.0%}, "
+        split = job.split.resolved(dataset.manifest.rows_kept, job.search.max_rows)
+        if job.split.validation == "auto":
+            why = ("the train split is larger than search.max_rows: early stopping and the choice of model"
+                   if split.validation else f"the train split fits in search.max_rows={job.search.max_rows:,}")
+            if split.validation and FULL_DATA_FAMILY not in job.model.families:
+                split = SplitSpec(test=split.test, validation=0.0)  # no full-data fit: the rows would serve nothing
+                why = f"no {FULL_DATA_FAMILY} family, so no full-data fit to stop early or choose"
+            log.info("split.validation auto: %.1f %% of %s labelled rows (%s)", 100 * split.validation,
+                     f"{dataset.manifest.rows_kept:,}", why)
+        with _stage("split", seconds, f"test {split.test:.0%}, validation {split.validation:.1%}, "
                                       f"seed {job.seed}"):
-            ddf = load_splits(str(dataset.data_path), job.split, job.seed)
+            ddf = load_splits(str(dataset.data_path), split, job.seed)
             counts = class_counts(ddf, client)
             check_counts(counts, cv=job.search.cv, max_rows=job.search.max_rows, positive=schema.positive,
                          negative=schema.negative)
             test_ddf = ddf[ddf[SPLIT_COLUMN] == "test"]
             train, n_train = search_sample(ddf[ddf[SPLIT_COLUMN] == "train"], job.search.max_rows, job.seed,
                                            client, counts=counts["train"])
-            rows = {"train": n_train, "search": len(train)}
+            rows = {"train": n_train, "search": len(train), "validation": sum(counts["validation"].values())}
+            notes = _sample_note(rows, job.search.max_rows)
             X, y = train[features], train[LABEL_COLUMN].astype(int)
             check_round_trip(job, X, y, int(setting("preflight.round-trip-rows")))
 
@@ -189,6 +288,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                                                    client=client, rows=on_cluster):
                 cache.save(families)
             log_feature_sums(sums)
+            notes.update(_cap_notes(families, rows["search"]))
 
         with _stage("calibrate", seconds, f"stack of up to {job.model.ensemble}, calibration "
                                           f"{job.model.calibration}, threshold on out-of-fold"):
@@ -202,10 +302,25 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                      job.search.scoring, champion.cv_score, champion.cv_std, champion.calibration.method,
                      threshold.value)
 
+        full_choice = None
+        if rows["train"] > rows["search"] and FULL_DATA_FAMILY not in families:
+            why = (f"the job has no {FULL_DATA_FAMILY} family, the one the full-data fit trains on every train row: "
+                   f"the registered model learned from the search sample only ({rows['search']:,} of {rows['train']:,} "
+                   f"train rows); add {FULL_DATA_FAMILY} to model.families")
+            log.warning("full-data fit skipped: %s", why)
+            notes["full-data"] = f"skipped: {why}"
+        elif rows["train"] > rows["search"]:
+            with _stage("full-data", seconds, f"{FULL_DATA_FAMILY} on {rows['train']:,} train rows, early stopping on "
+                                              f"{rows['validation']:,} validation rows"):
+                full_choice, full_model, full_threshold = _full_data(job, ddf, train, families, model, counts, client,
+                                                                     rows)
+                if full_model is not None:
+                    model, threshold, fitted = full_model, full_threshold, full_model.members
+
         with _stage("evaluate", seconds, f"test split, threshold {threshold.value:.3f} from {threshold.source}"):
             # one pass over the test split: per partition on the workers, each member's raw score, the
             # calibrated probability, and their summaries; only the merged summaries come back
-            with_raw = families[champion.members[0]].proba_scores
+            with_raw = hasattr(model.members[0], "predict_proba")
             summaries = summaries_on_cluster(test_ddf, model, features, client, (threshold.value, threshold.f1),
                                              raw=with_raw)
             rows["test"] = summaries["proba"].rows
@@ -224,7 +339,12 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                 importance = permutation_table(model, sample, features, job.seed, client)
 
         registered, rows["final"] = model, rows["search"]
-        if job.model.finalize and rows["search"] == rows["train"]:
+        full_won = full_choice is not None and full_choice.winner == "full-data"
+        if full_won:
+            rows["final"] = rows["train"]
+        finalized = job.model.finalize and rows["search"] == rows["train"]
+        notes.update(_finalize_note(job, rows, full_won))
+        if finalized:
             with _stage("finalize", seconds, f"refit {', '.join(champion.members)} on train + test rows"):
                 test_rows = test_ddf[[*features, LABEL_COLUMN]].compute()
                 X_all = pd.concat([X, test_rows[features]])
@@ -237,7 +357,9 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         with _stage("track", seconds, f"{uri} (experiment {job.tracking.experiment})"):
             for fam, res in families.items():
                 log_family(job, fam, res)
-            log_champion(job, dataset.manifest, families, champion, test, rows, threshold, kept)
+            log_champion(job, dataset.manifest, families, champion, test, rows, threshold, kept,
+                         registered=_registered_rows(rows, finalized, full_won))
+            log_row_notes(notes, rows, split.validation, full_choice)
             if job.evaluation.plots:
                 log_plots(job, families, test, importance, raw, champion.calibration.method)
             reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, champion.oof_proba, y.to_numpy(),
@@ -252,16 +374,17 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             # the gate scores the champion on this run's test rows as the new model was scored above
             gate = Gate(name, job.tracking.alias, scoring, gate_score(scoring, test.summary, threshold.value),
                         serving_rules(schema), lambda v: version_score(name, v, test_ddf, features, client, scoring),
-                        test_rows=test_rows_id(dataset.manifest.dataset, job.split.test, job.split.validation,
+                        test_rows=test_rows_id(dataset.manifest.dataset, split.test, split.validation,
                                                job.seed),
-                        refit_on_test=rows["final"] > rows["search"])
+                        refit_on_test=finalized)
             promotion = promote(gate, model_fingerprint(job, dataset.manifest.dataset, len(train)), register,
                                 owner_check(uri, parent.info.run_id, token), force=force_promote)
             version = promotion.version
         log_seconds(seconds)
         result = TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}/{version}",
                              version, dataset, families, champion, threshold, test, rows, kept, registered, seconds,
-                             feature_sums=sums.groups, promotion=promotion)
+                             feature_sums=sums.groups, promotion=promotion, full_data=full_choice, row_notes=notes,
+                             validation=split.validation)
         graph = train_graph(job, result)
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
                   f"churn train: {job.name}")

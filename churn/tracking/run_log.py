@@ -15,6 +15,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -154,19 +155,22 @@ def log_family(job: JobSpec, fam: str, res: SearchResult) -> None:
 
 
 def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchResult], champion: Champion,
-                 test: Evaluation, rows: dict[str, int], threshold: Threshold, kept: list[str]) -> None:
+                 test: Evaluation, rows: dict[str, int], threshold: Threshold, kept: list[str],
+                 registered: str = "search rows") -> None:
     """The champion's parameters and metrics, the data counts and the evaluation artifacts.
 
-    ``test_*`` metrics are those of the model *before finalising* (fitted on the search rows);
-    ``final_rows`` says how many labelled rows the registered model was refitted on.
+    ``test_*`` metrics are those of the model *before finalising* (fitted on the search rows, or on
+    every train row by the full-data fit); ``final_rows`` says how many labelled rows the registered
+    model learned from, and ``registered`` (the ``registered_model_rows`` tag) which ones.
     """
     cal = champion.calibration
     mlflow.set_tags({"champion": champion.name, "champion_members": ",".join(champion.members),
                      "imbalance": ",".join(families[f].imbalance for f in champion.members),
                      "calibration": cal.method, "dataset": manifest.dataset, "threshold_source": threshold.source,
-                     "test_metrics_of": "the model before finalising (fitted on the search rows only)",
-                     "registered_model_rows": ("train + test" if rows["final"] > rows["search"]
-                                               else "search rows")})
+                     "test_metrics_of": ("the full-data model (fitted on every train row)"
+                                         if registered.startswith("every train row") else
+                                         "the model before finalising (fitted on the search rows only)"),
+                     "registered_model_rows": registered})
     params = {"champion": champion.name}
     for f in champion.members:
         params.update({f"best_{f}_{k.removeprefix('model__')}"[:250]: v for k, v in families[f].best_params.items()})
@@ -205,6 +209,23 @@ def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchRes
         test.lift.to_csv(lift_path, index=False)
         mlflow.log_artifact(str(lift_path), "evaluation")
         mlflow.log_artifact(_cv_table(families[champion.members[0]], tmp), "search")
+
+
+def log_row_notes(notes: dict[str, str], rows: dict[str, int], validation: float, choice: Any) -> None:
+    """Every fit that saw fewer rows than its split holds, and why (params ``rows_<what>``: "n of N
+    ..."); the validation fraction used; with a full-data fit, which model won on the validation
+    split, by how much, and on how many rows each was fitted."""
+    mlflow.log_params({"validation_fraction_used": validation,
+                       **{f"rows_{k.replace('-', '_')}"[:250]: v[:6000] for k, v in notes.items()}})
+    mlflow.log_metrics({"validation_rows": rows.get("validation", 0)})
+    if choice is None:
+        return
+    mlflow.set_tags({"full_data_winner": choice.winner, "full_data_choice": choice.line[:5000]})
+    mlflow.log_params({"full_data_rounds": choice.rounds, "full_data_calibration_rows": choice.calibration_rows})
+    mlflow.log_metrics({f"validation_{choice.scoring}_full_data": choice.full_score,
+                        f"validation_{choice.scoring}_sample_champion": choice.sample_score,
+                        "full_data_margin": choice.margin, "full_data_rows": choice.full_rows,
+                        "sample_champion_rows": choice.sample_rows, "full_data_seconds": choice.seconds})
 
 
 def log_plots(job: JobSpec, families: dict[str, SearchResult], test: Evaluation,

@@ -76,7 +76,7 @@ def test_search_runs_on_an_existing_scheduler(scheduler_address, tmp_path, telco
         from distributed import get_task_stream
 
         ds = ingest(job, client)
-        ddf = load_splits(str(ds.data_path), job.split, job.seed)
+        ddf = load_splits(str(ds.data_path), job.split.resolved(ds.manifest.rows_kept, job.search.max_rows), job.seed)
         train, _ = search_sample(ddf[ddf["_split"] == "train"], job.search.max_rows, job.seed, client)
         pipe = build_pipeline(job.table, "random_forest", "smote", job.seed)
         with get_task_stream(client) as stream:

@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from churn.config import SplitSpec
 from churn.data.hashing import hash_text, mix64
@@ -77,3 +78,30 @@ def test_split_assignment_is_golden():
     np.testing.assert_allclose(uniform_from_keys(keys, 42), [
         0.405546814012, 0.801232780962, 0.606404529531, 0.346013345488, 0.134772795294, 0.821958479335],
         rtol=0, atol=1e-12)
+
+
+def test_auto_validation_is_none_within_the_sample_and_a_capped_share_above():
+    """split.validation auto: none while the train split fits in search.max_rows (the out-of-fold path
+    uses every train row); above, 10 % of the labelled rows, at most 1,000,000, and none when taking
+    it would bring the train split back within the sample; a number is kept as given."""
+    auto = SplitSpec(test=0.2)
+    assert auto.validation == "auto"
+    assert auto.fraction(7_043, 200_000) == 0.0
+    assert auto.fraction(250_000, 200_000) == 0.0  # 200,000 train rows: fits the sample
+    assert auto.fraction(280_000, 200_000) == 0.0  # 10 % would leave 196,000 train rows: within the sample
+    assert auto.fraction(300_000, 200_000) == 0.1  # 210,000 train rows left
+    assert auto.fraction(2_000, 500) == 0.1
+    assert auto.fraction(15_000_000, 200_000) == 1_000_000 / 15_000_000  # capped at a million rows
+    assert auto.resolved(15_000_000, 200_000) == SplitSpec(test=0.2, validation=1_000_000 / 15_000_000)
+    assert SplitSpec(test=0.2, validation=0.05).fraction(15_000_000, 200_000) == 0.05
+    with pytest.raises(ValueError, match="split.validation is auto: resolve it first"):
+        assign_split(np.arange(10, dtype=np.uint64), auto, 42)
+
+
+def test_test_rows_do_not_move_when_the_validation_fraction_does():
+    """Resolving auto to another fraction changes which rows train and which validate, never the test rows."""
+    keys = np.random.default_rng(3).integers(0, 2**63, 50_000, dtype=np.int64).astype(np.uint64)
+    splits = [assign_split(keys, SplitSpec(test=0.2, validation=v), 7) for v in (0.0, 0.1, 1 / 15)]
+    assert all(((s == "test") == (splits[0] == "test")).all() for s in splits)
+    assert ((splits[1] == "validation") & (splits[0] != "train")).sum() == 0  # validation rows come from train
+    assert (splits[2] == "validation").sum() < (splits[1] == "validation").sum()

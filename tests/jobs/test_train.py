@@ -122,7 +122,8 @@ def test_search_sample_is_stratified_exact_and_deterministic(client, tmp_path):
     src = tmp_path / "src"
     generate(src, rows=8_000, files=2, seed=9)
     job = job_spec(tmp_path, f"{src}/*.csv", "search.max_rows=1000", base=ROOT / "jobs" / "ingest.yaml")
-    ddf = load_splits(str(ingest(job, client).data_path), job.split, job.seed)
+    ds = ingest(job, client)
+    ddf = load_splits(str(ds.data_path), job.split.resolved(ds.manifest.rows_kept, job.search.max_rows), job.seed)
     train = ddf[ddf["_split"] == "train"]
     a, n_train = search_sample(train, job.search.max_rows, job.seed, client)
     b, _ = search_sample(train, job.search.max_rows, job.seed, client)
@@ -215,3 +216,51 @@ def test_a_rerun_reuses_the_search(client, tmp_path, telco_subset):
     assert (changed.model_version, changed.promotion.registered) == ("2", True)
     versions = mlflow.MlflowClient().search_model_versions("name = 'customer-churn'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
+
+
+def test_a_table_above_the_sample_trains_on_every_row_and_chooses_on_validation(client, tmp_path):
+    """2,000 rows and search.max_rows 500: the search runs on 500 train rows, xgboost is then trained on
+    every train row with xgboost.dask, both are scored on the validation split (split.validation auto:
+    10 %), and the better one is registered; fewer-row fits are said in the summary and the run."""
+    src = tmp_path / "src"
+    generate(src, rows=2_000, files=1, seed=4)
+    job = job_spec(tmp_path, f"{src}/*.csv", "search.max_rows=500", "search.cv=3", "search.repeats=1",
+                   "evaluation.plots=false", "model.feature_sums=false",
+                   "model.families=[logistic_regression, svm, xgboost]",
+                   "model.imbalance=[none]", "model.ensemble=0", "model.max_rows={svm: 200}",
+                   "model.grids={logistic_regression: {C: [1.0]}, svm: {C: [1.0]}, "
+                   "xgboost: {max_depth: [3], learning_rate: [0.1], min_child_weight: [1]}}")
+    result = run(job, client)
+    rows, choice = result.rows, result.full_data
+    assert result.validation == 0.1 and 150 < rows["validation"] < 250
+    assert rows["train"] + rows["validation"] + rows["test"] == 2_000
+    assert abs(rows["search"] - 500) <= 1 < rows["train"] - 500
+    assert choice is not None and choice.validation_rows == rows["validation"] == choice.calibration_rows
+    assert (choice.full_rows, choice.sample_rows) == (rows["train"], rows["search"])
+    assert choice.winner == ("full-data" if choice.full_score > choice.sample_score else "sample")
+    if choice.winner == "full-data":  # the registered model learned from every train row; map and threshold
+        assert result.model.names == ["xgboost"] and rows["final"] == rows["train"]  # from validation
+        assert result.threshold.source.startswith("the validation split (cross-fitted calibrated probabilities)")
+    else:
+        assert result.model.names == result.champion.members and rows["final"] == rows["search"]
+        assert result.threshold.source == "out-of-fold CV predictions"
+    notes = result.row_notes
+    assert notes["search"] == f"500 of {rows['train']:,} train rows (search.max_rows=500)"
+    assert notes["svm"] == "each fit on at most 200 of 500 search rows (model.max_rows.svm)"
+    assert notes["finalize"].startswith(f"skipped: the train split ({rows['train']:,} rows) is larger than "
+                                        "search.max_rows=500")
+
+    data = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.run_id).data
+    assert data.params["rows_search"] == notes["search"] and data.params["rows_svm"] == notes["svm"]
+    assert data.params["rows_finalize"] == notes["finalize"]
+    assert data.params["validation_fraction"] == "auto" and float(data.params["validation_fraction_used"]) == 0.1
+    assert data.tags["full_data_winner"] == choice.winner and data.tags["threshold_source"] == result.threshold.source
+    assert data.metrics["full_data_rows"] == rows["train"] and data.metrics["sample_champion_rows"] == rows["search"]
+    assert data.metrics["validation_roc_auc_full_data"] == choice.full_score
+    assert data.metrics["final_rows"] == rows["final"]
+    console = Console(record=True, width=250, file=io.StringIO())
+    console.print(result_table(job, result, wall=1.0))
+    text = console.export_text()
+    assert any("fewer rows: search" in ln and notes["search"] in ln for ln in text.splitlines())
+    assert "full-data model vs sample champion" in text and f"won by {choice.margin:.4f} validation roc_auc" in text
+    assert "fewer rows: finalize" in text

@@ -65,7 +65,8 @@ def trained(client, tmp_path_factory, telco_subset):
     tmp = tmp_path_factory.mktemp("promotion")
     job = job_spec(tmp, telco_subset, *SMALL)
     good = run(job, client)
-    ddf = load_splits(str(good.dataset.data_path), job.split, job.seed)
+    split = job.split.resolved(good.dataset.manifest.rows_kept, job.search.max_rows)
+    ddf = load_splits(str(good.dataset.data_path), split, job.seed)
     test_ddf = ddf[ddf["_split"] == "test"]
     test_ids = set(test_ddf["customerID"].compute())
     frame = pd.read_csv(telco_subset, dtype=str, keep_default_na=False)
@@ -91,7 +92,8 @@ def test_a_model_trained_on_shuffled_labels_stays_challenger(trained):
     assert (bad.model_version, bad.promotion.aliases) == ("2", ["challenger"])
     assert alias_version(MODEL, "champion") == "1" and alias_version(MODEL, "challenger") == "2"
     # the champion's score on the shuffled run's test rows, computed here from the CSV through MLflow's loader
-    split = load_splits(str(bad.dataset.data_path), trained.bad_job.split, trained.bad_job.seed).compute()
+    bad_split = trained.bad_job.split.resolved(bad.dataset.manifest.rows_kept, trained.bad_job.search.max_rows)
+    split = load_splits(str(bad.dataset.data_path), bad_split, trained.bad_job.seed).compute()
     raw = pd.read_csv(trained.tmp / "shuffled.csv", na_values=[" "])
     test = raw[raw["customerID"].isin(split.loc[split["_split"] == "test", "customerID"])]
     assert len(test) == bad.rows["test"]

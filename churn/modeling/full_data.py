@@ -1,0 +1,413 @@
+"""The full-data fit: the sample search's best xgboost configuration trained on every train row with
+``xgboost.dask``, stopping early on the validation split.
+
+* :func:`preprocessing` — the steps of the sample's fitted pipeline before the model (coerce, sums,
+  :class:`~churn.modeling.features.CategoryEncoder`, selection); every partition is transformed by
+  them on the workers, so the categories are the sample's;
+* :func:`check_memory` — before anything is persisted: the fit needs about twice the raw feature
+  matrix as float32 (xgboost#11614: the quantised matrix is built beside the data) plus the
+  persisted partitions; a cluster whose workers' memory limits cannot hold that is refused in one
+  line naming the size and what to add;
+* :func:`fit_full` — persist the transformed partitions once, quantise them once
+  (``DaskQuantileDMatrix``; the validation split with ``ref=`` the training one, so both share its
+  bins), train with ``xgboost.dask.train`` and early stopping; each worker trains with its own
+  threads (xgboost.dask's default: ``nthread`` = the Dask worker's threads);
+* :func:`full_data_model` — the fitted preprocessing and the booster as one inference pipeline;
+* :func:`validation_scores`, :func:`calibrate_on_validation`, :class:`Choice` — the full-data model
+  and the sample champion scored on the validation split, which neither was fitted on; the full-data
+  model's calibration map and threshold come from it too.
+
+A worker lost during the fit: XGBoost's collective has no recovery (a rescheduled training task
+refuses to run on another worker, and the survivors wait in their collective calls). The fit is
+watched: when a worker that holds training data leaves the scheduler, the training futures are
+cancelled and :class:`FullDataFitError` says so in one line; no booster comes out of it. The
+collective's own timeout (``churn.full-data.collective-timeout``) frees the survivors' threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from distributed import Client, Future
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+from xgboost import dask as dxgb
+from xgboost.collective import Config as CollConfig
+
+from churn.clusters.errors import ClusterError
+from churn.config import setting
+from churn.data.columns import LABEL_COLUMN
+from churn.clusters.scatter import scatter
+from churn.modeling.pipeline import inference_pipeline
+
+log = logging.getLogger(__name__)
+
+# the job's scoring -> the metric xgboost stops early on (on the validation split)
+STOPPING_METRIC = {"roc_auc": "auc", "average_precision": "aucpr", "neg_log_loss": "logloss"}
+FLOAT32 = 4  # bytes per feature cell in XGBoost's input matrix
+XGB_COPIES = 2  # the raw matrix and its quantised copy live side by side during the fit (xgboost#11614)
+LOSS_GRACE = 10.0  # seconds a failed fit waits for the scheduler to report a lost worker (measured: < 1 s)
+
+
+class FullDataMemoryError(ClusterError):
+    """The cluster's workers cannot hold what the full-data fit needs."""
+
+
+class FullDataFitError(ClusterError):
+    """The full-data fit did not complete (a worker was lost during it); no model came out of it."""
+
+
+@dataclass
+class FullFit:
+    """A booster trained on every train row, and the fitted steps its input goes through."""
+
+    booster: xgb.Booster  # cut to the best round
+    preprocess: Pipeline  # the sample's fitted steps before the model
+    params: dict[str, Any]
+    rows: int  # train rows it learned from
+    validation_rows: int  # rows it stopped early on
+    rounds: int  # boosting rounds kept (best round + 1)
+    max_rounds: int
+    patience: int
+    metric: str
+    best_score: float
+    seconds: float
+    workers: int
+    history: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.rounds < self.max_rounds
+
+
+def preprocessing(fitted: Any) -> Pipeline:
+    """The fitted steps before the model of a sample-searched pipeline (samplers left out: they only
+    act while fitting)."""
+    steps = inference_pipeline(fitted).steps
+    return Pipeline(steps[:-1])
+
+
+def model_of(fitted: Any) -> BaseEstimator:
+    """The model step of a fitted pipeline."""
+    return fitted.steps[-1][1]
+
+
+def booster_params(model: BaseEstimator, counts: dict[int, int], seed: int, scoring: str) -> dict[str, Any]:
+    """XGBoost's training parameters from the sample's best xgboost estimator: its depth, learning
+    rate and minimum child weight; balanced class weights become ``scale_pos_weight`` over the full
+    train split's class counts (``counts``). No ``nthread``: each worker trains with its own threads."""
+    p = model.get_params()
+    out: dict[str, Any] = {"objective": "binary:logistic", "tree_method": "hist", "seed": seed,
+                           "eval_metric": STOPPING_METRIC.get(scoring, "logloss")}
+    for ours, theirs in (("max_depth", "max_depth"), ("learning_rate", "eta"),
+                         ("min_child_weight", "min_child_weight"), ("max_leaves", "max_leaves"),
+                         ("reg_lambda", "lambda"), ("max_bin", "max_bin")):
+        if p.get(ours) is not None:
+            out[theirs] = p[ours]
+    if p.get("scale_pos_weight") is not None:
+        out["scale_pos_weight"] = float(p["scale_pos_weight"])
+    if p.get("class_weight") == "balanced":
+        out["scale_pos_weight"] = counts.get(0, 0) / max(counts.get(1, 0), 1)
+    return out
+
+
+def _transform(frame: pd.DataFrame, preprocess: Pipeline, features: list[str]) -> pd.DataFrame:
+    """One partition through the fitted steps, with its 0/1 label."""
+    out = preprocess.transform(frame[features])
+    out = out.astype({c: np.float32 for c in out.columns if not isinstance(out[c].dtype, pd.CategoricalDtype)})
+    return out.assign(**{LABEL_COLUMN: frame[LABEL_COLUMN].to_numpy(np.float32)})
+
+
+def transformed(ddf: dd.DataFrame, preprocess: Pipeline, features: list[str], example: pd.DataFrame
+                ) -> dd.DataFrame:
+    """``ddf``'s rows through ``preprocess`` on the workers (lazy); ``example`` (a few raw rows) gives
+    the output's columns and types."""
+    meta = _transform(example.iloc[:0], preprocess, features)
+    return ddf.map_partitions(_transform, preprocess, features, meta=meta)
+
+
+def bytes_per_row(preprocess: Pipeline, features: list[str], example: pd.DataFrame) -> tuple[float, int]:
+    """(bytes a transformed row holds in memory, feature columns), measured on ``example``."""
+    out = _transform(example, preprocess, features)
+    return float(out.memory_usage(deep=True, index=True).sum()) / max(len(out), 1), out.shape[1] - 1
+
+
+def memory_needed(rows: int, columns: int, row_bytes: float) -> int:
+    """Bytes the fit needs on the workers: the raw matrix as float32 twice, plus the persisted partitions."""
+    return int(rows * columns * FLOAT32 * XGB_COPIES + rows * row_bytes)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory(client: Client, rows: int, columns: int, row_bytes: float) -> int:
+    """Refuse, in one line, a fit whose estimated need exceeds what the workers may use (their memory
+    limits times ``churn.full-data.memory-fraction``); returns the need in bytes. Workers without a
+    memory limit are not checked."""
+    need = memory_needed(rows, columns, row_bytes)
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    limits = [int(w.get("memory_limit") or 0) for w in workers]
+    if not limits or not all(limits):
+        log.info("full-data fit: needs about %s; the workers have no memory limit to check it against", _gib(need))
+        return need
+    fraction = float(setting("full-data.memory-fraction"))
+    usable = fraction * sum(limits)
+    if need > usable:
+        per_worker = fraction * max(limits)
+        more = int(np.ceil((need - usable) / per_worker))
+        raise FullDataMemoryError(
+            f"the full-data fit needs about {_gib(need)} of worker memory ({rows:,} rows x {columns} features as "
+            f"float32, twice for xgboost's quantised copy, plus the persisted partitions), but the {len(limits)} "
+            f"workers may use {_gib(usable)} ({fraction:.0%} of their memory limits): add {more} worker(s) of "
+            f"{_gib(max(limits))}, or give each worker {_gib(need / fraction / len(limits))}")
+    log.info("full-data fit: needs about %s of the workers' %s", _gib(need), _gib(usable))
+    return need
+
+
+class _LostWorkerWatch:
+    """Watches the scheduler while the fit runs: when a worker that holds training data leaves, the
+    client's futures are cancelled, which ends the wait in ``xgboost.dask.train``."""
+
+    def __init__(self, client: Client, workers: set[str], poll: float = 0.5):
+        self.client, self.workers, self.poll = client, workers, poll
+        self.lost: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="churn-full-data-watch", daemon=True)
+
+    def __enter__(self) -> _LostWorkerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def wait_for_loss(self, seconds: float) -> bool:
+        """Has (or does, within ``seconds``) a watched worker left?"""
+        deadline = time.monotonic() + seconds
+        while not self.lost and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return bool(self.lost)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                now = set(self.client.scheduler_info(n_workers=-1)["workers"])
+            except Exception:  # noqa: BLE001 - a scheduler that does not answer: the client fails by itself
+                continue
+            lost = self.workers - now
+            if lost and not self.lost:
+                self.lost = lost
+                log.error("full-data fit: worker(s) %s left during the fit; stopping it", ", ".join(sorted(lost)))
+            if self.lost:
+                states = self.client.futures
+                keys = [k for k in list(states) if getattr(states.get(k), "status", None) != "cancelled"]
+                if keys:
+                    try:
+                        self.client.cancel([Future(k, self.client) for k in keys], force=True)
+                    except Exception:  # noqa: BLE001 - the scheduler may be gone too
+                        pass
+
+
+def _placed(client: Client, ddfs: list[dd.DataFrame]) -> tuple[list[dd.DataFrame], set[str]]:
+    """``ddfs`` (the transformed train and validation splits) computed once into worker memory, their
+    partitions dealt round-robin over the workers, empty ones left out; and the workers that hold them.
+
+    XGBoost refuses a worker with no rows of a DMatrix that has categorical columns ("A worker cannot
+    have empty input"), and a worker's rows of every DMatrix are the partitions it holds: each worker
+    must hold rows of both splits. A split with fewer partitions than workers is cut into one per worker
+    first; placement is asked of the scheduler (locality), not forced, so a lost worker does not hang it.
+    """
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    out, holders = [], []
+    for ddf in ddfs:
+        if ddf.npartitions < len(workers):
+            ddf = ddf.repartition(npartitions=len(workers))
+        futures = [client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=True)
+                   for i, part in enumerate(ddf.to_delayed())]
+        sizes = client.gather(client.map(len, futures, pure=False))
+        kept = [f for f, n in zip(futures, sizes, strict=True) if n]
+        holders.append({w for ws in client.who_has(kept).values() for w in ws})
+        out.append(dd.from_delayed(kept, meta=ddf._meta, verify_meta=False))
+    if holders[0] != holders[1]:
+        raise FullDataFitError(f"the train and validation splits could not both be given to each of the "
+                               f"{len(workers)} workers (XGBoost needs rows of both on every worker it trains "
+                               "on): too few validation rows for this many workers; raise split.validation")
+    return out, holders[0]
+
+
+def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str], fitted: Any,
+             example: pd.DataFrame, seed: int, scoring: str, client: Client, counts: dict[str, dict[int, int]],
+             max_rounds: int | None = None, patience: int | None = None) -> FullFit:
+    """Train ``fitted``'s xgboost configuration (a sample-searched pipeline) on every row of ``train``,
+    stopping early on ``validation`` (raw splits as Dask dataframes; ``example``: a few raw rows;
+    ``counts``: rows per split and class, :func:`churn.data.split.class_counts`). Checks the memory
+    first, then persists the transformed partitions once. Raises :class:`FullDataMemoryError` or
+    :class:`FullDataFitError`."""
+    t0 = time.perf_counter()
+    max_rounds = int(max_rounds or setting("full-data.max-rounds"))
+    patience = int(patience or setting("full-data.patience"))
+    preprocess = preprocessing(fitted)
+    params = booster_params(model_of(fitted), counts["train"], seed, scoring)
+    rows, n_valid = sum(counts["train"].values()), sum(counts["validation"].values())
+    if n_valid == 0:
+        raise FullDataFitError("the validation split is empty: the full-data fit has nothing to stop early on "
+                               "(set split.validation above 0, or auto)")
+    row_bytes, columns = bytes_per_row(preprocess, features, example)
+    check_memory(client, rows + n_valid, columns, row_bytes)
+
+    parts, holders = _placed(client, [transformed(d, preprocess, features, example) for d in (train, validation)])
+    x_cols = [c for c in parts[0].columns if c != LABEL_COLUMN]
+    # xgboost.dask looks the client type up through distributed.get_client(): churn's clients are
+    # not the default one, so this one is made current for the fit
+    with client.as_current():
+        dtrain = dxgb.DaskQuantileDMatrix(client, parts[0][x_cols], parts[0][LABEL_COLUMN],
+                                          enable_categorical=True)
+        dvalid = dxgb.DaskQuantileDMatrix(client, parts[1][x_cols], parts[1][LABEL_COLUMN], ref=dtrain,
+                                          enable_categorical=True)
+    coll = CollConfig(timeout=int(pd.Timedelta(setting("full-data.collective-timeout")).total_seconds()))
+    log.info("full-data fit: %s rows on %d worker(s), up to %d rounds, early stopping after %d on %s "
+             "(validation, %s rows)", f"{rows:,}", len(holders), max_rounds, patience, params["eval_metric"],
+             f"{n_valid:,}")
+    with _LostWorkerWatch(client, holders) as watch:
+        try:
+            with client.as_current():
+                out = dxgb.train(client, params, dtrain, num_boost_round=max_rounds,
+                                 evals=[(dvalid, "validation")], early_stopping_rounds=patience,
+                                 verbose_eval=False, coll_cfg=coll)
+        except (Exception, asyncio.CancelledError) as exc:  # the watch's cancel may surface as asyncio's
+            # a killed worker's peers fail at once (their collective sees the closed socket): give
+            # the scheduler a moment to see which worker left, to name it
+            if watch.wait_for_loss(LOSS_GRACE):
+                raise FullDataFitError(_lost_message(watch.lost, len(holders))) from None
+            raise FullDataFitError(f"the full-data fit failed, no model came out of it: "
+                                   f"{type(exc).__name__}: {_first_line(exc)}") from None
+        if watch.lost:  # finished, but a worker left meanwhile: not trusted
+            raise FullDataFitError(_lost_message(watch.lost, len(holders)))
+    booster = out["booster"]
+    best = (int(booster.best_iteration) if booster.attr("best_iteration") is not None
+            else booster.num_boosted_rounds() - 1)
+    history = [float(v) for v in out["history"]["validation"][params["eval_metric"]]]
+    kept = booster[: best + 1]
+    return FullFit(kept, preprocess, params, rows, n_valid, best + 1, max_rounds, patience, params["eval_metric"],
+                   history[best], time.perf_counter() - t0, len(holders), history)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The message of an XGBoost error without its stack: its last meaningful line."""
+    lines = [ln.strip(" -") for ln in str(exc).splitlines() if ln.strip() and "[bt]" not in ln
+             and not ln.startswith("Stack trace")]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _lost_message(lost: set[str], workers: int) -> str:
+    return (f"the full-data fit lost {len(lost)} of its {workers} workers ({', '.join(sorted(lost))}) while it "
+            "trained; XGBoost cannot go on without them, so no model came out of it: run the job again (the "
+            "search is reused), on workers that stay up")
+
+
+def full_data_model(fit: FullFit) -> Pipeline:
+    """The inference pipeline of a full-data fit: the sample's fitted steps, then the booster as the
+    family's estimator."""
+    from churn.modeling.boosting import XGBoostClassifier
+
+    p = fit.params
+    model = XGBoostClassifier.from_booster(fit.booster, best_iteration=fit.rounds - 1, max_depth=p.get("max_depth", 6),
+                                           learning_rate=p.get("eta", 0.3),
+                                           min_child_weight=p.get("min_child_weight", 1.0),
+                                           n_estimators=fit.rounds, random_state=p["seed"])
+    return Pipeline([*fit.preprocess.steps, ("model", model)])
+
+
+VALIDATION_SOURCE = "the validation split (cross-fitted calibrated probabilities)"
+
+
+@dataclass
+class Choice:
+    """The full-data model against the sample champion on the validation split (neither fitted on it)."""
+
+    winner: str  # "full-data" or "sample"
+    scoring: str
+    full_score: float
+    sample_score: float
+    full_rows: int  # train rows the full-data model learned from
+    sample_rows: int  # rows the sample champion learned from (the search sample)
+    validation_rows: int
+    calibration_rows: int  # validation rows the full-data model's calibration map and threshold were fitted on
+    rounds: int
+    seconds: float
+
+    @property
+    def margin(self) -> float:
+        """How much the winner's validation score beats the other's."""
+        return abs(self.full_score - self.sample_score)
+
+    @property
+    def line(self) -> str:
+        won, lost = ("full-data xgboost", "sample champion") if self.winner == "full-data" else \
+            ("sample champion", "full-data xgboost")
+        return (f"{won} won by {self.margin:.4f} validation {self.scoring} (full-data {self.full_score:.4f}, fitted on "
+                f"{self.full_rows:,} rows, {self.rounds} rounds; sample champion {self.sample_score:.4f}, fitted on "
+                f"{self.sample_rows:,} rows; {self.validation_rows:,} validation rows) over the {lost}")
+
+
+def validation_scores(ddf: dd.DataFrame, model: Any, features: list[str], client: Client
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and churn probabilities of ``model`` on ``ddf``, scored partition by partition on the
+    workers, gathered in the driver: the calibration map is fitted on them. The validation split is
+    capped (``split.validation: auto``: at most 1,000,000 rows, 16 MB here); the test split's
+    evaluation is the one in constant memory (:mod:`churn.modeling.summary`)."""
+    [model_f] = scatter(client, [model], broadcast=True)  # once per worker, not once per partition task
+    parts = client.gather([client.submit(_labels_and_scores, part, model_f, features, pure=False)
+                           for part in client.compute(ddf.to_delayed())])
+    y = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int8)
+    s = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    return y, s
+
+
+def _labels_and_scores(frame: pd.DataFrame, model: Any, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    if not len(frame):
+        return np.zeros(0, np.int8), np.zeros(0)
+    return frame[LABEL_COLUMN].to_numpy(np.int8), model.predict_proba(frame[features])[:, 1]
+
+
+def score_with(scoring: str, y: np.ndarray, p: np.ndarray) -> float:
+    """The job's scoring of probabilities ``p`` on labels ``y``."""
+    from churn.modeling.calibrate import fold_scores
+
+    return float(fold_scores(np.asarray(y).astype(int), np.asarray(p, float), [(np.zeros(0, int), np.arange(len(y)))],
+                             scoring)[0])
+
+
+def calibration_sample(n: int, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded sample of at most ``max_rows`` of ``n`` validation rows."""
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+def calibrate_on_validation(y: np.ndarray, s_full: np.ndarray, *, method: str, cv: int, seed: int, max_rows: int
+                            ) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The full-data model's calibration map, fitted on a seeded sample of at most ``max_rows``
+    validation rows; returns (calibration, sample positions, its probability for every validation
+    row: cross-fitted on the sample's rows, the map's elsewhere — no row scored by a map fitted on it)."""
+    from churn.modeling.calibrate import calibrate
+    from churn.modeling.search import folds
+
+    y = np.asarray(y).astype(int)
+    at = calibration_sample(len(y), max_rows, seed)
+    splits = list(folds(cv, seed).split(np.zeros((len(at), 1)), y[at]))
+    cal = calibrate(s_full[at].reshape(-1, 1), y[at], splits, (True,), method)
+    p = cal.calibrator.predict(s_full.reshape(-1, 1))
+    p[at] = cal.oof_proba
+    return cal, at, p

@@ -1,0 +1,130 @@
+"""The full-data fit with xgboost.dask: trained on every train row, stopped early on the validation
+split; refused in one line when the workers' memory cannot hold it; ended in one line when a worker
+dies during it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client
+
+from churn.data.columns import LABEL_COLUMN
+from churn.modeling.full_data import (
+    FullDataFitError,
+    FullDataMemoryError,
+    check_memory,
+    fit_full,
+    full_data_model,
+    memory_needed,
+)
+from churn.modeling.pipeline import build_pipeline
+from tests.clusters.test_clusters import dask_processes
+from tests.conftest import TELCO, job_spec
+
+
+def _telco_splits(tmp_path, partitions: int = 6) -> tuple:
+    """Telco as raw train and validation Dask dataframes (a third for validation), the job, and the
+    xgboost pipeline fitted on a 500-row sample of the train rows (the sample search's stand-in)."""
+    job = job_spec(tmp_path, TELCO, "model.families=[xgboost]")
+    frame = pd.read_csv(TELCO, na_values=[" "])
+    frame[LABEL_COLUMN] = (frame["Churn"] == "Yes").astype(int)
+    valid = np.arange(len(frame)) % 3 == 0
+    train, validation = frame[~valid].reset_index(drop=True), frame[valid].reset_index(drop=True)
+    features = job.table.features
+    sample = train.sample(500, random_state=0)
+    fitted = build_pipeline(job.table, "xgboost", "class_weight", job.seed).set_params(
+        model__max_depth=3, model__n_estimators=20).fit(sample[features], sample[LABEL_COLUMN])
+    counts = {"train": train[LABEL_COLUMN].value_counts().to_dict(),
+              "validation": validation[LABEL_COLUMN].value_counts().to_dict()}
+    return (job, features, fitted, dd.from_pandas(train, npartitions=partitions),
+            dd.from_pandas(validation, npartitions=max(1, partitions // 2)), train, validation, counts)
+
+
+def test_full_data_fit_learns_from_every_train_row(client, tmp_path):
+    """The booster learns from all train rows (not the 500-row sample), stops early on the validation
+    split, keeps the best round, and the assembled pipeline scores raw rows; more rows beat the sample."""
+    job, features, fitted, train_dd, valid_dd, train, validation, counts = _telco_splits(tmp_path)
+    fit = fit_full(train_dd, valid_dd, features, fitted, train.head(50), job.seed, "roc_auc", client, counts,
+                   max_rounds=400, patience=20)
+    assert fit.rows == len(train) and fit.validation_rows == len(validation)
+    assert fit.metric == "auc" and fit.rounds <= 400 and fit.booster.num_boosted_rounds() == fit.rounds
+    assert fit.best_score == max(fit.history) and fit.history.index(fit.best_score) == fit.rounds - 1
+    assert fit.params["scale_pos_weight"] == pytest.approx(counts["train"][0] / counts["train"][1])
+    assert "nthread" not in fit.params  # each worker trains with its own threads
+    model = full_data_model(fit)
+    p = model.predict_proba(validation[features])[:, 1]
+    from sklearn.metrics import roc_auc_score
+
+    full_auc = roc_auc_score(validation[LABEL_COLUMN], p)
+    assert abs(full_auc - fit.best_score) < 0.01  # xgboost's distributed AUC, on the same rows
+    assert full_auc > roc_auc_score(validation[LABEL_COLUMN], fitted.predict_proba(validation[features])[:, 1])
+
+
+def test_memory_check_names_the_size_and_what_to_add(client):
+    """A fit larger than the workers' memory limits is refused before anything is persisted, in one line."""
+    need = memory_needed(50_000_000, 40, 200.0)
+    assert need == 50_000_000 * 40 * 4 * 2 + 50_000_000 * 200
+    with pytest.raises(FullDataMemoryError) as err:
+        check_memory(client, 50_000_000, 40, 200.0)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("the full-data fit needs about 24.2 GiB of worker memory (50,000,000 rows x 40 features")
+    # two workers of 3 GiB, 80 % usable: 4.8 GiB; 19.4 GiB more needs 9 more such workers, or 15.1 GiB each
+    assert "the 2 workers may use 4.8 GiB (80% of their memory limits): add 9 worker(s) of 3.0 GiB, or give " \
+           "each worker 15.1 GiB" in msg
+    assert check_memory(client, 100_000, 40, 200.0) == memory_needed(100_000, 40, 200.0)
+
+
+@pytest.mark.cluster
+def test_a_worker_killed_during_the_fit_ends_in_one_line(tmp_path):
+    """SIGKILL one of three `dask worker` process groups while xgboost.dask trains: the fit stops
+    within seconds with one line naming the lost worker, and returns no booster."""
+    job, features, fitted, train_dd, valid_dd, train, _, counts = _telco_splits(tmp_path)
+    started = threading.Event()
+
+    class _Started(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("full-data fit: ") and "rows on" in record.getMessage():
+                started.set()
+
+    handler = _Started()
+    logger = logging.getLogger("churn.modeling.full_data")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    out: dict = {}
+    try:
+        with dask_processes(tmp_path, 3) as (address, workers), Client(address) as client:
+            client.wait_for_workers(3, timeout=60)
+
+            def fit() -> None:
+                try:  # eta tiny and no early stopping: thousands of rounds, far longer than the test waits
+                    out["fit"] = fit_full(train_dd, valid_dd, features, fitted, train.head(50), job.seed, "roc_auc",
+                                          client, counts, max_rounds=20_000, patience=20_000)
+                except FullDataFitError as exc:
+                    out["error"] = exc
+
+            runner = threading.Thread(target=fit)
+            runner.start()
+            assert started.wait(120)
+            time.sleep(1.0)  # well into the boosting rounds
+            os.killpg(workers[0].pid, signal.SIGKILL)
+            killed = time.monotonic()
+            runner.join(timeout=120)
+            assert not runner.is_alive()
+            stopped_after = time.monotonic() - killed
+    finally:
+        logger.removeHandler(handler)
+    assert "fit" not in out
+    msg = str(out["error"])
+    assert "\n" not in msg
+    assert msg.startswith("the full-data fit lost 1 of its 3 workers (tcp://127.0.0.1:")
+    assert "no model came out of it" in msg
+    assert stopped_after < 15
