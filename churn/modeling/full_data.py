@@ -44,9 +44,9 @@ from xgboost import dask as dxgb
 from xgboost.collective import Config as CollConfig
 
 from churn.clusters.errors import ClusterError
+from churn.clusters.scatter import scatter
 from churn.config import setting
 from churn.data.columns import LABEL_COLUMN
-from churn.clusters.scatter import scatter
 from churn.modeling.pipeline import inference_pipeline
 
 log = logging.getLogger(__name__)
