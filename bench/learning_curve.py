@@ -7,13 +7,14 @@ one fixed test set, against the Bayes limit of the same test rows (their true pr
 
     python -m bench.learning_curve [--sizes 50000,200000,...] [--test-rows 1000000] [--nthread 2]
 
-Writes bench/results/learning_curve.md and learning_curve.png after each size, so a run stopped
-early keeps the sizes it reached.
+Writes bench/results/learning_curve.md, .png and .json after each size, so a run stopped early
+keeps the sizes it reached; ``--append`` adds sizes to the saved ones (same test set).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
@@ -72,6 +73,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="50000,200000,1000000,4000000,12000000")
     ap.add_argument("--test-rows", type=int, default=1_000_000)
     ap.add_argument("--nthread", type=int, default=2)
+    ap.add_argument("--append", action="store_true",
+                    help="keep the sizes of bench/results/learning_curve.json (same test set) and add these")
     args = ap.parse_args()
     bench_logging()
     import xgboost as xgb
@@ -84,7 +87,8 @@ def main() -> None:
     params = {**PARAMS, "nthread": args.nthread}
     d_test = xgb.DMatrix(X_test, enable_categorical=True, nthread=args.nthread)
     d_valid = xgb.DMatrix(X_valid, y_valid, enable_categorical=True, nthread=args.nthread)
-    done: list[dict[str, float]] = []
+    saved = RESULTS / "learning_curve.json"
+    done: list[dict[str, float]] = json.loads(saved.read_text()) if args.append and saved.exists() else []
     for rows in (int(s) for s in args.sizes.split(",")):
         X, _, y = draw(TRAIN_SEED, rows)
         t0 = time.perf_counter()
@@ -97,6 +101,8 @@ def main() -> None:
                      "rounds": booster.best_iteration + 1, "fit": fit})
         del X, y, d_train, booster
         logging.info("%d rows: %s", rows, done[-1])
+        done.sort(key=lambda d: d["rows"])
+        saved.write_text(json.dumps(done, indent=1) + "\n")
         table = [[f"{d['rows']:,}", f"{d['auc']:.4f}", f"{d['brier']:.4f}", f"{bayes_auc:.4f}",
                   f"{bayes_auc - d['auc']:.4f}", f"{(bayes_auc - d['auc']) / (bayes_auc - done[0]['auc']):.0%}"
                   if bayes_auc > done[0]["auc"] else "-", int(d["rounds"]), f"{d['fit']:.0f}"] for d in done]
@@ -105,7 +111,8 @@ def main() -> None:
             f"{MAX_ROUNDS} rounds, early stopping after {EARLY_STOP} rounds without a better log loss on a fixed "
             f"validation slice of {VALID_ROWS:,} rows (seed {VALID_SEED}); the rounds kept are the best ones.",
             f"Data: the telecom-large shape of `churn generate` (churn/data/telecom.py), drawn in memory: training "
-            f"rows with seed {TRAIN_SEED} (each size is a prefix of the next), one test set of {len(y_test):,} rows "
+            f"rows with seed {TRAIN_SEED} (a size that is a multiple of {telecom.CHUNK_ROWS:,} rows is a prefix of "
+            f"every larger one), one test set of {len(y_test):,} rows "
             f"(seed {TEST_SEED}, churn rate {y_test.mean():.3f}).",
             f"Bayes limit: ROC AUC {bayes_auc:.4f} and Brier {bayes_brier:.4f} of the true probabilities of the same "
             "test rows. Gap = Bayes AUC - test AUC; 'gap left' is the gap as a share of the smallest size's.",

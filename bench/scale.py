@@ -101,7 +101,7 @@ with cluster_client(spec) as client:
     logs = client.get_worker_logs()
 restarts = len(set(before) ^ set(after)) + sum(before[w]["pid"] != after[w]["pid"] for w in before if w in after)
 restarts += sum(1 for lines in logs.values() for _, line in lines if "restart" in line.lower())
-models = [{"model": f"sample champion ({result.champion.name})", "rows_fitted": result.rows["search"],
+models = [{"model": f"search champion ({result.champion.name})", "rows_fitted": result.rows["search"],
            **{k: result.test.metrics[k] for k in ("roc_auc", "pr_auc", "brier")}}]
 # The full-data fit (issue 23, item 3) adds its model here: its test metrics and rows fitted, and
 # which of the two was registered. Until it lands, the registered model is the sample champion
@@ -111,7 +111,8 @@ if full is not None:
     models.append({"model": "full-data xgboost", "rows_fitted": full.rows_fitted,
                    **{k: full.test.metrics[k] for k in ("roc_auc", "pr_auc", "brier")}})
 print(json.dumps({"wall": wall, "seconds": result.seconds, "rows": result.rows, "models": models,
-                  "registered": getattr(result, "registered_name", models[0]["model"]),
+                  "registered": getattr(result, "registered_name", models[0]["model"] if result.rows["final"] ==
+                                        result.rows["search"] else "its refit on train + test"),
                   "workers_peak_rss": sorted(u["peak_rss"] for u in after.values()),
                   "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "restarts": int(restarts)}))
@@ -171,10 +172,16 @@ def main() -> None:
                           r["restarts"]])
         table.append([cluster, "Bayes limit (true probabilities)", f"{bayes['roc_auc']:.4f}",
                       f"{bayes['pr_auc']:.4f}", f"{bayes['brier']:.4f}", "0", "-", "-", "-", "-"])
-        notes.append(f"{cluster}: rows {r['rows']}; wall {r['wall']:.0f}s in all.")
+        notes.append(f"{cluster}: rows {r['rows']}; wall {r['wall']:.0f}s in all; registered: {r['registered']}.")
         if workers == 4 and not (isinstance(memory, int) and memory < size):
             notes.append(f"{cluster}: at this size the 1 GiB floor is not below the CSV's {size / 1e9:.2f} GB.")
-    notes += [
+        _write(args, folder, size, bayes, table, notes)  # after each cluster: a stopped run keeps the ones done
+
+
+def _write(args: argparse.Namespace, folder: Path, size: int, bayes: dict[str, float], table: list[list[Any]],
+           run_notes: list[str]) -> None:
+    notes = [
+        *run_notes,
         f"Input: {args.files} CSV files of `churn generate --shape telecom-large`, {size / 1e9:.2f} GB, "
         f"{json.loads((folder / 'expected.json').read_text())['rows']:,} rows; job {JOB.relative_to(ROOT)}"
         + (f" with {', '.join(args.sets)}" if args.sets else "") + ".",
