@@ -129,8 +129,10 @@ def run_train(csv: Path, workers: int, memory: str | int, name: str, sets: list[
     args = {"job": str(JOB), "overrides": overrides, "workers": workers, "memory": memory}
     proc = subprocess.run([sys.executable, "-c", ONE_RUN, json.dumps(args)], cwd=ROOT, capture_output=True,
                           text=True, env={**BASE_ENV, "PYTHONHASHSEED": "0"}, timeout=6 * 3600)
+    (out / "driver.log").write_text(proc.stderr)
     if proc.returncode != 0:
-        raise RuntimeError(f"train on {name} failed:\n{proc.stderr[-4000:]}")
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise RuntimeError(f"train on {name} failed (log in {out / 'driver.log'}): {lines[-1] if lines else ''}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -156,13 +158,19 @@ def main() -> None:
     table, notes = [], []
     for name in args.clusters.split(","):
         workers, memory = clusters[name]
-        r = run_train(folder, workers, memory, name, args.sets)
+        limit = memory if isinstance(memory, str) else f"{memory / 2**30:.2f}GiB"
+        cluster = f"{workers} workers x {limit}"
+        try:
+            r = run_train(folder, workers, memory, name, args.sets)
+        except RuntimeError as exc:  # reported in the table, and the other clusters still run
+            logging.error("%s", exc)
+            table.append([cluster, f"run failed: {str(exc)[:300]}", *["-"] * 8])
+            _write(args, folder, size, bayes, table, notes)
+            continue
         logging.info("%s: %s", name, r)
         if r["rows"].get("test") != bayes["rows"]:
             raise RuntimeError(f"the run's test split has {r['rows'].get('test')} rows, the truth's {bayes['rows']}: "
                                "the Bayes limit would not be of the same rows")
-        limit = memory if isinstance(memory, str) else f"{memory / 2**30:.2f}GiB"
-        cluster = f"{workers} workers x {limit}"
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items())
         rss = f"{' / '.join(mb(x) for x in r['workers_peak_rss'])} (driver {mb(r['driver_peak_rss'])})"
         for m in r["models"]:
@@ -182,7 +190,7 @@ def _write(args: argparse.Namespace, folder: Path, size: int, bayes: dict[str, f
            run_notes: list[str]) -> None:
     notes = [
         *run_notes,
-        f"Input: {args.files} CSV files of `churn generate --shape telecom-large`, {size / 1e9:.2f} GB, "
+        f"Input: {args.files} CSV files of `churn generate --shape telecom-large`, {size / 1e9:.3g} GB, "
         f"{json.loads((folder / 'expected.json').read_text())['rows']:,} rows; job {JOB.relative_to(ROOT)}"
         + (f" with {', '.join(args.sets)}" if args.sets else "") + ".",
         f"Bayes limit: the true probabilities (truth.parquet) of the {bayes['rows']:,} test rows, the ids hashed "
@@ -193,7 +201,7 @@ def _write(args: argparse.Namespace, folder: Path, size: int, bayes: dict[str, f
         "The full-data xgboost fit (issue 23, item 3) adds its row per cluster when it lands; until then the "
         "sample champion is all the job fits on a table larger than search.max_rows.",
     ]
-    write_table("scale" if args.gb == 2.1 else f"scale-{args.gb:g}gb", f"Scale benchmark ({size / 1e9:.2f} GB of CSV)",
+    write_table("scale" if args.gb == 2.1 else f"scale-{args.gb:g}gb", f"Scale benchmark ({size / 1e9:.3g} GB of CSV)",
                 ["cluster", "model", "test ROC AUC", "PR AUC", "Brier", "gap to Bayes AUC", "rows fitted",
                  "wall s per stage", "peak RSS MB per worker", "worker restarts"], table, notes)
 
