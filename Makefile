@@ -6,7 +6,7 @@ JOB    ?= jobs/train.yaml
 CLUSTER ?= cluster/local.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-evaluate clean
+.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-evaluate bench-learning-curve bench-scale clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,12 @@ bench-faults: $(VENV)/.installed-test  ## fault scenarios on dask worker process
 
 bench-evaluate: $(VENV)/.installed-test  ## driver peak memory of the test evaluation: summaries merged on the cluster vs gathering rows (15k-15M rows)
 	$(BIN)/python -m bench.evaluate_memory
+
+bench-learning-curve: $(VENV)/.installed-test  ## fixed xgboost on 50k..12M rows of the telecom-large shape vs the Bayes AUC (long)
+	$(BIN)/python -m bench.learning_curve
+
+bench-scale: $(VENV)/.installed-test  ## train job on 2.1 GB of telecom-large CSV, 2 and 4 workers, vs the Bayes limit
+	$(BIN)/python -m bench.scale
 
 clean:  ## remove build outputs (keeps .venv and the MLflow store)
 	rm -rf build .pytest_cache

@@ -212,11 +212,29 @@ def generate(
     files: Annotated[int, typer.Option("--files", min=1, help="Number of CSV files.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
     dirty: Annotated[float, typer.Option("--dirty", min=0.0, max=0.49,
-                                         help="Fraction of rows given a known fault.")] = 0.0,
+                                         help="Fraction of rows given a known fault (telco shape).")] = 0.0,
+    shape: Annotated[str, typer.Option("--shape", help="telco: the IBM Telco columns; telecom-large: "
+                                       "thousands of Zipf levels, true probabilities in truth.parquet.")] = "telco",
     verbose: VerboseOpt = False,
 ) -> None:
-    """Write synthetic Telco-shaped churn CSVs (streamed; expected fault counts in expected.json)."""
+    """Write synthetic churn CSVs, streamed: Telco-shaped (expected fault counts in expected.json), or
+    the large telecom shape (each row's true churn probability beside them in truth.parquet)."""
     _logging(verbose)
+    if shape not in ("telco", "telecom-large"):
+        _fail(f"--shape must be telco or telecom-large, not {shape!r}", EXIT_CONFIG)
+    if shape == "telecom-large":
+        if dirty:
+            _fail("--dirty injects faults into the telco shape only; leave it out with --shape telecom-large",
+                  EXIT_CONFIG)
+        from churn.data.telecom import generate_telecom
+
+        try:
+            large = generate_telecom(out, rows, files, seed)
+        except OSError as exc:
+            _fail(f"cannot write to {out}: {exc}", EXIT_RUNTIME)
+        Console().print(f"wrote {large.rows:,} rows to {len(large.files)} file(s) in {out} (churn rate "
+                        f"{large.churn_rate:.3f}); true probabilities in {large.truth}", highlight=False)
+        return
     from churn.data.generate import generate as run_generate
 
     try:

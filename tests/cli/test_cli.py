@@ -33,6 +33,21 @@ def test_generate_then_ingest_reports_the_expected_counts(tmp_path):
     assert re.search(rf"rows quarantined\s+│\s+{expected['rows_quarantined']:,}\s", ing.stdout)
 
 
+def test_generate_telecom_large_writes_its_truth_and_refuses_faults(tmp_path):
+    """`churn generate --shape telecom-large` writes CSVs and truth.parquet; an unknown shape or
+    --dirty with it exits 2 with one line."""
+    out = tmp_path / "large"
+    gen = _churn("generate", "--shape", "telecom-large", "--rows", "500", "--files", "2", "--out", str(out))
+    assert gen.returncode == 0, gen.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["expected.json", "telecom-0000.csv", "telecom-0001.csv",
+                                                     "truth.parquet"]
+    assert "true probabilities in" in gen.stdout
+    bad = _churn("generate", "--shape", "huge", "--rows", "10", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "--shape must be telco or telecom-large, not 'huge'" in bad.stderr
+    dirty = _churn("generate", "--shape", "telecom-large", "--dirty", "0.1", "--rows", "10", "--out", str(out))
+    assert dirty.returncode == 2 and "--dirty injects faults into the telco shape only" in dirty.stderr
+
+
 def test_ingest_with_drifted_header_exits_2_naming_file_and_column(tmp_path):
     """A renamed column: exit code 2, one message with the file and the column, no cluster."""
     src = tmp_path / "mlc.csv"
