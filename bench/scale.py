@@ -103,16 +103,16 @@ restarts = len(set(before) ^ set(after)) + sum(before[w]["pid"] != after[w]["pid
 restarts += sum(1 for lines in logs.values() for _, line in lines if "restart" in line.lower())
 models = [{"model": f"search champion ({result.champion.name})", "rows_fitted": result.rows["search"],
            **{k: result.test.metrics[k] for k in ("roc_auc", "pr_auc", "brier")}}]
-# The full-data fit (issue 23, item 3) adds its model here: its test metrics and rows fitted, and
-# which of the two was registered. Until it lands, the registered model is the sample champion
-# (or, for a table within search.max_rows, its refit on train + test, which the test cannot score).
-full = getattr(result, "full_data", None)
-if full is not None:
-    models.append({"model": "full-data xgboost", "rows_fitted": full.rows_fitted,
-                   **{k: full.test.metrics[k] for k in ("roc_auc", "pr_auc", "brier")}})
+registered = models[0]["model"] if result.rows["final"] == result.rows["search"] else "its refit on train + test"
+if result.full_data is not None:  # both candidates scored on the test split by the job (report only)
+    both = result.test_by_model
+    models = [{"model": f"200k-sample champion ({result.champion.name})", "rows_fitted": result.rows["search"],
+               **{k: both["sample champion"].metrics[k] for k in ("roc_auc", "pr_auc", "brier")}},
+              {"model": "full-data xgboost", "rows_fitted": result.full_data.full_rows,
+               **{k: both["full-data xgboost"].metrics[k] for k in ("roc_auc", "pr_auc", "brier")}}]
+    registered = models[1 if result.full_data.winner == "full-data" else 0]["model"]
 print(json.dumps({"wall": wall, "seconds": result.seconds, "rows": result.rows, "models": models,
-                  "registered": getattr(result, "registered_name", models[0]["model"] if result.rows["final"] ==
-                                        result.rows["search"] else "its refit on train + test"),
+                  "registered": registered, "choice": result.full_data.line if result.full_data else "",
                   "workers_peak_rss": sorted(u["peak_rss"] for u in after.values()),
                   "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "restarts": int(restarts)}))
@@ -146,12 +146,13 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="job override, e.g. model.families=[...]")
     args = ap.parse_args()
     bench_logging()
-    from churn.config import load_job
+    from churn.config import SplitSpec, load_job
 
     folder = ensure_data(args.gb, args.files)
     size = sum(p.stat().st_size for p in folder.glob("*.csv"))
     job = load_job(JOB, [f"data.source={folder / '*.csv'}", *args.sets])
-    bayes = bayes_limit(folder / "truth.parquet", job.split, job.seed)
+    # test rows depend on split.test and the seed alone (not on the validation fraction)
+    bayes = bayes_limit(folder / "truth.parquet", SplitSpec(test=job.split.test, validation=0.0), job.seed)
     logging.info("Bayes limit on %d test rows: %s", bayes["rows"], bayes)
     memory_4w = args.memory_4w or max(int(0.85 * size), 1 << 30)
     clusters = {"2w": (2, args.memory_2w), "4w": (4, memory_4w)}

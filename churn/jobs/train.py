@@ -48,7 +48,7 @@ from churn.modeling.search import (
     search_families,
 )
 from churn.modeling.search_cache import SearchCache, search_key
-from churn.modeling.summary import summaries_on_cluster
+from churn.modeling.summary import summaries_on_cluster, summarise_on_cluster
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
 from churn.tracking.names import check_experiment, check_names
@@ -108,6 +108,8 @@ class TrainResult:
     # fits that saw fewer rows than their split holds, and why: "search", "finalize", "registered", "<family>"
     row_notes: dict[str, str] = field(default_factory=dict)
     validation: float = 0.0  # the validation fraction used (split.validation, auto resolved)
+    # with a full-data fit: the test metrics of both candidates ("sample champion", "full-data xgboost")
+    test_by_model: dict[str, Evaluation] = field(default_factory=dict)
 
     @property
     def search(self) -> SearchResult:
@@ -207,10 +209,10 @@ def _registered_rows(rows: dict[str, int], finalized: bool, full_won: bool) -> s
 
 def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, SearchResult],
                sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int]
-               ) -> tuple[Choice, ChurnClassifier | None, Threshold | None]:
+               ) -> tuple[Choice, ChurnClassifier, Threshold]:
     """Train the xgboost family's best configuration on every train row, score it and the sample
-    champion on the validation split, and return the choice; with the model and threshold to
-    register when the full-data model won (its calibration map and threshold from the validation split)."""
+    champion on the validation split, and return the choice, with the full-data model and its
+    threshold (its calibration map and threshold from the validation split)."""
     features, scoring = job.table.features, job.search.scoring
     valid = ddf[ddf[SPLIT_COLUMN] == "validation"]
     fit = fit_full(ddf[ddf[SPLIT_COLUMN] == "train"], valid, features, families[FULL_DATA_FAMILY].best_estimator,
@@ -226,8 +228,6 @@ def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, 
     choice = Choice("full-data" if full_score > sample_score else "sample", scoring, full_score, sample_score,
                     fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds)
     log.info("full-data fit: %s", choice.line)
-    if choice.winner != "full-data":
-        return choice, None, None
     chosen = choose_threshold(y_v[at], cal.oof_proba, job.evaluation.economics)
     threshold = replace(chosen, source=f"{VALIDATION_SOURCE}, {len(at):,} rows")
     return choice, assemble([full], cal, [FULL_DATA_FAMILY]), threshold
@@ -302,7 +302,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                      job.search.scoring, champion.cv_score, champion.cv_std, champion.calibration.method,
                      threshold.value)
 
-        full_choice = None
+        full_choice, others = None, {}
         if rows["train"] > rows["search"] and FULL_DATA_FAMILY not in families:
             why = (f"the job has no {FULL_DATA_FAMILY} family, the one the full-data fit trains on every train row: "
                    f"the registered model learned from the search sample only ({rows['search']:,} of {rows['train']:,} "
@@ -314,7 +314,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                                               f"{rows['validation']:,} validation rows"):
                 full_choice, full_model, full_threshold = _full_data(job, ddf, train, families, model, counts, client,
                                                                      rows)
-                if full_model is not None:
+                others = {"sample champion": (model, threshold), "full-data xgboost": (full_model, full_threshold)}
+                if full_choice.winner == "full-data":
                     model, threshold, fitted = full_model, full_threshold, full_model.members
 
         with _stage("evaluate", seconds, f"test split, threshold {threshold.value:.3f} from {threshold.source}"):
@@ -333,6 +334,14 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             kept = kept_features(fitted[0])
             # the best member's own probabilities, for the before/after calibration plot
             raw = summaries.get("raw")
+            # with a full-data fit, both candidates' test metrics, for the report only (the choice was
+            # made on the validation split): what every row bought over the sample
+            test_by_model = {name: (test if other is model else evaluation_from(
+                summarise_on_cluster(test_ddf, other, features, client, (t.value,)), t.value))
+                for name, (other, t) in others.items()}
+            for name, ev in test_by_model.items():
+                log.info("test of the %s: ROC AUC %.4f, PR AUC %.4f, Brier %.4f", name, ev.metrics["roc_auc"],
+                         ev.metrics["pr_auc"], ev.metrics["brier"])
             importance = None
             if job.evaluation.plots:
                 sample = sample_rows(test_ddf, rows["test"], job.evaluation.permutation_rows, job.seed, client)
@@ -359,7 +368,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                 log_family(job, fam, res)
             log_champion(job, dataset.manifest, families, champion, test, rows, threshold, kept,
                          registered=_registered_rows(rows, finalized, full_won))
-            log_row_notes(notes, rows, split.validation, full_choice)
+            log_row_notes(notes, rows, split.validation, full_choice, test_by_model)
             if job.evaluation.plots:
                 log_plots(job, families, test, importance, raw, champion.calibration.method)
             reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, champion.oof_proba, y.to_numpy(),
@@ -384,6 +393,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         result = TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}/{version}",
                              version, dataset, families, champion, threshold, test, rows, kept, registered, seconds,
                              feature_sums=sums.groups, promotion=promotion, full_data=full_choice, row_notes=notes,
+                             test_by_model=test_by_model,
                              validation=split.validation)
         graph = train_graph(job, result)
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],

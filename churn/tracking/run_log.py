@@ -211,10 +211,12 @@ def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchRes
         mlflow.log_artifact(_cv_table(families[champion.members[0]], tmp), "search")
 
 
-def log_row_notes(notes: dict[str, str], rows: dict[str, int], validation: float, choice: Any) -> None:
+def log_row_notes(notes: dict[str, str], rows: dict[str, int], validation: float, choice: Any,
+                  test_by_model: dict[str, Evaluation] | None = None) -> None:
     """Every fit that saw fewer rows than its split holds, and why (params ``rows_<what>``: "n of N
     ..."); the validation fraction used; with a full-data fit, which model won on the validation
-    split, by how much, and on how many rows each was fitted."""
+    split, by how much, and on how many rows each was fitted, and both models' test metrics
+    (``test_<metric>_full_data``, ``test_<metric>_sample_champion``: reported, never chosen on)."""
     mlflow.log_params({"validation_fraction_used": validation,
                        **{f"rows_{k.replace('-', '_')}"[:250]: v[:6000] for k, v in notes.items()}})
     mlflow.log_metrics({"validation_rows": rows.get("validation", 0)})
@@ -226,6 +228,9 @@ def log_row_notes(notes: dict[str, str], rows: dict[str, int], validation: float
                         f"validation_{choice.scoring}_sample_champion": choice.sample_score,
                         "full_data_margin": choice.margin, "full_data_rows": choice.full_rows,
                         "sample_champion_rows": choice.sample_rows, "full_data_seconds": choice.seconds})
+    for name, ev in (test_by_model or {}).items():
+        suffix = "full_data" if name.startswith("full") else "sample_champion"
+        mlflow.log_metrics({f"test_{k}_{suffix}": ev.metrics[k] for k in ("roc_auc", "pr_auc", "brier", "log_loss")})
 
 
 def log_plots(job: JobSpec, families: dict[str, SearchResult], test: Evaluation,
