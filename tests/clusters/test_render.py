@@ -36,9 +36,6 @@ from tests.conftest import ROOT
 CLUSTER = ROOT / "cluster"
 
 
-def _churn(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "churn.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
 
 
 @pytest.mark.parametrize("name, cls", [("local", LocalClusterSpec), ("address", AddressSpec), ("ssh", SSHSpec),
@@ -229,14 +226,14 @@ def test_a_missing_extra_names_the_pip_command():
 
 
 @pytest.mark.cluster
-def test_cluster_render_command(tmp_path):
+def test_cluster_render_command(forked_churn, tmp_path):
     """`churn cluster render` prints the manifest; a spec with an error exits 2 naming the key."""
-    ok = _churn("cluster", "render", str(CLUSTER / "kubernetes.yaml"), "--set", "n_workers=7")
+    ok = forked_churn.run("cluster", "render", str(CLUSTER / "kubernetes.yaml"), "--set", "n_workers=7")
     assert ok.returncode == 0, ok.stderr
     assert yaml.safe_load(ok.stdout)["spec"]["worker"]["replicas"] == 7
     bad = tmp_path / "slurm.yaml"
     bad.write_text("kind: slurm\ncores: 0\nmemory: 8GiB\n")
-    out = _churn("cluster", "render", str(bad))
+    out = forked_churn.run("cluster", "render", str(bad))
     assert out.returncode == 2 and "slurm.cores" in out.stderr, out.stderr
 
 
