@@ -7,8 +7,9 @@ CLI and the train job, and starts no thread), and each :meth:`ForkedChurn.run` f
 child is a process of its own (own pid, working directory, stdin from /dev/null, stdout and
 stderr files) running the same ``main()`` as ``python -m churn.cli``, exiting with its exit code;
 an exception that escapes prints its traceback and exits 1, as the interpreter does, and the
-``atexit`` handlers run. Environment changes are not supported: settings read at import time
-would not see them; use a subprocess for those.
+``atexit`` handlers run. ``env`` replaces the child's environment, and dask's config is collected
+again from it (``DASK_CHURN__...`` settings); a library that reads a variable at import time only
+would not see it, so keep to the ones churn, dask and MLflow read when they are used.
 """
 
 from __future__ import annotations
@@ -26,16 +27,22 @@ import tempfile
 import traceback
 from pathlib import Path
 
+import dask.config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _child(args: list[str], cwd: str, out: str, err: str) -> None:
+def _child(args: list[str], cwd: str, out: str, err: str, env: dict[str, str] | None) -> None:
     """In the forked child: run the CLI like ``python -m churn.cli ARGS`` and exit with its code
     (never return into the server's loop)."""
     code = 1
     try:
         os.setsid()  # its own process group, as a subprocess started with start_new_session
         os.chdir(cwd)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+            dask.config.refresh()  # DASK_* variables of the new environment, churn.yaml's defaults under them
         for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, out, os.O_WRONLY), (2, err, os.O_WRONLY)):
             new = os.open(path, mode)
             os.dup2(new, fd)
@@ -73,7 +80,7 @@ def serve() -> None:
         req = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _child(req["args"], req["cwd"], req["out"], req["err"])
+            _child(req["args"], req["cwd"], req["out"], req["err"], req["env"])
         print(pid, flush=True)
         _, status = os.waitpid(pid, 0)
         print(os.waitstatus_to_exitcode(status), flush=True)
@@ -98,15 +105,17 @@ class ForkedChurn:
             raise subprocess.TimeoutExpired("churn (forked)", timeout)
         return self._proc.stdout.readline().strip()
 
-    def run(self, *args: str, cwd: Path | str = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-        """``churn ARGS`` in a forked child; its exit code, stdout and stderr as from ``subprocess.run``."""
+    def run(self, *args: str, cwd: Path | str = ROOT, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """``churn ARGS`` in a forked child (``env``: its whole environment; None: the server's, which
+        is the suite's at its start); its exit code, stdout and stderr as from ``subprocess.run``."""
         assert self._proc.stdin is not None
         self._n += 1
         out, err = Path(self._tmp.name, f"{self._n}.out"), Path(self._tmp.name, f"{self._n}.err")
         out.touch()
         err.touch()
         self._proc.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "out": str(out),
-                                           "err": str(err)}) + "\n")
+                                           "err": str(err), "env": env}) + "\n")
         self._proc.stdin.flush()
         pid = int(self._line(60))
         try:
