@@ -113,9 +113,9 @@ def test_a_worker_killed_during_ingest_changes_nothing(three_workers, tmp_path):
     undisturbed ingest of the same files (re-run blocks overwrite, never add)."""
     address, workers = three_workers
     src = tmp_path / "gen"
-    generate(src, rows=300_000, files=2, seed=5, dirty=0.01)
-    calm_job = job_spec(tmp_path / "calm", f"{src}/*.csv", "data.blocksize=2MiB")
-    hit_job = job_spec(tmp_path / "hit", f"{src}/*.csv", "data.blocksize=2MiB")
+    generate(src, rows=150_000, files=2, seed=5, dirty=0.01)  # with 1 MiB blocks: as many blocks as 300k rows in 2 MiB
+    calm_job = job_spec(tmp_path / "calm", f"{src}/*.csv", "data.blocksize=1MiB")
+    hit_job = job_spec(tmp_path / "hit", f"{src}/*.csv", "data.blocksize=1MiB")
     with cluster_client(address=address) as client:
         client.wait_for_workers(3, timeout=60)
         t0 = time.monotonic()
