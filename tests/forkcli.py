@@ -7,8 +7,8 @@ CLI and the train job, and starts no thread), and each :meth:`ForkedChurn.run` f
 child is a process of its own (own pid, working directory, stdin from /dev/null, stdout and
 stderr files) running the same ``main()`` as ``python -m churn.cli``, exiting with its exit code;
 an exception that escapes prints its traceback and exits 1, as the interpreter does, and the
-``atexit`` handlers run. ``env`` replaces the child's environment, and dask's config is collected
-again from it (``DASK_CHURN__...`` settings); a library that reads a variable at import time only
+``atexit`` handlers run. The child's environment is the caller's (or ``env``), and dask's config
+is collected again from it (``DASK_CHURN__...`` settings); a library that reads a variable at import time only
 would not see it, so keep to the ones churn, dask and MLflow read when they are used.
 """
 
@@ -107,15 +107,16 @@ class ForkedChurn:
 
     def run(self, *args: str, cwd: Path | str = ROOT, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """``churn ARGS`` in a forked child (``env``: its whole environment; None: the server's, which
-        is the suite's at its start); its exit code, stdout and stderr as from ``subprocess.run``."""
+        """``churn ARGS`` in a forked child (``env``: its whole environment; None: this process's
+        now, as a subprocess inherits it); its exit code, stdout and stderr as from ``subprocess.run``."""
         assert self._proc.stdin is not None
         self._n += 1
         out, err = Path(self._tmp.name, f"{self._n}.out"), Path(self._tmp.name, f"{self._n}.err")
         out.touch()
         err.touch()
         self._proc.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "out": str(out),
-                                           "err": str(err), "env": env}) + "\n")
+                                           "err": str(err),
+                                           "env": dict(os.environ) if env is None else env}) + "\n")
         self._proc.stdin.flush()
         pid = int(self._line(60))
         try:
