@@ -24,7 +24,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import dask.config
@@ -105,10 +107,9 @@ class ForkedChurn:
             raise subprocess.TimeoutExpired("churn (forked)", timeout)
         return self._proc.stdout.readline().strip()
 
-    def run(self, *args: str, cwd: Path | str = ROOT, timeout: float = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """``churn ARGS`` in a forked child (``env``: its whole environment; None: this process's
-        now, as a subprocess inherits it); its exit code, stdout and stderr as from ``subprocess.run``."""
+    def start(self, *args: str, cwd: Path | str = ROOT, env: dict[str, str] | None = None) -> ForkedProcess:
+        """Start ``churn ARGS`` in a forked child (``env``: its whole environment; None: this process's
+        now, as a subprocess inherits it); the server takes the next command once this one ended."""
         assert self._proc.stdin is not None
         self._n += 1
         out, err = Path(self._tmp.name, f"{self._n}.out"), Path(self._tmp.name, f"{self._n}.err")
@@ -118,14 +119,17 @@ class ForkedChurn:
                                            "err": str(err),
                                            "env": dict(os.environ) if env is None else env}) + "\n")
         self._proc.stdin.flush()
-        pid = int(self._line(60))
+        return ForkedProcess(self, int(self._line(60)), out, err)
+
+    def run(self, *args: str, cwd: Path | str = ROOT, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """``churn ARGS`` run to its end; its exit code, stdout and stderr as from ``subprocess.run``."""
+        proc = self.start(*args, cwd=cwd, env=env)
         try:
-            code = int(self._line(timeout))
-        except subprocess.TimeoutExpired:
-            os.killpg(pid, signal.SIGKILL)  # the server reaps it and answers; a new request waits for that
-            self._line(60)
-            raise
-        return subprocess.CompletedProcess(["churn", *args], code, out.read_text(), err.read_text())
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            proc.kill()
+        return subprocess.CompletedProcess(["churn", *args], proc.returncode, out, err)
 
     def close(self) -> None:
         if self._proc.stdin is not None:
@@ -140,3 +144,49 @@ class ForkedChurn:
 
 if __name__ == "__main__":
     serve()
+
+
+class ForkedProcess:
+    """A forked ``churn`` command, read like a ``subprocess.Popen`` with ``stderr=PIPE``: iterate
+    :attr:`stderr` for its lines as they come, :meth:`communicate`, :meth:`kill`, :attr:`returncode`."""
+
+    def __init__(self, server: ForkedChurn, pid: int, out: Path, err: Path) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._server, self._out = server, out
+        self.stderr = self._lines(err)
+
+    def poll(self) -> int | None:
+        """The exit code once the command ended, else None (without waiting)."""
+        if self.returncode is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.returncode = int(self._server._line(0))
+        return self.returncode
+
+    def _lines(self, path: Path) -> Iterator[str]:
+        """stderr's lines as they are written, until the command ended and all is read."""
+        with path.open("rb") as file:
+            pending = b""
+            while True:
+                pending += file.readline()
+                if pending.endswith(b"\n"):
+                    yield pending.decode(errors="replace")
+                    pending = b""
+                elif self.poll() is not None:  # ended: what it wrote since, and nothing more comes
+                    yield from (pending + file.read()).decode(errors="replace").splitlines(keepends=True)
+                    return
+                else:
+                    time.sleep(0.02)
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        """Wait for the end (TimeoutExpired after ``timeout`` s); stdout, and the stderr not yet read."""
+        if self.returncode is None:
+            self.returncode = int(self._server._line(timeout))
+        return self._out.read_text(), "".join(self.stderr)
+
+    def kill(self) -> None:
+        """SIGKILL its process group if it still runs (the server reaps it and answers)."""
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.returncode = int(self._server._line(60))
