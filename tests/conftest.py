@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TELCO = ROOT / "data" / "telco" / "Telco-Customer-Churn.csv"
 MLC = ROOT / "data" / "mlc" / "mlc_churn.csv"
 
-CLUSTER_FIXTURES = {"client", "scheduler_address", "mlflow_server"}
+CLUSTER_FIXTURES = {"client", "scheduler_address", "mlflow_server", "forked_churn"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,6 +34,17 @@ def client():
     spec = LocalClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard_address=None)
     with cluster_client(spec) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def forked_churn():
+    """`churn` commands in processes forked from one that imported churn once (:mod:`tests.forkcli`)."""
+    from tests.forkcli import ForkedChurn
+    server = ForkedChurn()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="session")

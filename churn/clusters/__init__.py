@@ -3,7 +3,8 @@
 One module per cluster kind (as dask-jobqueue has one class per queueing system): :mod:`.local`,
 :mod:`.address`, :mod:`.ssh`, :mod:`.slurm`, :mod:`.kubernetes`. Each opens a client on an
 ``ExitStack`` and renders what it would launch. :func:`cluster_client` always closes what it
-started, also when startup fails half-way.
+started, also when startup fails half-way. :mod:`.collective`: what an ``xgboost.dask`` fit
+needs from the spec (:func:`xgboost_collective`, :func:`worker_threads`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from churn.clusters import kubernetes as kubernetes_kind
 from churn.clusters import local as local_kind
 from churn.clusters import slurm as slurm_kind
 from churn.clusters import ssh as ssh_kind
+from churn.clusters.collective import worker_threads, xgboost_collective
 from churn.clusters.errors import ClusterError
 from churn.clusters.watch import WorkerWatch
 from churn.config import AddressSpec, ClusterSpec, LocalClusterSpec, setting
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterError", "cluster_client", "dashboard_link", "render"]
+__all__ = ["ClusterError", "cluster_client", "dashboard_link", "render", "worker_threads", "xgboost_collective"]
 
 KINDS: dict[str, ModuleType] = {"local": local_kind, "address": address_kind, "ssh": ssh_kind,
                                 "slurm": slurm_kind, "kubernetes": kubernetes_kind}

@@ -16,10 +16,12 @@ import yaml
 from distributed import Client
 
 from churn.clusters import address
+from churn.clusters.collective import tracker_note, worker_threads
 from churn.clusters.errors import ClusterError, close_on_exit, wait_for_first_worker
 from churn.clusters.extras import require
 from churn.clusters.tuning import worker_environ
 from churn.config import AddressSpec, KubernetesSpec, setting
+from churn.config.cluster import port_range
 
 TLS_DIR = "/etc/dask/tls"  # where the pods see the Secret's ca.crt, tls.crt and tls.key
 
@@ -52,8 +54,22 @@ def _add_tls(out: dict[str, Any], spec: KubernetesSpec) -> None:
     worker["env"].append({"name": "DASK_SCHEDULER_ADDRESS", "value": f"tls://{spec.name}-scheduler:8786"})
 
 
+def _add_xgboost(out: dict[str, Any], spec: KubernetesSpec) -> None:
+    """Each worker gets ``--nthreads`` (:func:`worker_threads`: XGBoost's nthread there); a fixed
+    tracker port is declared on the scheduler container (``xgb-tracker``: the worker pods connect to
+    the scheduler pod's IP there, so a NetworkPolicy can allow it by name)."""
+    worker = out["spec"]["worker"]["spec"]["containers"][0]
+    worker["args"] = [*worker["args"], "--nthreads", str(worker_threads(spec))]
+    low, high = port_range(spec.xgboost.tracker_port)
+    if low == high != 0:
+        scheduler = out["spec"]["scheduler"]["spec"]["containers"][0]
+        scheduler["ports"] = [*scheduler.get("ports", []),
+                              {"name": "xgb-tracker", "containerPort": low, "protocol": "TCP"}]
+
+
 def manifest(spec: KubernetesSpec) -> dict[str, Any]:
-    """The DaskCluster manifest, as dask-kubernetes' ``make_cluster_spec`` writes it."""
+    """The DaskCluster manifest, as dask-kubernetes' ``make_cluster_spec`` writes it, with the
+    worker threads and XGBoost's tracker port (:func:`_add_xgboost`)."""
     operator = require("dask_kubernetes.operator", "k8s", "kubernetes")
     resources = {"requests": {"cpu": spec.cpu, "memory": spec.memory},
                  "limits": {"cpu": spec.cpu, "memory": spec.memory}}
@@ -61,6 +77,7 @@ def manifest(spec: KubernetesSpec) -> dict[str, Any]:
                                      resources=resources, env={**worker_environ(), **spec.env})
     if spec.namespace:
         out["metadata"]["namespace"] = spec.namespace
+    _add_xgboost(out, spec)
     if spec.tls is not None:
         _add_tls(out, spec)
     return out
@@ -107,6 +124,7 @@ class _NoAliases(yaml.SafeDumper):
 def render(spec: KubernetesSpec) -> str:
     """The DaskCluster manifest as YAML (``kubectl apply -f`` takes it as it is)."""
     text = yaml.dump(manifest(spec), Dumper=_NoAliases, sort_keys=False)
+    text = "# " + tracker_note(spec.xgboost, "the scheduler pod's IP") + "\n" + text
     if spec.tls is not None:
         text = f"# the driver connects to {scheduler_address(spec)} with CA {spec.tls.ca_file}, " \
                f"certificate {spec.tls.cert}\n{text}"

@@ -9,6 +9,7 @@ from typing import Any
 
 from distributed import Client
 
+from churn.clusters.collective import tracker_note
 from churn.clusters.errors import ClusterError, close_on_exit, wait_for_first_worker
 from churn.clusters.extras import require
 from churn.clusters.security import security_for
@@ -46,9 +47,11 @@ def open_client(spec: SlurmSpec, stack: contextlib.ExitStack) -> Client:
 
 def render(spec: SlurmSpec) -> str:
     """The sbatch script of one worker job, as dask-jobqueue writes it (scheduler address filled
-    in at launch), and how many are submitted."""
+    in at launch; ``--nthreads``: cores / processes, XGBoost's nthread on each worker), how many
+    are submitted, and where an ``xgboost.dask`` fit's tracker listens."""
     require("dask_jobqueue.slurm", "slurm", "slurm")  # before the import: a clear message when missing
     from dask_jobqueue.slurm import SLURMJob
     scheme = "tls" if spec.tls else "tcp"
     script = SLURMJob(scheduler=f"{scheme}://SCHEDULER:8786", **_job_options(spec)).job_script()
-    return f"# sbatch x {spec.jobs} (SCHEDULER: this host, known once the scheduler starts)\n{script}"
+    return (f"# sbatch x {spec.jobs} (SCHEDULER: this host, known once the scheduler starts)\n"
+            f"# {tracker_note(spec.xgboost, 'this host')}\n{script}")

@@ -11,6 +11,7 @@ from churn.config.cluster import (
     SlurmSpec,
     SSHSpec,
     TLSSpec,
+    XGBoostSpec,
 )
 from churn.config.errors import ConfigError
 from churn.config.job import (
@@ -34,7 +35,7 @@ from churn.config.settings import setting
 
 __all__ = [
     "AddressSpec", "CategoricalRule", "ClusterSpec", "KubernetesSpec", "LocalClusterSpec", "SlurmSpec", "SSHSpec",
-    "TLSSpec", "ConfigError", "DataSpec", "EconomicsSpec", "EvaluationSpec", "JobSpec",
+    "TLSSpec", "XGBoostSpec", "ConfigError", "DataSpec", "EconomicsSpec", "EvaluationSpec", "JobSpec",
     "ModelSpec", "MonitorSpec", "NumericRule", "ScoreSpec", "SearchSpec", "SelectionSpec", "SplitSpec",
     "TableSchema", "ThresholdSpec", "TrackingSpec", "apply_overrides", "load_cluster", "load_job",
     "load_monitor_job", "load_score_job", "setting",

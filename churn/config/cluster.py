@@ -105,6 +105,43 @@ class SSHSpec(Strict):
     tls: TLSSpec | None = None
 
 
+class XGBoostSpec(Strict):
+    """What ``xgboost.dask`` needs from a cluster besides Dask's own ports: its collective's tracker.
+
+    XGBoost starts the tracker on the scheduler's host at each ``xgboost.dask`` fit; every worker
+    connects to it there (and the workers to one another, on ports they pick, as Dask's workers
+    already do). ``tracker_host``: the address it listens on, which the workers reach; None: the
+    host of the scheduler's own address (the one the workers already reach the scheduler at).
+    ``tracker_port``: 0, the OS picks a free port (open its ephemeral range,
+    ``net.ipv4.ip_local_port_range``, from the workers to the scheduler's host); a port; or a
+    range ``"LOW-HIGH"``, the first free port in it (open that range). ``timeout``: seconds a
+    collective operation may take before XGBoost fails it; None: XGBoost's default.
+    """
+
+    tracker_host: str | None = Field(None, min_length=1)
+    tracker_port: int | str = 0
+    timeout: int | None = Field(None, ge=1)
+
+    @field_validator("tracker_port")
+    @classmethod
+    def _port_or_range(cls, value: int | str) -> int | str:
+        low, high = port_range(value)
+        if not 0 <= low <= high <= 65535 or (low == 0 and high != 0):
+            raise ValueError(f"expected 0, a port (1-65535) or a range LOW-HIGH of ports, got {value!r}")
+        return value
+
+
+def port_range(value: int | str) -> tuple[int, int]:
+    """``8789`` → (8789, 8789); ``"9000-9099"`` → (9000, 9099); anything else: ValueError."""
+    if isinstance(value, int):
+        return value, value
+    low, sep, high = value.partition("-")
+    try:
+        return (int(low), int(high)) if sep else (int(low), int(low))
+    except ValueError:
+        raise ValueError(f"expected 0, a port (1-65535) or a range LOW-HIGH of ports, got {value!r}") from None
+
+
 class SlurmSpec(Strict):
     """dask-jobqueue's SLURMCluster: the scheduler here, each worker group one ``sbatch`` job."""
 
@@ -124,6 +161,14 @@ class SlurmSpec(Strict):
     log_directory: str | None = None
     dashboard_address: str | None = ":8787"
     tls: TLSSpec | None = None  # the files on the shared filesystem, at the same paths on every node
+    xgboost: XGBoostSpec = Field(default_factory=XGBoostSpec)  # the tracker of an xgboost.dask fit
+
+    @model_validator(mode="after")
+    def _whole_threads(self) -> SlurmSpec:
+        if self.cores % self.processes:
+            raise ValueError(f"cores ({self.cores}) must be a multiple of processes ({self.processes}): each "
+                             "worker process gets cores / processes threads")
+        return self
 
 
 class KubernetesSpec(Strict):
@@ -136,11 +181,13 @@ class KubernetesSpec(Strict):
     n_workers: int = Field(2, ge=1)
     cpu: str = "1"
     memory: str = "4Gi"
+    threads_per_worker: int | None = Field(None, ge=1)  # None: the pod's whole CPUs (cpu rounded down, >= 1)
     env: dict[str, str] = Field(default_factory=dict)
     tls: KubernetesTLSSpec | None = None
     # with tls: where the driver reaches the scheduler; None: the scheduler's Service by name
     # (tls://NAME-scheduler.NAMESPACE:8786, reachable when churn runs inside the Kubernetes cluster)
     scheduler_address: str | None = None
+    xgboost: XGBoostSpec = Field(default_factory=XGBoostSpec)  # the tracker of an xgboost.dask fit
 
     @model_validator(mode="after")
     def _tls_address(self) -> KubernetesSpec:

@@ -13,17 +13,21 @@ import mlflow
 import pytest
 
 from tests.conftest import ROOT, TELCO
+from tests.forkcli import ForkedChurn
 
-pytestmark = pytest.mark.cluster  # each test runs the churn command in a subprocess
+pytestmark = pytest.mark.cluster  # each test runs the churn command in a process of its own
 JOB = str(ROOT / "jobs" / "train.yaml")
 
 
-def _train(tmp_path: Path, *sets: str, source: Path | str = TELCO) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "churn.cli", "train", JOB, "--set", f"data.source={source}",
-            "--set", f"data.output={tmp_path / 'ds'}", "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+def _train(churn: ForkedChurn, tmp_path: Path, *sets: str, source: Path | str = TELCO,
+           where: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``churn train`` on the default job in a forked process (:mod:`tests.forkcli`); ``where``: e.g.
+    ``--scheduler ADDRESS``, else the job starts its own LocalCluster."""
+    args = ["train", JOB, *where, "--set", f"data.source={source}", "--set", f"data.output={tmp_path / 'ds'}",
+            "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     for s in sets:
         args += ["--set", s]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return churn.run(*args, timeout=300)
 
 
 def _default_sigint() -> None:
@@ -43,28 +47,28 @@ def _telco_lines(n: int, keep=lambda line: True) -> str:
      "model.grids.logistic_regression: grid point (numeric_basis='linear', C=-1; imbalance none) is refused"),
     (["data.output=/proc/x"], "data.output: cannot write to /proc/x"),
 ])
-def test_refused_before_any_cluster_starts(tmp_path, sets, message):
+def test_refused_before_any_cluster_starts(forked_churn, tmp_path, sets, message):
     """Exit 2, the key and value in one message, no traceback, no cluster."""
-    proc = _train(tmp_path, *sets)
+    proc = _train(forked_churn, tmp_path, *sets)
     assert proc.returncode == 2, proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
     assert "Dask client ready" not in proc.stderr
 
 
-def test_an_unwritable_tracking_store_is_named_before_any_cluster(tmp_path):
+def test_an_unwritable_tracking_store_is_named_before_any_cluster(forked_churn, tmp_path):
     """A SQLite store under /proc: exit 1 at once, naming the folder, not after the search."""
-    proc = _train(tmp_path, "tracking.uri=sqlite:////proc/x/mlflow.db")
+    proc = _train(forked_churn, tmp_path, "tracking.uri=sqlite:////proc/x/mlflow.db")
     assert proc.returncode == 1, proc.stderr
     assert "tracking store sqlite:////proc/x/mlflow.db: cannot write to /proc/x" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
     assert "Dask client ready" not in proc.stderr
 
 
-def test_a_glob_matching_a_directory_is_named(tmp_path):
+def test_a_glob_matching_a_directory_is_named(forked_churn, tmp_path):
     """A folder named like a CSV file is refused by name with exit 2."""
     (tmp_path / "in" / "x.csv").mkdir(parents=True)
-    proc = _train(tmp_path, source=f"{tmp_path}/in/*.csv")
+    proc = _train(forked_churn, tmp_path, source=f"{tmp_path}/in/*.csv")
     assert proc.returncode == 2
     assert "x.csv is a directory, not a CSV file" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -76,11 +80,12 @@ def test_a_glob_matching_a_directory_is_named(tmp_path):
     (lambda: _telco_lines(400), ["search.cv=100000"],
      "search.cv=100000 needs at least 100000 rows of each class in the training split"),
 ])
-def test_too_few_rows_stop_before_the_search(tmp_path, content, sets, message):
-    """Header only, one class, or more folds than rows: exit 1 with the counts, before any search."""
+def test_too_few_rows_stop_before_the_search(forked_churn, client, tmp_path, content, sets, message):
+    """Header only, one class, or more folds than rows: exit 1 with the counts, before any search
+    (on the suite's cluster: the check is the job's, whichever cluster it runs on)."""
     src = tmp_path / "table.csv"
     src.write_text(content())
-    proc = _train(tmp_path, *sets, source=src)
+    proc = _train(forked_churn, tmp_path, *sets, source=src, where=("--scheduler", client.scheduler.address))
     assert proc.returncode == 1, proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
@@ -120,11 +125,11 @@ def test_a_stopped_run_is_marked_failed_with_one_line(tmp_path, how):
     assert run.data.tags["churn.stage"] == "search"
 
 
-def test_a_binary_source_is_named_before_any_cluster(tmp_path):
+def test_a_binary_source_is_named_before_any_cluster(forked_churn, tmp_path):
     """A binary file in place of the CSV: exit 2, the file named, no traceback."""
     src = tmp_path / "upload.csv"
     src.write_bytes(bytes(range(256)) * 64)
-    proc = _train(tmp_path, source=src)
+    proc = _train(forked_churn, tmp_path, source=src)
     assert proc.returncode == 2, proc.stderr
     assert "upload.csv: binary data (NUL bytes), not CSV text" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr

@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import MLC, ROOT
 
-pytestmark = pytest.mark.cluster  # each test runs the churn command in a subprocess
+pytestmark = pytest.mark.cluster  # each test runs the churn command in a process of its own
 
 
-def _churn(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "churn.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+@pytest.fixture
+def _churn(forked_churn) -> Callable[..., subprocess.CompletedProcess]:
+    """``churn ARGS`` in a forked process (:mod:`tests.forkcli`)."""
+    def run(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+        return forked_churn.run(*args, cwd=cwd, timeout=300)
+    return run
 
 
-def test_generate_then_ingest_reports_the_expected_counts(tmp_path):
+def test_generate_then_ingest_reports_the_expected_counts(_churn, tmp_path):
     """`churn generate --dirty` then `churn ingest`: the summary shows the counts in expected.json."""
     out = tmp_path / "gen"
     gen = _churn("generate", "--rows", "3000", "--files", "2", "--out", str(out), "--seed", "3", "--dirty", "0.02")
@@ -33,7 +36,7 @@ def test_generate_then_ingest_reports_the_expected_counts(tmp_path):
     assert re.search(rf"rows quarantined\s+│\s+{expected['rows_quarantined']:,}\s", ing.stdout)
 
 
-def test_generate_telecom_large_writes_its_truth_and_refuses_faults(tmp_path):
+def test_generate_telecom_large_writes_its_truth_and_refuses_faults(_churn, tmp_path):
     """`churn generate --shape telecom-large` writes CSVs and truth.parquet; an unknown shape or
     --dirty with it exits 2 with one line."""
     out = tmp_path / "large"
@@ -48,7 +51,7 @@ def test_generate_telecom_large_writes_its_truth_and_refuses_faults(tmp_path):
     assert dirty.returncode == 2 and "--dirty injects faults into the telco shape only" in dirty.stderr
 
 
-def test_ingest_with_drifted_header_exits_2_naming_file_and_column(tmp_path):
+def test_ingest_with_drifted_header_exits_2_naming_file_and_column(_churn, tmp_path):
     """A renamed column: exit code 2, one message with the file and the column, no cluster."""
     src = tmp_path / "mlc.csv"
     text = MLC.read_text().replace("total_day_calls", "day_calls", 1)
@@ -61,7 +64,7 @@ def test_ingest_with_drifted_header_exits_2_naming_file_and_column(tmp_path):
     assert "Dask client ready" not in proc.stderr
 
 
-def test_schema_infer_prints_a_schema_block():
+def test_schema_infer_prints_a_schema_block(_churn):
     """`churn schema infer` prints YAML naming the id, the label and typed columns."""
     proc = _churn("schema", "infer", str(ROOT / "data" / "telco" / "Telco-Customer-Churn.csv"))
     assert proc.returncode == 0, proc.stderr

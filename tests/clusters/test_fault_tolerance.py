@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import CancelledError
@@ -114,9 +112,9 @@ def test_a_worker_killed_during_ingest_changes_nothing(three_workers, tmp_path):
     undisturbed ingest of the same files (re-run blocks overwrite, never add)."""
     address, workers = three_workers
     src = tmp_path / "gen"
-    generate(src, rows=300_000, files=2, seed=5, dirty=0.01)
-    calm_job = job_spec(tmp_path / "calm", f"{src}/*.csv", "data.blocksize=2MiB")
-    hit_job = job_spec(tmp_path / "hit", f"{src}/*.csv", "data.blocksize=2MiB")
+    generate(src, rows=150_000, files=2, seed=5, dirty=0.01)  # with 1 MiB blocks: as many blocks as 300k rows in 2 MiB
+    calm_job = job_spec(tmp_path / "calm", f"{src}/*.csv", "data.blocksize=1MiB")
+    hit_job = job_spec(tmp_path / "hit", f"{src}/*.csv", "data.blocksize=1MiB")
     with cluster_client(address=address) as client:
         client.wait_for_workers(3, timeout=60)
         t0 = time.monotonic()
@@ -146,18 +144,20 @@ def test_a_worker_killed_during_ingest_changes_nothing(three_workers, tmp_path):
     (0, "no Dask worker for 3s (churn.cluster.no-workers-timeout)"),  # a scheduler whose workers never came
     (2, "the cluster lost every worker, and with them the data the job had sent"),  # killed among the fits
 ])
-def test_all_workers_gone_fails_within_the_timeout(tmp_path, telco_subset, workers_at_start, message):
+def test_all_workers_gone_fails_within_the_timeout(forked_churn, tmp_path, telco_subset, workers_at_start, message):
     """A cluster without workers (none came, or all were killed among the fits): `churn train` stops
     within the configured no-workers timeout, or at once when the data it sent went with the
     workers, with one line saying so (exit 1) instead of waiting for ever; its run ends FAILED."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with dask_processes(tmp_path, workers_at_start) as (address, workers):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "churn.cli", "train", str(ROOT / "jobs" / "train.yaml"), "--scheduler", address,
-             "--set", f"data.source={telco_subset}", "--set", f"data.output={tmp_path / 'ds'}",
-             "--set", f"tracking.uri={store}", "--set", "model.families=[random_forest]"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "DASK_CHURN__CLUSTER__NO_WORKERS_TIMEOUT": "3s"})
+        if workers:  # the job starts at once (no interpreter to start): its workers must be there already
+            with Client(address, set_as_default=False) as waiter:
+                waiter.wait_for_workers(len(workers), timeout=120)
+        proc = forked_churn.start(  # churn train in a process forked from one that imported churn (tests.forkcli)
+            "train", str(ROOT / "jobs" / "train.yaml"), "--scheduler", address,
+            "--set", f"data.source={telco_subset}", "--set", f"data.output={tmp_path / 'ds'}",
+            "--set", f"tracking.uri={store}", "--set", "model.families=[random_forest]",
+            cwd=ROOT, env={**os.environ, "DASK_CHURN__CLUSTER__NO_WORKERS_TIMEOUT": "3s"})
         lines: list[str] = []
         for line in proc.stderr:  # until the search starts, or until the job waits for workers
             lines.append(line)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from distributed import Client
 
-from churn.clusters import ClusterError, render
+from churn.clusters import ClusterError, render, worker_threads
 from churn.clusters.extras import require
 from churn.clusters.security import security_for, tls_config
 from churn.clusters.tuning import nanny_config
@@ -36,9 +36,6 @@ from tests.conftest import ROOT
 CLUSTER = ROOT / "cluster"
 
 
-def _churn(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "churn.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
 
 
 @pytest.mark.parametrize("name, cls", [("local", LocalClusterSpec), ("address", AddressSpec), ("ssh", SSHSpec),
@@ -229,14 +226,14 @@ def test_a_missing_extra_names_the_pip_command():
 
 
 @pytest.mark.cluster
-def test_cluster_render_command(tmp_path):
+def test_cluster_render_command(forked_churn, tmp_path):
     """`churn cluster render` prints the manifest; a spec with an error exits 2 naming the key."""
-    ok = _churn("cluster", "render", str(CLUSTER / "kubernetes.yaml"), "--set", "n_workers=7")
+    ok = forked_churn.run("cluster", "render", str(CLUSTER / "kubernetes.yaml"), "--set", "n_workers=7")
     assert ok.returncode == 0, ok.stderr
     assert yaml.safe_load(ok.stdout)["spec"]["worker"]["replicas"] == 7
     bad = tmp_path / "slurm.yaml"
     bad.write_text("kind: slurm\ncores: 0\nmemory: 8GiB\n")
-    out = _churn("cluster", "render", str(bad))
+    out = forked_churn.run("cluster", "render", str(bad))
     assert out.returncode == 2 and "slurm.cores" in out.stderr, out.stderr
 
 
@@ -255,3 +252,62 @@ def test_malloc_settings_can_be_left_to_distributed():
     with dask.config.set({"churn.cluster.worker-mmap-threshold": None, "churn.cluster.worker-trim-threshold": None}):
         text = render(SlurmSpec.model_validate(yaml.safe_load((ROOT / "cluster" / "slurm.yaml").read_text())))
     assert "MALLOC_" not in text
+
+
+def _slurm(**changes) -> SlurmSpec:
+    return SlurmSpec.model_validate({**yaml.safe_load((CLUSTER / "slurm.yaml").read_text()), **changes})
+
+
+def _kubernetes(**changes) -> KubernetesSpec:
+    return KubernetesSpec.model_validate({**yaml.safe_load((CLUSTER / "kubernetes.yaml").read_text()), **changes})
+
+
+def test_slurm_renders_where_the_xgboost_tracker_listens():
+    """The sbatch render says where an xgboost.dask fit's tracker listens and what to open; each
+    worker runs cores / processes threads (XGBoost's nthread there)."""
+    default = render(_slurm())
+    assert default.splitlines()[1] == ("# xgboost.dask tracker: the host of the scheduler's address (this host), "
+                                       "a port the OS picks (open its ephemeral range from the workers)")
+    spec = _slurm(xgboost={"tracker_host": "10.1.0.5", "tracker_port": "9000-9099", "timeout": 600})
+    text = render(spec)
+    assert text.splitlines()[1] == ("# xgboost.dask tracker: 10.1.0.5, the first free port of 9000-9099 "
+                                    "(open the range from the workers)")
+    assert worker_threads(spec) == 2 and "--nthreads 2" in text.splitlines()[-1]
+    assert "port 8789 (open it from the workers)" in render(_slurm(xgboost={"tracker_port": 8789}))
+
+
+def test_kubernetes_renders_the_tracker_port_and_worker_threads():
+    """A fixed tracker port is a named port of the scheduler container (none when the OS picks one);
+    each worker pod runs --nthreads: the spec's threads_per_worker, else its whole CPUs."""
+    manifest = yaml.safe_load(render(_kubernetes(xgboost={"tracker_port": 8789})))
+    scheduler = manifest["spec"]["scheduler"]["spec"]["containers"][0]
+    assert {"name": "xgb-tracker", "containerPort": 8789, "protocol": "TCP"} in scheduler["ports"]
+    assert "tcp-comm" in [p["name"] for p in scheduler["ports"]]  # Dask's ports stay
+    args = manifest["spec"]["worker"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--nthreads") + 1] == "2"  # cpu: "2"
+    for changes, threads in (({"cpu": "500m"}, 1), ({"cpu": "3.5"}, 3), ({"cpu": "1", "threads_per_worker": 4}, 4)):
+        spec = _kubernetes(**changes)
+        args = yaml.safe_load(render(spec))["spec"]["worker"]["spec"]["containers"][0]["args"]
+        assert worker_threads(spec) == threads and args[args.index("--nthreads") + 1] == str(threads), changes
+    for port in (0, "9000-9099"):  # no single port to declare
+        scheduler = yaml.safe_load(render(_kubernetes(xgboost={"tracker_port": port})))["spec"]["scheduler"]
+        assert "xgb-tracker" not in [p["name"] for p in scheduler["spec"]["containers"][0]["ports"]]
+
+
+@pytest.mark.parametrize("text, key", [
+    ("xgboost: {tracker_port: 70000}", "slurm.xgboost.tracker_port"),
+    ("xgboost: {tracker_port: '9100-9000'}", "slurm.xgboost.tracker_port"),
+    ("xgboost: {tracker_port: 'any'}", "slurm.xgboost.tracker_port"),
+    ("xgboost: {tracker_port: '0-100'}", "slurm.xgboost.tracker_port"),
+    ("xgboost: {timeout: 0}", "slurm.xgboost.timeout"),
+    ("xgboost: {tracker_host: ''}", "slurm.xgboost.tracker_host"),
+    ("xgboost: {nthread: 4}", "slurm.xgboost.nthread: unknown key"),
+    ("processes: 3", "cores (8) must be a multiple of processes (3)"),
+])
+def test_bad_xgboost_settings_are_named(tmp_path, text, key):
+    """A port out of range, a reversed or unreadable range, a zero timeout, an unknown key, or cores
+    that do not split evenly into worker threads: one ConfigError naming it."""
+    path = tmp_path / "slurm.yaml"
+    path.write_text("kind: slurm\ncores: 8\nmemory: 8GiB\n" + text + "\n")
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_cluster(path)

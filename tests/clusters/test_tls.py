@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -58,13 +56,12 @@ def test_tls_spec_errors_are_named(tmp_path, tls_files):
     assert load_cluster(spec).address == "tls://127.0.0.1:8786"
 
 
-def test_a_job_runs_on_a_tls_cluster(tmp_path: Path, tls_files):
+def test_a_job_runs_on_a_tls_cluster(forked_churn, tmp_path: Path, tls_files):
     """`churn ingest --cluster` with a TLS local spec runs the job end to end."""
     cluster = tmp_path / "tls.yaml"
     cluster.write_text(yaml.safe_dump({"kind": "local", "n_workers": 2, "memory_limit": "1GiB",
                                        "dashboard_address": None, "tls": tls_files}))
-    out = subprocess.run([sys.executable, "-m", "churn.cli", "ingest", str(ROOT / "jobs" / "ingest.yaml"),
-                          "--cluster", str(cluster), "--set", f"data.output={tmp_path / 'ds'}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = forked_churn.run("ingest", str(ROOT / "jobs" / "ingest.yaml"), "--cluster", str(cluster),
+                           "--set", f"data.output={tmp_path / 'ds'}", cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "tls://127.0.0.1" in out.stderr and "rows kept" in out.stdout

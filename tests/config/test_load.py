@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -93,11 +91,10 @@ def test_column_in_two_groups_is_refused():
     (["--set", "data.source=/nowhere.csv"], "data.source: no CSV file at '/nowhere.csv'"),
     (["--cluster", "/nowhere/cluster.yaml"], "cluster spec file not found: /nowhere/cluster.yaml"),
 ])
-def test_cli_config_errors_exit_2_before_any_cluster(args, message):
+def test_cli_config_errors_exit_2_before_any_cluster(forked_churn, args, message):
     """The CLI prints one message and exits 2 quickly: no cluster is started."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "churn.cli", "train", str(JOB), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = forked_churn.run("train", str(JOB), *args, cwd=ROOT, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Dask client ready" not in proc.stderr
@@ -105,11 +102,10 @@ def test_cli_config_errors_exit_2_before_any_cluster(args, message):
 
 
 @pytest.mark.cluster
-def test_cli_help_on_every_command():
+def test_cli_help_on_every_command(forked_churn):
     """--help works on the app and on each command."""
     for args in ([], ["train"]):
-        proc = subprocess.run([sys.executable, "-m", "churn.cli", *args, "--help"], capture_output=True,
-                              text=True, timeout=60)
+        proc = forked_churn.run(*args, "--help", timeout=60)
         assert proc.returncode == 0
         assert "Usage" in proc.stdout
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from churn.config import load_job
@@ -48,12 +45,10 @@ def test_graph_follows_the_spec():
 
 
 @pytest.mark.cluster
-def test_churn_graph_prints_mermaid():
+def test_churn_graph_prints_mermaid(forked_churn):
     """`churn graph JOB` prints the flowchart and exits 0; a bad --set exits 2."""
-    proc = subprocess.run([sys.executable, "-m", "churn.cli", "graph", str(JOB)], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    proc = forked_churn.run("graph", str(JOB), timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == to_mermaid(train_graph(load_job(JOB)))
-    bad = subprocess.run([sys.executable, "-m", "churn.cli", "graph", str(JOB), "--set", "search.folds=3"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    bad = forked_churn.run("graph", str(JOB), "--set", "search.folds=3", timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "search.folds: unknown key" in bad.stderr

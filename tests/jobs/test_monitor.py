@@ -4,7 +4,6 @@ rule set: ingest, score, monitor and the served model give the same rows the sam
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import mlflow
@@ -92,31 +91,31 @@ def test_monitor_finds_exactly_the_drifted_features(client, trained):
     assert version.tags["last_monitor_run"] == loud.run_id
 
 
-def test_monitor_exit_code_follows_the_thresholds(client, trained):
+def test_monitor_exit_code_follows_the_thresholds(forked_churn, client, trained):
     """The command exits 3 on the drifted batch (40 % of its rows on an unseen Contract level used to
     exit 0 without a word), 0 when the thresholds are switched off."""
     tmp, uri = trained
     _, shifted, _ = _batches(tmp)
-    base = [sys.executable, "-m", "churn.cli", "monitor", str(ROOT / "jobs" / "monitor.yaml"),
+    base = ["monitor", str(ROOT / "jobs" / "monitor.yaml"),
             "--scheduler", client.scheduler.address, "--set", f"data.source={shifted}", "--set",
             f"tracking.uri={uri}", "--set", f"report={tmp / 'cli-reports'}"]
-    alert = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    alert = forked_churn.run(*base, timeout=300, cwd=ROOT)
     assert alert.returncode == 3, alert.stderr
     assert "Contract" in alert.stdout and "MonthlyCharges" in alert.stdout
     assert "unknown_category:Contract" in alert.stdout  # 40 % of the rows on an unseen level
     off = [arg for name in ("psi", "prediction_psi", "roc_auc_drop", "brier_rise", "quarantined")
            for arg in ("--set", f"thresholds.{name}=null")]
-    quiet = subprocess.run(base + off, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    quiet = forked_churn.run(*base, *off, timeout=300, cwd=ROOT)
     assert quiet.returncode == 0, quiet.stderr
 
 
-def test_a_model_that_is_not_there_is_named(client, trained):
+def test_a_model_that_is_not_there_is_named(forked_churn, client, trained):
     """An alias that points nowhere: exit 2, one line naming the URI, no traceback."""
     tmp, uri = trained
-    proc = subprocess.run([sys.executable, "-m", "churn.cli", "monitor", str(ROOT / "jobs" / "monitor.yaml"),
-                           "--scheduler", client.scheduler.address, "--set", f"tracking.uri={uri}",
-                           "--set", "model_uri=models:/customer-churn@nowhere", "--set", f"report={tmp / 'r'}"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = forked_churn.run("monitor", str(ROOT / "jobs" / "monitor.yaml"),
+                            "--scheduler", client.scheduler.address, "--set", f"tracking.uri={uri}",
+                            "--set", "model_uri=models:/customer-churn@nowhere", "--set", f"report={tmp / 'r'}",
+                            timeout=300, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr
     assert "model_uri: cannot load models:/customer-churn@nowhere" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr

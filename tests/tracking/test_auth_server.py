@@ -59,7 +59,7 @@ def test_unauthenticated_requests_are_refused(auth_server, monkeypatch):
     assert PASSWORD not in str(refused.value)
 
 
-def test_credentials_in_a_spec_are_refused(monkeypatch):
+def test_credentials_in_a_spec_are_refused(forked_churn, monkeypatch):
     """A tracking URI with user:password in it, in a spec or in MLFLOW_TRACKING_URI, is an error that
     does not repeat the password."""
     with pytest.raises(ConfigError, match="tracking.uri: .*MLFLOW_TRACKING_PASSWORD") as err:
@@ -69,8 +69,8 @@ def test_credentials_in_a_spec_are_refused(monkeypatch):
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI holds credentials") as err:
         resolve_uri(TrackingSpec())
     assert PASSWORD not in str(err.value)
-    status = subprocess.run([sys.executable, "-m", "churn.cli", "status", "0" * 32], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)  # the same error from the CLI: one line, exit 2
+    status = forked_churn.run("status", "0" * 32, cwd=ROOT, timeout=120,
+                              env=dict(os.environ))  # the same error from the CLI: one line, exit 2
     assert status.returncode == 2 and "MLFLOW_TRACKING_URI holds credentials" in status.stderr, status.stderr
     assert "Traceback" not in status.stderr and PASSWORD not in status.stdout + status.stderr
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
@@ -37,12 +35,11 @@ def test_a_missing_or_foreign_store_is_named_and_nothing_is_created(tmp_path):
 
 
 @pytest.mark.cluster  # runs the churn command in a subprocess
-def test_status_without_a_store_creates_nothing(tmp_path):
+def test_status_without_a_store_creates_nothing(forked_churn, tmp_path):
     """`churn status` in a folder with no store (the default ./mlflow.db): exit 2, one line, and
     the folder stays empty (it used to get a database and an artifact folder)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    out = subprocess.run([sys.executable, "-m", "churn.cli", "status", "0" * 32], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120, env={**env, "PYTHONPATH": str(ROOT)})
+    out = forked_churn.run("status", "0" * 32, cwd=tmp_path, timeout=120, env={**env, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == f"error: no tracking store at {tmp_path / 'mlflow.db'}: there is no such file " \
                                  "(nothing was created)"

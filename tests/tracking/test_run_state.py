@@ -73,14 +73,13 @@ def _killed_driver(tmp_path: Path, store: str) -> str:
 
 
 @pytest.mark.cluster
-def test_status_marks_a_killed_driver_run_failed(tmp_path):
+def test_status_marks_a_killed_driver_run_failed(forked_churn, tmp_path):
     """`churn status` of a run whose driver was SIGKILLed: FAILED, "driver lost", exit 1."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = _killed_driver(tmp_path, store)
     assert mlflow.MlflowClient(store).get_run(run_id).info.status == "RUNNING"  # nothing else wrote it
-    out = subprocess.run([sys.executable, "-m", "churn.cli", "status", run_id, "--tracking-uri", store], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "DASK_CHURN__TRACKING__HEARTBEAT_TIMEOUT": "1s"})
+    out = forked_churn.run("status", run_id, "--tracking-uri", store, cwd=ROOT, timeout=120,
+                           env={**os.environ, "DASK_CHURN__TRACKING__HEARTBEAT_TIMEOUT": "1s"})
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAILED" in out.stdout and "driver lost" in out.stdout
     run = mlflow.MlflowClient(store).get_run(run_id)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -58,15 +56,14 @@ def stalling_server() -> Iterator[tuple[str, list[str]]]:
 
 
 @pytest.mark.cluster  # a server and a subprocess
-def test_a_stalled_tracking_server_fails_within_the_bound(stalling_server):
+def test_a_stalled_tracking_server_fails_within_the_bound(forked_churn, stalling_server):
     """`churn status` against it, with a 1 s timeout and 1 retry: exit 1 and one line within a few
     seconds (MLflow's defaults: 8 attempts of 120 s), after exactly 2 attempts at the run."""
     url, stalled = stalling_server
     env = {**os.environ, "DASK_CHURN__TRACKING__REQUEST_TIMEOUT": "1s", "DASK_CHURN__TRACKING__MAX_RETRIES": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "churn.cli", "status", "0" * 32, "--tracking-uri", url], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, env=env)
+    out = forked_churn.run("status", "0" * 32, "--tracking-uri", url, cwd=ROOT, timeout=120, env=env)
     elapsed = time.monotonic() - t0
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,13 +46,12 @@ def test_train_against_a_tracking_server(client, tmp_path, telco_subset, mlflow_
 
 
 @pytest.mark.cluster
-def test_unreachable_tracking_server_is_named_before_any_cluster():
+def test_unreachable_tracking_server_is_named_before_any_cluster(forked_churn):
     """A tracking URI where nothing listens: one message with the URI, exit code 1, no cluster."""
     with pytest.raises(TrackingError, match=r"cannot reach MLflow tracking server at http://127.0.0.1:9"):
         check_reachable("http://127.0.0.1:9", timeout=2)
-    proc = subprocess.run([sys.executable, "-m", "churn.cli", "train", str(ROOT / "jobs" / "train.yaml"),
-                           "--set", "tracking.uri=http://127.0.0.1:9"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = forked_churn.run("train", str(ROOT / "jobs" / "train.yaml"), "--set", "tracking.uri=http://127.0.0.1:9",
+                            cwd=ROOT, timeout=120)
     assert proc.returncode == 1
     assert "cannot reach MLflow tracking server at http://127.0.0.1:9" in proc.stderr
     assert "Dask client ready" not in proc.stderr
