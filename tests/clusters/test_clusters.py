@@ -41,14 +41,19 @@ def dask_processes(folder: Path, workers: int, scheduler_env: dict[str, str] | N
     procs: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
+        address = None
+        while address is None and time.monotonic() < deadline:  # the file exists before it is written
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                address = json.loads(sched_file.read_text())["address"]
             time.sleep(0.1)
         for _ in range(workers):
             procs.append(subprocess.Popen([DASK, "worker", "--scheduler-file", str(sched_file), "--host",
                                            "127.0.0.1", "--nthreads", "1", "--no-dashboard", "--memory-limit", "2GiB"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                           env=env, cwd=worker_cwd))
-        yield json.loads(sched_file.read_text())["address"], procs
+        if address is None:
+            raise RuntimeError(f"dask scheduler wrote no address to {sched_file} within 60 s")
+        yield address, procs
     finally:
         for p in [*reversed(procs), sched]:
             with contextlib.suppress(ProcessLookupError):

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.cluster  # a `dask scheduler` and a `dask worker` proce
 
 ONE_CANDIDATE = ["search.cv=2", "search.repeats=1", "model.families=[logistic_regression]",
                  "model.grids={logistic_regression: {C: [1.0]}}", "model.feature_sums=false",
-                 "evaluation.plots=false"]
+                 "evaluation.plots=false", "model.finalize=false"]
 
 
 @pytest.fixture(scope="module")
