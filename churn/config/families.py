@@ -59,6 +59,18 @@ def spelled(param: str) -> str:
     return next((k for k, v in PIPELINE_KEYS.items() if v == param), param.removeprefix("model__"))
 
 
+# searched pipeline steps that no grid names: as the job spells them (model.imbalance, model.selection)
+STEP_NAMES = {"resample__method": "resample", "select_corr__threshold": "correlation_threshold",
+              "select_importance__threshold": "importance_threshold"}
+
+
+def readable(param: str) -> str:
+    """A searched pipeline parameter as a person reads it, for MLflow param names: the job's
+    spelling (``encode__num__basis__kind`` → ``numeric_basis``, ``model__C`` → ``C``,
+    ``resample__method`` → ``resample``); any other step's path with dots (``a__b`` → ``a.b``)."""
+    return STEP_NAMES.get(param) or spelled(param).replace("__", ".")
+
+
 def rules(name: str) -> FamilyRules:
     """The rules of family ``name``; a clear error naming the choices for an unknown one."""
     try:

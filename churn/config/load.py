@@ -20,6 +20,7 @@ from churn.config.cluster import CLUSTER_SPEC, ClusterSpec
 from churn.config.errors import ConfigError, cut, shown
 from churn.config.job import JobSpec
 from churn.config.monitor import MonitorSpec
+from churn.config.paths import with_absolute_paths
 from churn.config.score import ScoreSpec
 from churn.config.settings import setting
 
@@ -115,18 +116,21 @@ def _load(model: type[SpecT] | TypeAdapter[Any], what: str, path: str | os.PathL
 
 
 def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> JobSpec:
-    """Build a validated :class:`JobSpec` from a YAML file and ``--set`` overrides."""
-    return _load(JobSpec, "job spec", path, overrides)
+    """Build a validated :class:`JobSpec` from a YAML file and ``--set`` overrides (local paths
+    made absolute: :mod:`churn.config.paths`)."""
+    return with_absolute_paths(_load(JobSpec, "job spec", path, overrides))
 
 
 def load_score_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ScoreSpec:
-    """Build a validated :class:`ScoreSpec` from a YAML file and ``--set`` overrides."""
-    return _load(ScoreSpec, "score job spec", path, overrides)
+    """Build a validated :class:`ScoreSpec` from a YAML file and ``--set`` overrides (local paths
+    made absolute)."""
+    return with_absolute_paths(_load(ScoreSpec, "score job spec", path, overrides))
 
 
 def load_monitor_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> MonitorSpec:
-    """Build a validated :class:`MonitorSpec` from a YAML file and ``--set`` overrides."""
-    return _load(MonitorSpec, "monitor job spec", path, overrides)
+    """Build a validated :class:`MonitorSpec` from a YAML file and ``--set`` overrides (local paths
+    made absolute)."""
+    return with_absolute_paths(_load(MonitorSpec, "monitor job spec", path, overrides))
 
 
 def load_cluster(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ClusterSpec:

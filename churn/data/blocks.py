@@ -9,16 +9,46 @@ block boundary falls. Line numbers are physical (1 = header).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 from fsspec.utils import infer_compression
 
+from churn.data.manifest import IngestError
+
 _CHUNK = 8 * 2**20
+
+
+class UnreadableError(IngestError):
+    """A worker cannot read a file the client could: one line naming the file and the worker."""
+
+
+def _where() -> str:
+    """This worker's address, or ``this process`` outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        return f"worker {get_worker().address}"
+    except (ImportError, ValueError):
+        return "this process"
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """Turn an OSError while reading ``path`` into an :class:`UnreadableError` naming it and the worker
+    (a relative path resolved in the worker's own folder, a file system the worker does not see)."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise UnreadableError(f"{path}: {_where()} cannot read it ({why}); every worker must see the data at "
+                              "the same path (a shared file system) or at a URL such as s3://") from None
 
 
 @dataclass(frozen=True)
@@ -200,6 +230,11 @@ def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:
     newline and the parse quarantines the broken line. Each block's first physical line is
     counted on the way.
     """
+    with _reading(path):
+        return _scan(path, blocksize, max_record)
+
+
+def _scan(path: str, blocksize: int, max_record: int) -> FileScan:
     fs, p = fsspec.core.url_to_fs(path)
     size = int(fs.size(p))
     with fs.open(p, "rb") as fh:
@@ -235,14 +270,15 @@ def scan_file(path: str, blocksize: int, max_record: int = 1 << 20) -> FileScan:
 def read_block_bytes(block: Block) -> bytes:
     """The bytes of ``block``: its exact record-aligned byte range; for a compressed file, the
     whole decompressed file; a UTF-16 or UTF-32 file (one block) transcoded to UTF-8."""
-    if compression(block.path):
-        with fsspec.open(block.path, "rb", compression="infer") as fh:
-            data = fh.read()
-    else:
-        fs, p = fsspec.core.url_to_fs(block.path)
-        with fs.open(p, "rb") as fh:
-            fh.seek(block.offset)
-            data = fh.read(block.length)
+    with _reading(block.path):
+        if compression(block.path):
+            with fsspec.open(block.path, "rb", compression="infer") as fh:
+                data = fh.read()
+        else:
+            fs, p = fsspec.core.url_to_fs(block.path)
+            with fs.open(p, "rb") as fh:
+                fh.seek(block.offset)
+                data = fh.read(block.length)
     wide = wide_encoding(data[:256]) if block.offset == 0 else None
     return to_utf8(data, wide) if wide else data
 

@@ -1,4 +1,9 @@
-"""Infer a starting ``schema:`` block for a job spec from a sample of a CSV file."""
+"""Infer a starting ``schema:`` block for a job spec from a sample of a CSV file.
+
+A column with blanks in the sample is ``nullable`` (numeric ``{nullable: true}``, categorical
+``{values: [...], nullable: true}``), a numeric column with no negative value in the sample gets
+``min: 0``: the block then trains on the sampled rows without quarantining any of them.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ class ColumnGuess:
     levels: list[str]
     blanks: int
     note: str = ""
+    minimum: float | None = None  # the smallest number in the sample (numeric columns)
 
 
 def _is_number(values: pd.Series) -> tuple[bool, bool]:
@@ -53,7 +59,9 @@ def infer_columns(path: str, sample_rows: int = 50_000) -> list[ColumnGuess]:
             kind, note = "categorical", f"{len(levels)} levels"
         if blanks:
             note += f"; {blanks} blank in sample"
-        guesses.append(ColumnGuess(name, kind, levels if kind in ("categorical", "label") else [], blanks, note))
+        minimum = float(pd.to_numeric(present).min()) if kind in ("integer", "float") else None
+        guesses.append(ColumnGuess(name, kind, levels if kind in ("categorical", "label") else [], blanks, note,
+                                   minimum))
     return guesses
 
 
@@ -83,14 +91,16 @@ def schema_yaml(guesses: list[ColumnGuess]) -> str:
     lines.append("  numeric:")
     for g in guesses:
         if g.kind in ("integer", "float"):
-            rule = "{integer: true}" if g.kind == "integer" else "{}"
-            if g.blanks:
-                rule = rule[:-1] + (", " if rule != "{}" else "") + "nullable: true}"
-            lines.append(f"    {g.name}: {rule}   # {g.kind}, {g.note}")
+            parts = ["integer: true"] if g.kind == "integer" else []
+            parts += ["min: 0"] if g.minimum is not None and g.minimum >= 0 else []
+            parts += ["nullable: true"] if g.blanks else []
+            lines.append(f"    {g.name}: {{{', '.join(parts)}}}   # {g.kind}, {g.note}")
     lines.append("  categorical:")
     for g in guesses:
         if g.kind == "categorical":
-            lines.append(f"    {g.name}: [{', '.join(_q(v) for v in g.levels)}]   # {g.note}")
+            levels = f"[{', '.join(_q(v) for v in g.levels)}]"
+            rule = f"{{values: {levels}, nullable: true}}" if g.blanks else levels
+            lines.append(f"    {g.name}: {rule}   # {g.note}")
     ignored = [g for g in guesses if g.kind == "text" or (g.kind == "id" and g is not (ids[0] if ids else None))]
     if ignored:
         lines.append("  ignore:")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 
 from distributed import Client, Future, fire_and_forget, worker_client
 
 from churn.clusters import ClusterError
 from churn.config import JobSpec
+from churn.config.paths import absolute_uri, with_absolute_paths
 from churn.jobs import train
 from churn.tracking.run_log import create_run
 from churn.tracking.run_state import SUBMITTED, fail_run, run_status
@@ -24,22 +24,12 @@ from churn.tracking.store import resolve_uri
 log = logging.getLogger(__name__)
 
 
-def _absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
-
-
-def _absolute_uri(uri: str) -> str:
-    if uri.startswith("sqlite:///") and not uri.removeprefix("sqlite:///").startswith("/"):
-        return "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
-    return _absolute(uri.removeprefix("file://")) if uri.startswith("file://") or "://" not in uri else uri
-
-
 def portable(job: JobSpec) -> JobSpec:
     """The job with its local paths and tracking URI made absolute: the driver runs in a worker,
     whose working directory is not this one (the files must be on a filesystem both can see)."""
-    data = job.data.model_copy(update={"source": _absolute(job.data.source), "output": _absolute(job.data.output)})
-    tracking = job.tracking.model_copy(update={"uri": _absolute_uri(resolve_uri(job.tracking))})
-    return job.model_copy(update={"data": data, "tracking": tracking})
+    job = with_absolute_paths(job)
+    tracking = job.tracking.model_copy(update={"uri": absolute_uri(resolve_uri(job.tracking))})
+    return job.model_copy(update={"tracking": tracking})
 
 
 def _first_line(exc: BaseException) -> str:

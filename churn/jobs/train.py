@@ -63,7 +63,7 @@ from churn.tracking.promotion import (
     test_rows_id,
     version_score,
 )
-from churn.tracking.registry import input_example, log_model, serving_rules
+from churn.tracking.registry import describe_version, input_example, log_model, serving_rules
 from churn.tracking.run_log import (
     log_champion,
     log_family,
@@ -75,6 +75,7 @@ from churn.tracking.run_log import (
     mark_search_reused,
     parent_run,
     set_stage,
+    version_card,
 )
 from churn.tracking.run_state import claim_run
 from churn.tracking.store import check_store, resolve_uri
@@ -378,7 +379,10 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             def register() -> str:
                 info = log_model(registered, input_example(train, schema), threshold.value,
                                  job.tracking.registered_model, schema, reference)
-                return str(info.registered_model_version)
+                version = str(info.registered_model_version)
+                describe_version(name, version, *version_card(job, dataset.manifest, champion, test, rows, threshold,
+                                                              parent.info.run_id, full_data=full_won))
+                return version
 
             # the gate scores the champion on this run's test rows as the new model was scored above
             gate = Gate(name, job.tracking.alias, scoring, gate_score(scoring, test.summary, threshold.value),

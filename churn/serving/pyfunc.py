@@ -1,12 +1,15 @@
 """The registered model: raw rows in, churn ``probability`` and 0/1 ``decision`` out.
 
 An MLflow pyfunc ``PythonModel``; the fitted pipeline is a skops artifact loaded with the
-fixed trusted-type list, the decision threshold is model config.
+fixed trusted-type list, the table's rules are the ``rules.json`` artifact, the decision threshold
+is model config.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,7 +55,8 @@ class ChurnModel(PythonModel):
         self.reference_profile = context.artifacts.get("reference_profile")
         config = context.model_config or {}
         self.threshold = float(config.get("threshold", 0.5))
-        self.rules = config.get("rules", {})
+        rules = context.artifacts.get("rules")  # rules.json; versions logged before it carry them in the config
+        self.rules = json.loads(Path(rules).read_text()) if rules else config.get("rules", {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Scores for rows that pass the table's rules; any row ingest would quarantine makes the

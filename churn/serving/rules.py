@@ -1,7 +1,7 @@
 """The table's validation rules, applied to rows sent for scoring: what ingest would quarantine
 is refused, with the column and the value named.
 
-The rules travel with the model as plain JSON (model config), so serving needs neither the
+The rules travel with the model as plain JSON (its rules.json artifact), so serving needs neither the
 job spec nor pydantic; they are the same rules ingest applies (``churn.data.validate``).
 """
 

@@ -1,12 +1,12 @@
 """The table a churn model was logged with, and the table a score or monitor job checks rows with.
 
-A churn model carries its table's rules in its model config (``rules``, written by
-:func:`churn.tracking.registry.serving_rules`): the numeric and categorical rules ``churn serve``
-checks rows with and, for models logged since, the id, the label and its values and the ignored
-columns. ``churn score`` and ``churn monitor`` check their rows with the same rules: a job
-without ``schema`` takes the model's table; a job with one must declare the same features with
-the same rules, or it is refused with the differences named (its id, label and ignored columns
-describe its own files and are kept).
+A churn model carries its table's rules in its MLmodel file's metadata (``rules``, written by
+:func:`churn.tracking.registry.serving_rules`; in its model config before): the numeric and
+categorical rules ``churn serve`` checks rows with and, for models logged since, the id, the
+label and its values and the ignored columns. ``churn score`` and ``churn monitor`` check their
+rows with the same rules: a job without ``schema`` takes the model's table; a job with one must
+declare the same features with the same rules, or it is refused with the differences named
+(its id, label and ignored columns describe its own files and are kept).
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ LEVELS_SHOWN = 3  # levels named per difference
 
 
 def logged_rules(model_uri: str) -> dict[str, Any]:
-    """The rules in the model's MLmodel file, read as YAML: none of the model's code runs."""
+    """The rules in the model's MLmodel file, read as YAML: none of the model's code runs (its
+    metadata; in versions logged before, its model config)."""
     try:
-        config = mlflow.models.get_model_info(model_uri).flavors.get("python_function", {}).get("config") or {}
+        info = mlflow.models.get_model_info(model_uri)
     except (MlflowException, OSError) as exc:
         raise ConfigError(f"model_uri: cannot load {model_uri}: {getattr(exc, 'message', exc)}") from None
-    rules = config.get("rules")
+    config = info.flavors.get("python_function", {}).get("config") or {}
+    rules = (info.metadata or {}).get("rules", config.get("rules"))
     if not isinstance(rules, dict):
-        raise ConfigError(f"model_uri: {model_uri} carries no table rules in its model config (not a churn model)")
+        raise ConfigError(f"model_uri: {model_uri} carries no table rules in its MLmodel file (not a churn model)")
     return rules
 
 

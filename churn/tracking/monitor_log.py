@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import mlflow
@@ -17,7 +18,8 @@ def log_monitoring(spec: MonitorSpec, drift: DriftResult, batch: BatchProfile, f
     """One run per check: drift and performance metrics, the report and drift.json; the model
     version gets a tag pointing at the run. Returns the run id."""
     exp_id = ensure_experiment(mlflow.get_tracking_uri(), spec.tracking.experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"monitor: {spec.name}") as run:
+    started = time.strftime("%Y-%m-%d %H:%M:%S")  # run names that tell runs apart, as a train run's
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"monitor: {spec.name} {started}") as run:
         mlflow.set_tags({"churn.kind": "monitor", "model_uri": spec.model_uri, "model_name": name or "",
                          "model_version": version or "", "alerts": len(drift.alerts),
                          "drifted_features": ",".join(drift.drifted), "not_compared": drift.note or ""})

@@ -157,7 +157,7 @@ class Gate:
     champion: str  # the alias the gate guards (tracking.alias)
     metric: str  # search.scoring
     score: float  # the new version's score on this run's test rows
-    rules: dict[str, Any]  # the new version's table rules (as in its model config)
+    rules: dict[str, Any]  # the new version's table rules (as in its MLmodel file)
     score_version: Callable[[str], float]  # a registered version's score on the same rows
     tolerance: float = field(default_factory=tolerance)
     challenger: str = field(default_factory=lambda: str(setting("registry.challenger-alias")))

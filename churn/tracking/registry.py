@@ -108,11 +108,18 @@ def signature_for(inferred: ModelSignature, schema: TableSchema) -> ModelSignatu
 def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered_name: str,
               schema: TableSchema, reference: dict[str, Any] | None = None) -> Any:
     """Log the fitted model as a pyfunc model with signature, example, the table's rules and the
-    training profile that monitoring compares batches with; register it."""
+    training profile that monitoring compares batches with; register it.
+
+    The threshold is model config (MLflow also logs it as the run's param ``threshold``); the rules
+    are the artifact ``rules`` (``rules.json``, read by the model) and the MLmodel file's metadata
+    (read by :func:`churn.tracking.model_rules.logged_rules` without running the model's code):
+    as model config, MLflow would log every rule as a run param."""
+    rules = serving_rules(schema)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pipeline.skops")
         dump_pipeline(pipeline, path)
-        artifacts = {"pipeline": path}
+        artifacts = {"pipeline": path, "rules": os.path.join(tmp, "rules.json")}
+        Path(artifacts["rules"]).write_text(json.dumps(rules, indent=1))
         if reference is not None:
             artifacts["reference_profile"] = os.path.join(tmp, "reference_profile.json")
             Path(artifacts["reference_profile"]).write_text(json.dumps(reference))
@@ -123,7 +130,8 @@ def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
-            model_config={"threshold": float(threshold), "rules": serving_rules(schema)},
+            model_config={"threshold": float(threshold)},
+            metadata={"rules": rules},
             artifacts=artifacts,
             signature=signature,
             input_example=example,
@@ -139,6 +147,14 @@ def log_model(pipeline: Any, example: pd.DataFrame, threshold: float, registered
             mlflow.MlflowClient().delete_model_version(registered_name, version)
         raise
     return info
+
+
+def describe_version(name: str, version: str, description: str, tags: dict[str, str]) -> None:
+    """Give model version ``version`` of ``name`` its description and tags (what the registry page shows)."""
+    client = mlflow.MlflowClient()
+    client.update_model_version(name, version, description=description)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:

@@ -1,11 +1,15 @@
 """The layout of a train run in MLflow.
 
-One parent run per job in the job's experiment, opened when the job starts (so a failure or a
-SIGTERM leaves it FAILED) and tagged with the stage it is in; while the job runs, its driver
-beats (:mod:`churn.tracking.run_state`), so that a driver killed without a word is found and
-its run marked FAILED later. One child run per
-model family with its ``cv_results_``; the champion's parameters, metrics, report, plots and
-the registered model on the parent.
+One parent run per job in the job's experiment, named after the job and the time it started
+(``telco-churn 2026-12-02 10:41:07``), opened when the job starts (so a failure or a SIGTERM
+leaves it FAILED) and tagged with the stage it is in; while the job runs, its driver beats
+(:mod:`churn.tracking.run_state`), so that a driver killed without a word is found and its run
+marked FAILED later. The table's rules are one artifact, ``data/rules.json``. One child run per
+model family, in the same experiment, with its best parameters and ``cv_results_``; the
+champion's parameters, metrics, report, plots and the registered model on the parent. Parameter
+names read as the job spells them (``logistic_regression.numeric_basis``,
+:func:`churn.config.families.readable`). Each registered version gets a description and tags
+saying what it is (:func:`version_card`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from churn.config import JobSpec
-from churn.config.families import imbalance_used
+from churn.config.families import imbalance_used, readable
 from churn.data.manifest import Manifest
 from churn.modeling.calibrate import STACK, Champion
 from churn.modeling.evaluate import Evaluation, Threshold
@@ -31,17 +36,23 @@ from churn.modeling.screen import SumsChoice
 from churn.modeling.search import SearchResult
 from churn.modeling.summary import ScoreSummary
 from churn.tracking import plots
+from churn.tracking.registry import serving_rules
 from churn.tracking.run_state import ERROR_TAG, STAGE_TAG, SUBMITTED, fail_lost_runs, heartbeat
 from churn.tracking.store import ensure_experiment, error_line
 
 log = logging.getLogger(__name__)
 
 
+def run_name(job: JobSpec) -> str:
+    """The parent run's name: the job's name and the local time it starts, to tell runs apart."""
+    return f"{job.name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
 def create_run(uri: str, job: JobSpec, job_file: str | None) -> str:
     """A run for a job that a driver elsewhere will resume (``churn submit``); its id."""
     exp_id = ensure_experiment(uri, job.tracking.experiment)
     client = mlflow.MlflowClient(uri)
-    run = client.create_run(exp_id, run_name=job.name, tags={STAGE_TAG: SUBMITTED})
+    run = client.create_run(exp_id, run_name=run_name(job), tags={STAGE_TAG: SUBMITTED})
     if job_file:  # beside the effective spec (job/job.yaml, with the --set values), never over it
         client.log_artifact(run.info.run_id, job_file, "job/file")
     return run.info.run_id
@@ -55,7 +66,8 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None 
     the ``churn.error`` tag."""
     exp_id = ensure_experiment(uri, job.tracking.experiment)
     fail_lost_runs(uri, exp_id)
-    start = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=exp_id, run_name=job.name)
+    start = (mlflow.start_run(run_id=run_id) if run_id
+             else mlflow.start_run(experiment_id=exp_id, run_name=run_name(job)))
     with _ended(start) as run, heartbeat(uri, run.info.run_id):
         try:
             mlflow.log_params({
@@ -66,6 +78,7 @@ def parent_run(uri: str, job: JobSpec, job_file: str | None, run_id: str | None 
                 "validation_fraction": job.split.validation,
                 **{f"economics_{k}": v for k, v in job.evaluation.economics.model_dump().items()}})
             mlflow.log_dict(job.as_dict(), "job/job.yaml")  # the effective spec
+            mlflow.log_dict(serving_rules(job.table), "data/rules.json")  # once, as the model carries them
             if job_file:  # as written, without the --set values; a file named job.yaml would replace the above
                 mlflow.log_artifact(job_file, "job/file")
             yield run
@@ -141,11 +154,16 @@ def _cv_table(res: SearchResult, folder: str) -> str:
 
 
 def log_family(job: JobSpec, fam: str, res: SearchResult) -> None:
-    """One nested run per family: its best parameters, CV score and ``cv_results_``."""
-    with mlflow.start_run(run_name=fam, nested=True):
+    """One nested run per family, in the parent's experiment and named after it and the family:
+    its best parameters (named as the job spells them), CV score and ``cv_results_``."""
+    parent = mlflow.active_run()
+    if parent is None:
+        raise RuntimeError("log_family runs inside the job's run")
+    with mlflow.start_run(run_name=f"{parent.info.run_name} / {fam}", nested=True,
+                          experiment_id=parent.info.experiment_id):
         mlflow.set_tags({"family": fam, "imbalance_searched": imbalance_used(fam, job.model.imbalance),
                          "imbalance": res.imbalance})
-        mlflow.log_params({f"best_{k.removeprefix('model__')}": v for k, v in res.best_params.items()})
+        mlflow.log_params({readable(k): v for k, v in res.best_params.items()})
         mlflow.log_metrics({f"cv_{job.search.scoring}": res.best_score, f"cv_{job.search.scoring}_std": res.std_score,
                             "search_seconds": res.seconds,
                             "search_task_seconds": res.task_seconds, "candidates": res.n_candidates, "fits": res.n_fits,
@@ -173,7 +191,7 @@ def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchRes
                      "registered_model_rows": registered})
     params = {"champion": champion.name}
     for f in champion.members:
-        params.update({f"best_{f}_{k.removeprefix('model__')}"[:250]: v for k, v in families[f].best_params.items()})
+        params.update({f"{f}.{readable(k)}"[:250]: v for k, v in families[f].best_params.items()})
     mlflow.log_params(params)
     metrics = {
         f"cv_{job.search.scoring}": champion.cv_score,
@@ -231,6 +249,31 @@ def log_row_notes(notes: dict[str, str], rows: dict[str, int], validation: float
     for name, ev in (test_by_model or {}).items():
         suffix = "full_data" if name.startswith("full") else "sample_champion"
         mlflow.log_metrics({f"test_{k}_{suffix}": ev.metrics[k] for k in ("roc_auc", "pr_auc", "brier", "log_loss")})
+
+
+def version_card(job: JobSpec, manifest: Manifest, champion: Champion, test: Evaluation, rows: dict[str, int],
+                 threshold: Threshold, run_id: str, full_data: bool = False) -> tuple[str, dict[str, str]]:
+    """What a registered version is, for the registry page: a description and tags (the family or
+    the stack's members, CV and test scores, the threshold, the rows it was fitted on, the dataset
+    and the run that made it)."""
+    scoring = job.search.scoring
+    members = ", ".join(champion.members)
+    what = f"stack of {members}" if champion.name == STACK else champion.name
+    refit = "train + test rows" if rows["final"] > rows["search"] else "the search rows"
+    when = "before the refit"
+    if full_data:  # xgboost on every train row won on the validation split over the sample champion
+        what, members, refit, when = "xgboost (full-data fit)", "xgboost", "every train row", "the registered model"
+    test_auc = test.metrics["roc_auc"]
+    description = (f"churn model from job {job.name}: {what}, calibration {champion.calibration.method}. "
+                   f"CV {scoring} {champion.cv_score:.4f} ± {champion.cv_std:.4f} (the sample search's champion); "
+                   f"test roc_auc {test_auc:.4f} ({when}). "
+                   f"Decision threshold {threshold.value:.3f} (from {threshold.source}). "
+                   f"Fitted on {rows['final']:,} rows ({refit}) of dataset {manifest.dataset}. Run {run_id}.")
+    tags = {"family": "xgboost" if full_data else champion.name, "members": members,
+            f"cv_{scoring}": f"{champion.cv_score:.4f}",
+            "test_roc_auc": f"{test_auc:.4f}", "threshold": f"{threshold.value:.4f}",
+            "rows_fitted": str(rows["final"]), "dataset": manifest.dataset, "run_id": run_id, "job": job.name}
+    return description, tags
 
 
 def log_plots(job: JobSpec, families: dict[str, SearchResult], test: Evaluation,

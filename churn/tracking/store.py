@@ -171,14 +171,23 @@ def check_credentials(uri: str, timeout: float) -> None:
         raise TrackingError(f"MLflow tracking server at {uri} refused {who}: HTTP {resp.status_code}")
 
 
+# the experiment tag the MLflow 3 UI reads to pick its views: model training, not GenAI traces
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """Point mlflow at ``uri`` and return the experiment id, creating it when needed."""
+    """Point mlflow at ``uri`` and return the experiment id, creating it when needed, tagged as a
+    model-training experiment (:data:`EXPERIMENT_KIND_TAG`; a kind someone set is kept)."""
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made before churn set it
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     location = artifact_root(uri)
-    return mlflow.create_experiment(name, artifact_location=location.as_uri() if location else None)
+    return mlflow.create_experiment(name, artifact_location=location.as_uri() if location else None,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def artifact_root(uri: str) -> Path | None:

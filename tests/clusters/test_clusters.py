@@ -26,11 +26,11 @@ DASK = str(Path(sys.executable).parent / "dask")
 
 
 @contextlib.contextmanager
-def dask_processes(folder: Path, workers: int, scheduler_env: dict[str, str] | None = None
-                   ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+def dask_processes(folder: Path, workers: int, scheduler_env: dict[str, str] | None = None,
+                   worker_cwd: Path | None = None) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """`dask scheduler` (``scheduler_env`` added to its environment) and ``workers`` `dask worker`
-    process groups on 127.0.0.1, each worker with one thread and its nanny: (scheduler address,
-    worker processes); all stopped afterwards."""
+    process groups on 127.0.0.1, each worker with one thread and its nanny, started in
+    ``worker_cwd`` (default: this folder): (scheduler address, worker processes); all stopped afterwards."""
     sched_file = folder / "scheduler.json"
     # the tests' own fault-injection plugins are pickled by reference: workers import them from here
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -41,14 +41,19 @@ def dask_processes(folder: Path, workers: int, scheduler_env: dict[str, str] | N
     procs: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
+        address = None
+        while address is None and time.monotonic() < deadline:  # the file exists before it is written
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                address = json.loads(sched_file.read_text())["address"]
             time.sleep(0.1)
         for _ in range(workers):
             procs.append(subprocess.Popen([DASK, "worker", "--scheduler-file", str(sched_file), "--host",
                                            "127.0.0.1", "--nthreads", "1", "--no-dashboard", "--memory-limit", "2GiB"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                          env=env))
-        yield json.loads(sched_file.read_text())["address"], procs
+                                          env=env, cwd=worker_cwd))
+        if address is None:
+            raise RuntimeError(f"dask scheduler wrote no address to {sched_file} within 60 s")
+        yield address, procs
     finally:
         for p in [*reversed(procs), sched]:
             with contextlib.suppress(ProcessLookupError):

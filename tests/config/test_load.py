@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from churn.config import ConfigError, load_cluster, load_job
+from churn.config.paths import absolute
 from tests.conftest import ROOT
 
 JOB = ROOT / "jobs" / "train.yaml"
@@ -178,8 +179,8 @@ def test_credentials_in_a_model_uri_are_refused():
                                     "data/x?token=1.csv"])
 def test_what_names_no_secret_is_kept(source):
     """Azure's container@account (or sftp's user@host), query parameters that only contain a
-    credential word, and a local glob's ? are no secrets: the source is kept."""
-    assert load_job(JOB, [f"data.source={source}"]).data.source == source
+    credential word, and a local glob's ? are no secrets: the source is kept (a local one made absolute)."""
+    assert load_job(JOB, [f"data.source={source}"]).data.source == absolute(source)
 
 
 def test_a_score_id_named_like_a_score_column_is_refused(tmp_path):
@@ -286,3 +287,18 @@ def test_a_named_pipe_as_data_source_is_refused_without_reading_it(tmp_path):
     fifo.symlink_to(tmp_path / "gone.csv")  # a glob also matches a broken link
     with pytest.raises(ConfigError, match=r"data.source: .*churn.csv is not a regular file"):
         job.data.paths()
+
+
+def test_local_paths_are_made_absolute_on_loading(tmp_path, monkeypatch):
+    """A relative source, output, report or SQLite store means this folder, whatever folder a worker
+    runs in; URLs are left as they are."""
+    from churn.config import load_monitor_job, load_score_job
+
+    monkeypatch.chdir(tmp_path)
+    job = load_job(JOB, ["data.source=in/*.csv", "data.output=out", "tracking.uri=sqlite:///m.db"])
+    assert (job.data.source, job.data.output) == (f"{tmp_path}/in/*.csv", f"{tmp_path}/out")
+    assert job.tracking.uri == f"sqlite:///{tmp_path}/m.db"
+    score = load_score_job(ROOT / "jobs" / "score.yaml", ["data.source=s3://bucket/x.csv", "data.output=scores"])
+    assert (score.data.source, score.data.output) == ("s3://bucket/x.csv", f"{tmp_path}/scores")
+    monitor = load_monitor_job(ROOT / "jobs" / "monitor.yaml", ["data.source=file://batch.csv", "report=r"])
+    assert (monitor.data.source, monitor.report) == (f"file://{tmp_path}/batch.csv", f"{tmp_path}/r")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import re
 
 import mlflow
 import numpy as np
@@ -16,11 +19,24 @@ from churn.data.generate import generate
 from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
 from churn.jobs.train import run
-from tests.conftest import ROOT, job_spec
+from tests.conftest import ROOT, TELCO, job_spec
 
 
-def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, telco_subset):
-    """The run logs params, metrics and artifacts; models:/customer-churn@champion predicts raw rows."""
+def _run_readme_pyfunc_example(folder, monkeypatch) -> None:
+    """The README's pyfunc block, run as written in ``folder`` (its store, the Telco file linked in)."""
+    block = re.search(r"```python\n(import mlflow\n.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    (folder / "data" / "telco").mkdir(parents=True)
+    (folder / "data" / "telco" / "Telco-Customer-Churn.csv").symlink_to(TELCO)
+    monkeypatch.chdir(folder)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "README.md", "exec"), {})
+    assert "probability" in out.getvalue() and "decision" in out.getvalue() and len(out.getvalue().splitlines()) == 6
+
+
+def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, telco_subset, monkeypatch):
+    """The run logs params, metrics and artifacts; models:/customer-churn@champion predicts raw rows
+    (also through the README's example)."""
     job = job_spec(tmp_path, telco_subset, "search.cv=3", "model.families=[random_forest]",
                    "model.grids={random_forest: {n_estimators: [10, 30], min_samples_leaf: [1, 4]}}")
     with get_task_stream(client) as stream:
@@ -76,6 +92,7 @@ def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, tel
     assert f"{result.rows['train']:,} train / {result.rows['test']:,} test" in graph
     assert f"{result.seconds['ingest']:.1f} s" in graph and "search: random_forest" in graph
     assert "graph/stages.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "graph")}
+    _run_readme_pyfunc_example(tmp_path, monkeypatch)
 
 
 def test_same_seed_same_split_and_search(client, tmp_path, telco_subset):
@@ -159,6 +176,41 @@ def test_all_numeric_table_with_smote_registers_a_loadable_model(client, tmp_pat
     np.testing.assert_allclose(out["probability"], result.model.predict_proba(frame.head(20))[:, 1], atol=1e-12)
 
 
+def _check_mlflow_layout(folder, result) -> None:
+    """The run as an MLflow user reads it back: one experiment of kind model training holding the
+    parent and its per-family children, names that tell runs apart, readable param names, the
+    table's rules as one artifact (no rule params), and a registered version that says what it is."""
+    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("customer-churn")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = client.get_run(result.run_id)
+    assert parent.info.experiment_id == exp.experiment_id
+    assert re.fullmatch(r"telco-churn \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert sorted(c.info.run_name for c in children) == [f"{parent.info.run_name} / {f}"
+                                                          for f in sorted(result.families)]
+    assert not client.search_runs(["0"])  # nothing in MLflow's Default experiment
+    params = {c.data.tags["family"]: set(c.data.params) for c in children}
+    assert {"C", "resample", "class_weight"} <= params["logistic_regression"]
+    assert {"max_depth", "resample", "class_weight"} <= params["decision_tree"]
+    names = set(parent.data.params).union(*params.values())
+    assert not [n for n in names if "__" in n or "/" in n or n.startswith(("best_", "rules"))]
+    assert {f"{m}.C" if m == "logistic_regression" else f"{m}.max_depth" for m in result.champion.members} <= names
+    rules = json.loads(mlflow.artifacts.load_text(f"runs:/{result.run_id}/data/rules.json"))
+    assert rules["numeric"]["TotalCharges"] == {"integer": False, "min": 0.0, "max": None, "nullable": True}
+    version = client.get_model_version("customer-churn", result.model_version)
+    tags = version.tags
+    assert (tags["family"], tags["members"]) == (result.champion.name, ", ".join(result.champion.members))
+    assert float(tags["test_roc_auc"]) == round(result.test.metrics["roc_auc"], 4)
+    assert float(tags["cv_roc_auc"]) == round(result.champion.cv_score, 4)
+    assert float(tags["threshold"]) == round(result.threshold.value, 4)
+    assert int(tags["rows_fitted"]) == result.rows["final"]
+    assert (tags["dataset"], tags["run_id"]) == (result.dataset.manifest.dataset, result.run_id)
+    what = "stack of" if result.champion.name == "stacked_ensemble" else result.champion.name
+    assert version.description.startswith(f"churn model from job telco-churn: {what}")
+    assert f"Run {result.run_id}." in version.description
+
+
 def test_stack_calibration_and_finalising(client, tmp_path, telco_subset):
     """Two families: the champion is the best CV score among them and their stack; the registered
     model is the calibration map over the champion's members, refitted on every labelled row, and
@@ -167,6 +219,7 @@ def test_stack_calibration_and_finalising(client, tmp_path, telco_subset):
             "model.grids={logistic_regression: {C: [0.1, 1.0]}, decision_tree: {max_depth: [3, 5]}}",
             "model.ensemble=2")
     result = run(job_spec(tmp_path / "a", telco_subset, *args), client)
+    _check_mlflow_layout(tmp_path / "a", result)
     champ = result.champion
     # chosen on both CV repeats: the search's folds and the fresh folds each best candidate was rescored on
     assert champ.repeats == 2 and all(len(r.rescored_oof) == 1 for r in result.families.values())

@@ -186,3 +186,19 @@ def test_importance_selector_keeps_the_informative_columns():
     keep = ImportanceSelector(threshold="mean", random_state=0).fit(X, y).get_support()
     assert keep[0] and keep[1]
     assert keep.sum() < 6
+
+
+def test_every_searched_parameter_has_a_name_a_person_reads():
+    """MLflow params are named as the job spells the grid (``numeric_basis``, ``C``, ``resample``),
+    never as a pipeline path (``encode__num__basis__kind``)."""
+    from churn.config.families import readable
+
+    job = load_job(ROOT / "jobs" / "train.yaml", ["model.selection.correlation_threshold=[null, 0.9]",
+                                                  "model.selection.importance_threshold=[null, 0.01]"])
+    for fam in FAMILY_NAMES:
+        grid = grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance)
+        keys = {k for part in (grid if isinstance(grid, list) else [grid]) for k in part}
+        names = {readable(k) for k in keys}
+        assert not [n for n in names if "__" in n or "." in n], fam
+        assert {"resample", "correlation_threshold", "importance_threshold"} <= names
+    assert readable("encode__num__basis__kind") == "numeric_basis"
