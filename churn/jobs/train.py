@@ -32,7 +32,7 @@ from churn.modeling.evaluate import (
     permutation_table,
 )
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
-from churn.modeling.preflight import check_grids, check_round_trip
+from churn.modeling.preflight import check_grids, round_trip_once
 from churn.modeling.screen import SumsChoice, choose_sums, sums_in
 from churn.modeling.search import (
     Progress,
@@ -75,7 +75,7 @@ from churn.tracking.store import check_store, resolve_uri
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "split", "search", "calibrate", "evaluate", "finalize", "track")
+STAGES = ("ingest", "split", "preflight", "search", "calibrate", "evaluate", "finalize", "track")
 
 
 @dataclass
@@ -97,6 +97,7 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
     feature_sums: dict[str, list[str]] = field(default_factory=dict)  # the sums every searched pipeline adds
     promotion: Promotion | None = None  # what the gate did with the version, and the alias it holds
+    preflight_reused: bool = False  # the round-trip preflight passed before for the same data, spec and code
 
     @property
     def search(self) -> SearchResult:
@@ -174,13 +175,17 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                                            client, counts=counts["train"])
             rows = {"train": n_train, "search": len(train)}
             X, y = train[features], train[LABEL_COLUMN].astype(int)
-            check_round_trip(job, X, y, int(setting("preflight.round-trip-rows")))
+
+        with _stage("preflight", seconds, "each family's model saved and loaded back as registered"):
+            key = search_key(job, dataset.manifest.dataset, len(train))
+            reused_preflight = round_trip_once(job, X, y, int(setting("preflight.round-trip-rows")), key)
+            if reused_preflight:
+                log.info("preflight: data, spec and code unchanged: the round trip passed before")
 
         with _stage("search", seconds, f"{len(job.model.families)} families, cv={job.search.cv}, {len(train):,} rows"):
             # the search rows go to the workers once, for the sums screen, the search and the rescoring
             on_cluster = RowsOnCluster(X, y, client) if client is not None else None
-            cache = SearchCache(Path(job.data.output) / "search-cache",
-                                search_key(job, dataset.manifest.dataset, len(train)))
+            cache = SearchCache(Path(job.data.output) / "search-cache", key)
             families = cache.load(job.model.families) if job.search.reuse else None
             if families is not None:
                 log.info("search: data, spec and code unchanged: reusing the search in %s", cache.folder)
@@ -261,7 +266,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         log_seconds(seconds)
         result = TrainResult(parent.info.run_id, uri, f"models:/{job.tracking.registered_model}/{version}",
                              version, dataset, families, champion, threshold, test, rows, kept, registered, seconds,
-                             feature_sums=sums.groups, promotion=promotion)
+                             feature_sums=sums.groups, promotion=promotion, preflight_reused=reused_preflight)
         graph = train_graph(job, result)
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
                   f"churn train: {job.name}")
