@@ -155,21 +155,25 @@ def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: st
         raise  # unreachable: _fail exits
 
 
+def _loaded(*names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes named ``module:Class`` whose modules are imported already."""
+    found = []
+    for name in names:
+        module, cls = name.split(":")
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], cls))
+    return tuple(found)
+
+
 def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: Callable[[Any], Any],
                 preflight: Callable[[], Any]) -> Any:
     """Run ``preflight()`` (no cluster yet), then ``work(client)``; every failure is one message."""
     from concurrent.futures import CancelledError
 
     from distributed.comm.core import CommClosedError
-    from mlflow.exceptions import MlflowException
 
     from churn.cli.workers import QuietWorkers
     from churn.clusters import ClusterError, cluster_client
-    from churn.data.ingest import SchemaDriftError
-    from churn.data.manifest import IngestError
-    from churn.data.split import DataCountError
-    from churn.modeling.preflight import RoundTripError
-    from churn.tracking.run_log import RunEndedError
     from churn.tracking.store import TrackingError, error_line
 
     quiet_libraries()
@@ -187,15 +191,19 @@ def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: C
                     with contextlib.suppress(Exception):
                         client.run(quiet_libraries, logging.CRITICAL)
                     raise
-        except (ConfigError, SchemaDriftError) as exc:
+        # the job's own errors, of the modules it loaded (a module never imported raised nothing): a
+        # command does not import scikit-learn or MLflow only to name their errors
+        except (ConfigError, *_loaded("churn.data.ingest:SchemaDriftError")) as exc:
             _fail(str(exc), EXIT_CONFIG)
-        except (ClusterError, IngestError, TrackingError, DataCountError, RoundTripError, RunEndedError) as exc:
+        except (ClusterError, TrackingError, *_loaded(
+                "churn.data.manifest:IngestError", "churn.data.split:DataCountError",
+                "churn.modeling.preflight:RoundTripError", "churn.tracking.run_log:RunEndedError")) as exc:
             _fail(str(exc), EXIT_RUNTIME)
         except CommClosedError as exc:  # the scheduler or a worker went away under a running step
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
         except CancelledError as exc:  # tasks cancelled by the scheduler (their data was lost)
             _fail(f"the Dask cluster cancelled a task of the job: {exc}", EXIT_RUNTIME)
-        except MlflowException as exc:  # the tracking store failed under the job (stalled, full, read-only)
+        except _loaded("mlflow.exceptions:MlflowException") as exc:  # the store failed under the job (stalled, full)
             _fail(f"tracking store: {error_line(exc)}", EXIT_RUNTIME)
         except OSError as exc:  # e.g. a disk that filled up under the job: "[Errno 28] No space left …: 'path'"
             _fail(str(exc) if exc.errno else f"{type(exc).__name__}: {exc}", EXIT_RUNTIME)  # numpy's: no errno
