@@ -32,12 +32,14 @@ WIDE = 140  # the width a summary is laid out for when the output is not a termi
 
 @dataclass
 class Column:
-    """A column of a summary table: its header, its cells, and when it moves below the table (0:
-    never; else the columns that move first have the lowest number)."""
+    """A column of a summary table: its header, its cells, when it moves below the table (0: never;
+    else the columns that move first have the lowest number) and, for prose, the width it is
+    content to wrap at (None: its longest cell)."""
 
     header: str
     cells: list[str]
     moves: int = 0
+    wraps_at: int | None = None
 
     def longest_word(self) -> int:
         return max((len(w) for text in [self.header, *self.cells] for w in text.split()), default=1)
@@ -45,38 +47,48 @@ class Column:
     def longest_line(self) -> int:
         return max((len(text) for text in [self.header, *self.cells]), default=1)
 
+    def preferred(self) -> int:
+        """The width its cells would like: the longest cell, or ``wraps_at`` for prose."""
+        longest = max((len(text) for text in self.cells), default=1)
+        return max(self.longest_word(), min(longest, self.wraps_at or longest))
+
 
 def _overhead(n_columns: int) -> int:
     return 3 * n_columns + 1  # one space each side of a cell, and n + 1 rules
 
 
+def _widths(columns: list[Column], width: int) -> list[int]:
+    """Each column's longest word, then what is left: first up to what its cells would like, then
+    up to its header's length, the columns that need least first."""
+    widths = [c.longest_word() for c in columns]
+    spare = width - sum(widths) - _overhead(len(columns))
+    for target in (Column.preferred, Column.longest_line):
+        for i in sorted(range(len(columns)), key=lambda i: target(columns[i]) - widths[i]):
+            extra = max(0, min(spare, target(columns[i]) - widths[i]))
+            widths[i] += extra
+            spare -= extra
+    return widths
+
+
 def fitted(title: str, columns: Sequence[Column], width: int, *, show_header: bool = True,
            label: int = 0) -> RenderableType:
     """A table of ``columns`` no wider than ``width`` that splits no word: each column is at least
-    as wide as its longest word; movable columns that do not fit (in their order) become lines
-    below the table, each led by the row's cell of column ``label``."""
+    as wide as its longest word; while the cells would not fit on one line each, the movable columns
+    (in their order) become lines below the table, each led by the row's cell of column ``label``."""
     kept = list(columns)
     movable = sorted((c for c in columns if c.moves), key=lambda c: c.moves)
-    while sum(c.longest_word() for c in kept) + _overhead(len(kept)) > width and movable:
+    while sum(c.preferred() for c in kept) + _overhead(len(kept)) > width and movable:
         kept.remove(movable.pop(0))
-    widths = [c.longest_word() for c in kept]
-    spare = width - sum(widths) - _overhead(len(kept))
-    # what is left widens the columns up to their longest line, those that need least first, none
-    # beyond half the table while another still wraps
-    order = sorted(range(len(kept)), key=lambda i: kept[i].longest_line() - widths[i])
-    for cap in ((width - _overhead(len(kept))) // 2, width):
-        for i in order:
-            extra = max(0, min(spare, kept[i].longest_line() - widths[i], cap - widths[i]))
-            widths[i] += extra
-            spare -= extra
+    widths = _widths(kept, width)
     table = Table(title=Text(title), show_header=show_header, title_justify="left")
     for c, w in zip(kept, widths, strict=True):
         table.add_column(Text(c.header), width=w, overflow="fold")  # fold never bites: w >= longest word
     for r in range(len(columns[0].cells)):
         table.add_row(*[Text(c.cells[r]) for c in kept])
     moved = [c for c in columns if c not in kept]
-    lines = [f"{columns[label].cells[r]}: " + "; ".join(f"{c.header} {c.cells[r]}" for c in moved)
-             for r in range(len(columns[0].cells)) if any(c.cells[r] for c in moved)]
+    lines = [f"{columns[label].cells[r]}: " + "; ".join(f"{c.header} {c.cells[r]}" for c in moved
+                                                         if c.cells[r] not in ("", "-"))
+             for r in range(len(columns[0].cells)) if any(c.cells[r] not in ("", "-") for c in moved)]
     return Group(table, *[Text(line, overflow="fold") for line in lines]) if lines else table
 
 
@@ -87,8 +99,8 @@ def key_values(title: str, rows: Sequence[tuple[str, str]], width: int) -> Rende
     room = width - key_width - _overhead(2)
     inside = [(k, v) for k, v in rows if max((len(w) for w in v.split()), default=0) <= room]
     below = [(k, v) for k, v in rows if (k, v) not in inside]
-    table = fitted(title, [Column("", [k for k, _ in inside]), Column("", [v for _, v in inside])], width,
-                   show_header=False)
+    keys = Column("", [k for k, _ in inside], wraps_at=30 if width < 120 else None)  # narrow: keys wrap too
+    table = fitted(title, [keys, Column("", [v for _, v in inside])], width, show_header=False)
     if not below:
         return table
     return Group(table, *[Text(f"{k}: {v}", no_wrap=True, overflow="ignore") for k, v in below])
@@ -128,7 +140,7 @@ def search_table(spec: JobSpec, result: TrainResult, width: int = WIDE) -> Rende
     cols = [Column("family", []), Column("imbalance", []), Column("rows per fit", [], moves=2),
             Column("fits / candidates", []),
             Column(f"CV {spec.search.scoring} ± std" + (f" / {champ.repeats} repeats" if repeated else ""), []),
-            Column("done at s", [], moves=3), Column("best params", [], moves=1)]
+            Column("done at s", [], moves=3), Column("best params", [], moves=1, wraps_at=30)]
 
     def add(*cells: str) -> None:
         for col, cell in zip(cols, cells, strict=True):
