@@ -6,7 +6,7 @@ JOB    ?= jobs/train.yaml
 CLUSTER ?= cluster/local.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults clean
+.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-commands clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ test-fast: $(VENV)/.installed-test  ## only the fast, pure tests (no cluster, no
 lint: $(VENV)/.installed-test  ## ruff over the library, tests and benchmarks
 	$(BIN)/ruff check churn tests bench
 
-bench: bench-ingest bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults  ## all benchmarks; tables land in bench/results/
+bench: bench-ingest bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-commands  ## all benchmarks; tables land in bench/results/
 
 bench-ingest: $(VENV)/.installed-test  ## CSV → Parquet ingest vs pandas and pyarrow
 	$(BIN)/python -m bench.ingest
@@ -65,6 +65,9 @@ bench-utilisation: $(VENV)/.installed-test  ## worker utilisation of the default
 
 bench-faults: $(VENV)/.installed-test  ## fault scenarios on dask worker processes: outcome and recovery time
 	$(BIN)/python -m bench.faults
+
+bench-commands: $(VENV)/.installed-test  ## fixed cost of each command: wall time (interpreter start included) vs work time
+	$(BIN)/python -m bench.commands --label after
 
 clean:  ## remove build outputs (keeps .venv and the MLflow store)
 	rm -rf build .pytest_cache

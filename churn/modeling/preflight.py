@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import tempfile
 from pathlib import Path
@@ -132,7 +133,8 @@ def check_round_trip(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int) -> 
 def round_trip_once(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int, key: str) -> bool:
     """:func:`check_round_trip` for ``key`` (the search cache's key: data, spec and code), unless it
     passed already for that key; True when the earlier pass was reused."""
-    mark = Path(job.data.output) / "preflight-cache" / f"{key}.passed"
+    # skops decides what loads back: its version is part of the key (the search key holds the fitting libraries')
+    mark = Path(job.data.output) / "preflight-cache" / f"{key}-skops-{importlib.metadata.version('skops')}.passed"
     if mark.is_file():
         return True
     check_round_trip(job, X, y, rows)

@@ -158,3 +158,14 @@ def test_the_mlflow_ui_command_works_from_any_folder(tmp_path, monkeypatch):
     assert Path(exe).is_absolute() and Path(exe).is_file()
     assert f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}" in hint.split()
     assert str(tmp_path / "store" / "mlruns") in hint.split()
+
+
+def test_status_while_waiting_shows_stage_and_time():
+    import time
+
+    from churn.tracking.run_state import RunStatus
+
+    st = RunStatus("abc", "job", "RUNNING", "search", None, time.time() - 65, None, {})
+    line = summary.waiting_line(st)
+    assert line.startswith("stage search, running for 6") and "abc" in line
+    assert summary.waiting_line(RunStatus("abc", "job", "RUNNING", None, None, None, None, {})).startswith("stage -")
