@@ -6,7 +6,7 @@ JOB    ?= jobs/train.yaml
 CLUSTER ?= cluster/local.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-evaluate bench-learning-curve bench-scale clean
+.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-evaluate bench-learning-curve bench-scale bench-commands clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ test-fast: $(VENV)/.installed-test  ## only the fast, pure tests (no cluster, no
 lint: $(VENV)/.installed-test  ## ruff over the library, tests and benchmarks
 	$(BIN)/ruff check churn tests bench
 
-bench: bench-ingest bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-evaluate  ## all benchmarks; tables land in bench/results/
+bench: bench-ingest bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-evaluate bench-commands  ## all benchmarks; tables land in bench/results/
 
 bench-ingest: $(VENV)/.installed-test  ## CSV → Parquet ingest vs pandas and pyarrow
 	$(BIN)/python -m bench.ingest
@@ -74,6 +74,9 @@ bench-learning-curve: $(VENV)/.installed-test  ## fixed xgboost on 50k..12M rows
 
 bench-scale: $(VENV)/.installed-test  ## train job on 2.1 GB of telecom-large CSV, 2 and 4 workers, vs the Bayes limit
 	$(BIN)/python -m bench.scale
+
+bench-commands: $(VENV)/.installed-test  ## fixed cost of each command: wall time (interpreter start included) vs work time
+	$(BIN)/python -m bench.commands --label after
 
 clean:  ## remove build outputs (keeps .venv and the MLflow store)
 	rm -rf build .pytest_cache

@@ -67,3 +67,24 @@ def job_spec(tmp_path: Path, source: Path | str, *overrides: str, base: Path = R
         *overrides,
     ])
     return JobSpec.model_validate(data)
+
+
+@pytest.fixture(scope="session")
+def finished_train(client, telco_subset, tmp_path_factory):
+    """A finished train run (two families, 2-fold CV, 2 repeats) on the Telco subset plus two rows
+    ingest quarantines, with the built-in campaign economics (not set in the job): (job, result)."""
+    from churn.jobs.train import run
+
+    tmp = tmp_path_factory.mktemp("finished-train")
+    lines = telco_subset.read_text().splitlines(keepends=True)
+    bad = [lines[1].replace("Female", "Robot", 1).replace(lines[1].split(",")[0], "BAD-1", 1),
+           lines[2].replace("Male", "Robot", 1).replace(lines[2].split(",")[0], "BAD-2", 1)]
+    source = tmp / "telco-dirty.csv"
+    source.write_text("".join(lines).rstrip("\n") + "\n" + "".join(bad))
+    data = yaml.safe_load((ROOT / "jobs" / "train.yaml").read_text())
+    del data["evaluation"]["economics"]
+    base = tmp / "train.yaml"
+    base.write_text(yaml.safe_dump(data))
+    job = job_spec(tmp, source, "model.families=[logistic_regression, decision_tree]", "search.cv=2",
+                   "model.imbalance=[none, class_weight]", "evaluation.plots=false", base=base)
+    return job, run(job, client)

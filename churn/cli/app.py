@@ -1,13 +1,20 @@
 """The ``churn`` command line: specs in, one typed config object into each job.
 
 Every failure a user can cause or meet (a bad spec, an unreachable cluster or tracking store,
-too few rows, Ctrl-C, SIGTERM) ends in one line on stderr and an exit code, no traceback.
+too few rows, Ctrl-C, SIGTERM) ends in one line on stderr and an exit code, no traceback. Messages
+are printed verbatim (never read as Rich markup: "pip install 'churn[k8s]'" keeps its brackets).
+
+Importing this module loads Typer, Rich and the config layer only: scikit-learn, MLflow, Dask's
+distributed, pandas and the modeling package are imported inside the commands that use them, so
+``churn --help``, ``churn graph`` and ``churn status`` answer in well under a second
+(``tests/cli/test_fast_commands.py`` holds it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -16,13 +23,14 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from distributed.diagnostics.plugin import WorkerPlugin
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 
 from churn.cli import summary
 from churn.cli.progress import FitProgress
+from churn.cli.quiet import quiet_libraries
 from churn.config import (
     AddressSpec,
     ClusterSpec,
@@ -35,6 +43,7 @@ from churn.config import (
     load_score_job,
 )
 
+STARTED = time.perf_counter()  # when the CLI was imported: a command's time since it started
 app = typer.Typer(help="Customer-churn model training that scales out on Dask.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # logs to a file: no wrapping
@@ -79,28 +88,34 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         datefmt="[%X]", handlers=[RichHandler(console=console, show_path=False)], force=True)
-    _quiet_libraries()
+    quiet_libraries()
 
 
-def _quiet_libraries(level: int = logging.WARNING) -> None:
-    """Keep library chatter below ``level`` out of the progress log (called again after
-    distributed loads, on every worker, and at Ctrl-C when the cluster closes under running tasks)."""
-    for noisy in ("distributed", "mlflow", "alembic", "urllib3", "fsspec", "asyncio", "tornado", "skops"):
-        logging.getLogger(noisy).setLevel(level)
+def _out() -> Console:
+    """The console a summary goes to (stdout): the terminal's width, or ``COLUMNS``; a file or pipe
+    without ``COLUMNS`` gets wide lines (a log file wraps nothing)."""
+    wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return Console(width=summary.WIDE if wide else None)
 
 
-class _QuietWorkers(WorkerPlugin):
-    """The workers' own library chatter stays out of the progress log too (also after a restart):
-    e.g. every task cancelled by Ctrl-C would print a warning."""
+def _timed(work: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """``work`` logging its own seconds (the rest of a command's time is its fixed cost)."""
+    def timed(client: Any) -> Any:
+        t0 = time.perf_counter()
+        out = work(client)
+        logging.getLogger("churn.cli").info("%s: %.1f s of work on the cluster, %.1f s since the command started",
+                                            name, time.perf_counter() - t0, time.perf_counter() - STARTED)
+        return out
+    return timed
 
-    name = "churn-quiet-workers"
 
-    def setup(self, worker: Any) -> None:
-        _quiet_libraries(logging.ERROR)
+def _say(label: str, style: str, message: str) -> None:
+    """``label: message`` on stderr, the message verbatim (no markup, no highlighting)."""
+    console.print(Text.assemble((label, style), " ", message), highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _say("error:", "bold red", message)
     raise typer.Exit(code)
 
 
@@ -140,46 +155,55 @@ def _load(job: Path, set_: list[str] | None, cluster: Path | None, scheduler: st
         raise  # unreachable: _fail exits
 
 
+def _loaded(*names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes named ``module:Class`` whose modules are imported already."""
+    found = []
+    for name in names:
+        module, cls = name.split(":")
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], cls))
+    return tuple(found)
+
+
 def _on_cluster(cluster_spec: ClusterSpec | None, scheduler: str | None, work: Callable[[Any], Any],
                 preflight: Callable[[], Any]) -> Any:
     """Run ``preflight()`` (no cluster yet), then ``work(client)``; every failure is one message."""
     from concurrent.futures import CancelledError
 
     from distributed.comm.core import CommClosedError
-    from mlflow.exceptions import MlflowException
 
+    from churn.cli.workers import QuietWorkers
     from churn.clusters import ClusterError, cluster_client
-    from churn.data.ingest import SchemaDriftError
-    from churn.data.manifest import IngestError
-    from churn.data.split import DataCountError
-    from churn.modeling.preflight import RoundTripError
-    from churn.tracking.run_log import RunEndedError
     from churn.tracking.store import TrackingError, error_line
 
-    _quiet_libraries()
+    quiet_libraries()
     with _signals():
         try:
             preflight()
             with cluster_client(cluster_spec, address=scheduler) as client:
-                client.register_plugin(_QuietWorkers())
+                client.register_plugin(QuietWorkers())
                 try:
                     return work(client)
                 except (KeyboardInterrupt, Terminated):
                     # the cluster now closes under running tasks: nothing to report of that, here or
                     # on the workers (whose heartbeats would otherwise log the lost scheduler)
-                    _quiet_libraries(logging.CRITICAL)
+                    quiet_libraries(logging.CRITICAL)
                     with contextlib.suppress(Exception):
-                        client.run(_quiet_libraries, logging.CRITICAL)
+                        client.run(quiet_libraries, logging.CRITICAL)
                     raise
-        except (ConfigError, SchemaDriftError) as exc:
+        # the job's own errors, of the modules it loaded (a module never imported raised nothing): a
+        # command does not import scikit-learn or MLflow only to name their errors
+        except (ConfigError, *_loaded("churn.data.ingest:SchemaDriftError")) as exc:
             _fail(str(exc), EXIT_CONFIG)
-        except (ClusterError, IngestError, TrackingError, DataCountError, RoundTripError, RunEndedError) as exc:
+        except (ClusterError, TrackingError, *_loaded(
+                "churn.data.manifest:IngestError", "churn.data.split:DataCountError",
+                "churn.modeling.preflight:RoundTripError", "churn.tracking.run_log:RunEndedError")) as exc:
             _fail(str(exc), EXIT_RUNTIME)
         except CommClosedError as exc:  # the scheduler or a worker went away under a running step
             _fail(f"lost the connection to the Dask cluster: {exc}", EXIT_RUNTIME)
         except CancelledError as exc:  # tasks cancelled by the scheduler (their data was lost)
             _fail(f"the Dask cluster cancelled a task of the job: {exc}", EXIT_RUNTIME)
-        except MlflowException as exc:  # the tracking store failed under the job (stalled, full, read-only)
+        except _loaded("mlflow.exceptions:MlflowException") as exc:  # the store failed under the job (stalled, full)
             _fail(f"tracking store: {error_line(exc)}", EXIT_RUNTIME)
         except OSError as exc:  # e.g. a disk that filled up under the job: "[Errno 28] No space left …: 'path'"
             _fail(str(exc) if exc.errno else f"{type(exc).__name__}: {exc}", EXIT_RUNTIME)  # numpy's: no errno
@@ -200,9 +224,11 @@ def ingest(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = No
     spec, cluster_spec = _load(job, set_, cluster, scheduler)
     from churn.jobs import ingest as ingest_job
 
-    ds = _on_cluster(cluster_spec, scheduler, lambda client: ingest_job.run(spec, client, force=force),
+    ds = _on_cluster(cluster_spec, scheduler, _timed(lambda client: ingest_job.run(spec, client, force=force),
+                                                     "ingest"),
                      preflight=lambda: ingest_job.preflight(spec))
-    Console().print(summary.ingest_table(spec, ds))
+    out = _out()
+    out.print(summary.ingest_table(spec, ds, out.width))
 
 
 @app.command()
@@ -241,8 +267,8 @@ def generate(
         result = run_generate(out, rows, files, seed, dirty)
     except OSError as exc:
         _fail(f"cannot write to {out}: {exc}", EXIT_RUNTIME)
-    Console().print(f"wrote {result.rows:,} rows to {len(result.files)} file(s) in {out}; "
-                    f"expected counts in {out / 'expected.json'}", highlight=False)
+    Console().print(Text(f"wrote {result.rows:,} rows to {len(result.files)} file(s) in {out}; "
+                         f"expected counts in {out / 'expected.json'}"), highlight=False)
 
 
 cluster_app = typer.Typer(help="Work with cluster specs.", no_args_is_help=True)
@@ -309,10 +335,9 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
                              lambda client: train_job.run(spec, client, job_file=str(job), progress=progress,
                                                           force_promote=promote),
                              preflight=lambda: train_job.preflight(spec))
-    out = Console(width=max(140, Console().width))
-    out.print(summary.search_table(spec, result))
-    out.print(summary.result_table(spec, result, time.perf_counter() - t0))
-    out.print(f"MLflow UI: {ui_hint(result.tracking_uri)}", highlight=False, soft_wrap=True)
+    out = _out()
+    out.print(summary.train_summary(spec, result, time.perf_counter() - t0, out.width))
+    out.print(Text(f"MLflow UI: {ui_hint(result.tracking_uri)}"), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -364,25 +389,34 @@ def status(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the run has ended.")] = False,
     poll: Annotated[float, typer.Option("--poll", min=0.1, help="Seconds between checks with --wait.")] = 5.0,
 ) -> None:
-    """The stage a train run is in and how it ended, from MLflow. Exit code 1 when it failed.
+    """The stage a train run is in and how it ended, from MLflow: the model version it registered,
+    the champion, the threshold and the test ROC AUC. Exit code 1 when it failed.
 
     A RUNNING run whose driver stopped beating (killed without a word) is marked FAILED."""
-    from mlflow.exceptions import MlflowException
-
-    from churn.tracking.run_state import fail_if_lost, run_status
+    from churn.tracking.run_state import NoSuchRun, fail_if_lost, run_status
 
     uri = _readable_store(tracking_uri)
-    while True:
-        try:
-            st = fail_if_lost(uri, run_status(uri, run_id))
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+    shown: str | None = None
+    with contextlib.ExitStack() as stack:
+        spinner = stack.enter_context(console.status("")) if wait and console.is_terminal else None
+        while True:
+            try:
+                st = fail_if_lost(uri, run_status(uri, run_id))
+            except NoSuchRun:
                 _fail(f"no run {run_id} in the tracking store {uri}", EXIT_CONFIG)
-            _fail(f"cannot read run {run_id} from {uri}: {exc.message}", EXIT_RUNTIME)
-        if st.done or not wait:
-            break
-        time.sleep(poll)
-    Console().print(summary.status_table(st))
+            except Exception as exc:  # noqa: BLE001 - MLflow's errors of a store that fails under the read
+                _fail(f"cannot read run {run_id} from {uri}: {getattr(exc, 'message', exc)}", EXIT_RUNTIME)
+            if st.done or not wait:
+                break
+            line = summary.waiting_line(st)
+            if spinner is not None:
+                spinner.update(Text(line))
+            elif line.split(",")[0] != shown:  # not a terminal: one line per stage
+                _say("waiting:", "dim", line)
+                shown = line.split(",")[0]
+            time.sleep(poll)
+    out = _out()
+    out.print(summary.status_table(st, out.width))
     if st.status in ("FAILED", "KILLED"):
         raise typer.Exit(EXIT_RUNTIME)
 
@@ -395,9 +429,10 @@ def score(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     spec, cluster_spec = _load(job, set_, cluster, scheduler, load_score_job)
     from churn.jobs import score as score_job
 
-    res = _on_cluster(cluster_spec, scheduler, lambda client: score_job.run(spec, client),
+    res = _on_cluster(cluster_spec, scheduler, _timed(lambda client: score_job.run(spec, client), "score"),
                       preflight=lambda: score_job.preflight(spec))
-    Console().print(summary.score_table(spec, res))
+    out = _out()
+    out.print(summary.score_table(spec, res, out.width))
 
 
 @app.command()
@@ -411,7 +446,8 @@ def monitor(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = N
 
     res = _on_cluster(cluster_spec, scheduler, lambda client: monitor_job.run(spec, client),
                       preflight=lambda: monitor_job.preflight(spec))
-    Console(width=max(120, Console().width)).print(summary.monitor_table(spec, res))
+    out = _out()
+    out.print(summary.monitor_table(spec, res, out.width))
     if res.drift.alerts:
         raise typer.Exit(EXIT_DRIFT)
 
@@ -458,7 +494,7 @@ def serve(
         _fail(str(exc), EXIT_RUNTIME)
     warning = serve_job.exposure_warning(host, tls=ssl_certfile is not None)
     if warning:
-        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        _say("warning:", "bold yellow", warning)
     with tempfile.TemporaryDirectory(prefix="churn-serve-") as tmp:
         try:
             # the one place the model is resolved (pinned to a version, copied to tmp) and loaded
@@ -469,8 +505,8 @@ def serve(
         except serve_job.ServeError as exc:
             _fail(str(exc), EXIT_RUNTIME)
         scheme = "https" if ssl_certfile else "http"
-        console.print(f"serving {model_uri} (version {model.version}) from {uri} on "
-                      f"{scheme}://{host}:{port}/invocations", highlight=False, soft_wrap=True)
+        console.print(Text(f"serving {model_uri} (version {model.version}) from {uri} on "
+                           f"{scheme}://{host}:{port}/invocations"), highlight=False, soft_wrap=True)
         ssl = {"ssl_certfile": str(ssl_certfile), "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
         with _signals():
             try:

@@ -1,11 +1,13 @@
 """Live progress of a search in a terminal: fits done out of the total, per family, with an ETA.
 
-Fed by the search's fit completions (``churn.modeling.search.Progress``); quiet when the output
-is not a terminal (a log file or CI gets the log lines only).
+Fed by the search's fit completions (``churn.modeling.search.Progress``). When the output is not
+a terminal (a log file, CI), no bars: one log line per family as that family's last fit ends.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from types import TracebackType
 
 from rich.console import Console
@@ -19,6 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+log = logging.getLogger("churn.search")
+
 
 class FitProgress:
     """A callable ``(family, done, total)`` drawing one bar per family on ``console``."""
@@ -27,6 +31,8 @@ class FitProgress:
         self.console = console
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.started: dict[str, float] = {}  # family -> when its first report came (no terminal)
+        self.finished: set[str] = set()
 
     def __enter__(self) -> FitProgress:
         if self.console.is_terminal:
@@ -38,6 +44,10 @@ class FitProgress:
 
     def __call__(self, family: str, done: int, total: int) -> None:
         if self.progress is None:
+            start = self.started.setdefault(family, time.perf_counter())
+            if done == total and total and family not in self.finished:
+                self.finished.add(family)
+                log.info("search %s: all %d fits done in %.1f s", family or "-", total, time.perf_counter() - start)
             return
         if family not in self.tasks:
             self.tasks[family] = self.progress.add_task(family or "search", total=total)

@@ -1,4 +1,5 @@
-"""The stage graph of a train job (the flow chart of the process), as Mermaid text or a picture.
+"""The stage graph of a train job (the flow chart of the process: ingest, split, the round-trip
+preflight, the searches, ...), as Mermaid text or a picture.
 
 Built from the job spec alone (``churn graph JOB``), or from a finished run, when each stage
 carries its wall time and row counts (logged with the run as ``graph/stages.mmd`` and
@@ -32,8 +33,8 @@ class StageGraph:
 
 
 def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
-    """ingest → split → (feature sums) → search per family → calibrate → (full-data) → evaluate → finalize →
-    track → register."""
+    """ingest → split → preflight → (feature sums) → search per family → calibrate → (full-data) → evaluate
+    → finalize → track → register."""
     sec = result.seconds if result else {}
     man = result.dataset.manifest if result else None
     rows = result.rows if result else {}
@@ -47,6 +48,8 @@ def train_graph(job: JobSpec, result: TrainResult | None = None) -> StageGraph:
                                    f"{man.rows_quarantined:,} quarantined"] if man else []))})
     g.add_rank({"split": timed("split", f"test {job.split.test:.0%}, seed {job.seed}",
                                *([f"{rows['train']:,} train / {rows['test']:,} test"] if rows else []))})
+    g.add_rank({"preflight": timed("preflight", "round trip: each family saved", "and loaded as registered",
+                                   *(["passed before (reused)"] if result and result.preflight_reused else []))})
     sums = job.sums_to_try()
     if sums:  # the screen (auto) or the sums themselves (true), before every family's search
         g.add_rank({"feature_sums": ["feature sums", ", ".join(sums),

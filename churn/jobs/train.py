@@ -36,7 +36,7 @@ from churn.modeling.full_data import (
     validation_scores,
 )
 from churn.modeling.pipeline import build_pipeline, grid_for, imbalance_of, inference_pipeline, kept_features
-from churn.modeling.preflight import check_grids, check_round_trip
+from churn.modeling.preflight import check_grids, round_trip_once
 from churn.modeling.screen import SumsChoice, choose_sums, sums_in
 from churn.modeling.search import (
     Progress,
@@ -82,7 +82,7 @@ from churn.tracking.store import check_store, resolve_uri
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "split", "search", "calibrate", "full-data", "evaluate", "finalize", "track")
+STAGES = ("ingest", "split", "preflight", "search", "calibrate", "full-data", "evaluate", "finalize", "track")
 FULL_DATA_FAMILY = "xgboost"  # the family the full-data fit trains (xgboost.dask) on tables above search.max_rows
 
 
@@ -111,6 +111,7 @@ class TrainResult:
     validation: float = 0.0  # the validation fraction used (split.validation, auto resolved)
     # with a full-data fit: the test metrics of both candidates ("sample champion", "full-data xgboost")
     test_by_model: dict[str, Evaluation] = field(default_factory=dict)
+    preflight_reused: bool = False  # the round-trip preflight passed before for the same data, spec and code
 
     @property
     def search(self) -> SearchResult:
@@ -268,13 +269,17 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             rows = {"train": n_train, "search": len(train), "validation": sum(counts["validation"].values())}
             notes = _sample_note(rows, job.search.max_rows)
             X, y = train[features], train[LABEL_COLUMN].astype(int)
-            check_round_trip(job, X, y, int(setting("preflight.round-trip-rows")))
+
+        with _stage("preflight", seconds, "each family's model saved and loaded back as registered"):
+            key = search_key(job, dataset.manifest.dataset, len(train))
+            reused_preflight = round_trip_once(job, X, y, int(setting("preflight.round-trip-rows")), key)
+            if reused_preflight:
+                log.info("preflight: data, spec and code unchanged: the round trip passed before")
 
         with _stage("search", seconds, f"{len(job.model.families)} families, cv={job.search.cv}, {len(train):,} rows"):
             # the search rows go to the workers once, for the sums screen, the search and the rescoring
             on_cluster = RowsOnCluster(X, y, client) if client is not None else None
-            cache = SearchCache(Path(job.data.output) / "search-cache",
-                                search_key(job, dataset.manifest.dataset, len(train)))
+            cache = SearchCache(Path(job.data.output) / "search-cache", key)
             families = cache.load(job.model.families) if job.search.reuse else None
             if families is not None:
                 log.info("search: data, spec and code unchanged: reusing the search in %s", cache.folder)
@@ -398,7 +403,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                              version, dataset, families, champion, threshold, test, rows, kept, registered, seconds,
                              feature_sums=sums.groups, promotion=promotion, full_data=full_choice, row_notes=notes,
                              test_by_model=test_by_model,
-                             validation=split.validation)
+                             validation=split.validation, preflight_reused=reused_preflight)
         graph = train_graph(job, result)
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
                   f"churn train: {job.name}")

@@ -7,12 +7,17 @@
 * :func:`check_round_trip` — before the search: a tiny fit of each family whose inference
   pipeline must survive the skops dump-and-load that registering and serving do, so a type
   outside the trusted list fails in seconds, not after the search.
+* :func:`round_trip_once` — :func:`check_round_trip` unless it passed before for the same key
+  (data, spec and code: the search cache's key), remembered by an empty file under
+  ``<data.output>/preflight-cache/``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -129,3 +134,19 @@ def check_round_trip(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int) -> 
                 except UntrustedModelError as exc:
                     raise RoundTripError(f"{fam}: the fitted model could not be saved and loaded back as the "
                                          f"registered model ({exc}); no search was run") from None
+
+
+def round_trip_once(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int, key: str) -> bool:
+    """:func:`check_round_trip` for ``key`` (the search cache's key: data, spec and code), unless it
+    passed already for that key; True when the earlier pass was reused."""
+    # skops decides what loads back: its version is part of the key (the search key holds the fitting libraries')
+    mark = Path(job.data.output) / "preflight-cache" / f"{key}-skops-{importlib.metadata.version('skops')}.passed"
+    if mark.is_file():
+        return True
+    check_round_trip(job, X, y, rows)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    except OSError:  # a read-only output folder: the check just runs again next time
+        pass
+    return False

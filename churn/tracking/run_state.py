@@ -20,19 +20,25 @@ lost machine), and a run created by ``churn submit`` whose driver task never sta
 
 Comparing a heartbeat with the reader's clock assumes the hosts' clocks agree to well within
 the timeout (NTP).
+
+``churn status`` reads a local SQLite store with :mod:`sqlite3` (read-only, the tables MLflow
+writes), so it answers without importing MLflow (seconds); other stores, and a schema it does not
+know, are read through ``MlflowClient``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
 from dask.utils import parse_timedelta
 
 from churn.config import setting
@@ -45,6 +51,13 @@ SUBMITTED = "submitted"  # the stage of a run whose driver has not started
 DRIVER_TAG = "churn.driver"  # the token of the driver that runs the job (the last to claim the run)
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import mlflow
+
+
+class NoSuchRun(LookupError):
+    """The store holds no run with that id."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ class RunStatus:
     metrics: dict[str, float]
     heartbeat: float | None = None  # epoch seconds of the driver's last beat; None before it started
     interval: float | None = None  # seconds between its beats
+    tags: dict[str, str] = field(default_factory=dict)
+    versions: list[str] = field(default_factory=list)  # "name/version" of the model versions the run registered
 
     @property
     def done(self) -> bool:
@@ -74,22 +89,66 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def status_of(run: mlflow.entities.Run) -> RunStatus:
+def _status(run_id: str, name: str | None, status: str, start_ms: int | None, end_ms: int | None,
+            tags: dict[str, str], metrics: dict[str, float], versions: list[str]) -> RunStatus:
+    return RunStatus(run_id, name or "", status, tags.get(STAGE_TAG), tags.get(ERROR_TAG),
+                     start_ms / 1000 if start_ms else None, end_ms / 1000 if end_ms else None, metrics,
+                     _number(tags.get(HEARTBEAT_TAG)), _number(tags.get(INTERVAL_TAG)), tags, versions)
+
+
+def status_of(run: mlflow.entities.Run, versions: list[str] | None = None) -> RunStatus:
     """A :class:`RunStatus` from MLflow's run record."""
     info, data = run.info, run.data
-    return RunStatus(info.run_id, info.run_name or "", info.status, data.tags.get(STAGE_TAG),
-                     data.tags.get(ERROR_TAG), info.start_time / 1000 if info.start_time else None,
-                     info.end_time / 1000 if info.end_time else None, dict(data.metrics),
-                     _number(data.tags.get(HEARTBEAT_TAG)), _number(data.tags.get(INTERVAL_TAG)))
+    return _status(info.run_id, info.run_name, info.status, info.start_time, info.end_time, dict(data.tags),
+                   dict(data.metrics), versions or [])
+
+
+def _sqlite_status(db: Path, run_id: str) -> RunStatus:
+    """Run ``run_id`` read from MLflow's tables in ``db``, read-only (an sqlite3.Error when the
+    tables are not as expected)."""
+    with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+        row = con.execute("SELECT name, status, start_time, end_time FROM runs WHERE run_uuid = ?",
+                          (run_id,)).fetchone()
+        if row is None:
+            raise NoSuchRun(run_id)
+        tags = dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
+        metrics = {k: float("nan") if is_nan else float(v) for k, v, is_nan in con.execute(
+            "SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?", (run_id,))}
+        versions = [f"{n}/{v}" for n, v in con.execute(
+            "SELECT name, version FROM model_versions WHERE run_id = ? ORDER BY name, version", (run_id,))]
+    return _status(run_id, *row, tags, metrics, versions)
 
 
 def run_status(uri: str, run_id: str) -> RunStatus:
-    """The state of run ``run_id`` in the store at ``uri`` (an unknown id is an MlflowException)."""
-    return status_of(mlflow.MlflowClient(uri).get_run(run_id))
+    """The state of run ``run_id`` in the store at ``uri`` (:class:`NoSuchRun` for an unknown id;
+    other store failures are MlflowExceptions)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        try:
+            return _sqlite_status(db, run_id)
+        except sqlite3.Error as exc:  # a schema this reader does not know: MLflow's own
+            log.debug("reading %s through MLflow: %s", db, exc)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise NoSuchRun(run_id) from None
+        raise
+    try:
+        versions = [f"{v.name}/{v.version}" for v in client.search_model_versions(f"run_id = '{run_id}'")]
+    except MlflowException:  # a store without a registry
+        versions = []
+    return status_of(run, versions)
 
 
 def fail_run(uri: str, run_id: str, message: str) -> None:
     """End run ``run_id`` FAILED with ``message`` in its ``churn.error`` tag (from outside the run)."""
+    import mlflow
+
     client = mlflow.MlflowClient(uri)
     client.set_tag(run_id, ERROR_TAG, message[:500])
     client.set_terminated(run_id, "FAILED")
@@ -140,6 +199,8 @@ def fail_if_lost(uri: str, st: RunStatus) -> RunStatus:
 
 def fail_lost_runs(uri: str, experiment_id: str) -> None:
     """Mark every run of the experiment that has no driver FAILED; never fails the caller."""
+    import mlflow
+
     try:
         running = mlflow.MlflowClient(uri).search_runs([experiment_id], "attributes.status = 'RUNNING'")
         for run in running:
@@ -151,6 +212,8 @@ def fail_lost_runs(uri: str, experiment_id: str) -> None:
 def claim_run(uri: str, run_id: str) -> str:
     """Tag run ``run_id`` with a new driver token and return it: this driver now runs the job (a
     driver that claimed it before no longer does)."""
+    import mlflow
+
     token = uuid.uuid4().hex
     mlflow.MlflowClient(uri).set_tag(run_id, DRIVER_TAG, token)
     return token
@@ -160,6 +223,8 @@ def ownership_problem(uri: str, run_id: str, token: str) -> str | None:
     """Why the driver holding ``token`` may no longer write into run ``run_id``, read from the store
     now; None while it may. A RUNNING run whose heartbeat is late enough for others to call it lost
     is marked FAILED here (what ``churn status`` would do a moment later)."""
+    import mlflow
+
     run = mlflow.MlflowClient(uri).get_run(run_id)
     st = status_of(run)
     if st.status != "RUNNING":
@@ -177,6 +242,8 @@ def ownership_problem(uri: str, run_id: str, token: str) -> str | None:
 def heartbeat(uri: str, run_id: str) -> Iterator[None]:
     """Tag run ``run_id`` with the time every ``tracking.heartbeat-interval`` while the block
     runs; stop beating if the run is found ended by someone else."""
+    import mlflow
+
     interval = parse_timedelta(setting("tracking.heartbeat-interval"))
     client = mlflow.MlflowClient(uri)
     stop = threading.Event()

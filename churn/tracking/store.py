@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
 from dask.utils import parse_timedelta
 
 from churn.config import ConfigError, TrackingSpec, setting
@@ -156,6 +157,7 @@ def check_credentials(uri: str, timeout: float) -> None:
     or ``MLFLOW_TRACKING_TOKEN``, through MLflow's own request helper). The message names the
     user, never the password.
     """
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
@@ -163,7 +165,7 @@ def check_credentials(uri: str, timeout: float) -> None:
     try:
         resp = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=0, timeout=timeout,
                             raise_on_status=False, params={"max_results": 1})
-    except mlflow.exceptions.MlflowException as exc:  # connection refused or timed out after /health
+    except MlflowException as exc:  # connection refused or timed out after /health
         raise TrackingError(f"MLflow tracking server at {uri} did not answer an API request: {exc.message}") from None
     if resp.status_code in (401, 403):
         who = (f"user {creds.username!r}" if creds.username else "a token" if creds.token
@@ -179,6 +181,8 @@ EXPERIMENT_KIND = "custom_model_development"
 def ensure_experiment(uri: str, name: str) -> str:
     """Point mlflow at ``uri`` and return the experiment id, creating it when needed, tagged as a
     model-training experiment (:data:`EXPERIMENT_KIND_TAG`; a kind someone set is kept)."""
+    import mlflow
+
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
@@ -198,19 +202,35 @@ def artifact_root(uri: str) -> Path | None:
     return db.parent / setting("tracking.default-artifacts")
 
 
+def mlflow_executable() -> str:
+    """The absolute path of the ``mlflow`` command installed beside this Python (else on PATH)."""
+    beside = Path(sys.executable).parent / "mlflow"
+    if beside.is_file():
+        return str(beside.absolute())  # absolute, not resolved: a venv's python is a symlink
+    found = shutil.which("mlflow")
+    return str(Path(found).absolute()) if found else "mlflow"
+
+
 def ui_hint(uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
+    """The command that opens the MLflow UI on this store, pasted in any folder: the executable
+    and a SQLite store's path are absolute."""
+    if uri.startswith("http"):
+        return f"open {uri} in a browser"
     root = artifact_root(uri)
     if root is None:
-        return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
-    return (f".venv/bin/mlflow ui --backend-store-uri {uri} --default-artifact-root {root} "
+        if "://" not in uri or uri.startswith("file:"):
+            uri = Path(uri.removeprefix("file://")).resolve().as_uri()
+        return f"{mlflow_executable()} ui --backend-store-uri {uri}"
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (f"{mlflow_executable()} ui --backend-store-uri sqlite:///{db} --default-artifact-root {root} "
             "--host 127.0.0.1 --port 5000")
 
 
 def error_line(exc: BaseException) -> str:
     """The line of a tracking error that says what went wrong: MLflow passes SQLAlchemy's
     messages on whole (the SQL, its parameters, a link), led at times by a note on autoflush."""
-    text = exc.message if isinstance(exc, mlflow.exceptions.MlflowException) else str(exc)
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")  # not imported: exc is none of MLflow's
+    text = exc.message if mlflow_exceptions and isinstance(exc, mlflow_exceptions.MlflowException) else str(exc)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith("(raised as a result of")]
     return (useful or lines or [""])[0]

@@ -89,7 +89,7 @@ def test_too_few_rows_stop_before_the_search(forked_churn, client, tmp_path, con
     assert proc.returncode == 1, proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
-    assert "stage 3/8" not in proc.stderr
+    assert "stage 3/9" not in proc.stderr  # neither the preflight nor the search began
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
@@ -105,9 +105,9 @@ def test_a_stopped_run_is_marked_failed_with_one_line(tmp_path, how):
     deadline = time.monotonic() + 240
     for line in proc.stderr:
         seen.append(line)
-        if "stage 3/8" in line or time.monotonic() > deadline:
+        if "stage 4/9 search:" in line or time.monotonic() > deadline:
             break
-    assert any("stage 3/8" in ln for ln in seen), "".join(seen)
+    assert any("stage 4/9 search:" in ln for ln in seen), "".join(seen)
     time.sleep(2)  # inside the search
     if how == "SIGTERM":
         os.kill(proc.pid, signal.SIGTERM)

@@ -12,23 +12,25 @@ JOB = ROOT / "jobs" / "train.yaml"
 
 
 def test_graph_of_the_default_job():
-    """ingest → split → feature sums → seven searches → calibrate → evaluate → finalize → track → register."""
+    """ingest → split → preflight → feature sums → seven searches → calibrate → evaluate → finalize → track
+    → register."""
     g = train_graph(load_job(JOB))
-    assert [len(rank) for rank in g.ranks] == [1, 1, 1, 7, 1, 1, 1, 1, 1]
+    assert [len(rank) for rank in g.ranks] == [1, 1, 1, 1, 7, 1, 1, 1, 1, 1]
     assert g.ranks[0] == ["ingest"] and g.ranks[-1] == ["register"]
     assert g.nodes["feature_sums"] == ["feature sums", "sum_charges", "CV with and without"]
-    assert ("split", "feature_sums") in g.edges and ("feature_sums", "search_svm") in g.edges
+    assert ("split", "preflight") in g.edges and ("preflight", "feature_sums") in g.edges
+    assert ("feature_sums", "search_svm") in g.edges and g.nodes["preflight"][0] == "preflight"
     assert ("search_svm", "calibrate") in g.edges
     assert ("evaluate", "finalize") in g.edges and ("ingest", "calibrate") not in g.edges
     text = to_mermaid(g)
     assert text.startswith("flowchart TD\n")
-    assert text.count(" --> ") == len(g.edges) == 2 + 7 + 7 + 4
+    assert text.count(" --> ") == len(g.edges) == 3 + 7 + 7 + 4
 
 
 def test_graph_without_feature_sums():
-    """model.feature_sums off (or a table whose names imply no sums): split leads to the searches."""
+    """model.feature_sums off (or a table whose names imply no sums): the preflight leads to the searches."""
     g = train_graph(load_job(JOB, ["model.feature_sums=false"]))
-    assert "feature_sums" not in g.nodes and ("split", "search_svm") in g.edges
+    assert "feature_sums" not in g.nodes and ("preflight", "search_svm") in g.edges
 
 
 def test_graph_without_finalizing():
@@ -40,7 +42,7 @@ def test_graph_without_finalizing():
 def test_graph_follows_the_spec():
     """Two families, another registered name: the graph says so."""
     g = train_graph(load_job(JOB, ["model.families=[random_forest, mlp]", "tracking.registered_model=x"]))
-    assert g.ranks[3] == ["search_random_forest", "search_mlp"]
+    assert g.ranks[4] == ["search_random_forest", "search_mlp"]
     assert "x@champion" in to_mermaid(g)
 
 
