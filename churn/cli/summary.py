@@ -197,8 +197,8 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float, width: int = W
     rows = [
         ("rows read / kept / quarantined / duplicates",
          f"{man.rows_read:,} / {man.rows_kept:,} / {man.rows_quarantined:,} / {man.duplicates_removed:,}"),
-        *[(f"  quarantined: {k}", f"{v:,}") for k, v in man.quarantined_by_reason.items()],
-        ("train rows (search rows) / validation rows / test rows",
+        *[(f"quarantined: {k}", f"{v:,}") for k, v in man.quarantined_by_reason.items()],
+        ("rows: train (search) / validation / test",
          f"{result.rows['train']:,} ({result.rows['search']:,}) / {result.rows.get('validation', 0):,} "
          f"(split.validation {spec.split.validation}: {result.validation:.1%}) / {result.rows['test']:,}"),
         *[(f"fewer rows: {what}", note) for what, note in result.row_notes.items()],

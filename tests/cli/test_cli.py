@@ -69,6 +69,6 @@ def test_schema_infer_prints_a_schema_block(_churn):
     proc = _churn("schema", "infer", str(ROOT / "data" / "telco" / "Telco-Customer-Churn.csv"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("schema:\n  id: customerID")
-    assert "TotalCharges: {nullable: true}" in proc.stdout
+    assert "TotalCharges: {min: 0, nullable: true}" in proc.stdout
     missing = _churn("schema", "infer", "/no/such.csv")
     assert missing.returncode == 2 and "no such file: /no/such.csv" in missing.stderr
