@@ -102,21 +102,16 @@ def model_of(fitted: Any) -> BaseEstimator:
 
 
 def booster_params(model: BaseEstimator, counts: dict[int, int], seed: int, scoring: str) -> dict[str, Any]:
-    """XGBoost's training parameters from the sample's best xgboost estimator: its depth, learning
-    rate and minimum child weight; balanced class weights become ``scale_pos_weight`` over the full
-    train split's class counts (``counts``). No ``nthread``: each worker trains with its own threads."""
-    p = model.get_params()
-    out: dict[str, Any] = {"objective": "binary:logistic", "tree_method": "hist", "seed": seed,
-                           "eval_metric": STOPPING_METRIC.get(scoring, "logloss")}
-    for ours, theirs in (("max_depth", "max_depth"), ("learning_rate", "eta"),
-                         ("min_child_weight", "min_child_weight"), ("max_leaves", "max_leaves"),
-                         ("reg_lambda", "lambda"), ("max_bin", "max_bin")):
-        if p.get(ours) is not None:
-            out[theirs] = p[ours]
-    if p.get("scale_pos_weight") is not None:
-        out["scale_pos_weight"] = float(p["scale_pos_weight"])
-    if p.get("class_weight") == "balanced":
-        out["scale_pos_weight"] = counts.get(0, 0) / max(counts.get(1, 0), 1)
+    """XGBoost's training parameters from the sample's best xgboost estimator (its own
+    :meth:`~churn.modeling.boosting.XGBoostClassifier.booster_params`: depth, learning rate, minimum
+    child weight, lambda, bins, one-hot limit), so the full-data fit trains the configuration the
+    sample chose; balanced class weights become ``scale_pos_weight`` over the full train split's
+    class counts (``counts``); early stopping watches the job's scoring where XGBoost has it. No
+    ``nthread``: each worker trains with its own threads."""
+    balanced = model.get_params().get("class_weight") == "balanced"
+    out = model.booster_params(counts.get(0, 0) / max(counts.get(1, 0), 1) if balanced else 1.0)
+    out.pop("nthread", None)
+    out.update(seed=seed, eval_metric=STOPPING_METRIC.get(scoring, "logloss"))
     return out
 
 
@@ -271,10 +266,11 @@ def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str],
     # xgboost.dask looks the client type up through distributed.get_client(): churn's clients are
     # not the default one, so this one is made current for the fit
     with client.as_current():
+        # max_bin as the booster's: XGBoost refuses a QuantileDMatrix binned otherwise
         dtrain = dxgb.DaskQuantileDMatrix(client, parts[0][x_cols], parts[0][LABEL_COLUMN],
-                                          enable_categorical=True)
+                                          max_bin=params["max_bin"], enable_categorical=True)
         dvalid = dxgb.DaskQuantileDMatrix(client, parts[1][x_cols], parts[1][LABEL_COLUMN], ref=dtrain,
-                                          enable_categorical=True)
+                                          max_bin=params["max_bin"], enable_categorical=True)
     coll = CollConfig(timeout=int(pd.Timedelta(setting("full-data.collective-timeout")).total_seconds()))
     log.info("full-data fit: %s rows on %d worker(s), up to %d rounds, early stopping after %d on %s "
              "(validation, %s rows)", f"{rows:,}", len(holders), max_rounds, patience, params["eval_metric"],
@@ -322,10 +318,10 @@ def full_data_model(fit: FullFit) -> Pipeline:
     from churn.modeling.boosting import XGBoostClassifier
 
     p = fit.params
-    model = XGBoostClassifier.from_booster(fit.booster, best_iteration=fit.rounds - 1, max_depth=p.get("max_depth", 6),
-                                           learning_rate=p.get("eta", 0.3),
-                                           min_child_weight=p.get("min_child_weight", 1.0),
-                                           n_estimators=fit.rounds, random_state=p["seed"])
+    model = XGBoostClassifier.from_booster(fit.booster, best_iteration=fit.rounds - 1, max_depth=p["max_depth"],
+                                           learning_rate=p["eta"], min_child_weight=p["min_child_weight"],
+                                           reg_lambda=p["lambda"], max_cat_to_onehot=p["max_cat_to_onehot"],
+                                           max_bin=p["max_bin"], n_estimators=fit.rounds, random_state=p["seed"])
     return Pipeline([*fit.preprocess.steps, ("model", model)])
 
 
