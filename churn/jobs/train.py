@@ -16,8 +16,8 @@ import pandas as pd
 from distributed import Client
 from distributed.scheduler import KilledWorker
 
-from churn.clusters import ClusterError
-from churn.config import JobSpec, SplitSpec, setting
+from churn.clusters import ClusterError, xgboost_collective
+from churn.config import ClusterSpec, JobSpec, SplitSpec, setting
 from churn.config.families import imbalance_used
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import Dataset, check_headers, check_output_folder, ingest
@@ -210,15 +210,16 @@ def _registered_rows(rows: dict[str, int], finalized: bool, full_won: bool) -> s
 
 
 def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, SearchResult],
-               sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int]
-               ) -> tuple[Choice, ChurnClassifier, Threshold]:
-    """Train the xgboost family's best configuration on every train row, score it and the sample
-    champion on the validation split, and return the choice, with the full-data model and its
-    threshold (its calibration map and threshold from the validation split)."""
+               sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int],
+               cluster: ClusterSpec | None = None) -> tuple[Choice, ChurnClassifier, Threshold]:
+    """Train the xgboost family's best configuration on every train row (XGBoost's tracker where
+    ``cluster``, the spec that started the cluster, says), score it and the sample champion on the
+    validation split, and return the choice, with the full-data model and its threshold (its
+    calibration map and threshold from the validation split)."""
     features, scoring = job.table.features, job.search.scoring
     valid = ddf[ddf[SPLIT_COLUMN] == "validation"]
     fit = fit_full(ddf[ddf[SPLIT_COLUMN] == "train"], valid, features, families[FULL_DATA_FAMILY].best_estimator,
-                   train.head(100), job.seed, scoring, client, counts)
+                   train.head(100), job.seed, scoring, client, counts, collective=xgboost_collective(cluster, client))
     full = full_data_model(fit)
     y_v, p_sample = validation_scores(valid, sample_model, features, client)
     y_f, s_full = validation_scores(valid, full, features, client)
@@ -236,10 +237,13 @@ def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, 
 
 
 def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None,
-        progress: Progress | None = None, force_promote: bool = False) -> TrainResult:
+        progress: Progress | None = None, force_promote: bool = False, cluster: ClusterSpec | None = None
+        ) -> TrainResult:
     """Run the whole train job on ``client``'s cluster; log it all to one MLflow run (``run_id``:
     resume that run, made by ``churn submit``; ``progress``: told after each finished fit;
-    ``force_promote``: the new version becomes ``@champion`` whatever the promotion gate says)."""
+    ``force_promote``: the new version becomes ``@champion`` whatever the promotion gate says;
+    ``cluster``: the spec that started the cluster, whose ``xgboost`` section places the full-data
+    fit's tracker)."""
     schema, features = job.table, job.table.features
     seconds: dict[str, float] = {}
     uri = resolve_uri(job.tracking)
@@ -319,7 +323,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             with _stage("full-data", seconds, f"{FULL_DATA_FAMILY} on {rows['train']:,} train rows, early stopping on "
                                               f"{rows['validation']:,} validation rows"):
                 full_choice, full_model, full_threshold = _full_data(job, ddf, train, families, model, counts, client,
-                                                                     rows)
+                                                                     rows, cluster)
                 others = {"sample champion": (model, threshold), "full-data xgboost": (full_model, full_threshold)}
                 if full_choice.winner == "full-data":
                     model, threshold, fitted = full_model, full_threshold, full_model.members

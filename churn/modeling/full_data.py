@@ -241,13 +241,24 @@ def _placed(client: Client, ddfs: list[dd.DataFrame]) -> tuple[list[dd.DataFrame
     return out, holders[0]
 
 
+def collective_config(collective: dict[str, Any] | None) -> CollConfig:
+    """The settings of XGBoost's collective for the fit: the cluster spec's tracker host, port and
+    timeout (``collective``: :func:`churn.clusters.xgboost_collective`'s keyword arguments, None for a
+    kind without an ``xgboost`` section: XGBoost's defaults), the timeout
+    ``churn.full-data.collective-timeout`` unless the spec sets one."""
+    timeout = int(pd.Timedelta(setting("full-data.collective-timeout")).total_seconds())
+    return CollConfig(**{"timeout": timeout, **(collective or {})})
+
+
 def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str], fitted: Any,
              example: pd.DataFrame, seed: int, scoring: str, client: Client, counts: dict[str, dict[int, int]],
-             max_rounds: int | None = None, patience: int | None = None) -> FullFit:
+             max_rounds: int | None = None, patience: int | None = None,
+             collective: dict[str, Any] | None = None) -> FullFit:
     """Train ``fitted``'s xgboost configuration (a sample-searched pipeline) on every row of ``train``,
     stopping early on ``validation`` (raw splits as Dask dataframes; ``example``: a few raw rows;
-    ``counts``: rows per split and class, :func:`churn.data.split.class_counts`). Checks the memory
-    first, then persists the transformed partitions once. Raises :class:`FullDataMemoryError` or
+    ``counts``: rows per split and class, :func:`churn.data.split.class_counts`; ``collective``: the
+    cluster spec's tracker settings, :func:`collective_config`). Checks the memory first, then
+    persists the transformed partitions once. Raises :class:`FullDataMemoryError` or
     :class:`FullDataFitError`."""
     t0 = time.perf_counter()
     max_rounds = int(max_rounds or setting("full-data.max-rounds"))
@@ -271,7 +282,7 @@ def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str],
                                           max_bin=params["max_bin"], enable_categorical=True)
         dvalid = dxgb.DaskQuantileDMatrix(client, parts[1][x_cols], parts[1][LABEL_COLUMN], ref=dtrain,
                                           max_bin=params["max_bin"], enable_categorical=True)
-    coll = CollConfig(timeout=int(pd.Timedelta(setting("full-data.collective-timeout")).total_seconds()))
+    coll = collective_config(collective)
     log.info("full-data fit: %s rows on %d worker(s), up to %d rounds, early stopping after %d on %s "
              "(validation, %s rows)", f"{rows:,}", len(holders), max_rounds, patience, params["eval_metric"],
              f"{n_valid:,}")

@@ -21,6 +21,7 @@ from churn.modeling.full_data import (
     FullDataFitError,
     FullDataMemoryError,
     check_memory,
+    collective_config,
     fit_full,
     full_data_model,
     memory_needed,
@@ -68,6 +69,13 @@ def test_full_data_fit_learns_from_every_train_row(client, tmp_path):
     full_auc = roc_auc_score(validation[LABEL_COLUMN], p)
     assert abs(full_auc - fit.best_score) < 0.01  # xgboost's distributed AUC, on the same rows
     assert full_auc > roc_auc_score(validation[LABEL_COLUMN], fitted.predict_proba(validation[features])[:, 1])
+
+
+def test_without_a_tracker_section_xgboost_picks_and_churn_sets_the_timeout():
+    """A cluster kind without an xgboost section (local, address, ssh): XGBoost's own tracker host and
+    port, the collective timeout from churn.full-data.collective-timeout (10m)."""
+    coll = collective_config(None)
+    assert (coll.tracker_host_ip, coll.tracker_port, coll.timeout) == (None, None, 600)
 
 
 def test_memory_check_names_the_size_and_what_to_add(client):
