@@ -22,7 +22,14 @@ from churn.config.families import imbalance_used
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import Dataset, check_headers, check_output_folder, ingest
 from churn.data.publish import release
-from churn.data.split import check_counts, class_counts, load_splits, sample_rows, search_sample
+from churn.data.split import (
+    check_counts,
+    check_validation_counts,
+    class_counts,
+    load_splits,
+    sample_rows,
+    search_sample,
+)
 from churn.jobs.graph import to_mermaid, train_graph
 from churn.modeling.calibrate import Champion, assemble, choose_champion
 from churn.modeling.evaluate import Evaluation, Threshold, choose_threshold, evaluation_from, permutation_table
@@ -209,6 +216,20 @@ def _registered_rows(rows: dict[str, int], finalized: bool, full_won: bool) -> s
         f"search sample ({rows['search']:,} of {rows['train']:,} train rows)"
 
 
+def _full_data_skipped(job: JobSpec, rows: dict[str, int]) -> str | None:
+    """Why the full-data fit cannot run on a train split larger than the search sample (None: it runs)."""
+    sample_only = (f"the registered model learned from the search sample only ({rows['search']:,} of "
+                   f"{rows['train']:,} train rows)")
+    if FULL_DATA_FAMILY not in job.model.families:
+        return (f"the job has no {FULL_DATA_FAMILY} family, the one the full-data fit trains on every train row: "
+                f"{sample_only}; add {FULL_DATA_FAMILY} to model.families")
+    if not rows["validation"]:  # split.validation 0, or auto on a train split just above the sample
+        return (f"no validation rows to stop early on and choose with (split.validation {job.split.validation}): "
+                f"{sample_only}; set split.validation above 0, or raise search.max_rows to {rows['train']:,} to "
+                "search on every train row")
+    return None
+
+
 def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, SearchResult],
                sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int],
                cluster: ClusterSpec | None = None) -> tuple[Choice, ChurnClassifier, Threshold]:
@@ -254,8 +275,12 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
 
         split = job.split.resolved(dataset.manifest.rows_kept, job.search.max_rows)
         if job.split.validation == "auto":
-            why = ("the train split is larger than search.max_rows: early stopping and the choice of model"
-                   if split.validation else f"the train split fits in search.max_rows={job.search.max_rows:,}")
+            if split.validation:
+                why = "the train split is larger than search.max_rows: early stopping and the choice of model"
+            elif dataset.manifest.rows_kept * (1 - split.test) > job.search.max_rows:
+                why = f"a share would leave the train split within search.max_rows={job.search.max_rows:,}"
+            else:
+                why = f"the train split fits in search.max_rows={job.search.max_rows:,}"
             if split.validation and FULL_DATA_FAMILY not in job.model.families:
                 split = SplitSpec(test=split.test, validation=0.0)  # no full-data fit: the rows would serve nothing
                 why = f"no {FULL_DATA_FAMILY} family, so no full-data fit to stop early or choose"
@@ -271,6 +296,9 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             train, n_train = search_sample(ddf[ddf[SPLIT_COLUMN] == "train"], job.search.max_rows, job.seed,
                                            client, counts=counts["train"])
             rows = {"train": n_train, "search": len(train), "validation": sum(counts["validation"].values())}
+            if rows["train"] > rows["search"] and FULL_DATA_FAMILY in job.model.families and rows["validation"]:
+                check_validation_counts(counts["validation"], cv=job.search.cv, positive=schema.positive,
+                                        negative=schema.negative)  # before the search, not after it
             notes = _sample_note(rows, job.search.max_rows)
             X, y = train[features], train[LABEL_COLUMN].astype(int)
 
@@ -313,12 +341,10 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                      threshold.value)
 
         full_choice, others = None, {}
-        if rows["train"] > rows["search"] and FULL_DATA_FAMILY not in families:
-            why = (f"the job has no {FULL_DATA_FAMILY} family, the one the full-data fit trains on every train row: "
-                   f"the registered model learned from the search sample only ({rows['search']:,} of {rows['train']:,} "
-                   f"train rows); add {FULL_DATA_FAMILY} to model.families")
-            log.warning("full-data fit skipped: %s", why)
-            notes["full-data"] = f"skipped: {why}"
+        skipped = _full_data_skipped(job, rows) if rows["train"] > rows["search"] else None
+        if skipped:
+            log.warning("full-data fit skipped: %s", skipped)
+            notes["full-data"] = f"skipped: {skipped}"
         elif rows["train"] > rows["search"]:
             with _stage("full-data", seconds, f"{FULL_DATA_FAMILY} on {rows['train']:,} train rows, early stopping on "
                                               f"{rows['validation']:,} validation rows"):

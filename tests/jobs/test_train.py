@@ -18,7 +18,7 @@ from churn.config import JobSpec
 from churn.data.generate import generate
 from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
-from churn.jobs.train import run
+from churn.jobs.train import _full_data_skipped, run
 from tests.conftest import ROOT, TELCO, job_spec
 
 
@@ -317,3 +317,19 @@ def test_a_table_above_the_sample_trains_on_every_row_and_chooses_on_validation(
     assert any("fewer rows: search" in ln and notes["search"] in ln for ln in text.splitlines())
     assert "full-data model vs sample champion" in text and f"won by {choice.margin:.4f} validation roc_auc" in text
     assert "fewer rows: finalize" in text
+
+
+def test_without_validation_rows_the_full_data_fit_is_skipped_and_said(tmp_path):
+    """A train split above the sample but no validation rows (split.validation 0, or auto on a train
+    split just above search.max_rows, where a share would bring it back within) skips the full-data
+    fit with the reason, instead of failing it after the search; no xgboost family: said too."""
+    rows = {"train": 224_000, "search": 200_000, "validation": 0}
+    auto = job_spec(tmp_path, TELCO)
+    assert auto.split.fraction(280_000, 200_000) == 0.0 and "xgboost" in auto.model.families
+    why = _full_data_skipped(auto, rows)
+    assert why.startswith("no validation rows to stop early on and choose with (split.validation auto): the "
+                          "registered model learned from the search sample only (200,000 of 224,000 train rows)")
+    assert why.endswith("raise search.max_rows to 224,000 to search on every train row")
+    assert _full_data_skipped(auto, {**rows, "validation": 28_000}) is None
+    no_xgb = job_spec(tmp_path, TELCO, "model.families=[logistic_regression]")
+    assert _full_data_skipped(no_xgb, {**rows, "validation": 28_000}).startswith("the job has no xgboost family")
