@@ -42,6 +42,7 @@ def test_an_xgboost_dask_fit_runs_with_the_spec_tracker(client):
     tracker on the port the spec fixed, nthread the workers' threads."""
     dxgb = pytest.importorskip("xgboost.dask")
     import dask.array as da
+
     from churn.modeling.full_data import collective_config
 
     port = free_port()

@@ -42,7 +42,8 @@ def _telco_splits(tmp_path, partitions: int = 6) -> tuple:
     features = job.table.features
     sample = train.sample(500, random_state=0)
     fitted = build_pipeline(job.table, "xgboost", "class_weight", job.seed).set_params(
-        model__max_depth=3, model__n_estimators=20, model__max_bin=64, model__max_cat_to_onehot=8).fit(sample[features], sample[LABEL_COLUMN])
+        model__max_depth=3, model__n_estimators=20, model__max_bin=64, model__max_cat_to_onehot=8
+    ).fit(sample[features], sample[LABEL_COLUMN])
     counts = {"train": train[LABEL_COLUMN].value_counts().to_dict(),
               "validation": validation[LABEL_COLUMN].value_counts().to_dict()}
     return (job, features, fitted, dd.from_pandas(train, npartitions=partitions),
