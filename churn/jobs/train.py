@@ -1,5 +1,6 @@
-"""The train job: ingest → split → search → calibrate → evaluate → finalize → track. Wiring only: the
-logic lives in :mod:`churn.data`, :mod:`churn.modeling` and :mod:`churn.tracking`."""
+"""The train job: ingest → split → preflight → search → calibrate → full-data (a train split larger than
+``search.max_rows``) → evaluate → finalize → track. Wiring only: the logic lives in :mod:`churn.data`,
+:mod:`churn.modeling` and :mod:`churn.tracking`."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ class TrainResult:
     families: dict[str, SearchResult]
     champion: Champion
     threshold: Threshold
-    test: Evaluation  # of the model before finalising (fitted on the search rows only)
+    test: Evaluation  # of the model before finalising: the sample champion, or the full-data model when it won
     rows: dict[str, int]
     kept_features: list[str]
     model: ChurnClassifier  # the registered model (finalised unless model.finalize is off)
@@ -232,29 +233,32 @@ def _full_data_skipped(job: JobSpec, rows: dict[str, int]) -> str | None:
 
 def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, SearchResult],
                sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int],
-               cluster: ClusterSpec | None = None) -> tuple[Choice, ChurnClassifier, Threshold]:
+               cluster: ClusterSpec | None = None
+               ) -> tuple[Choice, ChurnClassifier, Threshold, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Train the xgboost family's best configuration on every train row (XGBoost's tracker where
     ``cluster``, the spec that started the cluster, says), score it and the sample champion on the
-    validation split, and return the choice, with the full-data model and its threshold (its
-    calibration map and threshold from the validation split)."""
+    validation split, and return the choice, with the full-data model, its threshold (its
+    calibration map and threshold from the validation split), and its calibrated probabilities,
+    labels and keys of the validation rows (none scored by a map fitted on it: the monitoring
+    reference's scores when it is registered)."""
     features, scoring = job.table.features, job.search.scoring
     valid = ddf[ddf[SPLIT_COLUMN] == "validation"]
     fit = fit_full(ddf[ddf[SPLIT_COLUMN] == "train"], valid, features, families[FULL_DATA_FAMILY].best_estimator,
                    train.head(100), job.seed, scoring, client, counts, collective=xgboost_collective(cluster, client))
     full = full_data_model(fit)
-    y_v, p_sample = validation_scores(valid, sample_model, features, client)
-    y_f, s_full = validation_scores(valid, full, features, client)
-    if not np.array_equal(y_v, y_f):  # the same partitions in the same order: never expected
+    y_v, p_sample, keys = validation_scores(valid, sample_model, features, client)
+    y_f, s_full, keys_f = validation_scores(valid, full, features, client)
+    if not (np.array_equal(y_v, y_f) and np.array_equal(keys, keys_f)):  # the same rows in the same order
         raise ClusterError("the validation split came back in a different order for the two models")
     cal, at, p_full = calibrate_on_validation(y_v, s_full, method=job.model.calibration, cv=job.search.cv,
                                               seed=job.seed, max_rows=job.search.max_rows)
     full_score, sample_score = score_with(scoring, y_v, p_full), score_with(scoring, y_v, p_sample)
     choice = Choice("full-data" if full_score > sample_score else "sample", scoring, full_score, sample_score,
-                    fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds)
+                    fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds, cal.method)
     log.info("full-data fit: %s", choice.line)
     chosen = choose_threshold(y_v[at], cal.oof_proba, job.evaluation.economics)
     threshold = replace(chosen, source=f"{VALIDATION_SOURCE}, {len(at):,} rows")
-    return choice, assemble([full], cal, [FULL_DATA_FAMILY]), threshold
+    return choice, assemble([full], cal, [FULL_DATA_FAMILY]), threshold, (p_full, y_v, keys)
 
 
 def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None,
@@ -340,7 +344,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                      job.search.scoring, champion.cv_score, champion.cv_std, champion.calibration.method,
                      threshold.value)
 
-        full_choice, others = None, {}
+        full_choice, others, full_scores = None, {}, None
         skipped = _full_data_skipped(job, rows) if rows["train"] > rows["search"] else None
         if skipped:
             log.warning("full-data fit skipped: %s", skipped)
@@ -348,8 +352,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         elif rows["train"] > rows["search"]:
             with _stage("full-data", seconds, f"{FULL_DATA_FAMILY} on {rows['train']:,} train rows, early stopping on "
                                               f"{rows['validation']:,} validation rows"):
-                full_choice, full_model, full_threshold = _full_data(job, ddf, train, families, model, counts, client,
-                                                                     rows, cluster)
+                full_choice, full_model, full_threshold, full_scores = _full_data(job, ddf, train, families, model,
+                                                                                  counts, client, rows, cluster)
                 others = {"sample champion": (model, threshold), "full-data xgboost": (full_model, full_threshold)}
                 if full_choice.winner == "full-data":
                     model, threshold, fitted = full_model, full_threshold, full_model.members
@@ -402,13 +406,18 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         with _stage("track", seconds, f"{uri} (experiment {job.tracking.experiment})"):
             for fam, res in families.items():
                 log_family(job, fam, res)
+            # the registered model's calibration: the full-data model's own map when it won
+            calibration = full_choice.calibration if full_won else champion.calibration.method
             log_champion(job, dataset.manifest, families, champion, test, rows, threshold, kept,
-                         registered=_registered_rows(rows, finalized, full_won))
+                         registered=_registered_rows(rows, finalized, full_won), calibration=calibration)
             log_row_notes(notes, rows, split.validation, full_choice, test_by_model)
             if job.evaluation.plots:
-                log_plots(job, families, test, importance, raw, champion.calibration.method)
-            reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, champion.oof_proba, y.to_numpy(),
-                                          train[KEY_COLUMN].to_numpy(), schema, client)
+                log_plots(job, families, test, importance, raw, calibration)
+            # the scores the monitor compares batches with are the registered model's, on rows it was not
+            # fitted on: the champion's out-of-fold ones, or the full-data model's on the validation split
+            scores = (full_scores if full_won else
+                      (champion.oof_proba, y.to_numpy(), train[KEY_COLUMN].to_numpy()))
+            reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, *scores, schema, client)
             name, scoring = job.tracking.registered_model, job.search.scoring
 
             def register() -> str:
@@ -416,7 +425,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                                  job.tracking.registered_model, schema, reference)
                 version = str(info.registered_model_version)
                 describe_version(name, version, *version_card(job, dataset.manifest, champion, test, rows, threshold,
-                                                              parent.info.run_id, full_data=full_won))
+                                                              parent.info.run_id, full_data=full_won,
+                                                              calibration=calibration))
                 return version
 
             # the gate scores the champion on this run's test rows as the new model was scored above

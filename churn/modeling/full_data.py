@@ -46,7 +46,7 @@ from xgboost.collective import Config as CollConfig
 from churn.clusters.errors import ClusterError
 from churn.clusters.scatter import scatter
 from churn.config import setting
-from churn.data.columns import LABEL_COLUMN
+from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
 from churn.modeling.pipeline import inference_pipeline
 
 log = logging.getLogger(__name__)
@@ -353,6 +353,7 @@ class Choice:
     calibration_rows: int  # validation rows the full-data model's calibration map and threshold were fitted on
     rounds: int
     seconds: float
+    calibration: str = ""  # the full-data model's calibration method (chosen on the validation rows)
 
     @property
     def margin(self) -> float:
@@ -364,28 +365,32 @@ class Choice:
         won, lost = ("full-data xgboost", "sample champion") if self.winner == "full-data" else \
             ("sample champion", "full-data xgboost")
         return (f"{won} won by {self.margin:.4f} validation {self.scoring} (full-data {self.full_score:.4f}, fitted on "
-                f"{self.full_rows:,} rows, {self.rounds} rounds; sample champion {self.sample_score:.4f}, fitted on "
+                f"{self.full_rows:,} rows, {self.rounds} rounds, calibration {self.calibration or 'none'}; "
+                f"sample champion {self.sample_score:.4f}, fitted on "
                 f"{self.sample_rows:,} rows; {self.validation_rows:,} validation rows) over the {lost}")
 
 
 def validation_scores(ddf: dd.DataFrame, model: Any, features: list[str], client: Client
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and churn probabilities of ``model`` on ``ddf``, scored partition by partition on the
-    workers, gathered in the driver: the calibration map is fitted on them. The validation split is
-    capped (``split.validation: auto``: at most 1,000,000 rows, 16 MB here); the test split's
-    evaluation is the one in constant memory (:mod:`churn.modeling.summary`)."""
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, churn probabilities of ``model`` and row keys of ``ddf``, scored partition by partition
+    on the workers, gathered in the driver: the calibration map is fitted on them. The validation
+    split is capped (``split.validation: auto``: at most 1,000,000 rows, about 17 MB here); the test
+    split's evaluation is the one in constant memory (:mod:`churn.modeling.summary`)."""
     [model_f] = scatter(client, [model], broadcast=True)  # once per worker, not once per partition task
     parts = client.gather([client.submit(_labels_and_scores, part, model_f, features, pure=False)
                            for part in client.compute(ddf.to_delayed())])
     y = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int8)
     s = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
-    return y, s
+    keys = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.uint64)
+    return y, s, keys
 
 
-def _labels_and_scores(frame: pd.DataFrame, model: Any, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _labels_and_scores(frame: pd.DataFrame, model: Any, features: list[str]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not len(frame):
-        return np.zeros(0, np.int8), np.zeros(0)
-    return frame[LABEL_COLUMN].to_numpy(np.int8), model.predict_proba(frame[features])[:, 1]
+        return np.zeros(0, np.int8), np.zeros(0), np.zeros(0, np.uint64)
+    return (frame[LABEL_COLUMN].to_numpy(np.int8), model.predict_proba(frame[features])[:, 1],
+            frame[KEY_COLUMN].to_numpy(np.uint64))
 
 
 def score_with(scoring: str, y: np.ndarray, p: np.ndarray) -> float:

@@ -19,6 +19,7 @@ from churn.data.generate import generate
 from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
 from churn.jobs.train import _full_data_skipped, run
+from churn.tracking.registry import load_churn_model
 from tests.conftest import ROOT, TELCO, job_spec
 
 
@@ -311,6 +312,16 @@ def test_a_table_above_the_sample_trains_on_every_row_and_chooses_on_validation(
     assert data.metrics["full_data_rows"] == rows["train"] and data.metrics["sample_champion_rows"] == rows["search"]
     assert data.metrics["validation_roc_auc_full_data"] == choice.full_score
     assert data.metrics["final_rows"] == rows["final"]
+    # the run and the version name the registered model's calibration, and its monitoring reference holds
+    # that model's scores on rows it was not fitted on (the full-data model's: the validation rows)
+    assert f"calibration {choice.calibration}," in choice.line
+    assert data.tags["calibration"] == result.model.calibrator.method
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    version = mlflow.MlflowClient().get_model_version(job.tracking.registered_model, result.model_version)
+    assert f"calibration {result.model.calibrator.method}." in version.description
+    reference = load_churn_model(result.model_uri).reference()
+    assert sum(reference["scores"]["counts"]) == (rows["validation"] if choice.winner == "full-data"
+                                                  else rows["search"])
     console = Console(record=True, width=250, file=io.StringIO())
     console.print(result_table(job, result, wall=1.0))
     text = console.export_text()
