@@ -254,7 +254,8 @@ def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, 
                                               seed=job.seed, max_rows=job.search.max_rows)
     full_score, sample_score = score_with(scoring, y_v, p_full), score_with(scoring, y_v, p_sample)
     choice = Choice("full-data" if full_score > sample_score else "sample", scoring, full_score, sample_score,
-                    fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds, cal.method)
+                    fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds, cal.method,
+                    fit.workers)
     log.info("full-data fit: %s", choice.line)
     chosen = choose_threshold(y_v[at], cal.oof_proba, job.evaluation.economics)
     threshold = replace(chosen, source=f"{VALIDATION_SOURCE}, {len(at):,} rows")
@@ -435,7 +436,10 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                         test_rows=test_rows_id(dataset.manifest.dataset, split.test, split.validation,
                                                job.seed),
                         refit_on_test=finalized)
-            promotion = promote(gate, model_fingerprint(job, dataset.manifest.dataset, len(train)), register,
+            # a full-data model depends on the workers it trained on: a rerun on others is another model
+            fingerprint = model_fingerprint(job, dataset.manifest.dataset, len(train),
+                                            full_choice.workers if full_won else None)
+            promotion = promote(gate, fingerprint, register,
                                 owner_check(uri, parent.info.run_id, token), force=force_promote)
             version = promotion.version
         log_seconds(seconds)

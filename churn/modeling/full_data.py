@@ -354,6 +354,7 @@ class Choice:
     rounds: int
     seconds: float
     calibration: str = ""  # the full-data model's calibration method (chosen on the validation rows)
+    workers: int = 0  # workers the full-data fit trained on (its result depends on them)
 
     @property
     def margin(self) -> float:
