@@ -84,10 +84,6 @@ class FullFit:
     workers: int
     history: list[float] = field(default_factory=list, repr=False)
 
-    @property
-    def stopped_early(self) -> bool:
-        return self.rounds < self.max_rounds
-
 
 def preprocessing(fitted: Any) -> Pipeline:
     """The fitted steps before the model of a sample-searched pipeline (samplers left out: they only
