@@ -11,7 +11,8 @@
 * :func:`fit_full` — persist the transformed partitions once, quantise them once
   (``DaskQuantileDMatrix``; the validation split with ``ref=`` the training one, so both share its
   bins), train with ``xgboost.dask.train`` and early stopping; each worker trains with its own
-  threads (xgboost.dask's default: ``nthread`` = the Dask worker's threads);
+  threads (xgboost.dask's default: ``nthread`` = the Dask worker's threads), XGBoost's tracker where
+  the cluster spec's ``xgboost`` section says (:func:`collective_config`);
 * :func:`full_data_model` — the fitted preprocessing and the booster as one inference pipeline;
 * :func:`validation_scores`, :func:`calibrate_on_validation`, :class:`Choice` — the full-data model
   and the sample champion scored on the validation split, which neither was fitted on; the full-data
@@ -21,7 +22,8 @@ A worker lost during the fit: XGBoost's collective has no recovery (a reschedule
 refuses to run on another worker, and the survivors wait in their collective calls). The fit is
 watched: when a worker that holds training data leaves the scheduler, the training futures are
 cancelled and :class:`FullDataFitError` says so in one line; no booster comes out of it. The
-collective's own timeout (``churn.full-data.collective-timeout``) frees the survivors' threads.
+collective's own timeout (``churn.full-data.collective-timeout``, or the cluster spec's
+``xgboost.timeout``) frees the survivors' threads.
 """
 
 from __future__ import annotations
