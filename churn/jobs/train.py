@@ -182,6 +182,18 @@ def _sample_note(rows: dict[str, int], max_rows: int) -> dict[str, str]:
     return {"search": note}
 
 
+def _unused_validation_note(rows: dict[str, int], full_data: bool) -> dict[str, str]:
+    """Validation rows that nothing will use (a fraction set by hand where no full-data fit runs)."""
+    if full_data or not rows["validation"]:
+        return {}
+    why = ("the train split fits in search.max_rows" if rows["train"] <= rows["search"]
+           else f"the job has no {FULL_DATA_FAMILY} family")
+    note = (f"{rows['validation']:,} labelled rows held out as validation are used by nothing ({why}, so no "
+            "full-data fit): set split.validation to auto or 0 to train on them")
+    log.warning("validation split: %s", note)
+    return {"validation": note}
+
+
 def _cap_notes(families: dict[str, SearchResult], search_rows: int) -> dict[str, str]:
     """Families whose fits saw fewer rows than the search sample (``model.max_rows``)."""
     out = {}
@@ -301,10 +313,11 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             train, n_train = search_sample(ddf[ddf[SPLIT_COLUMN] == "train"], job.search.max_rows, job.seed,
                                            client, counts=counts["train"])
             rows = {"train": n_train, "search": len(train), "validation": sum(counts["validation"].values())}
-            if rows["train"] > rows["search"] and FULL_DATA_FAMILY in job.model.families and rows["validation"]:
+            full_data = rows["train"] > rows["search"] and FULL_DATA_FAMILY in job.model.families
+            if full_data and rows["validation"]:
                 check_validation_counts(counts["validation"], cv=job.search.cv, positive=schema.positive,
                                         negative=schema.negative)  # before the search, not after it
-            notes = _sample_note(rows, job.search.max_rows)
+            notes = {**_sample_note(rows, job.search.max_rows), **_unused_validation_note(rows, full_data)}
             X, y = train[features], train[LABEL_COLUMN].astype(int)
 
         with _stage("preflight", seconds, "each family's model saved and loaded back as registered"):

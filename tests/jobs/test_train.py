@@ -18,7 +18,7 @@ from churn.config import JobSpec
 from churn.data.generate import generate
 from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
-from churn.jobs.train import _full_data_skipped, run
+from churn.jobs.train import _full_data_skipped, _unused_validation_note, run
 from churn.tracking.registry import load_churn_model
 from tests.conftest import ROOT, TELCO, job_spec
 
@@ -344,3 +344,13 @@ def test_without_validation_rows_the_full_data_fit_is_skipped_and_said(tmp_path)
     assert _full_data_skipped(auto, {**rows, "validation": 28_000}) is None
     no_xgb = job_spec(tmp_path, TELCO, "model.families=[logistic_regression]")
     assert _full_data_skipped(no_xgb, {**rows, "validation": 28_000}).startswith("the job has no xgboost family")
+
+
+def test_validation_rows_nothing_uses_are_said():
+    """split.validation set by hand where no full-data fit runs: the held-out rows are a note, not lost silently."""
+    small = {"train": 5_000, "search": 5_000, "validation": 700}
+    assert _unused_validation_note(small, full_data=False) == {"validation": (
+        "700 labelled rows held out as validation are used by nothing (the train split fits in search.max_rows, so "
+        "no full-data fit): set split.validation to auto or 0 to train on them")}
+    assert _unused_validation_note({**small, "validation": 0}, full_data=False) == {}
+    assert _unused_validation_note({"train": 300_000, "search": 200_000, "validation": 30_000}, full_data=True) == {}
