@@ -314,7 +314,7 @@ def test_a_table_above_the_sample_trains_on_every_row_and_chooses_on_validation(
     assert data.metrics["final_rows"] == rows["final"]
     # the run and the version name the registered model's calibration, and its monitoring reference holds
     # that model's scores on rows it was not fitted on (the full-data model's: the validation rows)
-    assert f"calibration {choice.calibration}," in choice.line
+    assert f"calibration {choice.calibration};" in choice.line
     assert data.tags["calibration"] == result.model.calibrator.method
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     version = mlflow.MlflowClient().get_model_version(job.tracking.registered_model, result.model_version)
