@@ -333,7 +333,7 @@ def train(job: JobArg, cluster: ClusterOpt = None, scheduler: SchedulerOpt = Non
     with FitProgress(console) as progress:
         result = _on_cluster(cluster_spec, scheduler,
                              lambda client: train_job.run(spec, client, job_file=str(job), progress=progress,
-                                                          force_promote=promote),
+                                                          force_promote=promote, cluster=cluster_spec),
                              preflight=lambda: train_job.preflight(spec))
     out = _out()
     out.print(summary.train_summary(spec, result, time.perf_counter() - t0, out.width))

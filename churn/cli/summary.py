@@ -217,7 +217,7 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float, width: int = W
          f"{m.get('profit', 0):,.0f} vs {m.get('profit_contact_all', 0):,.0f} contacting all "
          f"(value {econ.customer_value:g}, offer {econ.offer_cost:g}, contact {econ.contact_cost:g}, "
          f"acceptance {econ.acceptance_rate:g}{', built-in defaults' if default_economics(spec) else ''})"),
-        ("features kept by the champion", f"{len(result.kept_features)}"),
+        ("features kept by the registered model", f"{len(result.kept_features)}"),
         ("feature sums (model.feature_sums)", ", ".join(result.feature_sums) or "none"),
         ("registered model", f"{result.model_uri} (version {result.model_version}), fitted on "
          f"{result.rows['final']:,} rows ({_learned_from(result)})"),

@@ -44,7 +44,8 @@ def _free_port(host: str, low: int, high: int) -> int | None:
 
 def xgboost_collective(spec: ClusterSpec | None, client: Client) -> dict[str, Any] | None:
     """Keyword arguments of ``xgboost.collective.Config`` for an ``xgboost.dask`` fit on ``client``,
-    the cluster ``spec`` started (pass them as ``coll_cfg=Config(**kwargs)``); None: the kind has
+    the cluster ``spec`` started (the train job passes them to the full-data fit,
+    :func:`churn.modeling.full_data.collective_config`); None: the kind has
     no ``xgboost`` section (local, address, ssh), so XGBoost's own defaults apply.
 
     For ``slurm`` and ``kubernetes``: ``tracker_host_ip`` is the spec's ``xgboost.tracker_host``, or

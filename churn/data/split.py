@@ -95,6 +95,19 @@ def check_counts(counts: dict[str, dict[int, int]], *, cv: int, max_rows: int, p
                              + " (raise split.test, or add rows)")
 
 
+def check_validation_counts(validation: dict[int, int], *, cv: int, positive: str, negative: str) -> None:
+    """Enough rows of each class in the validation split for the full-data fit, whose calibration
+    map and threshold are cross-fitted there in ``cv`` stratified folds and whose choice is scored
+    there; else one message with the counts."""
+    if min(validation.values()) >= cv:
+        return
+    names = {0: repr(negative), 1: repr(positive)}
+    raise DataCountError(
+        f"the full-data fit is calibrated and chosen on the validation split in search.cv={cv} folds: it needs at "
+        f"least {cv} rows of each class there; it has "
+        + ", ".join(f"{n:,} {names[c]}" for c, n in sorted(validation.items())) + " (raise split.validation)")
+
+
 def search_sample(train: dd.DataFrame, max_rows: int, seed: int, client: Client,
                   counts: dict[int, int] | None = None) -> tuple[pd.DataFrame, int]:
     """Training rows for the grid search: all of them, or a stratified sample of ``max_rows``.

@@ -1,5 +1,6 @@
-"""The train job: ingest → split → search → calibrate → evaluate → finalize → track. Wiring only: the
-logic lives in :mod:`churn.data`, :mod:`churn.modeling` and :mod:`churn.tracking`."""
+"""The train job: ingest → split → preflight → search → calibrate → full-data (a train split larger than
+``search.max_rows``) → evaluate → finalize → track. Wiring only: the logic lives in :mod:`churn.data`,
+:mod:`churn.modeling` and :mod:`churn.tracking`."""
 
 from __future__ import annotations
 
@@ -16,13 +17,20 @@ import pandas as pd
 from distributed import Client
 from distributed.scheduler import KilledWorker
 
-from churn.clusters import ClusterError
-from churn.config import JobSpec, SplitSpec, setting
+from churn.clusters import ClusterError, xgboost_collective
+from churn.config import ClusterSpec, JobSpec, SplitSpec, setting
 from churn.config.families import imbalance_used
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import Dataset, check_headers, check_output_folder, ingest
 from churn.data.publish import release
-from churn.data.split import check_counts, class_counts, load_splits, sample_rows, search_sample
+from churn.data.split import (
+    check_counts,
+    check_validation_counts,
+    class_counts,
+    load_splits,
+    sample_rows,
+    search_sample,
+)
 from churn.jobs.graph import to_mermaid, train_graph
 from churn.modeling.calibrate import Champion, assemble, choose_champion
 from churn.modeling.evaluate import Evaluation, Threshold, choose_threshold, evaluation_from, permutation_table
@@ -98,7 +106,7 @@ class TrainResult:
     families: dict[str, SearchResult]
     champion: Champion
     threshold: Threshold
-    test: Evaluation  # of the model before finalising (fitted on the search rows only)
+    test: Evaluation  # of the model before finalising: the sample champion, or the full-data model when it won
     rows: dict[str, int]
     kept_features: list[str]
     model: ChurnClassifier  # the registered model (finalised unless model.finalize is off)
@@ -174,6 +182,18 @@ def _sample_note(rows: dict[str, int], max_rows: int) -> dict[str, str]:
     return {"search": note}
 
 
+def _unused_validation_note(rows: dict[str, int], full_data: bool) -> dict[str, str]:
+    """Validation rows that nothing will use (a fraction set by hand where no full-data fit runs)."""
+    if full_data or not rows["validation"]:
+        return {}
+    why = ("the train split fits in search.max_rows" if rows["train"] <= rows["search"]
+           else f"the job has no {FULL_DATA_FAMILY} family")
+    note = (f"{rows['validation']:,} labelled rows held out as validation are used by nothing ({why}, so no "
+            "full-data fit): set split.validation to auto or 0 to train on them")
+    log.warning("validation split: %s", note)
+    return {"validation": note}
+
+
 def _cap_notes(families: dict[str, SearchResult], search_rows: int) -> dict[str, str]:
     """Families whose fits saw fewer rows than the search sample (``model.max_rows``)."""
     out = {}
@@ -209,37 +229,59 @@ def _registered_rows(rows: dict[str, int], finalized: bool, full_won: bool) -> s
         f"search sample ({rows['search']:,} of {rows['train']:,} train rows)"
 
 
+def _full_data_skipped(job: JobSpec, rows: dict[str, int]) -> str | None:
+    """Why the full-data fit cannot run on a train split larger than the search sample (None: it runs)."""
+    sample_only = (f"the registered model learned from the search sample only ({rows['search']:,} of "
+                   f"{rows['train']:,} train rows)")
+    if FULL_DATA_FAMILY not in job.model.families:
+        return (f"the job has no {FULL_DATA_FAMILY} family, the one the full-data fit trains on every train row: "
+                f"{sample_only}; add {FULL_DATA_FAMILY} to model.families")
+    if not rows["validation"]:  # split.validation 0, or auto on a train split just above the sample
+        return (f"no validation rows to stop early on and choose with (split.validation {job.split.validation}): "
+                f"{sample_only}; set split.validation above 0, or raise search.max_rows to {rows['train']:,} to "
+                "search on every train row")
+    return None
+
+
 def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, SearchResult],
-               sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int]
-               ) -> tuple[Choice, ChurnClassifier, Threshold]:
-    """Train the xgboost family's best configuration on every train row, score it and the sample
-    champion on the validation split, and return the choice, with the full-data model and its
-    threshold (its calibration map and threshold from the validation split)."""
+               sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int],
+               cluster: ClusterSpec | None = None
+               ) -> tuple[Choice, ChurnClassifier, Threshold, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Train the xgboost family's best configuration on every train row (XGBoost's tracker where
+    ``cluster``, the spec that started the cluster, says), score it and the sample champion on the
+    validation split, and return the choice, with the full-data model, its threshold (its
+    calibration map and threshold from the validation split), and its calibrated probabilities,
+    labels and keys of the validation rows (none scored by a map fitted on it: the monitoring
+    reference's scores when it is registered)."""
     features, scoring = job.table.features, job.search.scoring
     valid = ddf[ddf[SPLIT_COLUMN] == "validation"]
     fit = fit_full(ddf[ddf[SPLIT_COLUMN] == "train"], valid, features, families[FULL_DATA_FAMILY].best_estimator,
-                   train.head(100), job.seed, scoring, client, counts)
+                   train.head(100), job.seed, scoring, client, counts, collective=xgboost_collective(cluster, client))
     full = full_data_model(fit)
-    y_v, p_sample = validation_scores(valid, sample_model, features, client)
-    y_f, s_full = validation_scores(valid, full, features, client)
-    if not np.array_equal(y_v, y_f):  # the same partitions in the same order: never expected
+    y_v, p_sample, keys = validation_scores(valid, sample_model, features, client)
+    y_f, s_full, keys_f = validation_scores(valid, full, features, client)
+    if not (np.array_equal(y_v, y_f) and np.array_equal(keys, keys_f)):  # the same rows in the same order
         raise ClusterError("the validation split came back in a different order for the two models")
     cal, at, p_full = calibrate_on_validation(y_v, s_full, method=job.model.calibration, cv=job.search.cv,
                                               seed=job.seed, max_rows=job.search.max_rows)
     full_score, sample_score = score_with(scoring, y_v, p_full), score_with(scoring, y_v, p_sample)
     choice = Choice("full-data" if full_score > sample_score else "sample", scoring, full_score, sample_score,
-                    fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds)
+                    fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds, cal.method,
+                    fit.workers)
     log.info("full-data fit: %s", choice.line)
     chosen = choose_threshold(y_v[at], cal.oof_proba, job.evaluation.economics)
     threshold = replace(chosen, source=f"{VALIDATION_SOURCE}, {len(at):,} rows")
-    return choice, assemble([full], cal, [FULL_DATA_FAMILY]), threshold
+    return choice, assemble([full], cal, [FULL_DATA_FAMILY]), threshold, (p_full, y_v, keys)
 
 
 def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str | None = None,
-        progress: Progress | None = None, force_promote: bool = False) -> TrainResult:
+        progress: Progress | None = None, force_promote: bool = False, cluster: ClusterSpec | None = None
+        ) -> TrainResult:
     """Run the whole train job on ``client``'s cluster; log it all to one MLflow run (``run_id``:
     resume that run, made by ``churn submit``; ``progress``: told after each finished fit;
-    ``force_promote``: the new version becomes ``@champion`` whatever the promotion gate says)."""
+    ``force_promote``: the new version becomes ``@champion`` whatever the promotion gate says;
+    ``cluster``: the spec that started the cluster, whose ``xgboost`` section places the full-data
+    fit's tracker)."""
     schema, features = job.table, job.table.features
     seconds: dict[str, float] = {}
     uri = resolve_uri(job.tracking)
@@ -250,8 +292,12 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
 
         split = job.split.resolved(dataset.manifest.rows_kept, job.search.max_rows)
         if job.split.validation == "auto":
-            why = ("the train split is larger than search.max_rows: early stopping and the choice of model"
-                   if split.validation else f"the train split fits in search.max_rows={job.search.max_rows:,}")
+            if split.validation:
+                why = "the train split is larger than search.max_rows: early stopping and the choice of model"
+            elif dataset.manifest.rows_kept * (1 - split.test) > job.search.max_rows:
+                why = f"a share would leave the train split within search.max_rows={job.search.max_rows:,}"
+            else:
+                why = f"the train split fits in search.max_rows={job.search.max_rows:,}"
             if split.validation and FULL_DATA_FAMILY not in job.model.families:
                 split = SplitSpec(test=split.test, validation=0.0)  # no full-data fit: the rows would serve nothing
                 why = f"no {FULL_DATA_FAMILY} family, so no full-data fit to stop early or choose"
@@ -267,7 +313,11 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             train, n_train = search_sample(ddf[ddf[SPLIT_COLUMN] == "train"], job.search.max_rows, job.seed,
                                            client, counts=counts["train"])
             rows = {"train": n_train, "search": len(train), "validation": sum(counts["validation"].values())}
-            notes = _sample_note(rows, job.search.max_rows)
+            full_data = rows["train"] > rows["search"] and FULL_DATA_FAMILY in job.model.families
+            if full_data and rows["validation"]:
+                check_validation_counts(counts["validation"], cv=job.search.cv, positive=schema.positive,
+                                        negative=schema.negative)  # before the search, not after it
+            notes = {**_sample_note(rows, job.search.max_rows), **_unused_validation_note(rows, full_data)}
             X, y = train[features], train[LABEL_COLUMN].astype(int)
 
         with _stage("preflight", seconds, "each family's model saved and loaded back as registered"):
@@ -308,18 +358,16 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                      job.search.scoring, champion.cv_score, champion.cv_std, champion.calibration.method,
                      threshold.value)
 
-        full_choice, others = None, {}
-        if rows["train"] > rows["search"] and FULL_DATA_FAMILY not in families:
-            why = (f"the job has no {FULL_DATA_FAMILY} family, the one the full-data fit trains on every train row: "
-                   f"the registered model learned from the search sample only ({rows['search']:,} of {rows['train']:,} "
-                   f"train rows); add {FULL_DATA_FAMILY} to model.families")
-            log.warning("full-data fit skipped: %s", why)
-            notes["full-data"] = f"skipped: {why}"
+        full_choice, others, full_scores = None, {}, None
+        skipped = _full_data_skipped(job, rows) if rows["train"] > rows["search"] else None
+        if skipped:
+            log.warning("full-data fit skipped: %s", skipped)
+            notes["full-data"] = f"skipped: {skipped}"
         elif rows["train"] > rows["search"]:
             with _stage("full-data", seconds, f"{FULL_DATA_FAMILY} on {rows['train']:,} train rows, early stopping on "
                                               f"{rows['validation']:,} validation rows"):
-                full_choice, full_model, full_threshold = _full_data(job, ddf, train, families, model, counts, client,
-                                                                     rows)
+                full_choice, full_model, full_threshold, full_scores = _full_data(job, ddf, train, families, model,
+                                                                                  counts, client, rows, cluster)
                 others = {"sample champion": (model, threshold), "full-data xgboost": (full_model, full_threshold)}
                 if full_choice.winner == "full-data":
                     model, threshold, fitted = full_model, full_threshold, full_model.members
@@ -372,13 +420,18 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         with _stage("track", seconds, f"{uri} (experiment {job.tracking.experiment})"):
             for fam, res in families.items():
                 log_family(job, fam, res)
+            # the registered model's calibration: the full-data model's own map when it won
+            calibration = full_choice.calibration if full_won else champion.calibration.method
             log_champion(job, dataset.manifest, families, champion, test, rows, threshold, kept,
-                         registered=_registered_rows(rows, finalized, full_won))
+                         registered=_registered_rows(rows, finalized, full_won), calibration=calibration)
             log_row_notes(notes, rows, split.validation, full_choice, test_by_model)
             if job.evaluation.plots:
-                log_plots(job, families, test, importance, raw, champion.calibration.method)
-            reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, champion.oof_proba, y.to_numpy(),
-                                          train[KEY_COLUMN].to_numpy(), schema, client)
+                log_plots(job, families, test, importance, raw, calibration)
+            # the scores the monitor compares batches with are the registered model's, on rows it was not
+            # fitted on: the champion's out-of-fold ones, or the full-data model's on the validation split
+            scores = (full_scores if full_won else
+                      (champion.oof_proba, y.to_numpy(), train[KEY_COLUMN].to_numpy()))
+            reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, *scores, schema, client)
             name, scoring = job.tracking.registered_model, job.search.scoring
 
             def register() -> str:
@@ -386,7 +439,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                                  job.tracking.registered_model, schema, reference)
                 version = str(info.registered_model_version)
                 describe_version(name, version, *version_card(job, dataset.manifest, champion, test, rows, threshold,
-                                                              parent.info.run_id, full_data=full_won))
+                                                              parent.info.run_id, full_data=full_won,
+                                                              calibration=calibration))
                 return version
 
             # the gate scores the champion on this run's test rows as the new model was scored above
@@ -395,7 +449,10 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                         test_rows=test_rows_id(dataset.manifest.dataset, split.test, split.validation,
                                                job.seed),
                         refit_on_test=finalized)
-            promotion = promote(gate, model_fingerprint(job, dataset.manifest.dataset, len(train)), register,
+            # a full-data model depends on the workers it trained on: a rerun on others is another model
+            fingerprint = model_fingerprint(job, dataset.manifest.dataset, len(train),
+                                            full_choice.workers if full_won else None)
+            promotion = promote(gate, fingerprint, register,
                                 owner_check(uri, parent.info.run_id, token), force=force_promote)
             version = promotion.version
         log_seconds(seconds)

@@ -11,7 +11,8 @@
 * :func:`fit_full` — persist the transformed partitions once, quantise them once
   (``DaskQuantileDMatrix``; the validation split with ``ref=`` the training one, so both share its
   bins), train with ``xgboost.dask.train`` and early stopping; each worker trains with its own
-  threads (xgboost.dask's default: ``nthread`` = the Dask worker's threads);
+  threads (xgboost.dask's default: ``nthread`` = the Dask worker's threads), XGBoost's tracker where
+  the cluster spec's ``xgboost`` section says (:func:`collective_config`);
 * :func:`full_data_model` — the fitted preprocessing and the booster as one inference pipeline;
 * :func:`validation_scores`, :func:`calibrate_on_validation`, :class:`Choice` — the full-data model
   and the sample champion scored on the validation split, which neither was fitted on; the full-data
@@ -21,7 +22,8 @@ A worker lost during the fit: XGBoost's collective has no recovery (a reschedule
 refuses to run on another worker, and the survivors wait in their collective calls). The fit is
 watched: when a worker that holds training data leaves the scheduler, the training futures are
 cancelled and :class:`FullDataFitError` says so in one line; no booster comes out of it. The
-collective's own timeout (``churn.full-data.collective-timeout``) frees the survivors' threads.
+collective's own timeout (``churn.full-data.collective-timeout``, or the cluster spec's
+``xgboost.timeout``) frees the survivors' threads.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from xgboost.collective import Config as CollConfig
 from churn.clusters.errors import ClusterError
 from churn.clusters.scatter import scatter
 from churn.config import setting
-from churn.data.columns import LABEL_COLUMN
+from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
 from churn.modeling.pipeline import inference_pipeline
 
 log = logging.getLogger(__name__)
@@ -84,10 +86,6 @@ class FullFit:
     workers: int
     history: list[float] = field(default_factory=list, repr=False)
 
-    @property
-    def stopped_early(self) -> bool:
-        return self.rounds < self.max_rounds
-
 
 def preprocessing(fitted: Any) -> Pipeline:
     """The fitted steps before the model of a sample-searched pipeline (samplers left out: they only
@@ -102,21 +100,16 @@ def model_of(fitted: Any) -> BaseEstimator:
 
 
 def booster_params(model: BaseEstimator, counts: dict[int, int], seed: int, scoring: str) -> dict[str, Any]:
-    """XGBoost's training parameters from the sample's best xgboost estimator: its depth, learning
-    rate and minimum child weight; balanced class weights become ``scale_pos_weight`` over the full
-    train split's class counts (``counts``). No ``nthread``: each worker trains with its own threads."""
-    p = model.get_params()
-    out: dict[str, Any] = {"objective": "binary:logistic", "tree_method": "hist", "seed": seed,
-                           "eval_metric": STOPPING_METRIC.get(scoring, "logloss")}
-    for ours, theirs in (("max_depth", "max_depth"), ("learning_rate", "eta"),
-                         ("min_child_weight", "min_child_weight"), ("max_leaves", "max_leaves"),
-                         ("reg_lambda", "lambda"), ("max_bin", "max_bin")):
-        if p.get(ours) is not None:
-            out[theirs] = p[ours]
-    if p.get("scale_pos_weight") is not None:
-        out["scale_pos_weight"] = float(p["scale_pos_weight"])
-    if p.get("class_weight") == "balanced":
-        out["scale_pos_weight"] = counts.get(0, 0) / max(counts.get(1, 0), 1)
+    """XGBoost's training parameters from the sample's best xgboost estimator (its own
+    :meth:`~churn.modeling.boosting.XGBoostClassifier.booster_params`: depth, learning rate, minimum
+    child weight, lambda, bins, one-hot limit), so the full-data fit trains the configuration the
+    sample chose; balanced class weights become ``scale_pos_weight`` over the full train split's
+    class counts (``counts``); early stopping watches the job's scoring where XGBoost has it. No
+    ``nthread``: each worker trains with its own threads."""
+    balanced = model.get_params().get("class_weight") == "balanced"
+    out = model.booster_params(counts.get(0, 0) / max(counts.get(1, 0), 1) if balanced else 1.0)
+    out.pop("nthread", None)
+    out.update(seed=seed, eval_metric=STOPPING_METRIC.get(scoring, "logloss"))
     return out
 
 
@@ -246,13 +239,24 @@ def _placed(client: Client, ddfs: list[dd.DataFrame]) -> tuple[list[dd.DataFrame
     return out, holders[0]
 
 
+def collective_config(collective: dict[str, Any] | None) -> CollConfig:
+    """The settings of XGBoost's collective for the fit: the cluster spec's tracker host, port and
+    timeout (``collective``: :func:`churn.clusters.xgboost_collective`'s keyword arguments, None for a
+    kind without an ``xgboost`` section: XGBoost's defaults), the timeout
+    ``churn.full-data.collective-timeout`` unless the spec sets one."""
+    timeout = int(pd.Timedelta(setting("full-data.collective-timeout")).total_seconds())
+    return CollConfig(**{"timeout": timeout, **(collective or {})})
+
+
 def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str], fitted: Any,
              example: pd.DataFrame, seed: int, scoring: str, client: Client, counts: dict[str, dict[int, int]],
-             max_rounds: int | None = None, patience: int | None = None) -> FullFit:
+             max_rounds: int | None = None, patience: int | None = None,
+             collective: dict[str, Any] | None = None) -> FullFit:
     """Train ``fitted``'s xgboost configuration (a sample-searched pipeline) on every row of ``train``,
     stopping early on ``validation`` (raw splits as Dask dataframes; ``example``: a few raw rows;
-    ``counts``: rows per split and class, :func:`churn.data.split.class_counts`). Checks the memory
-    first, then persists the transformed partitions once. Raises :class:`FullDataMemoryError` or
+    ``counts``: rows per split and class, :func:`churn.data.split.class_counts`; ``collective``: the
+    cluster spec's tracker settings, :func:`collective_config`). Checks the memory first, then
+    persists the transformed partitions once. Raises :class:`FullDataMemoryError` or
     :class:`FullDataFitError`."""
     t0 = time.perf_counter()
     max_rounds = int(max_rounds or setting("full-data.max-rounds"))
@@ -271,11 +275,12 @@ def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str],
     # xgboost.dask looks the client type up through distributed.get_client(): churn's clients are
     # not the default one, so this one is made current for the fit
     with client.as_current():
+        # max_bin as the booster's: XGBoost refuses a QuantileDMatrix binned otherwise
         dtrain = dxgb.DaskQuantileDMatrix(client, parts[0][x_cols], parts[0][LABEL_COLUMN],
-                                          enable_categorical=True)
+                                          max_bin=params["max_bin"], enable_categorical=True)
         dvalid = dxgb.DaskQuantileDMatrix(client, parts[1][x_cols], parts[1][LABEL_COLUMN], ref=dtrain,
-                                          enable_categorical=True)
-    coll = CollConfig(timeout=int(pd.Timedelta(setting("full-data.collective-timeout")).total_seconds()))
+                                          max_bin=params["max_bin"], enable_categorical=True)
+    coll = collective_config(collective)
     log.info("full-data fit: %s rows on %d worker(s), up to %d rounds, early stopping after %d on %s "
              "(validation, %s rows)", f"{rows:,}", len(holders), max_rounds, patience, params["eval_metric"],
              f"{n_valid:,}")
@@ -322,10 +327,10 @@ def full_data_model(fit: FullFit) -> Pipeline:
     from churn.modeling.boosting import XGBoostClassifier
 
     p = fit.params
-    model = XGBoostClassifier.from_booster(fit.booster, best_iteration=fit.rounds - 1, max_depth=p.get("max_depth", 6),
-                                           learning_rate=p.get("eta", 0.3),
-                                           min_child_weight=p.get("min_child_weight", 1.0),
-                                           n_estimators=fit.rounds, random_state=p["seed"])
+    model = XGBoostClassifier.from_booster(fit.booster, best_iteration=fit.rounds - 1, max_depth=p["max_depth"],
+                                           learning_rate=p["eta"], min_child_weight=p["min_child_weight"],
+                                           reg_lambda=p["lambda"], max_cat_to_onehot=p["max_cat_to_onehot"],
+                                           max_bin=p["max_bin"], n_estimators=fit.rounds, random_state=p["seed"])
     return Pipeline([*fit.preprocess.steps, ("model", model)])
 
 
@@ -346,6 +351,8 @@ class Choice:
     calibration_rows: int  # validation rows the full-data model's calibration map and threshold were fitted on
     rounds: int
     seconds: float
+    calibration: str = ""  # the full-data model's calibration method (chosen on the validation rows)
+    workers: int = 0  # workers the full-data fit trained on (its result depends on them)
 
     @property
     def margin(self) -> float:
@@ -357,28 +364,32 @@ class Choice:
         won, lost = ("full-data xgboost", "sample champion") if self.winner == "full-data" else \
             ("sample champion", "full-data xgboost")
         return (f"{won} won by {self.margin:.4f} validation {self.scoring} (full-data {self.full_score:.4f}, fitted on "
-                f"{self.full_rows:,} rows, {self.rounds} rounds; sample champion {self.sample_score:.4f}, fitted on "
+                f"{self.full_rows:,} rows, {self.rounds} rounds, calibration {self.calibration or 'none'}; "
+                f"sample champion {self.sample_score:.4f}, fitted on "
                 f"{self.sample_rows:,} rows; {self.validation_rows:,} validation rows) over the {lost}")
 
 
 def validation_scores(ddf: dd.DataFrame, model: Any, features: list[str], client: Client
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and churn probabilities of ``model`` on ``ddf``, scored partition by partition on the
-    workers, gathered in the driver: the calibration map is fitted on them. The validation split is
-    capped (``split.validation: auto``: at most 1,000,000 rows, 16 MB here); the test split's
-    evaluation is the one in constant memory (:mod:`churn.modeling.summary`)."""
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, churn probabilities of ``model`` and row keys of ``ddf``, scored partition by partition
+    on the workers, gathered in the driver: the calibration map is fitted on them. The validation
+    split is capped (``split.validation: auto``: at most 1,000,000 rows, about 17 MB here); the test
+    split's evaluation is the one in constant memory (:mod:`churn.modeling.summary`)."""
     [model_f] = scatter(client, [model], broadcast=True)  # once per worker, not once per partition task
     parts = client.gather([client.submit(_labels_and_scores, part, model_f, features, pure=False)
                            for part in client.compute(ddf.to_delayed())])
     y = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int8)
     s = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
-    return y, s
+    keys = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.uint64)
+    return y, s, keys
 
 
-def _labels_and_scores(frame: pd.DataFrame, model: Any, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _labels_and_scores(frame: pd.DataFrame, model: Any, features: list[str]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not len(frame):
-        return np.zeros(0, np.int8), np.zeros(0)
-    return frame[LABEL_COLUMN].to_numpy(np.int8), model.predict_proba(frame[features])[:, 1]
+        return np.zeros(0, np.int8), np.zeros(0), np.zeros(0, np.uint64)
+    return (frame[LABEL_COLUMN].to_numpy(np.int8), model.predict_proba(frame[features])[:, 1],
+            frame[KEY_COLUMN].to_numpy(np.uint64))
 
 
 def score_with(scoring: str, y: np.ndarray, p: np.ndarray) -> float:

@@ -90,13 +90,16 @@ def check_settings(champion_alias: str) -> None:
     check_alias("churn.registry.challenger-alias", challenger)
 
 
-def model_fingerprint(job: JobSpec, dataset_key: str, rows: int) -> str:
+def model_fingerprint(job: JobSpec, dataset_key: str, rows: int, full_data_workers: int | None = None) -> str:
     """What a registered version was made of: the search key (the dataset's content key, the rows
     searched, the seed, the schema, split, search and model sections, churn's code and the fitting
     libraries' versions) and the rest of the spec that shapes the model (the CV repeats, the
-    economics that set the threshold). The job's name, data paths and tracking section are not in it."""
+    economics that set the threshold); for a full-data model, the workers it trained on (xgboost.dask's
+    result depends on them). The job's name, data paths and tracking section are not in it."""
     spec = {k: v for k, v in job.as_dict().items() if k not in ("name", "data", "tracking")}
-    payload = {"search": search_key(job, dataset_key, rows), "spec": spec}
+    payload: dict[str, object] = {"search": search_key(job, dataset_key, rows), "spec": spec}
+    if full_data_workers is not None:
+        payload["full_data_workers"] = full_data_workers
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -174,17 +174,19 @@ def log_family(job: JobSpec, fam: str, res: SearchResult) -> None:
 
 def log_champion(job: JobSpec, manifest: Manifest, families: dict[str, SearchResult], champion: Champion,
                  test: Evaluation, rows: dict[str, int], threshold: Threshold, kept: list[str],
-                 registered: str = "search rows") -> None:
+                 registered: str = "search rows", calibration: str | None = None) -> None:
     """The champion's parameters and metrics, the data counts and the evaluation artifacts.
 
     ``test_*`` metrics are those of the model *before finalising* (fitted on the search rows, or on
     every train row by the full-data fit); ``final_rows`` says how many labelled rows the registered
-    model learned from, and ``registered`` (the ``registered_model_rows`` tag) which ones.
+    model learned from, and ``registered`` (the ``registered_model_rows`` tag) which ones;
+    ``calibration`` (the ``calibration`` tag): the registered model's method, the champion's by default.
     """
     cal = champion.calibration
     mlflow.set_tags({"champion": champion.name, "champion_members": ",".join(champion.members),
                      "imbalance": ",".join(families[f].imbalance for f in champion.members),
-                     "calibration": cal.method, "dataset": manifest.dataset, "threshold_source": threshold.source,
+                     "calibration": calibration or cal.method, "dataset": manifest.dataset,
+                     "threshold_source": threshold.source,
                      "test_metrics_of": ("the full-data model (fitted on every train row)"
                                          if registered.startswith("every train row") else
                                          "the model before finalising (fitted on the search rows only)"),
@@ -252,10 +254,11 @@ def log_row_notes(notes: dict[str, str], rows: dict[str, int], validation: float
 
 
 def version_card(job: JobSpec, manifest: Manifest, champion: Champion, test: Evaluation, rows: dict[str, int],
-                 threshold: Threshold, run_id: str, full_data: bool = False) -> tuple[str, dict[str, str]]:
+                 threshold: Threshold, run_id: str, full_data: bool = False, calibration: str | None = None
+                 ) -> tuple[str, dict[str, str]]:
     """What a registered version is, for the registry page: a description and tags (the family or
-    the stack's members, CV and test scores, the threshold, the rows it was fitted on, the dataset
-    and the run that made it)."""
+    the stack's members, its calibration method (``calibration``, the champion's by default), CV and
+    test scores, the threshold, the rows it was fitted on, the dataset and the run that made it)."""
     scoring = job.search.scoring
     members = ", ".join(champion.members)
     what = f"stack of {members}" if champion.name == STACK else champion.name
@@ -264,7 +267,8 @@ def version_card(job: JobSpec, manifest: Manifest, champion: Champion, test: Eva
     if full_data:  # xgboost on every train row won on the validation split over the sample champion
         what, members, refit, when = "xgboost (full-data fit)", "xgboost", "every train row", "the registered model"
     test_auc = test.metrics["roc_auc"]
-    description = (f"churn model from job {job.name}: {what}, calibration {champion.calibration.method}. "
+    calibration = calibration or champion.calibration.method
+    description = (f"churn model from job {job.name}: {what}, calibration {calibration}. "
                    f"CV {scoring} {champion.cv_score:.4f} ± {champion.cv_std:.4f} (the sample search's champion); "
                    f"test roc_auc {test_auc:.4f} ({when}). "
                    f"Decision threshold {threshold.value:.3f} (from {threshold.source}). "

@@ -37,15 +37,19 @@ def test_the_tracker_listens_where_the_workers_reach_the_scheduler(client):
 
 
 def test_an_xgboost_dask_fit_runs_with_the_spec_tracker(client):
-    """The kwargs make an xgboost.collective.Config that a real xgboost.dask fit on the suite's
-    cluster accepts, its tracker on the port the spec fixed, nthread the workers' threads."""
+    """The kwargs make the full-data fit's xgboost.collective.Config (churn.modeling.full_data.collective_config,
+    what train.run passes it), which a real xgboost.dask fit on the suite's cluster accepts, its
+    tracker on the port the spec fixed, nthread the workers' threads."""
     dxgb = pytest.importorskip("xgboost.dask")
     import dask.array as da
-    from xgboost.collective import Config
+
+    from churn.modeling.full_data import collective_config
 
     port = free_port()
     kwargs = xgboost_collective(_slurm(tracker_port=port, timeout=60), client)
     assert kwargs == {"tracker_host_ip": "127.0.0.1", "tracker_port": port, "timeout": 60}
+    coll = collective_config(kwargs)
+    assert (coll.tracker_host_ip, coll.tracker_port, coll.timeout) == ("127.0.0.1", port, 60)  # the spec's timeout wins
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 3))
     y = (X[:, 0] + rng.normal(scale=0.5, size=400) > 0).astype(int)
@@ -53,6 +57,6 @@ def test_an_xgboost_dask_fit_runs_with_the_spec_tracker(client):
     with client.as_current():  # xgboost.dask asks for the current client even when given one
         dtrain = dxgb.DaskDMatrix(client, da.from_array(X, chunks=100), da.from_array(y, chunks=100))
         out = dxgb.train(client, {"objective": "binary:logistic", "nthread": nthread, "tree_method": "hist"},
-                         dtrain, num_boost_round=3, coll_cfg=Config(**kwargs))
+                         dtrain, num_boost_round=3, coll_cfg=coll)
     assert out["booster"].num_boosted_rounds() == 3
     assert worker_threads(LocalClusterSpec(threads_per_worker=1)) == nthread == 1

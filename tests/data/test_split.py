@@ -10,7 +10,7 @@ import pytest
 
 from churn.config import SplitSpec
 from churn.data.hashing import hash_text, mix64
-from churn.data.split import assign_split, uniform_from_keys
+from churn.data.split import DataCountError, assign_split, check_validation_counts, uniform_from_keys
 
 
 def test_split_depends_only_on_key_seed_and_fractions():
@@ -105,3 +105,14 @@ def test_test_rows_do_not_move_when_the_validation_fraction_does():
     assert all(((s == "test") == (splits[0] == "test")).all() for s in splits)
     assert ((splits[1] == "validation") & (splits[0] != "train")).sum() == 0  # validation rows come from train
     assert (splits[2] == "validation").sum() < (splits[1] == "validation").sum()
+
+
+def test_the_full_data_fit_needs_cv_rows_of_each_class_in_validation():
+    """Its calibration map and threshold are cross-fitted on the validation split in search.cv folds:
+    fewer rows of a class there stop the job with one line and the counts (before the search)."""
+    check_validation_counts({0: 900, 1: 5}, cv=5, positive="Yes", negative="No")
+    with pytest.raises(DataCountError) as err:
+        check_validation_counts({0: 900, 1: 4}, cv=5, positive="Yes", negative="No")
+    assert str(err.value) == ("the full-data fit is calibrated and chosen on the validation split in search.cv=5 "
+                              "folds: it needs at least 5 rows of each class there; it has 900 'No', 4 'Yes' "
+                              "(raise split.validation)")

@@ -18,7 +18,8 @@ from churn.config import JobSpec
 from churn.data.generate import generate
 from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
-from churn.jobs.train import run
+from churn.jobs.train import _full_data_skipped, _unused_validation_note, run
+from churn.tracking.registry import load_churn_model
 from tests.conftest import ROOT, TELCO, job_spec
 
 
@@ -311,9 +312,45 @@ def test_a_table_above_the_sample_trains_on_every_row_and_chooses_on_validation(
     assert data.metrics["full_data_rows"] == rows["train"] and data.metrics["sample_champion_rows"] == rows["search"]
     assert data.metrics["validation_roc_auc_full_data"] == choice.full_score
     assert data.metrics["final_rows"] == rows["final"]
+    # the run and the version name the registered model's calibration, and its monitoring reference holds
+    # that model's scores on rows it was not fitted on (the full-data model's: the validation rows)
+    assert f"calibration {choice.calibration};" in choice.line
+    assert data.tags["calibration"] == result.model.calibrator.method
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    version = mlflow.MlflowClient().get_model_version(job.tracking.registered_model, result.model_version)
+    assert f"calibration {result.model.calibrator.method}." in version.description
+    reference = load_churn_model(result.model_uri).reference()
+    assert sum(reference["scores"]["counts"]) == (rows["validation"] if choice.winner == "full-data"
+                                                  else rows["search"])
     console = Console(record=True, width=250, file=io.StringIO())
     console.print(result_table(job, result, wall=1.0))
     text = console.export_text()
     assert any("fewer rows: search" in ln and notes["search"] in ln for ln in text.splitlines())
     assert "full-data model vs sample champion" in text and f"won by {choice.margin:.4f} validation roc_auc" in text
     assert "fewer rows: finalize" in text
+
+
+def test_without_validation_rows_the_full_data_fit_is_skipped_and_said(tmp_path):
+    """A train split above the sample but no validation rows (split.validation 0, or auto on a train
+    split just above search.max_rows, where a share would bring it back within) skips the full-data
+    fit with the reason, instead of failing it after the search; no xgboost family: said too."""
+    rows = {"train": 224_000, "search": 200_000, "validation": 0}
+    auto = job_spec(tmp_path, TELCO)
+    assert auto.split.fraction(280_000, 200_000) == 0.0 and "xgboost" in auto.model.families
+    why = _full_data_skipped(auto, rows)
+    assert why.startswith("no validation rows to stop early on and choose with (split.validation auto): the "
+                          "registered model learned from the search sample only (200,000 of 224,000 train rows)")
+    assert why.endswith("raise search.max_rows to 224,000 to search on every train row")
+    assert _full_data_skipped(auto, {**rows, "validation": 28_000}) is None
+    no_xgb = job_spec(tmp_path, TELCO, "model.families=[logistic_regression]")
+    assert _full_data_skipped(no_xgb, {**rows, "validation": 28_000}).startswith("the job has no xgboost family")
+
+
+def test_validation_rows_nothing_uses_are_said():
+    """split.validation set by hand where no full-data fit runs: the held-out rows are a note, not lost silently."""
+    small = {"train": 5_000, "search": 5_000, "validation": 700}
+    assert _unused_validation_note(small, full_data=False) == {"validation": (
+        "700 labelled rows held out as validation are used by nothing (the train split fits in search.max_rows, so "
+        "no full-data fit): set split.validation to auto or 0 to train on them")}
+    assert _unused_validation_note({**small, "validation": 0}, full_data=False) == {}
+    assert _unused_validation_note({"train": 300_000, "search": 200_000, "validation": 30_000}, full_data=True) == {}

@@ -21,6 +21,7 @@ from churn.modeling.full_data import (
     FullDataFitError,
     FullDataMemoryError,
     check_memory,
+    collective_config,
     fit_full,
     full_data_model,
     memory_needed,
@@ -41,7 +42,8 @@ def _telco_splits(tmp_path, partitions: int = 6) -> tuple:
     features = job.table.features
     sample = train.sample(500, random_state=0)
     fitted = build_pipeline(job.table, "xgboost", "class_weight", job.seed).set_params(
-        model__max_depth=3, model__n_estimators=20).fit(sample[features], sample[LABEL_COLUMN])
+        model__max_depth=3, model__n_estimators=20, model__max_bin=64, model__max_cat_to_onehot=8
+    ).fit(sample[features], sample[LABEL_COLUMN])
     counts = {"train": train[LABEL_COLUMN].value_counts().to_dict(),
               "validation": validation[LABEL_COLUMN].value_counts().to_dict()}
     return (job, features, fitted, dd.from_pandas(train, npartitions=partitions),
@@ -59,6 +61,8 @@ def test_full_data_fit_learns_from_every_train_row(client, tmp_path):
     assert fit.best_score == max(fit.history) and fit.history.index(fit.best_score) == fit.rounds - 1
     assert fit.params["scale_pos_weight"] == pytest.approx(counts["train"][0] / counts["train"][1])
     assert "nthread" not in fit.params  # each worker trains with its own threads
+    # the sample's configuration as it is (a max_bin other than XGBoost's 256 used to crash the fit)
+    assert (fit.params["max_bin"], fit.params["max_cat_to_onehot"], fit.params["max_depth"]) == (64, 8, 3)
     model = full_data_model(fit)
     p = model.predict_proba(validation[features])[:, 1]
     from sklearn.metrics import roc_auc_score
@@ -66,6 +70,13 @@ def test_full_data_fit_learns_from_every_train_row(client, tmp_path):
     full_auc = roc_auc_score(validation[LABEL_COLUMN], p)
     assert abs(full_auc - fit.best_score) < 0.01  # xgboost's distributed AUC, on the same rows
     assert full_auc > roc_auc_score(validation[LABEL_COLUMN], fitted.predict_proba(validation[features])[:, 1])
+
+
+def test_without_a_tracker_section_xgboost_picks_and_churn_sets_the_timeout():
+    """A cluster kind without an xgboost section (local, address, ssh): XGBoost's own tracker host and
+    port, the collective timeout from churn.full-data.collective-timeout (10m)."""
+    coll = collective_config(None)
+    assert (coll.tracker_host_ip, coll.tracker_port, coll.timeout) == (None, None, 600)
 
 
 def test_memory_check_names_the_size_and_what_to_add(client):

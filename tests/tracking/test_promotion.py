@@ -349,7 +349,11 @@ def test_fingerprint_follows_data_spec_and_seed(tmp_path, telco_subset):
     same = model_fingerprint(job, "d1", 100)
     assert same == model_fingerprint(job_spec(tmp_path / "x", telco_subset, *SMALL, "name=other",
                                               "tracking.experiment=e2"), "d1", 100)
+    # a full-data model (xgboost.dask) also depends on the workers it trained on
+    assert model_fingerprint(job, "d1", 100, 2) == model_fingerprint(job, "d1", 100, 2) != \
+        model_fingerprint(job, "d1", 100, 4)
     for changed in (model_fingerprint(job, "d2", 100), model_fingerprint(job, "d1", 99),
+                    model_fingerprint(job, "d1", 100, 2), model_fingerprint(job, "d1", 100, 4),
                     *(model_fingerprint(job_spec(tmp_path, telco_subset, *SMALL, o), "d1", 100)
                       for o in ("seed=7", "model.grids={logistic_regression: {C: [0.5]}}",
                                 "evaluation.economics.offer_cost=60", "search.repeats=2"))):
