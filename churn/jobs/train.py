@@ -258,10 +258,8 @@ def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, 
     fit = fit_full(ddf[ddf[SPLIT_COLUMN] == "train"], valid, features, families[FULL_DATA_FAMILY].best_estimator,
                    train.head(100), job.seed, scoring, client, counts, collective=xgboost_collective(cluster, client))
     full = full_data_model(fit)
-    y_v, p_sample, keys = validation_scores(valid, sample_model, features, client)
-    y_f, s_full, keys_f = validation_scores(valid, full, features, client)
-    if not (np.array_equal(y_v, y_f) and np.array_equal(keys, keys_f)):  # the same rows in the same order
-        raise ClusterError("the validation split came back in a different order for the two models")
+    y_v, scores, keys = validation_scores(valid, [sample_model, full], features, client)  # one read of the split
+    p_sample, s_full = scores[:, 0], scores[:, 1]
     cal, at, p_full = calibrate_on_validation(y_v, s_full, method=job.model.calibration, cv=job.search.cv,
                                               seed=job.seed, max_rows=job.search.max_rows)
     full_score, sample_score = score_with(scoring, y_v, p_full), score_with(scoring, y_v, p_sample)

@@ -369,26 +369,28 @@ class Choice:
                 f"{self.sample_rows:,} rows; {self.validation_rows:,} validation rows) over the {lost}")
 
 
-def validation_scores(ddf: dd.DataFrame, model: Any, features: list[str], client: Client
+def validation_scores(ddf: dd.DataFrame, models: list[Any], features: list[str], client: Client
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, churn probabilities of ``model`` and row keys of ``ddf``, scored partition by partition
-    on the workers, gathered in the driver: the calibration map is fitted on them. The validation
-    split is capped (``split.validation: auto``: at most 1,000,000 rows, about 17 MB here); the test
-    split's evaluation is the one in constant memory (:mod:`churn.modeling.summary`)."""
-    [model_f] = scatter(client, [model], broadcast=True)  # once per worker, not once per partition task
-    parts = client.gather([client.submit(_labels_and_scores, part, model_f, features, pure=False)
+    """Labels, churn probabilities of each of ``models`` (one column each) and row keys of ``ddf``,
+    in one pass over it: scored partition by partition on the workers, gathered in the driver (the
+    calibration map is fitted on them). The validation split is capped (``split.validation: auto``:
+    at most 1,000,000 rows, about 25 MB here for two models); the test split's evaluation is the
+    one in constant memory (:mod:`churn.modeling.summary`)."""
+    models_f = scatter(client, list(models), broadcast=True)  # once per worker, not once per partition task
+    parts = client.gather([client.submit(_labels_and_scores, part, models_f, features, pure=False)
                            for part in client.compute(ddf.to_delayed())])
-    y = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int8)
-    s = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
-    keys = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.uint64)
-    return y, s, keys
+    if not parts:
+        return np.zeros(0, np.int8), np.zeros((0, len(models))), np.zeros(0, np.uint64)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]))
 
 
-def _labels_and_scores(frame: pd.DataFrame, model: Any, features: list[str]
+def _labels_and_scores(frame: pd.DataFrame, models: list[Any], features: list[str]
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not len(frame):
-        return np.zeros(0, np.int8), np.zeros(0), np.zeros(0, np.uint64)
-    return (frame[LABEL_COLUMN].to_numpy(np.int8), model.predict_proba(frame[features])[:, 1],
+        return np.zeros(0, np.int8), np.zeros((0, len(models))), np.zeros(0, np.uint64)
+    X = frame[features]
+    return (frame[LABEL_COLUMN].to_numpy(np.int8), np.column_stack([m.predict_proba(X)[:, 1] for m in models]),
             frame[KEY_COLUMN].to_numpy(np.uint64))
 
 
