@@ -243,6 +243,13 @@ def _full_data_skipped(job: JobSpec, rows: dict[str, int]) -> str | None:
     return None
 
 
+def _ladder_rows(search_rows: int) -> int | None:
+    """Train rows the full-data fit's depth ladder runs on (None: no ladder, ``ladder-rungs`` below 2)."""
+    if int(setting("full-data.ladder-rungs")) < 2:
+        return None
+    return int(setting("full-data.ladder-rows-factor")) * search_rows
+
+
 def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, SearchResult],
                sample_model: ChurnClassifier, counts: dict[str, dict[int, int]], client: Client, rows: dict[str, int],
                cluster: ClusterSpec | None = None
@@ -256,7 +263,8 @@ def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, 
     features, scoring = job.table.features, job.search.scoring
     valid = ddf[ddf[SPLIT_COLUMN] == "validation"]
     fit = fit_full(ddf[ddf[SPLIT_COLUMN] == "train"], valid, features, families[FULL_DATA_FAMILY].best_estimator,
-                   train.head(100), job.seed, scoring, client, counts, collective=xgboost_collective(cluster, client))
+                   train.head(100), job.seed, scoring, client, counts, collective=xgboost_collective(cluster, client),
+                   ladder_rows=_ladder_rows(rows["search"]))
     full = full_data_model(fit)
     y_v, scores, keys = validation_scores(valid, [sample_model, full], features, client)  # one read of the split
     p_sample, s_full = scores[:, 0], scores[:, 1]
@@ -265,7 +273,7 @@ def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, 
     full_score, sample_score = score_with(scoring, y_v, p_full), score_with(scoring, y_v, p_sample)
     choice = Choice("full-data" if full_score > sample_score else "sample", scoring, full_score, sample_score,
                     fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds, cal.method,
-                    fit.workers)
+                    fit.workers, int(fit.params["max_depth"]), fit.ladder_line)
     log.info("full-data fit: %s", choice.line)
     chosen = choose_threshold(y_v[at], cal.oof_proba, job.evaluation.economics)
     threshold = replace(chosen, source=f"{VALIDATION_SOURCE}, {len(at):,} rows")

@@ -20,7 +20,9 @@ from churn.data.columns import LABEL_COLUMN
 from churn.modeling.full_data import (
     FullDataFitError,
     FullDataMemoryError,
+    Rung,
     check_memory,
+    climb,
     collective_config,
     fit_full,
     full_data_model,
@@ -70,6 +72,61 @@ def test_full_data_fit_learns_from_every_train_row(client, tmp_path):
     full_auc = roc_auc_score(validation[LABEL_COLUMN], p)
     assert abs(full_auc - fit.best_score) < 0.01  # xgboost's distributed AUC, on the same rows
     assert full_auc > roc_auc_score(validation[LABEL_COLUMN], fitted.predict_proba(validation[features])[:, 1])
+
+
+def _interaction_splits(tmp_path) -> tuple:
+    """Telco's rows with a label that only trees deeper than a stump can learn (an exclusive or of
+    tenure and monthly charges, 10 % of labels flipped), and a stump (depth 1) as the sample's choice."""
+    job, features, _, _, _, train, validation, _ = _telco_splits(tmp_path)
+    rng = np.random.default_rng(0)
+    for frame in (train, validation):
+        xor = (frame["tenure"] > 30) ^ (frame["MonthlyCharges"] > 70)
+        frame[LABEL_COLUMN] = (xor ^ (rng.random(len(frame)) < 0.1)).astype(int)
+    sample = train.sample(500, random_state=0)
+    stump = build_pipeline(job.table, "xgboost", "class_weight", job.seed).set_params(
+        model__max_depth=1, model__n_estimators=20, model__max_bin=64, model__max_cat_to_onehot=8
+    ).fit(sample[features], sample[LABEL_COLUMN])
+    counts = {"train": train[LABEL_COLUMN].value_counts().to_dict(),
+              "validation": validation[LABEL_COLUMN].value_counts().to_dict()}
+    return (job, features, stump, dd.from_pandas(train, npartitions=6), dd.from_pandas(validation, npartitions=3),
+            train, counts)
+
+
+def test_the_depth_ladder_deepens_a_stump_that_cannot_learn_an_interaction(client, tmp_path):
+    """The sample chose stumps; on a subset of about half the train rows, depth 1 then 3 (which learns
+    the exclusive or) are fitted, a rung that gains nothing ends the climb, and the full fit on every row
+    uses the best rung's depth. With the subset as large as the split, the best rung is the model."""
+    job, features, stump, train_dd, valid_dd, train, counts = _interaction_splits(tmp_path)
+    fit = fit_full(train_dd, valid_dd, features, stump, train.head(50), job.seed, "roc_auc", client, counts,
+                   max_rounds=200, patience=10, ladder_rows=len(train) // 2)
+    depths = [r.max_depth for r in fit.ladder]
+    assert depths[:2] == [1, 3] and fit.ladder[1].score > fit.ladder[0].score + 0.05  # a stump cannot learn it
+    kept = max(fit.ladder, key=lambda r: r.score)
+    assert fit.params["max_depth"] == kept.max_depth >= 3
+    assert 0.3 * len(train) < fit.ladder_rows < 0.7 * len(train) and fit.rows == len(train)
+    assert f"depth {kept.max_depth} kept" in fit.ladder_line and f"on {fit.ladder_rows:,} train rows" in fit.ladder_line
+    assert fit.booster.num_boosted_rounds() == fit.rounds  # the full fit's own rounds
+
+    whole = fit_full(train_dd, valid_dd, features, stump, train.head(50), job.seed, "roc_auc", client, counts,
+                     max_rounds=200, patience=10, ladder_rows=10 * len(train))
+    best = max(whole.ladder, key=lambda r: r.score)
+    assert whole.ladder_rows == whole.rows == len(train)
+    assert (whole.rounds, whole.best_score, whole.params["max_depth"]) == (best.rounds, best.score, best.max_depth)
+
+
+def test_the_ladder_climbs_while_each_rung_gains_and_stops_at_the_first_that_does_not():
+    """climb's rule on given scores: log loss is better lower; the depth cap and the rung cap hold."""
+    def fits(scores):
+        return lambda depth: (Rung(depth, scores[depth], 10, 1.0), f"model-{depth}")
+
+    auc = {3: 0.80, 5: 0.81, 7: 0.8103, 9: 0.83}
+    tried, best, model = climb(fits(auc), 3, step=2, max_depth=10, rungs=4, metric="auc", min_gain=0.0005)
+    assert [r.max_depth for r in tried] == [3, 5, 7] and (best.max_depth, model) == (5, "model-5")
+    loss = {3: 0.50, 5: 0.45, 7: 0.40}
+    tried, best, _ = climb(fits(loss), 3, step=2, max_depth=6, rungs=4, metric="logloss", min_gain=0.0005)
+    assert [r.max_depth for r in tried] == [3, 5] and best.max_depth == 5  # 7 is above the depth cap
+    tried, best, _ = climb(fits(loss), 3, step=2, max_depth=10, rungs=2, metric="logloss", min_gain=0.0005)
+    assert [r.max_depth for r in tried] == [3, 5] and best.max_depth == 5  # two rungs at most
 
 
 def test_without_a_tracker_section_xgboost_picks_and_churn_sets_the_timeout():
