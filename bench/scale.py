@@ -113,6 +113,7 @@ if result.full_data is not None:  # both candidates scored on the test split by 
     registered = models[1 if result.full_data.winner == "full-data" else 0]["model"]
 print(json.dumps({"wall": wall, "seconds": result.seconds, "rows": result.rows, "models": models,
                   "registered": registered, "choice": result.full_data.line if result.full_data else "",
+                  "ladder": result.full_data.ladder if result.full_data else "",
                   "workers_peak_rss": sorted(u["peak_rss"] for u in after.values()),
                   "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "restarts": int(restarts)}))
@@ -182,6 +183,13 @@ def main() -> None:
         table.append([cluster, "Bayes limit (true probabilities)", f"{bayes['roc_auc']:.4f}",
                       f"{bayes['pr_auc']:.4f}", f"{bayes['brier']:.4f}", "0", "-", "-", "-", "-"])
         notes.append(f"{cluster}: rows {r['rows']}; wall {r['wall']:.0f}s in all; registered: {r['registered']}.")
+        if len(r["models"]) == 2:  # the sample champion, then the full-data model
+            sample, full = r["models"][0]["roc_auc"], r["models"][1]["roc_auc"]
+            closed = (full - sample) / (bayes["roc_auc"] - sample)
+            notes.append(f"{cluster}: the full-data model closes {closed:.0%} of "
+                         f"the sample champion's gap to the Bayes AUC; full-data stage "
+                         f"{r['seconds'].get('full-data', 0):.0f} s; choice: {r['choice']}; depth ladder: "
+                         f"{r.get('ladder') or 'none'}.")
         if workers == 4 and not (isinstance(memory, int) and memory < size):
             notes.append(f"{cluster}: at this size the 1 GiB floor is not below the CSV's {size / 1e9:.2f} GB.")
         _write(args, folder, size, bayes, table, notes)  # after each cluster: a stopped run keeps the ones done
@@ -199,8 +207,8 @@ def _write(args: argparse.Namespace, folder: Path, size: int, bayes: dict[str, f
         "Wall s per stage from TrainResult.seconds; peak RSS from each worker's and the driver's getrusage "
         "high-water mark (the driver is a fresh process per run); restarts = worker processes replaced or "
         "restart lines in the worker logs.",
-        "The full-data xgboost fit (issue 23, item 3) adds its row per cluster when it lands; until then the "
-        "sample champion is all the job fits on a table larger than search.max_rows.",
+        "Gap closed = (full-data test ROC AUC - sample champion's) / (Bayes AUC - sample champion's), on the "
+        "same test rows. The full-data stage's seconds include its depth ladder (churn.modeling.full_data.climb).",
     ]
     write_table("scale" if args.gb == 2.1 else f"scale-{args.gb:g}gb", f"Scale benchmark ({size / 1e9:.3g} GB of CSV)",
                 ["cluster", "model", "test ROC AUC", "PR AUC", "Brier", "gap to Bayes AUC", "rows fitted",
