@@ -6,7 +6,7 @@ JOB    ?= jobs/train.yaml
 CLUSTER ?= cluster/local.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-evaluate bench-learning-curve bench-scale bench-commands clean
+.PHONY: help install install-test run test test-fast lint bench bench-ingest bench-ingest-10g bench-search bench-serve bench-score bench-quality bench-utilisation bench-faults bench-evaluate bench-learning-curve bench-scale bench-score-full-data bench-commands clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -74,6 +74,11 @@ bench-learning-curve: $(VENV)/.installed-test  ## fixed xgboost on 50k..12M rows
 
 bench-scale: $(VENV)/.installed-test  ## train job on 2.1 GB of telecom-large CSV, 2 and 4 workers, vs the Bayes limit
 	$(BIN)/python -m bench.scale
+
+bench-score-full-data: $(VENV)/.installed-test  ## churn score vs pandas with the full-data xgboost model bench-scale registered (run bench-scale first)
+	$(BIN)/python -m bench.score --store sqlite:///$(CURDIR)/build/bench/scale/2w/mlflow.db \
+		--model models:/customer-churn@champion --name score-full-data \
+		--source '$(CURDIR)/build/bench/telecom-large-2.1gb/part-000[01].csv'
 
 bench-commands: $(VENV)/.installed-test  ## fixed cost of each command: wall time (interpreter start included) vs work time
 	$(BIN)/python -m bench.commands --label after

@@ -2,8 +2,12 @@
 pandas (read_csv + the same pipeline's predict_proba), on the same generated files, in one run.
 
     python -m bench.score [--rows 2000000]
+    python -m bench.score --store sqlite:///…/mlflow.db --model models:/customer-churn@champion \
+        --source 'build/bench/telecom-large-2.1gb/part-000[01].csv' --name score-full-data
 
-Writes bench/results/score.md.
+The second form scores given files with an already registered model (for example the full-data
+xgboost model that `make bench-scale` registers) instead of training a small one on Telco.
+Writes bench/results/score.md (or <name>.md).
 """
 
 from __future__ import annotations
@@ -56,15 +60,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each method; the median by wall time is shown")
+    ap.add_argument("--store", help="score with a model of this registry instead of training one (with --model)")
+    ap.add_argument("--model", help="registered model URI in --store")
+    ap.add_argument("--source", help="CSV files to score (glob), with --store")
+    ap.add_argument("--name", default="score", help="results file name under bench/results/")
     args = ap.parse_args()
     bench_logging()
-    data = WORK / f"data-{args.rows}"
-    if not list(data.glob("*.csv")):
-        generate(data, rows=args.rows, files=4, seed=7)
-    pattern = str(data / "*.csv")
+    if args.store:
+        pattern = str(Path(args.source).resolve())
+        what = f"the registered model {args.model} of {args.store}, on {args.source}"
+    else:
+        data = WORK / f"data-{args.rows}"
+        if not list(data.glob("*.csv")):
+            generate(data, rows=args.rows, files=4, seed=7)
+        pattern = str(data / "*.csv")
+        what = "the same generated Telco-shaped files and the same registered model (hist_gradient_boosting on Telco)"
     with cluster_client(LocalClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="2GiB",
                                     dashboard_address=None)) as client:
-        store, model_uri = train_small_model(WORK, client)
+        store, model_uri = (args.store, args.model) if args.store else train_small_model(WORK, client)
         spec = load_score_job(ROOT / "jobs" / "score.yaml", [f"data.source={pattern}",
                                                              f"data.output={WORK / 'scores'}", f"tracking.uri={store}"])
         runs = []
@@ -94,16 +107,16 @@ def main() -> None:
                  f"{res.rows_read / churn_wall:,.0f}", f"{churn_cpu:.1f}",
                  f"{res.rows_scored:,} scored, {res.rows_quarantined:,} quarantined"])
     ratios = {kind: (res.rows_read / churn_wall) / (b["rows"] / b["scoring"]) for kind, b in bases.items()}
-    write_table("score", f"Batch scoring benchmark ({args.rows:,} rows, {size / 1e9:.2f} GB of CSV)",
+    write_table(args.name, f"Batch scoring benchmark ({res.rows_read:,} rows, {size / 1e9:.2f} GB of CSV)",
                 ["method", "rows", "wall s", "rows/s", "CPU s", "notes"], rows, [
                     "churn / pandas rows/s: " + "; ".join(f"{r:.2f} against pandas with {kind}"
                                                           for kind, r in ratios.items()) + " (target >= 1.8).",
                     f"Each method ran {args.repeat} times; each row is its median run by wall time. Wall s, "
                     f"fastest-slowest: {', '.join(spread)}.",
                     "1 thread: OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS=1, as in each Dask worker "
-                    "(distributed's default). Default threads: "
-                    "the environment the benchmark started with, where HistGradientBoosting's predict uses OpenMP "
-                    "threads on every core, so that one process already uses both cores while it predicts. Both "
+                    "(distributed's default). Default threads: the environment the benchmark started with, "
+                    "where the model's predict (HistGradientBoosting's, XGBoost's) uses OpenMP threads on every core,"
+                    " so that one process already uses both cores while it predicts. Both "
                     "run with glibc's default malloc settings; churn's workers run with distributed's "
                     "MALLOC_TRIM_THRESHOLD_ and churn's cluster.worker-mmap-threshold.",
                     "CPU s = user + system seconds over the same interval as wall s: for pandas its one process; "
@@ -111,8 +124,8 @@ def main() -> None:
                     "by 2 x pandas CPU s / churn CPU s on 2 cores.",
                     "wall s = model load + read + score (+ for churn: scan, checks, writes), not interpreter "
                     "start-up or cluster start-up.",
-                    "Same generated Telco-shaped files and the same registered model (hist_gradient_boosting on "
-                    "Telco) for both; pandas reads in chunks of 500,000 rows; churn also checks every row against the "
+                    f"Same data and model for both: {what}; pandas reads in chunks of 500,000 rows; churn also "
+                    "checks every row against the "
                     "schema, quarantines what breaks it and writes Parquet scores (id, probability, decision, model "
                     "name and version, time).",
                 ])
