@@ -78,7 +78,7 @@ bench-scale: $(VENV)/.installed-test  ## train job on 2.1 GB of telecom-large CS
 bench-score-full-data: $(VENV)/.installed-test  ## churn score vs pandas with the full-data xgboost model bench-scale registered (run bench-scale first)
 	$(BIN)/python -m bench.score --store sqlite:///$(CURDIR)/build/bench/scale/2w/mlflow.db \
 		--model models:/customer-churn@champion --name score-full-data \
-		--source '$(CURDIR)/build/bench/telecom-large-2.1gb/part-000[01].csv'
+		--source '$(CURDIR)/build/bench/telecom-large-2.1gb/telecom-000[01].csv'
 
 bench-commands: $(VENV)/.installed-test  ## fixed cost of each command: wall time (interpreter start included) vs work time
 	$(BIN)/python -m bench.commands --label after

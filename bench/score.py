@@ -3,7 +3,7 @@ pandas (read_csv + the same pipeline's predict_proba), on the same generated fil
 
     python -m bench.score [--rows 2000000]
     python -m bench.score --store sqlite:///…/mlflow.db --model models:/customer-churn@champion \
-        --source 'build/bench/telecom-large-2.1gb/part-000[01].csv' --name score-full-data
+        --source 'build/bench/telecom-large-2.1gb/telecom-000[01].csv' --name score-full-data
 
 The second form scores given files with an already registered model (for example the full-data
 xgboost model that `make bench-scale` registers) instead of training a small one on Telco.
