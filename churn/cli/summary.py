@@ -205,6 +205,8 @@ def result_table(spec: JobSpec, result: TrainResult, wall: float, width: int = W
         *([("full-data model vs sample champion", result.full_data.line)] if result.full_data else []),
         *([("full-data depth ladder", result.full_data.ladder)] if result.full_data and result.full_data.ladder
           else []),
+        *([("full-data category levels", result.full_data.levels)] if result.full_data and result.full_data.levels
+          else []),
         (f"champion / calibration{' (CV over repeats)' if result.champion.repeats > 1 else ''}",
          f"{result.champion.name} (CV {spec.search.scoring} "
          f"{result.champion.cv_score:.4f} ± {result.champion.cv_std:.4f}) / {result.champion.calibration.method} "

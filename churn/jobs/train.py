@@ -273,7 +273,7 @@ def _full_data(job: JobSpec, ddf: Any, train: pd.DataFrame, families: dict[str, 
     full_score, sample_score = score_with(scoring, y_v, p_full), score_with(scoring, y_v, p_sample)
     choice = Choice("full-data" if full_score > sample_score else "sample", scoring, full_score, sample_score,
                     fit.rows, rows["search"], len(y_v), len(at), fit.rounds, fit.seconds, cal.method,
-                    fit.workers, int(fit.params["max_depth"]), fit.ladder_line)
+                    fit.workers, int(fit.params["max_depth"]), fit.ladder_line, fit.levels_line)
     log.info("full-data fit: %s", choice.line)
     chosen = choose_threshold(y_v[at], cal.oof_proba, job.evaluation.economics)
     threshold = replace(chosen, source=f"{VALIDATION_SOURCE}, {len(at):,} rows")

@@ -124,6 +124,23 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
         self.codes_ = {col: {level: i for i, level in enumerate(levels)} for col, levels in self.levels_.items()}
         return self
 
+    def fit_counts(self, counts: dict[str, pd.Series], columns: list[str] | np.ndarray) -> CategoryEncoder:
+        """Fit from each categorical column's level counts (level -> rows, blanks left out) instead of
+        the rows: for counts summed over data that never sits in one process (the full-data fit counts
+        the levels of every train row on the workers). ``columns``: every input column, in order.
+        Levels are ranked by count, ties by level, so the result does not depend on the order the
+        partial counts were summed in."""
+        self.feature_names_in_ = np.asarray(list(columns), dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.levels_ = {}
+        for col in self.categorical:
+            got = counts.get(str(col), pd.Series(dtype="int64"))
+            ranked = sorted(((int(n), str(level)) for level, n in got.items() if n >= self.min_count),
+                            key=lambda t: (-t[0], t[1]))[: self.max_levels]
+            self.levels_[str(col)] = sorted(level for _, level in ranked)
+        self.codes_ = {col: {level: i for i, level in enumerate(levels)} for col, levels in self.levels_.items()}
+        return self
+
     def _codes(self, col: str, values: pd.Series | np.ndarray) -> np.ndarray:
         """Level code per cell: its level's position, ``len(levels)`` for any other level, -1 for blanks.
 

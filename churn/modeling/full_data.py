@@ -98,6 +98,12 @@ class FullFit:
     history: list[float] = field(default_factory=list, repr=False)
     ladder: list[Rung] = field(default_factory=list)  # the depths tried on the ladder's subset
     ladder_rows: int = 0  # train rows the ladder's fits learned from
+    levels: dict[str, tuple[int, int]] = field(default_factory=dict)  # column -> (sample's levels, kept now)
+
+    @property
+    def levels_line(self) -> str:
+        """Category levels per column, the sample's encoder's and the full-data model's."""
+        return ", ".join(f"{c} {a:,} -> {b:,}" for c, (a, b) in self.levels.items())
 
     @property
     def ladder_line(self) -> str:
@@ -124,6 +130,54 @@ def preprocessing(fitted: Any) -> Pipeline:
     act while fitting)."""
     steps = inference_pipeline(fitted).steps
     return Pipeline(steps[:-1])
+
+
+def level_counts(train: dd.DataFrame, before: Pipeline | None, features: list[str], columns: list[str]
+                 ) -> dict[str, pd.Series]:
+    """Each of ``columns``' level counts over every row of ``train`` (raw rows through ``before``, the
+    fitted steps ahead of the encoder), counted per partition on the workers and summed there: only
+    the counts (one row per level) come back to the driver."""
+    def count(frame: pd.DataFrame) -> pd.DataFrame:
+        X = before.transform(frame[features]) if before is not None else frame[features]
+        parts = [X[c].dropna().astype(str).value_counts().rename_axis("level").reset_index(name="n").assign(column=c)
+                 for c in columns]
+        return pd.concat(parts, ignore_index=True)[["column", "level", "n"]]
+
+    meta = pd.DataFrame({"column": pd.Series(dtype=object), "level": pd.Series(dtype=object),
+                         "n": pd.Series(dtype="int64")})
+    summed = train.map_partitions(count, meta=meta).groupby(["column", "level"])["n"].sum().compute()
+    return {c: summed.xs(c, level="column") if c in summed.index.get_level_values("column") else
+            pd.Series(dtype="int64") for c in columns}
+
+
+def widened(preprocess: Pipeline, train: dd.DataFrame, features: list[str]
+            ) -> tuple[Pipeline, dict[str, tuple[int, int]]]:
+    """``preprocess`` with its category encoder refitted on the level counts of every train row.
+
+    The sample's encoder keeps the levels its 200,000 rows saw often enough (at most 64 a column,
+    codes as numbers above 16 levels, :class:`~churn.modeling.features.CategoryEncoder`): right for
+    a sample, where rare levels overfit, but a handset model seen 3 times in the sample has
+    hundreds of rows in the full split, and its own effect is signal the full-data fit can learn.
+    So the full-data model keeps every level with at least ``churn.full-data.min-level-rows`` train
+    rows (at most ``max-levels`` a column), split natively by XGBoost. Returns the pipeline and,
+    per column, (levels the sample kept, levels kept now); a pipeline without a category encoder
+    comes back as it is."""
+    from churn.modeling.features import CategoryEncoder
+
+    names = [name for name, _ in preprocess.steps]
+    if "encode" not in names or not isinstance(preprocess.named_steps["encode"], CategoryEncoder):
+        return preprocess, {}
+    at = names.index("encode")
+    sample = preprocess.named_steps["encode"]
+    if not list(sample.categorical):
+        return preprocess, {}
+    counts = level_counts(train, preprocess[:at] if at else None, features, [str(c) for c in sample.categorical])
+    most = int(setting("full-data.max-levels"))
+    wide = CategoryEncoder(categorical=sample.categorical, max_levels=most, min_count=int(setting(
+        "full-data.min-level-rows")), max_native_levels=most).fit_counts(counts, sample.feature_names_in_)
+    steps = list(preprocess.steps)
+    steps[at] = ("encode", wide)
+    return Pipeline(steps), {c: (len(sample.levels_[c]), len(wide.levels_[c])) for c in wide.levels_}
 
 
 def model_of(fitted: Any) -> BaseEstimator:
@@ -362,7 +416,10 @@ def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str],
     t0 = time.perf_counter()
     max_rounds = int(max_rounds or setting("full-data.max-rounds"))
     patience = int(patience or setting("full-data.patience"))
-    preprocess = preprocessing(fitted)
+    preprocess, levels = widened(preprocessing(fitted), train, features)
+    if levels:
+        log.info("full-data fit: category levels kept (sample -> every train row): %s",
+                 ", ".join(f"{c} {a} -> {b}" for c, (a, b) in levels.items()))
     params = booster_params(model_of(fitted), counts["train"], seed, scoring)
     rows, n_valid = sum(counts["train"].values()), sum(counts["validation"].values())
     if n_valid == 0:
@@ -428,7 +485,7 @@ def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str],
     booster, history, best = got
     return FullFit(booster, preprocess, params, rows, n_valid, best + 1, max_rounds, patience, metric,
                    history[best], time.perf_counter() - t0, len(holders), history, ladder,
-                   n_ladder if ladder else 0)
+                   n_ladder if ladder else 0, levels)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -478,6 +535,7 @@ class Choice:
     workers: int = 0  # workers the full-data fit trained on (its result depends on them)
     depth: int = 0  # the full-data model's tree depth
     ladder: str = ""  # the depth ladder that chose it (FullFit.ladder_line), "" without one
+    levels: str = ""  # category levels kept, the sample's -> the full-data model's (FullFit.levels_line)
 
     @property
     def margin(self) -> float:

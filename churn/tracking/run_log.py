@@ -244,7 +244,8 @@ def log_row_notes(notes: dict[str, str], rows: dict[str, int], validation: float
         return
     mlflow.set_tags({"full_data_winner": choice.winner, "full_data_choice": choice.line[:5000]})
     mlflow.log_params({"full_data_rounds": choice.rounds, "full_data_calibration_rows": choice.calibration_rows,
-                       "full_data_max_depth": choice.depth, "full_data_depth_ladder": choice.ladder[:6000] or "none"})
+                       "full_data_max_depth": choice.depth, "full_data_depth_ladder": choice.ladder[:6000] or "none",
+                       "full_data_category_levels": choice.levels[:6000] or "none"})
     mlflow.log_metrics({f"validation_{choice.scoring}_full_data": choice.full_score,
                         f"validation_{choice.scoring}_sample_champion": choice.sample_score,
                         "full_data_margin": choice.margin, "full_data_rows": choice.full_rows,

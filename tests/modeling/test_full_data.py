@@ -27,6 +27,7 @@ from churn.modeling.full_data import (
     fit_full,
     full_data_model,
     memory_needed,
+    widened,
 )
 from churn.modeling.pipeline import build_pipeline
 from tests.clusters.test_clusters import dask_processes
@@ -127,6 +128,39 @@ def test_the_ladder_climbs_while_each_rung_gains_and_stops_at_the_first_that_doe
     assert [r.max_depth for r in tried] == [3, 5] and best.max_depth == 5  # 7 is above the depth cap
     tried, best, _ = climb(fits(loss), 3, step=2, max_depth=10, rungs=2, metric="logloss", min_gain=0.0005)
     assert [r.max_depth for r in tried] == [3, 5] and best.max_depth == 5  # two rungs at most
+
+
+def test_the_full_data_encoder_keeps_the_levels_every_train_row_supports(client):
+    """A 300-level column, 40 rows a level: the sample's encoder (500 rows, a level needs 5) keeps
+    only a few levels, as numeric codes; refitted on the level counts of every row, counted on the
+    workers, it keeps each level with >= churn.full-data.min-level-rows rows (here 30), as native
+    categories, and its level set equals an encoder fitted on the gathered rows."""
+    import dask
+    from sklearn.pipeline import Pipeline
+
+    from churn.modeling.features import CategoryEncoder
+
+    rng = np.random.default_rng(0)
+    levels = [f"h{i:03d}" for i in range(300)]
+    frame = pd.DataFrame({"handset": np.repeat(levels, 40), "x": rng.normal(size=12_000)})
+    frame = frame.sample(frac=1, random_state=0)
+    frame.loc[frame.index[:25], "handset"] = "rare"  # 25 rows: under the bar, becomes the other level
+    frame.loc[frame.index[25:40], "handset"] = None  # blanks stay missing, never a level
+    sample = frame.sample(500, random_state=0)
+    pre = Pipeline([("encode", CategoryEncoder(categorical=["handset"]).fit(sample[["handset", "x"]]))])
+    with dask.config.set({"churn.full-data.min-level-rows": 30}):
+        wide, kept = widened(pre, dd.from_pandas(frame, npartitions=7), ["handset", "x"])
+    enc = wide.named_steps["encode"]
+    assert kept["handset"][0] == len(pre.named_steps["encode"].levels_["handset"]) < 64
+    # 40 rows a level, less the rows overwritten: every level keeps its own code but not "rare"
+    counts = frame["handset"].value_counts()
+    expected = sorted(str(v) for v, n in counts.items() if n >= 30)
+    assert enc.levels_["handset"] == expected and kept["handset"][1] == len(expected) > 250 and "rare" not in expected
+    gathered = CategoryEncoder(categorical=["handset"], max_levels=4096, min_count=30, max_native_levels=4096)
+    assert gathered.fit(frame[["handset", "x"]]).levels_ == enc.levels_  # fit_counts == fit on the same rows
+    out = wide.transform(frame[["handset", "x"]])
+    assert isinstance(out["handset"].dtype, pd.CategoricalDtype)  # split natively by XGBoost
+    assert out["handset"].isna().sum() == 15 and (out["handset"] == CategoryEncoder.OTHER).sum() == 25
 
 
 def test_without_a_tracker_section_xgboost_picks_and_churn_sets_the_timeout():
