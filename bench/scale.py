@@ -128,11 +128,12 @@ def run_train(csv: Path, workers: int, memory: str | int, name: str, sets: list[
     overrides = [f"data.source={csv / '*.csv'}", f"data.output={out / 'datasets'}",
                  f"tracking.uri=sqlite:///{out / 'mlflow.db'}", *sets]
     args = {"job": str(JOB), "overrides": overrides, "workers": workers, "memory": memory}
-    proc = subprocess.run([sys.executable, "-c", ONE_RUN, json.dumps(args)], cwd=ROOT, capture_output=True,
-                          text=True, env={**BASE_ENV, "PYTHONHASHSEED": "0"}, timeout=6 * 3600)
-    (out / "driver.log").write_text(proc.stderr)
+    log_file = out / "driver.log"  # written as the run goes (follow it with tail -f)
+    with log_file.open("w") as err:
+        proc = subprocess.run([sys.executable, "-c", ONE_RUN, json.dumps(args)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=err, text=True, env={**BASE_ENV, "PYTHONHASHSEED": "0"}, timeout=6 * 3600)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        lines = [ln for ln in log_file.read_text().strip().splitlines() if ln.strip()]
         raise RuntimeError(f"train on {name} failed (log in {out / 'driver.log'}): {lines[-1] if lines else ''}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
