@@ -217,7 +217,11 @@ def transformed(ddf: dd.DataFrame, preprocess: Pipeline, features: list[str], ex
 def bytes_per_row(preprocess: Pipeline, features: list[str], example: pd.DataFrame) -> tuple[float, int]:
     """(bytes a transformed row holds in memory, feature columns), measured on ``example``."""
     out = _transform(example, preprocess, features)
-    return float(out.memory_usage(deep=True, index=True).sum()) / max(len(out), 1), out.shape[1] - 1
+    # a category column's rows hold its codes; its levels are one index per partition, not per row
+    # (counted deep, 4,096 levels' text would make 100 example rows look like 30 GiB of data)
+    cells = sum(out[c].cat.codes.nbytes if isinstance(out[c].dtype, pd.CategoricalDtype)
+                else out[c].memory_usage(deep=True, index=False) for c in out.columns)
+    return float(cells + out.index.nbytes) / max(len(out), 1), out.shape[1] - 1
 
 
 def memory_needed(rows: int, columns: int, row_bytes: float) -> int:

@@ -26,6 +26,7 @@ from churn.modeling.full_data import (
     collective_config,
     fit_full,
     full_data_model,
+    bytes_per_row,
     memory_needed,
     widened,
 )
@@ -161,6 +162,10 @@ def test_the_full_data_encoder_keeps_the_levels_every_train_row_supports(client)
     out = wide.transform(frame[["handset", "x"]])
     assert isinstance(out["handset"].dtype, pd.CategoricalDtype)  # split natively by XGBoost
     assert out["handset"].isna().sum() == 15 and (out["handset"] == CategoryEncoder.OTHER).sum() == 25
+    # the memory check counts a category cell as its code, not the column's level names over again
+    with_label = frame.head(100).assign(**{LABEL_COLUMN: 0})
+    row_bytes, columns = bytes_per_row(wide, ["handset", "x"], with_label)
+    assert columns == 2 and row_bytes <= 2 + 8 + 4 + 8  # int16 code, float32 x stored as float32 + label + index
 
 
 def test_without_a_tracker_section_xgboost_picks_and_churn_sets_the_timeout():
