@@ -151,12 +151,14 @@ def poisson_bootstrap(summary: ScoreSummary, threshold: float | None = None, eco
     """Percentile intervals (``level``) of ``replicates`` Poisson bootstrap replicates of a score
     summary's metrics, drawn from the summary's cells (module docstring); deterministic in ``seed``.
 
-    For ROC AUC and average precision (read from the histogram) and the figures at ``threshold``
-    (one of the summary's thresholds: precision, recall, contact rate, and profit with
-    ``economics``) each replicate is exactly what the row-level Poisson bootstrap gives for the
-    estimator the run reports. Brier and log loss weigh each bin's rows at the bin's mean
-    probability (a bin spans at most 1.2e-4 in probability with the default binning) and the
-    interval is shifted by the gap between that and the exact value."""
+    For the figures at ``threshold`` (one of the summary's thresholds: precision, recall, contact
+    rate, and profit with ``economics``) each replicate is exactly what the row-level Poisson
+    bootstrap gives. So it is for ROC AUC and average precision (read from the histogram) while the
+    summary holds at most :data:`GROUPS` occupied bins; above that, runs of adjacent bins are drawn
+    together (ties within a run count half) and the replicates are moved by the gap between that
+    estimator and the reported one. Brier and log loss weigh each bin's rows at the bin's mean
+    probability (a bin spans at most 1.2e-4 in probability with the default binning), moved
+    likewise to the exact value."""
     rng = np.random.default_rng(seed)
     reps = _histogram_replicates(summary, replicates, rng)
     if threshold is not None:
@@ -255,7 +257,8 @@ def card_facts(job: JobSpec, manifest: Manifest, families: dict[str, SearchResul
         raise ValueError("the evaluation holds no score summary to bootstrap")
     started = time.perf_counter()
     columns = list(job.table.categorical)
-    segments = segment_summaries_on_cluster(test_ddf, model, job.table.features, columns, client, (threshold.value,))
+    segments = (segment_summaries_on_cluster(test_ddf, model, job.table.features, columns, client, (threshold.value,))
+                if columns else SegmentSummaries({}))
     intervals = poisson_bootstrap(test.summary, threshold.value, job.evaluation.economics, REPLICATES, job.seed)
     fig = plots.calibration(test.summary, raw, calibration)
     buf = io.BytesIO()
@@ -431,6 +434,10 @@ def _test_metrics(f: CardFacts) -> list[Block]:
     of = ("the registered model (the full-data fit)" if f.registered_rows.startswith("every train row") else
           "the model before finalising (the registered one was refitted on train + test rows with the same settings)"
           if f.rows["final"] > f.rows["search"] else "the registered model")
+    occupied = int(np.count_nonzero(s.pos + s.neg))
+    grouping = (f"(the summary's {occupied:,} occupied bins drawn one by one)" if occupied <= GROUPS else
+                f"in spread: the summary's {occupied:,} occupied bins are drawn as {GROUPS:,} runs of adjacent bins "
+                "(ties within a run count half) and the interval is centred on the reported value")
     return [
         f"On the test split: {s.rows:,} rows, {s.positives:,} churners ({_pct(s.positive_rate())}); the figures are of "
         f"{of}. Each partition was scored and summarised on a worker and only the merged summary reached the driver.",
@@ -438,10 +445,10 @@ def _test_metrics(f: CardFacts) -> list[Block]:
         f"Intervals: percentile intervals of {REPLICATES:,} Poisson bootstrap replicates (seed {f.job.seed}), drawn "
         "from the merged test summary without gathering or re-reading a row. Each row's bootstrap weight is an "
         "independent Poisson(1) draw, so a cell of the summary holding c rows (a score bin of one class, a cell of "
-        "the confusion matrix) weighs Poisson(c), independently of the other cells: for ROC AUC, PR AUC and the "
-        "figures at the threshold a replicate is exactly the row-level Poisson bootstrap of the reported estimator "
-        "(Hanley & MacGibbon 2006; Chamandy et al. 2012). Brier and log loss weigh each bin's rows at its mean "
-        "probability and are shifted to the exact value. They show the test sample's variation, not that of "
+        "the confusion matrix) weighs Poisson(c), independently of the other cells (Hanley & MacGibbon 2006; "
+        "Chamandy et al. 2012). For the figures at the threshold a replicate is exactly the row-level Poisson "
+        f"bootstrap; for ROC AUC and PR AUC too {grouping}. Brier and log loss weigh each bin's rows at its mean "
+        "probability, centred on the exact value. The intervals show the test sample's variation, not that of "
         "refitting the model.",
     ]
 
@@ -513,7 +520,8 @@ def _segments(f: CardFacts) -> list[Block]:
         f"a worker ({f.test.summary.rows:,} test rows, the model of the test metrics). Intervals: {SEGMENT_REPLICATES} "
         "Poisson bootstrap replicates of each level's summary.",
         Table(["column", "level", "rows", "churn rate", "ROC AUC", f"{LEVEL:.0%} interval", "contact rate",
-               "precision"], rows, text_columns=2) if rows else "No level has enough test rows.",
+               "precision"], rows, text_columns=2) if rows else
+        "No level has enough test rows." if f.job.table.categorical else "The table has no categorical column.",
     ]
     hidden = [s for s in f.segments if not s.shown]
     if hidden:
