@@ -432,16 +432,16 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                       (champion.oof_proba, y.to_numpy(), train[KEY_COLUMN].to_numpy()))
             reference = reference_profile(ddf[ddf[SPLIT_COLUMN] == "train"], X, *scores, schema, client)
             name, scoring = job.tracking.registered_model, job.search.scoring
-            # the model card's facts (segment summaries on the cluster, the bootstrap): of the model the
-            # test metrics are of, gathered before the gate; rendered once the version has its number
-            card = card_facts(job, dataset.manifest, families, champion, test, rows, threshold, notes,
-                              calibration=calibration, registered_rows=_registered_rows(rows, finalized, full_won),
-                              model=model, test_ddf=test_ddf, client=client, run_id=parent.info.run_id,
-                              experiment_id=parent.info.experiment_id, tracking_uri=uri,
-                              example=input_example(train, schema), full_data=full_choice,
-                              test_by_model=test_by_model, raw=raw)
 
             def register() -> str:
+                # the model card's facts (segment summaries on the cluster, the bootstrap) are of the model the
+                # test metrics are of; gathered only when a version is registered, rendered once it has its number
+                card = card_facts(job, dataset.manifest, families, champion, test, rows, threshold, notes,
+                                  calibration=calibration, registered_rows=_registered_rows(rows, finalized, full_won),
+                                  model=model, test_ddf=test_ddf, client=client, run_id=parent.info.run_id,
+                                  experiment_id=parent.info.experiment_id, tracking_uri=uri,
+                                  example=input_example(train, schema), full_data=full_choice,
+                                  test_by_model=test_by_model, raw=raw)
                 info = log_model(registered, input_example(train, schema), threshold.value,
                                  job.tracking.registered_model, schema, reference)
                 version = str(info.registered_model_version)

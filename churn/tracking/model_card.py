@@ -42,7 +42,13 @@ from churn.data.manifest import Manifest
 from churn.modeling.calibrate import STACK, Champion
 from churn.modeling.evaluate import Evaluation, Threshold, contact_profit
 from churn.modeling.search import SearchResult
-from churn.modeling.summary import EPS, ScoreSummary, SegmentSummaries, segment_summaries_on_cluster
+from churn.modeling.summary import (
+    EPS,
+    SEGMENT_BINS,
+    ScoreSummary,
+    SegmentSummaries,
+    segment_summaries_on_cluster,
+)
 from churn.tracking import plots
 
 log = logging.getLogger(__name__)
@@ -259,18 +265,23 @@ def card_facts(job: JobSpec, manifest: Manifest, families: dict[str, SearchResul
     columns = list(job.table.categorical)
     segments = (segment_summaries_on_cluster(test_ddf, model, job.table.features, columns, client, (threshold.value,))
                 if columns else SegmentSummaries({}))
+    at_segments = time.perf_counter()
     intervals = poisson_bootstrap(test.summary, threshold.value, job.evaluation.economics, REPLICATES, job.seed)
+    table = segments_from(segments, threshold.value, columns, job.seed)
+    at_bootstrap = time.perf_counter()
     fig = plots.calibration(test.summary, raw, calibration)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     facts = CardFacts(job, manifest, families, champion, test, rows, threshold, dict(notes), calibration,
-                      registered_rows, run_id, experiment_id, tracking_uri, example.head(1), intervals,
-                      segments_from(segments, threshold.value, columns, job.seed), segments.too_many, buf.getvalue(),
-                      full_data, dict(test_by_model or {}), None if raw is None else raw.brier())
+                      registered_rows, run_id, experiment_id, tracking_uri, example.head(1), intervals, table,
+                      segments.too_many, buf.getvalue(), full_data, dict(test_by_model or {}),
+                      None if raw is None else raw.brier())
     facts.seconds = time.perf_counter() - started
-    log.info("model card: %d segments on the cluster, %d bootstrap replicates, in %.2f s", len(facts.segments),
-             REPLICATES, facts.seconds)
+    log.info("model card: %d segments summarised on the cluster in %.2f s, %d + %d x %d bootstrap replicates in "
+             "%.2f s, calibration figure in %.2f s", len(table), at_segments - started, REPLICATES,
+             sum(s.shown for s in table), SEGMENT_REPLICATES, at_bootstrap - at_segments,
+             facts.seconds - (at_bootstrap - started))
     return facts
 
 
@@ -280,7 +291,7 @@ def card_facts(job: JobSpec, manifest: Manifest, families: dict[str, SearchResul
 class Table:
     head: list[str]
     rows: list[list[str]]
-    text_columns: int = 1  # the first columns, left-aligned
+    text: tuple[int, ...] = (0,)  # the columns of words, left-aligned (numbers are right-aligned)
 
 
 @dataclass
@@ -334,7 +345,7 @@ def model_uri(facts: CardFacts, version: str) -> str:
 def _purpose(f: CardFacts) -> list[Block]:
     t = f.job.table
     return [
-        f"Scores each customer of the table `{f.job.name}` was trained on with the probability that they churn "
+        f"Scores each customer with the probability that they churn "
         f"(label `{t.label}` = `{t.positive}`), so that a retention team contacts the customers whose probability "
         f"reaches the decision threshold ({f.threshold.value:.4f}): the model returns `probability` and `decision` "
         "(1 = contact) per row.",
@@ -362,7 +373,7 @@ def _data(f: CardFacts) -> list[Block]:
         f"Source `{f.job.data.source}`, dataset `{m.dataset}` ({len(m.files)} file(s), staged {m.created}); "
         f"split with seed {f.job.seed}. The test split was held out of the search, the calibration and the "
         "choice of threshold.",
-        Table(["rows", "count", "share / note"], rows),
+        Table(["rows", "count", "share / note"], rows, text=(0, 2)),
     ]
 
 
@@ -383,12 +394,12 @@ def _champion(f: CardFacts) -> list[Block]:
     out: list[Block] = [
         f"Champion: **{what}**, the highest mean CV {scoring} over {c.repeats} CV repeat(s) "
         f"(the search's folds, then fresh ones): {c.cv_score:.4f} ± {c.cv_std:.4f}{gap}.",
-        Table([ "family", f"CV {scoring} (all repeats)", "search best ± std", "candidates", "fits", "rows per fit",
-               "imbalance", "in champion"], rows, text_columns=1),
+        Table(["family", f"CV {scoring} (all repeats)", "search best ± std", "candidates", "fits", "rows per fit",
+               "imbalance", "in champion"], rows, text=(0, 6, 7)),
     ]
     params = [[fam, readable(k), str(v)] for fam in c.members for k, v in sorted(f.families[fam].best_params.items())]
     if params:
-        out += ["The members' chosen parameters:", Table(["member", "parameter", "value"], params, text_columns=3)]
+        out += ["The members' chosen parameters:", Table(["member", "parameter", "value"], params, text=(0, 1, 2))]
     ch = f.full_data
     if ch is not None:
         won = "the full-data xgboost model" if ch.winner == "full-data" else "the sample champion"
@@ -441,7 +452,7 @@ def _test_metrics(f: CardFacts) -> list[Block]:
     return [
         f"On the test split: {s.rows:,} rows, {s.positives:,} churners ({_pct(s.positive_rate())}); the figures are of "
         f"{of}. Each partition was scored and summarised on a worker and only the merged summary reached the driver.",
-        Table(["metric", "value", f"{LEVEL:.0%} interval", "how"], _metric_rows(f)),
+        Table(["metric", "value", f"{LEVEL:.0%} interval", "how"], _metric_rows(f), text=(0, 3)),
         f"Intervals: percentile intervals of {REPLICATES:,} Poisson bootstrap replicates (seed {f.job.seed}), drawn "
         "from the merged test summary without gathering or re-reading a row. Each row's bootstrap weight is an "
         "independent Poisson(1) draw, so a cell of the summary holding c rows (a score bin of one class, a cell of "
@@ -520,7 +531,7 @@ def _segments(f: CardFacts) -> list[Block]:
         f"a worker ({f.test.summary.rows:,} test rows, the model of the test metrics). Intervals: {SEGMENT_REPLICATES} "
         "Poisson bootstrap replicates of each level's summary.",
         Table(["column", "level", "rows", "churn rate", "ROC AUC", f"{LEVEL:.0%} interval", "contact rate",
-               "precision"], rows, text_columns=2) if rows else
+               "precision"], rows, text=(0, 1)) if rows else
         "No level has enough test rows." if f.job.table.categorical else "The table has no categorical column.",
     ]
     hidden = [s for s in f.segments if not s.shown]
@@ -537,8 +548,8 @@ def _limits(f: CardFacts) -> list[Block]:
     reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(m.quarantined_by_reason.items(), key=lambda kv: -kv[1])[:5])
     items = [f"Quarantined share: {m.rows_quarantined:,} of {m.rows_read:,} rows read ({_pct(share, 2)})"
              + (f": {reasons}" if reasons else "") + ". Customers like them are refused when scored, not scored."]
-    items.append(f"Sampled rows: the search saw {r['search']:,} of {r['train']:,} train rows"
-                 + (" (every one)." if r["search"] >= r["train"] else f" ({_pct(r['search'] / r['train'])})."))
+    if "search" not in f.notes:  # else its note below says it, with the setting
+        items.append(f"Sampled rows: none; the search saw every one of the {r['train']:,} train rows.")
     for key, note in f.notes.items():
         label = {"search": "Search sample", "finalize": "Finalize", "full-data": "Full-data fit",
                  "validation": "Validation split"}.get(key, f"Capped family {key}")
@@ -548,7 +559,7 @@ def _limits(f: CardFacts) -> list[Block]:
         items.append("Capped families: none (every family's fits saw every search row).")
     items.append(f"ROC AUC and PR AUC are read from a {f.test.summary.bins:,}-bin histogram of the scores: at most "
                  f"{f.test.metrics['roc_auc_error_bound']:.1e} and {f.test.metrics['pr_auc_error_bound']:.1e} from the "
-                 "exact values; segment AUCs from 2,048 bins (bounds in card.json).")
+                 f"exact values; segment AUCs from {SEGMENT_BINS:,} bins (bounds in card.json).")
     if f.too_many_levels:
         items.append("No segments for columns with too many levels: " + ", ".join(f.too_many_levels) + ".")
     items.append("The intervals cover the test sample's variation only; the segment table is descriptive (many "
@@ -605,7 +616,7 @@ def to_markdown(f: CardFacts, version: str) -> str:
         for b in blocks:
             if isinstance(b, Table):
                 out.append("| " + " | ".join(_md_cell(h) for h in b.head) + " |")
-                out.append("|" + "|".join(":---" if j < b.text_columns else "---:" for j in range(len(b.head))) + "|")
+                out.append("|" + "|".join(":---" if j in b.text else "---:" for j in range(len(b.head))) + "|")
                 out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
             elif isinstance(b, Code):
                 out += ["```bash" if not b.text.startswith("import") else "```python", b.text, "```"]
@@ -640,8 +651,8 @@ def to_html(f: CardFacts, version: str) -> str:
         parts.append(f"<section id='{key}'><h2>{i}. {html.escape(head)}</h2>")
         for b in blocks:
             if isinstance(b, Table):
-                def cls(j: int, n: int = b.text_columns) -> str:
-                    return " class='text'" if j < n else ""
+                def cls(j: int, text: tuple[int, ...] = b.text) -> str:
+                    return " class='text'" if j in text else ""
                 parts.append("<table><tr>" + "".join(f"<th{cls(j)}>{html.escape(h)}</th>" for j, h in enumerate(b.head))
                              + "</tr>")
                 parts += ["<tr>" + "".join(f"<td{cls(j)}>{_inline(c)}</td>" for j, c in enumerate(row)) + "</tr>"
@@ -688,7 +699,9 @@ def card_link(f: CardFacts) -> str:
 def log_card(f: CardFacts, version: str) -> dict[str, str]:
     """Render the card for ``version`` and log it to the open run (``model_card/``): card.html,
     card.md, card.json and calibration.png; the intervals as run metrics (``test_<metric>_ci_low``
-    and ``_ci_high``). Returns the version tags that point at it."""
+    and ``_ci_high``), and what the card took, gathering included (``model_card_seconds``).
+    Returns the version tags that point at it."""
+    started = time.perf_counter()
     mlflow.log_text(to_html(f, version), f"{FOLDER}/card.html")
     mlflow.log_text(to_markdown(f, version), f"{FOLDER}/card.md")
     mlflow.log_dict(figures(f, version), f"{FOLDER}/card.json")
@@ -698,5 +711,5 @@ def log_card(f: CardFacts, version: str) -> dict[str, str]:
         mlflow.log_artifact(str(path), FOLDER)
     bounds = {f"test_{k}_ci_{side}": v for k, iv in f.intervals.items()
               for side, v in zip(("low", "high"), iv, strict=True) if np.isfinite(v)}
-    mlflow.log_metrics(bounds | {"model_card_seconds": f.seconds})
+    mlflow.log_metrics(bounds | {"model_card_seconds": f.seconds + time.perf_counter() - started})
     return {"model_card": f"runs:/{f.run_id}/{FOLDER}/card.html"}
