@@ -59,6 +59,7 @@ from churn.modeling.search_cache import SearchCache, search_key
 from churn.modeling.summary import summaries_on_cluster, summarise_on_cluster
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
+from churn.tracking.model_card import card_facts, card_link, log_card
 from churn.tracking.names import check_experiment, check_names
 from churn.tracking.promotion import (
     Gate,
@@ -441,12 +442,22 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             name, scoring = job.tracking.registered_model, job.search.scoring
 
             def register() -> str:
+                # the model card's facts (segment summaries on the cluster, the bootstrap) are of the model the
+                # test metrics are of; gathered only when a version is registered, rendered once it has its number
+                card = card_facts(job, dataset.manifest, families, champion, test, rows, threshold, notes,
+                                  calibration=calibration, registered_rows=_registered_rows(rows, finalized, full_won),
+                                  model=model, test_ddf=test_ddf, client=client, run_id=parent.info.run_id,
+                                  experiment_id=parent.info.experiment_id, tracking_uri=uri,
+                                  example=input_example(train, schema), full_data=full_choice,
+                                  test_by_model=test_by_model, raw=raw)
                 info = log_model(registered, input_example(train, schema), threshold.value,
                                  job.tracking.registered_model, schema, reference)
                 version = str(info.registered_model_version)
-                describe_version(name, version, *version_card(job, dataset.manifest, champion, test, rows, threshold,
-                                                              parent.info.run_id, full_data=full_won,
-                                                              calibration=calibration))
+                card_tags = log_card(card, version)
+                description, tags = version_card(job, dataset.manifest, champion, test, rows, threshold,
+                                                 parent.info.run_id, full_data=full_won, calibration=calibration,
+                                                 card=card_link(card))
+                describe_version(name, version, description, tags | card_tags)
                 return version
 
             # the gate scores the champion on this run's test rows as the new model was scored above

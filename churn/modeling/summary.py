@@ -467,3 +467,132 @@ def summarise_on_cluster(ddf: Any, model: Any, features: list[str], client: Clie
     """The summary of ``model.predict_proba``'s churn column and the labels on ``ddf``'s rows,
     partition by partition on the cluster (see :func:`summaries_on_cluster`)."""
     return summaries_on_cluster(ddf, model, features, client, thresholds)["proba"]
+
+
+# -- per segment: one summary per level of each categorical column ---------------------------------
+
+SEGMENT_BINS = 2048  # logit bins of a segment's summary: 82 KB each, so dozens of levels stay small
+MAX_SEGMENT_LEVELS = 64  # a column with more levels is not summarised (its summaries would grow with them)
+MISSING_LEVEL = "(missing)"
+
+
+@dataclass
+class SegmentSummaries:
+    """Per categorical column, per level: the :class:`ScoreSummary` of the rows holding that level
+    (:data:`SEGMENT_BINS` logit bins over the same span, the decision thresholds counted exactly).
+    A blank is its own level, :data:`MISSING_LEVEL`. Mergeable like a ScoreSummary: levels of the
+    same column add up, a level only one side saw is kept as it is. A column with more than
+    ``max_levels`` levels (on one partition or after a merge) is dropped and named in ``too_many``."""
+
+    levels: dict[str, dict[str, ScoreSummary]]
+    too_many: tuple[str, ...] = ()
+    max_levels: int = MAX_SEGMENT_LEVELS
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, y: Any, p: Any, columns: Sequence[str], thresholds: Sequence[float] = (),
+           bins: int = SEGMENT_BINS, span: float | None = None, max_levels: int = MAX_SEGMENT_LEVELS
+           ) -> SegmentSummaries:
+        """The summaries of labels ``y`` and probabilities ``p`` of ``frame``'s rows, by level of
+        each of ``columns``. Each row's bin is found once; a column's summaries come from
+        bincounts over (level, bin), not one pass per level."""
+        if span is None:
+            span = default_binning()[1]
+        whole = ScoreSummary.of(y, p, thresholds, bins, span)  # checks y and p once
+        if not whole.rows:
+            return cls({}, (), max_levels)
+        y = np.asarray(y).astype(np.int64).ravel()
+        p = np.asarray(p, dtype=np.float64).ravel()
+        k = bins + 2
+        idx = _bin_of(p, bins, span) if len(p) else np.zeros(0, np.int64)
+        pc = np.clip(p, EPS, 1 - EPS)
+        yf = y.astype(np.float64)
+        row_sums = {"p": p, "p2": p * p, "yp": yf * p, "sq_err": np.square(yf - p),
+                    "log_loss": -np.where(y == 1, np.log(pc), np.log1p(-pc))}
+        hits = [p >= t for t in whole.thresholds]
+        levels: dict[str, dict[str, ScoreSummary]] = {}
+        too_many = []
+        for col in columns:
+            codes, uniques = pd.factorize(frame[col].astype(object), use_na_sentinel=True)
+            names = [str(u) for u in uniques]
+            if (codes < 0).any():
+                codes = np.where(codes < 0, len(names), codes)
+                names.append(MISSING_LEVEL)
+            n = len(names)
+            if n > max_levels:
+                too_many.append(col)
+                continue
+            key = codes * k + idx
+            count = np.bincount(key, minlength=n * k).reshape(n, k)
+            pos = np.bincount(key, weights=yf, minlength=n * k).reshape(n, k).astype(np.int64)
+            sum_p = np.bincount(key, weights=p, minlength=n * k).reshape(n, k)
+            lo, hi = np.full(n * k, np.inf), np.full(n * k, -np.inf)
+            np.minimum.at(lo, key, p)
+            np.maximum.at(hi, key, p)
+            lo, hi = lo.reshape(n, k), hi.reshape(n, k)
+            tp = np.array([np.bincount(codes, weights=(h & (y == 1)), minlength=n) for h in hits]).reshape(-1, n)
+            fp = np.array([np.bincount(codes, weights=(h & (y == 0)), minlength=n) for h in hits]).reshape(-1, n)
+            sums = {name: np.bincount(codes, weights=v, minlength=n) for name, v in row_sums.items()}
+            levels[col] = {
+                name: ScoreSummary(bins, float(span), whole.thresholds, pos[i], count[i] - pos[i], sum_p[i], lo[i],
+                                   hi[i], tp[:, i].astype(np.int64), fp[:, i].astype(np.int64),
+                                   {s: float(v[i]) for s, v in sums.items()})
+                for i, name in enumerate(names)}
+        return cls(levels, tuple(too_many), max_levels)
+
+    def merge(self, other: SegmentSummaries) -> SegmentSummaries:
+        """The segment summaries of both sides' rows."""
+        too_many = set(self.too_many) | set(other.too_many)
+        levels: dict[str, dict[str, ScoreSummary]] = {}
+        for col in dict.fromkeys([*self.levels, *other.levels]):
+            if col in too_many:
+                continue
+            mine, theirs = self.levels.get(col, {}), other.levels.get(col, {})
+            both = {lvl: (mine[lvl].merge(theirs[lvl]) if lvl in mine and lvl in theirs
+                          else mine[lvl] if lvl in mine else theirs[lvl]) for lvl in dict.fromkeys([*mine, *theirs])}
+            if len(both) > self.max_levels:
+                too_many.add(col)
+                continue
+            levels[col] = both
+        return SegmentSummaries(levels, tuple(sorted(too_many)), self.max_levels)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the summaries' arrays: the levels times a fixed size, whatever the rows."""
+        return sum(s.nbytes for lv in self.levels.values() for s in lv.values())
+
+
+def _merge_segments(*parts: SegmentSummaries) -> SegmentSummaries:
+    first, *rest = parts
+    for s in rest:
+        first = first.merge(s)
+    return first
+
+
+def _segment_partition(frame: pd.DataFrame, model: Any, features: list[str], columns: tuple[str, ...],
+                       thresholds: tuple[float, ...], bins: int, span: float) -> SegmentSummaries:
+    """The segment summaries of one partition, scored by ``model.predict_proba``."""
+    if len(frame) == 0:
+        return SegmentSummaries({})
+    p = model.predict_proba(frame[features])[:, 1]
+    return SegmentSummaries.of(frame, frame[LABEL_COLUMN].to_numpy(np.int64), p, columns, thresholds, bins, span)
+
+
+def segment_summaries_on_cluster(ddf: Any, model: Any, features: list[str], columns: Sequence[str],
+                                 client: Client, thresholds: Sequence[float] = (), bins: int = SEGMENT_BINS
+                                 ) -> SegmentSummaries:
+    """:class:`SegmentSummaries` of ``ddf``'s rows by level of each of ``columns``: each partition
+    scored and summarised on a worker (the model scattered once to every worker), merged in a tree
+    of tasks there; only the merged summaries come back (their size grows with the levels, not the
+    rows)."""
+    span = default_binning()[1]
+    thresholds = tuple(float(t) for t in thresholds)
+    [model_future] = scatter(client, [model], broadcast=True)
+    futures = [client.submit(_segment_partition, part, model_future, features, tuple(columns), thresholds, bins,
+                             span, pure=False)
+               for part in client.compute(ddf.to_delayed())]
+    if not futures:
+        return SegmentSummaries({})
+    while len(futures) > 1:
+        futures = [client.submit(_merge_segments, *futures[i:i + MERGE_FAN_IN], pure=False)
+                   for i in range(0, len(futures), MERGE_FAN_IN)]
+    return futures[0].result()

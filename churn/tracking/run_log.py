@@ -256,11 +256,12 @@ def log_row_notes(notes: dict[str, str], rows: dict[str, int], validation: float
 
 
 def version_card(job: JobSpec, manifest: Manifest, champion: Champion, test: Evaluation, rows: dict[str, int],
-                 threshold: Threshold, run_id: str, full_data: bool = False, calibration: str | None = None
-                 ) -> tuple[str, dict[str, str]]:
+                 threshold: Threshold, run_id: str, full_data: bool = False, calibration: str | None = None,
+                 card: str = "") -> tuple[str, dict[str, str]]:
     """What a registered version is, for the registry page: a description and tags (the family or
     the stack's members, its calibration method (``calibration``, the champion's by default), CV and
-    test scores, the threshold, the rows it was fitted on, the dataset and the run that made it)."""
+    test scores, the threshold, the rows it was fitted on, the dataset and the run that made it);
+    ``card``, the line that leads to the version's model card, ends the description."""
     scoring = job.search.scoring
     members = ", ".join(champion.members)
     what = f"stack of {members}" if champion.name == STACK else champion.name
@@ -274,7 +275,8 @@ def version_card(job: JobSpec, manifest: Manifest, champion: Champion, test: Eva
                    f"CV {scoring} {champion.cv_score:.4f} ± {champion.cv_std:.4f} (the sample search's champion); "
                    f"test roc_auc {test_auc:.4f} ({when}). "
                    f"Decision threshold {threshold.value:.3f} (from {threshold.source}). "
-                   f"Fitted on {rows['final']:,} rows ({refit}) of dataset {manifest.dataset}. Run {run_id}.")
+                   f"Fitted on {rows['final']:,} rows ({refit}) of dataset {manifest.dataset}. Run {run_id}."
+                   + (f"\n\n{card}" if card else ""))
     tags = {"family": "xgboost" if full_data else champion.name, "members": members,
             f"cv_{scoring}": f"{champion.cv_score:.4f}",
             "test_roc_auc": f"{test_auc:.4f}", "threshold": f"{threshold.value:.4f}",

@@ -333,6 +333,9 @@ def test_a_table_above_the_sample_trains_on_every_row_and_chooses_on_validation(
     assert any("fewer rows: search" in ln and notes["search"] in ln for ln in text.splitlines())
     assert "full-data model vs sample champion" in text and f"won by {choice.margin:.4f} validation roc_auc" in text
     assert "fewer rows: finalize" in text
+    card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model_card/card.md")  # the version's model card
+    assert choice.line in card and f"| {rows['search']:,} of {rows['train']:,} |" in card
+    assert f"Capped family svm: {notes['svm']}." in card
 
 
 def test_without_validation_rows_the_full_data_fit_is_skipped_and_said(tmp_path):
