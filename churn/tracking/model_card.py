@@ -39,7 +39,7 @@ import pandas as pd
 from churn.config import EconomicsSpec, JobSpec
 from churn.config.families import readable
 from churn.data.manifest import Manifest
-from churn.modeling.calibrate import STACK, Champion
+from churn.modeling.calibrate import MIN_GAIN, STACK, Champion
 from churn.modeling.evaluate import Evaluation, Threshold, contact_profit
 from churn.modeling.search import SearchResult
 from churn.modeling.summary import (
@@ -389,11 +389,18 @@ def _champion(f: CardFacts) -> list[Block]:
                      "yes" if c.name == STACK else ""])
     scores = dict(c.family_scores) | ({STACK: c.stack_score} if c.stack_score is not None else {})
     others = sorted(((v, k) for k, v in scores.items() if k != c.name), reverse=True)
-    gap = f"; the next best, {others[0][1]}, scored {others[0][0]:.4f}" if others else ""
     what = f"the stack of {', '.join(c.members)}" if c.name == STACK else c.name
+    if others and others[0][0] > c.cv_score:  # a higher mean that did not clear the gain rule
+        why = (f"mean CV {scoring} over {c.repeats} CV repeat(s) (the search's folds, then fresh ones): "
+               f"{c.cv_score:.4f} ± {c.cv_std:.4f}; {others[0][1]} scored {others[0][0]:.4f}, higher, but not by a "
+               f"clear gain (at least {MIN_GAIN} and one standard error of the fold-wise gains), so the simpler "
+               "model was kept")
+    else:
+        gap = f"; the next best, {others[0][1]}, scored {others[0][0]:.4f}" if others else ""
+        why = (f"the highest mean CV {scoring} over {c.repeats} CV repeat(s) "
+               f"(the search's folds, then fresh ones): {c.cv_score:.4f} ± {c.cv_std:.4f}{gap}")
     out: list[Block] = [
-        f"Champion: **{what}**, the highest mean CV {scoring} over {c.repeats} CV repeat(s) "
-        f"(the search's folds, then fresh ones): {c.cv_score:.4f} ± {c.cv_std:.4f}{gap}.",
+        f"Champion: **{what}**, {why}.",
         Table(["family", f"CV {scoring} (all repeats)", "search best ± std", "candidates", "fits", "rows per fit",
                "imbalance", "in champion"], rows, text=(0, 6, 7)),
     ]
