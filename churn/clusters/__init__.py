@@ -26,6 +26,7 @@ from churn.clusters import slurm as slurm_kind
 from churn.clusters import ssh as ssh_kind
 from churn.clusters.collective import worker_threads, xgboost_collective
 from churn.clusters.errors import ClusterError
+from churn.clusters.info import workers as cluster_workers
 from churn.clusters.watch import WorkerWatch
 from churn.config import AddressSpec, ClusterSpec, LocalClusterSpec, setting
 
@@ -76,7 +77,7 @@ def cluster_client(
     spec = spec or LocalClusterSpec()
     with contextlib.ExitStack() as stack:
         client = KINDS[spec.kind].open_client(spec, stack)
-        log.info("Dask client ready: %s workers at %s", len(client.scheduler_info(n_workers=-1)["workers"]),
+        log.info("Dask client ready: %s workers at %s", len(cluster_workers(client)),
                  client.scheduler.address)
         link = dashboard_link(client)
         if link:

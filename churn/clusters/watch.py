@@ -16,6 +16,8 @@ from types import TracebackType
 
 from distributed import Client, Future
 
+from churn.clusters.info import workers as cluster_workers
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,7 @@ class WorkerWatch:
     def workers(self) -> int:
         """Workers the scheduler has now (0 when it does not answer)."""
         try:
-            return len(self.client.scheduler_info(n_workers=-1)["workers"])
+            return len(cluster_workers(self.client))
         except Exception:  # noqa: BLE001 - a scheduler that does not answer has no workers for us
             return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 from distributed import Client
 
+from churn.clusters.info import workers as cluster_workers
 from churn.config import ConfigError, MonitorSpec
 from churn.config.settings import setting
 from churn.data.budget import check_bad_rows
@@ -69,7 +70,7 @@ def run(spec: MonitorSpec, client: Client) -> MonitorResult:
     reference = model.reference()
     paths = spec.data.paths()
     headers = check_headers(paths, spec.table, spec.data.encoding, require_label=False)
-    _, blocks = scan_blocks(paths, headers, balanced_blocksize(spec, paths, len(client.scheduler_info()["workers"])),
+    _, blocks = scan_blocks(paths, headers, balanced_blocksize(spec, paths, len(cluster_workers(client))),
                             client)
     batch = profile_batch(blocks, spec.table, spec.data.encoding, model.pipeline, reference, client)
     check_bad_rows("monitor", batch.rows_read, batch.rows_quarantined, batch.reasons, spec.data.max_bad_fraction)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from distributed import Client
 
+from churn.clusters.info import workers as cluster_workers
 from churn.clusters.scatter import scatter
 from churn.config import ScoreSpec
 from churn.data.blocks import Block, read_block_rows
@@ -115,7 +116,7 @@ def score(spec: ScoreSpec, client: Client, model: Any, ref: ModelRef) -> ScoreRe
     t0 = time.perf_counter()
     paths = spec.data.paths()
     headers = check_headers(paths, spec.table, spec.data.encoding, require_label=False)
-    blocksize = balanced_blocksize(spec, paths, len(client.scheduler_info()["workers"]))
+    blocksize = balanced_blocksize(spec, paths, len(cluster_workers(client)))
     out_root = Path(spec.data.output).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
     scans, blocks = scan_blocks(paths, headers, blocksize, client)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from distributed import Client
 
+from churn.clusters.info import workers as cluster_workers
 from churn.clusters.scatter import scatter
 from churn.config import EconomicsSpec
 from churn.data.columns import LABEL_COLUMN
@@ -213,7 +214,7 @@ def permutation_table(model: Any, rows: pd.DataFrame, features: list[str], seed:
     if not len(rows) or rows[LABEL_COLUMN].nunique() != 2:
         return None
     X, y = rows[features], rows[LABEL_COLUMN].astype(int)
-    workers = max(1, min(repeats, len(client.scheduler_info()["workers"])))
+    workers = max(1, min(repeats, len(cluster_workers(client))))
     model_f, X_f, y_f = scatter(client, [model, X, y])
     shares = [len(part) for part in np.array_split(np.arange(repeats), workers)]
     parts = client.gather([client.submit(_permutation, model_f, X_f, y_f, n, seed + i, pure=False)

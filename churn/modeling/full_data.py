@@ -57,6 +57,7 @@ from xgboost import dask as dxgb
 from xgboost.collective import Config as CollConfig
 
 from churn.clusters.errors import ClusterError
+from churn.clusters.info import workers as cluster_workers
 from churn.clusters.scatter import scatter
 from churn.config import setting
 from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
@@ -238,7 +239,7 @@ def check_memory(client: Client, rows: int, columns: int, row_bytes: float) -> i
     limits times ``churn.full-data.memory-fraction``); returns the need in bytes. Workers without a
     memory limit are not checked."""
     need = memory_needed(rows, columns, row_bytes)
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    workers = cluster_workers(client).values()
     limits = [int(w.get("memory_limit") or 0) for w in workers]
     if not limits or not all(limits):
         log.info("full-data fit: needs about %s; the workers have no memory limit to check it against", _gib(need))
@@ -285,7 +286,7 @@ class _LostWorkerWatch:
     def _run(self) -> None:
         while not self._stop.wait(self.poll):
             try:
-                now = set(self.client.scheduler_info(n_workers=-1)["workers"])
+                now = set(cluster_workers(self.client))
             except Exception:  # noqa: BLE001 - a scheduler that does not answer: the client fails by itself
                 continue
             lost = self.workers - now
@@ -341,7 +342,7 @@ def _placed(client: Client, ddfs: list[dd.DataFrame]) -> tuple[list[_Placed], se
     must hold rows of both splits. A split with fewer partitions than workers is cut into one per worker
     first; placement is asked of the scheduler (locality), not forced, so a lost worker does not hang it.
     """
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = sorted(cluster_workers(client))
     out = []
     for ddf in ddfs:
         if ddf.npartitions < len(workers):

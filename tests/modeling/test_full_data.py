@@ -21,12 +21,12 @@ from churn.modeling.full_data import (
     FullDataFitError,
     FullDataMemoryError,
     Rung,
+    bytes_per_row,
     check_memory,
     climb,
     collective_config,
     fit_full,
     full_data_model,
-    bytes_per_row,
     memory_needed,
     widened,
 )
