@@ -29,7 +29,7 @@ from churn.monitoring.batch import BatchProfile, profile_batch
 from churn.monitoring.drift import DriftResult, Thresholds, compare, performance
 from churn.monitoring.report import render
 from churn.tracking.model_rules import logged_rules, with_model_table
-from churn.tracking.monitor_log import estimate_history, log_monitoring, record_of
+from churn.tracking.monitor_log import estimate_history, log_monitoring
 from churn.tracking.names import check_experiment, check_names
 from churn.tracking.registry import load_churn_model
 from churn.tracking.store import check_store, resolve_uri
@@ -88,7 +88,7 @@ def run(spec: MonitorSpec, client: Client) -> MonitorResult:
         estimate = cbpe.assess(batch.estimate, spec.thresholds.calibration_gap)
         drift.alerts += cbpe.alerts(estimate, reference_auc, spec.thresholds.roc_auc_drop)
         history = [*estimate_history(spec.tracking.experiment, model.name),
-                   record_of(estimate, "", time.time(), spec.data.source, model.version or "")]
+                   cbpe.record_of(estimate, "", time.time(), spec.data.source, model.version or "")]
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     label = f"{model.name or 'model'} v{model.version or '-'}"
     folder = Path(spec.report) / run_folder_name(spec.name)

@@ -206,7 +206,8 @@ class Decile:
     rows: int
     expected: float  # Σp: churners the calibrated probabilities expect
     realised: float
-    z: float  # (realised - expected) / sqrt(Σp(1 - p))
+    sd: float  # of the realised churners if the probabilities hold: sqrt(Σp(1 - p)) (Poisson-binomial)
+    z: float  # (realised - expected) / sd
 
     @property
     def gap(self) -> float:
@@ -249,7 +250,7 @@ def check_calibration(cells: Cells, gap: float | None, groups: int = GROUPS) -> 
         e, r, v, m = sp[inside].sum(), pos[inside].sum(), spq[inside].sum(), n[inside].sum()
         z = (r - e) / np.sqrt(v) if v > 0 else (0.0 if r == e else np.inf * np.sign(r - e))
         deciles.append(Decile(float(edges[b[0]]), float(edges[b[-1] + 1]), int(round(m)), float(e), float(r),
-                              float(z)))
+                              float(np.sqrt(v)), float(z)))
     chi2 = float(sum(min(d.z ** 2, 1e12) for d in deciles))
     out = CalibrationCheck(deciles, chi2, float(stats.chi2.sf(chi2, len(deciles))), gap)
     if gap is not None:
@@ -305,6 +306,28 @@ def assess(summary: EstimateSummary, calibration_gap: float | None, draws: int =
         out.realised = realised(lab)
         out.calibration = check_calibration(lab, calibration_gap)
     return out
+
+
+@dataclass
+class EstimateRecord:
+    """One monitoring run's estimate (and realised figures, when its batch had labels)."""
+
+    run_id: str
+    started: float  # seconds since the epoch
+    source: str
+    model_version: str
+    fingerprint: str
+    trust: str
+    rows: int
+    labelled_rows: int
+    estimate: dict[str, Interval] = field(default_factory=dict)
+    realised: dict[str, float] = field(default_factory=dict)
+
+
+def record_of(est: PerformanceEstimate, run_id: str, started: float, source: str, version: str) -> EstimateRecord:
+    """The record of an estimate made now (not yet logged)."""
+    return EstimateRecord(run_id, started, source, version, est.fingerprint, est.trust, est.rows, est.labelled_rows,
+                          dict(est.estimate), dict(est.realised))
 
 
 def alerts(result: PerformanceEstimate, reference_auc: float | None, roc_auc_drop: float | None) -> list[str]:

@@ -12,7 +12,6 @@ import html
 import io
 import time
 from pathlib import PurePath
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -22,10 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from churn.monitoring.drift import DriftResult, FeatureDrift  # noqa: E402
-from churn.monitoring.estimate import METRICS, CalibrationCheck, PerformanceEstimate  # noqa: E402
-
-if TYPE_CHECKING:
-    from churn.tracking.monitor_log import EstimateRecord
+from churn.monitoring.estimate import METRICS, CalibrationCheck, EstimateRecord, PerformanceEstimate  # noqa: E402
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
@@ -103,7 +99,9 @@ def _trust_line(est: PerformanceEstimate) -> str:
     esc = html.escape
     cal = est.calibration
     if est.trust == "not trusted":
-        return f"<p class='trust bad'><b>Not to be trusted for this batch.</b> {esc(est.reason())}.</p>"
+        reason = est.reason()
+        reason = reason[:1].upper() + reason[1:]
+        return f"<p class='trust bad'><b>Not to be trusted for this batch.</b> {esc(reason)}.</p>"
     if est.trust == "checked" and cal is not None:
         return (f"<p class='trust ok'>The {est.labelled_rows:,} labelled rows agree with the calibrated "
                 f"probabilities: no score decile off by {cal.gap:.0%} or more beyond noise "
@@ -120,7 +118,7 @@ def _estimate_table(est: PerformanceEstimate, reference_auc: float | None) -> st
     if partial:
         head += [f"estimated, {est.labelled_rows:,} labelled rows", "95 % interval"]
     if labelled:
-        head += ["realised" + (" (labelled rows)" if partial else ""), "realised inside the interval"]
+        head += ["realised" + (" (labelled rows)" if partial else ""), "realised - estimated", "within label noise"]
     head.append("training (out-of-fold)")
     rows = []
     for k in METRICS:
@@ -130,8 +128,9 @@ def _estimate_table(est: PerformanceEstimate, reference_auc: float | None) -> st
             le = est.labelled_estimate[k]
             cells += [_fmt(k, le.value), f"{_fmt(k, le.low)} – {_fmt(k, le.high)}"]
         if labelled:
-            inside = est.labelled_estimate[k].holds(est.realised[k])
-            cells += [_fmt(k, est.realised[k]), "yes" if inside else "<b>no</b>"]
+            le, got = est.labelled_estimate[k], est.realised[k]
+            diff = f"{got - le.value:+,.1f}" if k == "churners_contacted" else f"{got - le.value:+.4f}"
+            cells += [_fmt(k, got), diff, "yes" if le.holds(got) else "<b>no</b>"]
         cells.append(_fmt(k, reference_auc) if k == "roc_auc" and reference_auc is not None else "")
         rows.append(f"<tr class='{bad}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
@@ -139,7 +138,9 @@ def _estimate_table(est: PerformanceEstimate, reference_auc: float | None) -> st
             "rows contacted. Estimates: each row counts as p of a churner and 1 - p of a stayer (confidence-based "
             "performance estimation, from the calibrated probabilities). Interval: where the realised figure "
             "should land if the probabilities are calibrated on this batch, 2.5-97.5 % of 1,000 simulated label "
-            "sets (Poisson-binomial); it leaves out the error of the calibration map itself.</p>")
+            "sets (Poisson-binomial label noise); it leaves out the error of the calibration map itself, so a "
+            "realised figure just outside it is a small calibration error, not yet drift (the decile check below "
+            "says when it is).</p>")
 
 
 def _deciles_plot(cal: CalibrationCheck) -> Figure:
@@ -147,7 +148,7 @@ def _deciles_plot(cal: CalibrationCheck) -> Figure:
     x = np.arange(1, len(cal.deciles) + 1)
     exp = np.array([d.expected / d.rows for d in cal.deciles])
     real = np.array([d.realised / d.rows for d in cal.deciles])
-    half = np.array([1.96 * np.sqrt(max(d.expected * (1 - d.expected / d.rows), 0)) / d.rows for d in cal.deciles])
+    half = np.array([1.96 * d.sd / d.rows for d in cal.deciles])
     ax.errorbar(x, exp, yerr=half, fmt="o", color="tab:blue", capsize=3, label="expected (calibrated p, 95 %)")
     off = np.isin(x, cal.drifted)
     ax.plot(x[~off], real[~off], "D", color="tab:orange", label="realised")
@@ -183,9 +184,12 @@ def _batches(history: list[EstimateRecord]) -> list[dict]:
     made of it and the last realised figures of a run where every row had a label."""
     out: dict[str, dict] = {}
     for r in history:
-        b = out.setdefault(r.fingerprint, {"first": r, "realised": None, "trust": ""})
+        b = out.setdefault(r.fingerprint, {"first": r, "realised": None, "slice": None, "trust": ""})
         if r.realised and r.labelled_rows == r.rows:
             b["realised"] = r
+        elif r.realised:
+            b["slice"] = r
+        if r.trust in ("checked", "not trusted"):
             b["trust"] = r.trust
     return list(out.values())
 
@@ -230,12 +234,16 @@ def _history(history: list[EstimateRecord], reference_auc: float | None) -> str:
         e = first.estimate["roc_auc"]
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(first.started))
         got = real.realised["roc_auc"] if real is not None else None
+        if got is not None:
+            realised, diff = f"{got:.4f}", f"{got - e.value:+.4f}"
+        elif b["slice"] is not None:
+            realised, diff = f"{b['slice'].realised['roc_auc']:.4f} on {b['slice'].labelled_rows:,} labelled rows", ""
+        else:
+            realised, diff = "no labels yet", ""
         rows.append(f"<tr class='{'flag' if b['trust'] == 'not trusted' else ''}'><td>{i}</td>"
                     f"<td>{html.escape(PurePath(first.source).name or first.source)}</td><td>{when}</td>"
                     f"<td>{first.rows:,}</td><td>{e.value:.4f} ({e.low:.4f} – {e.high:.4f})</td>"
-                    f"<td>{'' if got is None else f'{got:.4f}'}</td>"
-                    f"<td>{'' if got is None else f'{got - e.value:+.4f}'}</td>"
-                    f"<td>{b['trust'] or ('no labels yet' if real is None else '')}</td></tr>")
+                    f"<td>{realised}</td><td>{diff}</td><td>{b['trust'] or 'unchecked'}</td></tr>")
     return ("<h3>Estimated and realised over time (the monitor's logged runs of this model)</h3>"
             f"<div>{_png(_history_plot(batches, reference_auc))}</div>"
             "<table><tr><th>batch</th><th>source</th><th>first monitored (UTC)</th><th>rows</th>"

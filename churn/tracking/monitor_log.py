@@ -4,7 +4,6 @@ label-free performance estimates those runs logged, read back for the report."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -12,7 +11,7 @@ import mlflow
 from churn.config import MonitorSpec
 from churn.monitoring.batch import BatchProfile
 from churn.monitoring.drift import DriftResult
-from churn.monitoring.estimate import METRICS, Interval, PerformanceEstimate
+from churn.monitoring.estimate import METRICS, EstimateRecord, Interval, PerformanceEstimate
 from churn.tracking.store import ensure_experiment
 
 MONITOR_KIND = "monitor"
@@ -66,28 +65,6 @@ def log_monitoring(spec: MonitorSpec, drift: DriftResult, batch: BatchProfile, f
     if name and version:
         mlflow.MlflowClient().set_model_version_tag(name, version, "last_monitor_run", run.info.run_id)
     return run.info.run_id
-
-
-@dataclass
-class EstimateRecord:
-    """One monitoring run's estimate (and realised figures, when its batch had labels)."""
-
-    run_id: str
-    started: float  # seconds since the epoch
-    source: str
-    model_version: str
-    fingerprint: str
-    trust: str
-    rows: int
-    labelled_rows: int
-    estimate: dict[str, Interval] = field(default_factory=dict)
-    realised: dict[str, float] = field(default_factory=dict)
-
-
-def record_of(est: PerformanceEstimate, run_id: str, started: float, source: str, version: str) -> EstimateRecord:
-    """The record of an estimate made now (not yet logged)."""
-    return EstimateRecord(run_id, started, source, version, est.fingerprint, est.trust, est.rows, est.labelled_rows,
-                          dict(est.estimate), dict(est.realised))
 
 
 def estimate_history(experiment: str, model_name: str | None, limit: int = 200) -> list[EstimateRecord]:

@@ -22,21 +22,20 @@ from tests.conftest import ROOT, job_spec
 SHIFTS = {
     "new-customers": lambda f: np.exp(-f["tenure"].astype(float) / 15),
     "long-contracts": lambda f: np.where(f["Contract"] == "Month-to-month", 0.15, 1.0),
-    "no-fiber": lambda f: np.where(f["InternetService"] == "Fiber optic", 0.2, 1.0),
 }
 
 
 @pytest.fixture(scope="module")
 def generated_model(client, tmp_path_factory):
     """Logistic regression on 6,000 generated rows, registered with its training profile; and
-    40,000 more generated rows (another seed) to draw batches from."""
+    30,000 more generated rows (another seed) to draw batches from."""
     tmp = tmp_path_factory.mktemp("estimate")
     generate(tmp / "train", rows=6_000, seed=0)
     job = job_spec(tmp, tmp / "train" / "churn-0000.csv", "search.cv=3", "search.repeats=1",
                    "evaluation.plots=false", "model.families=[logistic_regression]", "model.imbalance=[none]",
                    "model.ensemble=0", "model.feature_sums=false", "model.grids={logistic_regression: {C: [1.0]}}")
     train(job, client)
-    generate(tmp / "pool", rows=40_000, seed=1)
+    generate(tmp / "pool", rows=30_000, seed=1)
     pool = pd.read_csv(tmp / "pool" / "churn-0000.csv", dtype=str, keep_default_na=False)
     return tmp, job.tracking.uri, pool
 
@@ -60,7 +59,7 @@ def _spec(tmp, uri, source, *sets: str):
 
 
 def test_estimate_follows_a_covariate_shift_and_meets_the_labels_later(client, generated_model):
-    """Three known covariate shifts: the ROC AUC estimated without labels is within 0.02 of the
+    """Two known covariate shifts: the ROC AUC estimated without labels is within 0.02 of the
     realised one; a batch monitored before and after its labels arrive is one batch in the history,
     its estimate beside its realised figures, and the run logs both."""
     tmp, uri, pool = generated_model
@@ -78,11 +77,10 @@ def test_estimate_follows_a_covariate_shift_and_meets_the_labels_later(client, g
     assert late.estimate.estimate["roc_auc"].value == pytest.approx(auc.value, abs=1e-12)
     assert late.estimate.trust == "checked" and late.estimate.labelled_rows == len(batch)
     gaps = {"new-customers": late.estimate.realised["roc_auc"] - auc.value}
-    for name in ("long-contracts", "no-fiber"):
-        res = monitor(_spec(tmp, uri, _write(_shifted(pool, name), tmp / f"{name}.csv")), client)
-        assert res.estimate.trust == "checked", res.estimate.reason()
-        assert res.drift.prediction.psi > 0.02  # the scores moved
-        gaps[name] = res.estimate.realised["roc_auc"] - res.estimate.estimate["roc_auc"].value
+    other = monitor(_spec(tmp, uri, _write(_shifted(pool, "long-contracts"), tmp / "long-contracts.csv")), client)
+    assert other.estimate.trust == "checked", other.estimate.reason()
+    assert other.drift.prediction.psi > 0.2  # the scores moved
+    gaps["long-contracts"] = other.estimate.realised["roc_auc"] - other.estimate.estimate["roc_auc"].value
     assert max(abs(g) for g in gaps.values()) <= 0.02, gaps
 
     mlflow.set_tracking_uri(uri)
