@@ -277,8 +277,10 @@ def monitor_table(spec: MonitorSpec, res: MonitorResult, width: int = WIDE) -> R
                  (f"churners among the {e.contacted:,} contacted",
                   f"{churners.value:,.0f} expected ({churners.low:,.0f}-{churners.high:,.0f})")]
         if e.realised:
-            rows.append(("  realised on the labelled rows", f"ROC AUC {e.realised['roc_auc']:.4f}, "
-                         f"churners contacted {e.realised['churners_contacted']:,.0f}"))
+            le, got = e.labelled_estimate, e.realised
+            rows.append((f"  on the {e.labelled_rows:,} labelled rows: estimated / realised",
+                         f"ROC AUC {le['roc_auc'].value:.4f} / {got['roc_auc']:.4f}; churners contacted "
+                         f"{le['churners_contacted'].value:,.0f} / {got['churners_contacted']:,.0f}"))
     rows += [("alerts", "; ".join(d.alerts) or "none"), ("report", str(res.report)), ("MLflow run", res.run_id),
              ("seconds", f"{res.seconds:.1f}")]
     return key_values(f"churn monitor: {spec.name} with {spec.model_uri} ({res.model})", rows, width)

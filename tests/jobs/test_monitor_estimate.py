@@ -4,13 +4,16 @@ depends on x only, so P(y | x) is the generator's), and a batch whose concept ch
 
 from __future__ import annotations
 
+import io
 import json
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
+from churn.cli import summary
 from churn.config import load_monitor_job
 from churn.data.generate import generate
 from churn.jobs.monitor import run as monitor
@@ -114,6 +117,11 @@ def test_a_changed_concept_is_caught_on_a_labelled_slice(client, generated_model
     assert est.trust == "not trusted" and est.calibration.drifted
     assert any(a.startswith("calibration drift:") for a in res.drift.alerts)
     assert not est.labelled_estimate["roc_auc"].holds(est.realised["roc_auc"])
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(summary.monitor_table(_spec(tmp, uri, "x"), res, 200))
+    text = console.file.getvalue()
+    assert f"{est.estimate['roc_auc'].value:.4f} ({est.estimate['roc_auc'].low:.4f}-" in text and "not trusted" in text
+    assert f"on the {est.labelled_rows:,} labelled rows: estimated / realised" in text
     html = res.report.read_text()
     assert "Not to be trusted for this batch." in html and "<tr class='untrusted'>" in html
     mlflow.set_tracking_uri(uri)
