@@ -274,6 +274,17 @@ def monitor_table(spec: MonitorSpec, res: MonitorResult, width: int = WIDE) -> R
         if k in d.performance:
             v = d.performance[k]
             rows.append((f"{k} batch (reference)", f"{v['batch']:.4f} ({v['reference']:.4f})"))
+    if res.estimate is not None:
+        e = res.estimate
+        auc, churners = e.estimate["roc_auc"], e.estimate["churners_contacted"]
+        rows += [("ROC AUC estimated without labels", f"{auc.value:.4f} ({auc.low:.4f}-{auc.high:.4f}), {e.trust}"),
+                 (f"churners among the {e.contacted:,} contacted",
+                  f"{churners.value:,.0f} expected ({churners.low:,.0f}-{churners.high:,.0f})")]
+        if e.realised:
+            le, got = e.labelled_estimate, e.realised
+            rows.append((f"  on the {e.labelled_rows:,} labelled rows: estimated / realised",
+                         f"ROC AUC {le['roc_auc'].value:.4f} / {got['roc_auc']:.4f}; churners contacted "
+                         f"{le['churners_contacted'].value:,.0f} / {got['churners_contacted']:,.0f}"))
     rows += [("alerts", "; ".join(d.alerts) or "none"), ("report", str(res.report)), ("MLflow run", res.run_id),
              ("seconds", f"{res.seconds:.1f}")]
     return key_values(f"churn monitor: {spec.name} with {spec.model_uri} ({res.model})", rows, width)

@@ -12,11 +12,15 @@ class ThresholdSpec(Strict):
 
     psi: float | None = Field(0.2, gt=0)  # per feature
     prediction_psi: float | None = Field(0.2, gt=0)  # the model's scores
-    roc_auc_drop: float | None = Field(0.05, gt=0)  # below the reference (labelled batches)
+    roc_auc_drop: float | None = Field(0.05, gt=0)  # below the reference (realised, or estimated without labels)
     brier_rise: float | None = Field(0.03, gt=0)  # above the reference (labelled batches)
     # rows quarantined for one reason in one column (an unseen level, an out-of-range number),
     # as a share of the rows read
     quarantined: float | None = Field(0.01, gt=0)
+    # labelled rows (all or a slice): a score decile whose realised churn rate is this far from the
+    # calibrated probabilities' (and beyond sampling noise) is calibration drift, and the label-free
+    # performance estimate is not trusted for the batch
+    calibration_gap: float | None = Field(0.05, gt=0, le=1)
 
 
 class MonitorSpec(Strict):

@@ -4,7 +4,8 @@ Both run one task per partition (or CSV block) and merge the small profiles in t
 the data never leaves the workers. A batch is parsed and checked with the table's rules as in
 ingest and batch scoring (label optional), and scored by the registered model, sent to each
 worker once; its quarantined rows are counted by reason and column (drift that profiling the
-clean rows cannot show: an unseen level never reaches the profile).
+clean rows cannot show: an unseen level never reaches the profile). The same scores give each
+block's sums for the label-free performance estimate (:mod:`churn.monitoring.estimate`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from churn.data.columns import KEY_COLUMN, LABEL_COLUMN
 from churn.data.parse import count_lines, parse_block
 from churn.data.partitions import map_blocks
 from churn.data.validate import reason_counts
+from churn.monitoring.estimate import EstimateSummary
+from churn.monitoring.estimate import merge_all as merge_estimates
 from churn.monitoring.profile import Profile, merge_all, numeric_edges, profile_features, profile_scores
 
 
@@ -38,6 +41,7 @@ class BatchProfile:
     rows_quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     by_column: dict[str, int] = field(default_factory=dict)  # rows per "reason:column" (a drift signal)
+    estimate: EstimateSummary | None = None  # sums for the label-free performance estimate
 
 
 def edges_for(sample: pd.DataFrame, schema: TableSchema) -> dict[str, list[float]]:
@@ -68,10 +72,11 @@ def column_reasons(cells: list[str | None]) -> Counter[str]:
     return Counter(r for cell in cells if cell for r in set(cell.split(";")))
 
 
-def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, edges: dict[str, list[float]]
-                  ) -> tuple[Profile, int, int, dict[str, int], dict[str, int]]:
+def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, edges: dict[str, list[float]],
+                  threshold: float = 0.5
+                  ) -> tuple[Profile, int, int, dict[str, int], dict[str, int], EstimateSummary]:
     """Parse, check, score and profile one CSV block: (profile, rows read, quarantined, reasons,
-    rows per reason and column)."""
+    rows per reason and column, estimate sums at the model's ``threshold``)."""
     data, first_line = read_block_rows(block)
     parsed = parse_block(data, list(block.header), first_line, schema, block.path, encoding,
                          lines=count_lines(data), require_label=False)
@@ -81,21 +86,24 @@ def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, 
     profile = profile_features(frame, keys, edges, list(schema.categorical))
     labels = clean.column(LABEL_COLUMN).to_pandas().astype("float64").to_numpy()
     scores = model.predict_proba(frame)[:, 1] if len(frame) else np.zeros(0)
-    profile.update(profile_scores(scores, keys, labels if np.isfinite(labels).any() else None))
+    labelled = labels if np.isfinite(labels).any() else None
+    profile.update(profile_scores(scores, keys, labelled))
+    estimate = EstimateSummary.of(scores, keys, threshold, labelled)
     quarantined = sum(t.num_rows for t in parsed.quarantine) + len(parsed.rejected)
     cells = ([r for t in parsed.quarantine for r in t.column("_reasons").to_pylist()]
              + [r for _, r, _ in parsed.rejected])
-    return profile, parsed.records, quarantined, dict(reason_counts(cells)), dict(column_reasons(cells))
+    return (profile, parsed.records, quarantined, dict(reason_counts(cells)), dict(column_reasons(cells)),
+            estimate)
 
 
 def profile_batch(blocks: list[Block], schema: TableSchema, encoding: str, model: Any, reference: Profile,
-                  client: Client) -> BatchProfile:
-    """The merged profile of every block, the model sent to each worker once."""
+                  client: Client, threshold: float = 0.5) -> BatchProfile:
+    """The merged profile and estimate sums of every block, the model sent to each worker once."""
     [model_f] = scatter(client, [model], broadcast=True)
     edges = {c: reference["numeric"][c]["edges"] for c in schema.numeric}  # the bins only, not the samples
-    results = map_blocks(client, "monitor", profile_block, blocks, schema, encoding, model_f, edges)
-    out = BatchProfile(merge_all([r[0] for r in results]))
-    for _, read, quarantined, reasons, by_column in results:
+    results = map_blocks(client, "monitor", profile_block, blocks, schema, encoding, model_f, edges, threshold)
+    out = BatchProfile(merge_all([r[0] for r in results]), estimate=merge_estimates([r[5] for r in results]))
+    for _, read, quarantined, reasons, by_column, _ in results:
         out.rows_read += read
         out.rows_quarantined += quarantined
         out.reasons = dict(Counter(out.reasons) + Counter(reasons))

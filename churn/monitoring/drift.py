@@ -38,6 +38,7 @@ class Thresholds:
     roc_auc_drop: float | None = 0.05
     brier_rise: float | None = 0.03
     quarantined: float | None = 0.01  # rows quarantined for one reason in one column, share of rows read
+    calibration_gap: float | None = 0.05  # a score decile's realised - expected churn rate (labelled rows)
 
 
 @dataclass

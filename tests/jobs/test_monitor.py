@@ -103,7 +103,7 @@ def test_monitor_exit_code_follows_the_thresholds(forked_churn, client, trained)
     assert alert.returncode == 3, alert.stderr
     assert "Contract" in alert.stdout and "MonthlyCharges" in alert.stdout
     assert "unknown_category:Contract" in alert.stdout  # 40 % of the rows on an unseen level
-    off = [arg for name in ("psi", "prediction_psi", "roc_auc_drop", "brier_rise", "quarantined")
+    off = [arg for name in ("psi", "prediction_psi", "roc_auc_drop", "brier_rise", "quarantined", "calibration_gap")
            for arg in ("--set", f"thresholds.{name}=null")]
     quiet = forked_churn.run(*base, *off, timeout=300, cwd=ROOT)
     assert quiet.returncode == 0, quiet.stderr
