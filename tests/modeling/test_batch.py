@@ -19,19 +19,17 @@ import sklearn
 from churn.clusters import cluster_client
 from churn.config import AddressSpec, LocalClusterSpec, ScoreSpec, load_score_job
 from churn.jobs import score as score_job
-from churn.jobs.train import run
 from churn.tracking.registry import environment_mismatches
 from churn.tracking.verify import verified_model
-from tests.conftest import ROOT, job_spec
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def trained(client, tmp_path_factory, telco_subset):
-    """A small registered model (logistic regression on the Telco subset) and its store."""
-    tmp = tmp_path_factory.mktemp("batch")
-    job = job_spec(tmp, telco_subset, "search.cv=2", "model.families=[logistic_regression]",
-                   "evaluation.plots=false")
-    return tmp, run(job, client)
+def trained(finished_train):
+    """The suite's registered model (``finished_train``: trained on the Telco subset plus two rows its
+    ingest quarantines) and the folder of its store, which the scores are written beside."""
+    job, result = finished_train
+    return Path(job.data.output).parent, result
 
 
 def _spec(tmp, source, *sets: str) -> ScoreSpec:
