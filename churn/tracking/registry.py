@@ -212,10 +212,10 @@ def environment_mismatches(folder: Path) -> list[str]:
         try:
             installed = version(req.name)
         except PackageNotFoundError:
-            out.append(f"{req.name} (required: {line.strip()}, not installed)")
+            out.append(f"{req.name} (required: {req}, not installed)")
             continue
         if req.specifier and not req.specifier.contains(installed):
-            out.append(f"{req.name} (required: {line.strip()}, installed: {installed})")
+            out.append(f"{req.name} (required: {req}, installed: {installed})")
     saved = mlflow.models.Model.load(str(folder / "MLmodel")).flavors.get("python_function", {}).get(
         "python_version")
     here = platform.python_version()
