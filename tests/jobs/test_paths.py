@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,19 +40,19 @@ def _rel(path: Path) -> str:
     return os.path.relpath(path, ROOT)
 
 
-def test_every_command_sends_the_workers_absolute_paths(elsewhere, tmp_path, telco_subset, forked_churn):
+def _churn(*args: str) -> subprocess.CompletedProcess:
+    t0 = time.perf_counter()
+    try:
+        return subprocess.run([sys.executable, "-m", "churn.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+    finally:
+        print(f"churn {args[0]}: {time.perf_counter() - t0:.1f}s")
+
+
+def test_every_command_sends_the_workers_absolute_paths(elsewhere, tmp_path, telco_subset):
     """train, ingest, score and monitor with paths relative to the repository: the worker, whose
-    folder is another, reads and writes the right files. Each command is a process of its own in the
-    repository's folder, forked from one that imported churn once (:mod:`tests.forkcli`)."""
+    folder is another, reads and writes the right files."""
     address, worker_folder = elsewhere
-
-    def _churn(*args: str) -> subprocess.CompletedProcess:
-        t0 = time.perf_counter()
-        try:
-            return forked_churn.run(*args, cwd=ROOT, timeout=600)
-        finally:
-            print(f"churn {args[0]}: {time.perf_counter() - t0:.1f}s")
-
     assert not (worker_folder / _rel(telco_subset)).exists()  # the relative path means nothing there
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--scheduler", address, "--set", f"data.source={_rel(telco_subset)}", "--set", f"tracking.uri={store}"]

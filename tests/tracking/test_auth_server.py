@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -74,19 +75,18 @@ def test_credentials_in_a_spec_are_refused(forked_churn, monkeypatch):
     assert "Traceback" not in status.stderr and PASSWORD not in status.stdout + status.stderr
 
 
-def test_train_with_credentials_from_the_environment(auth_server, tmp_path, telco_subset, forked_churn, client):
+def test_train_with_credentials_from_the_environment(auth_server, tmp_path, telco_subset):
     """`churn train` with the credentials in its environment registers a model; the password is in no
-    output line and no logged parameter or tag. (A process forked from one that imported churn
-    already, on the suite's cluster: the test is about credentials, not start-up.)"""
+    output line and no logged parameter or tag."""
     env = {**_without_credentials(), "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD}
-    args = ["train", str(ROOT / "jobs" / "train.yaml"), "--verbose", "--scheduler", client.scheduler.address,
+    args = [sys.executable, "-m", "churn.cli", "train", str(ROOT / "jobs" / "train.yaml"), "--verbose",
             "--set", f"data.source={telco_subset}", "--set", f"data.output={tmp_path / 'ds'}",
             "--set", f"tracking.uri={auth_server}", "--set", "search.cv=2",
             "--set", "model.families=[logistic_regression]", "--set", "evaluation.plots=false",
             # one candidate, one repeat: the test is about credentials, not the search
             "--set", "model.grids={logistic_regression: {C: [1.0]}}", "--set", "search.repeats=1",
             "--set", "model.feature_sums=false"]
-    proc = forked_churn.run(*args, cwd=ROOT, timeout=600, env=env)
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert PASSWORD not in proc.stdout + proc.stderr
     os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=PASSWORD)
