@@ -61,12 +61,14 @@ def last_run(folder: Path) -> str:
         return con.execute("SELECT run_uuid FROM runs ORDER BY start_time DESC LIMIT 1").fetchone()[0]
 
 
-def measure(source: Path, repeat: int, only: list[str] | None = None) -> dict[str, dict[str, float | None]]:
+def measure(source: Path, repeat: int, only: list[str] | None = None,
+            prepared: Path | None = None) -> dict[str, dict[str, float | None]]:
     with tempfile.TemporaryDirectory(prefix="bench-commands-") as tmp:
-        folder = Path(tmp)
-        scratch(folder)
-        churn(folder, source, "train", "jobs/train.yaml", *SMALL_TRAIN)  # a model for score, a run for status
-        churn(folder, source, "ingest", "jobs/ingest.yaml")  # so that the measured ingest reuses it
+        folder = prepared or Path(tmp)
+        if prepared is None:
+            scratch(folder)
+            churn(folder, source, "train", "jobs/train.yaml", *SMALL_TRAIN)  # a model for score, a run for status
+            churn(folder, source, "ingest", "jobs/ingest.yaml")  # so that the measured ingest reuses it
         commands = {"help": ["--help"], "graph": ["graph", "jobs/train.yaml"], "status": ["status", last_run(folder)],
                     "ingest": ["ingest", "jobs/ingest.yaml"], "score": ["score", "jobs/score.yaml"]}
         commands = {k: v for k, v in commands.items() if only is None or k in only}
@@ -110,12 +112,14 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated commands to time (help,graph,status,ingest,score); "
                                        "the label's other figures are kept")
     parser.add_argument("--note", help="what the label's column is (commit, conditions), shown above the table")
+    parser.add_argument("--folder", type=Path, help="a scratch folder prepared by an earlier run (its model "
+                                                    "trained, its data ingested): no train and ingest first")
     args = parser.parse_args()
     path = RESULTS / "commands.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     load = os.getloadavg()[0]
     only = args.only.split(",") if args.only else None
-    measured = measure(args.source.resolve(), args.repeat, only)
+    measured = measure(args.source.resolve(), args.repeat, only, args.folder)
     previous = results.get(args.label, {}).get("commands", {}) if only else {}
     results[args.label] = {**results.get(args.label, {}), "commands": {**previous, **measured},
                            "load": [load, os.getloadavg()[0]]}  # 1-minute load average at the start and end
