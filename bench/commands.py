@@ -61,14 +61,17 @@ def last_run(folder: Path) -> str:
         return con.execute("SELECT run_uuid FROM runs ORDER BY start_time DESC LIMIT 1").fetchone()[0]
 
 
-def measure(source: Path, repeat: int) -> dict[str, dict[str, float | None]]:
+def measure(source: Path, repeat: int, only: list[str] | None = None,
+            prepared: Path | None = None) -> dict[str, dict[str, float | None]]:
     with tempfile.TemporaryDirectory(prefix="bench-commands-") as tmp:
-        folder = Path(tmp)
-        scratch(folder)
-        churn(folder, source, "train", "jobs/train.yaml", *SMALL_TRAIN)  # a model for score, a run for status
-        churn(folder, source, "ingest", "jobs/ingest.yaml")  # so that the measured ingest reuses it
+        folder = prepared or Path(tmp)
+        if prepared is None:
+            scratch(folder)
+            churn(folder, source, "train", "jobs/train.yaml", *SMALL_TRAIN)  # a model for score, a run for status
+            churn(folder, source, "ingest", "jobs/ingest.yaml")  # so that the measured ingest reuses it
         commands = {"help": ["--help"], "graph": ["graph", "jobs/train.yaml"], "status": ["status", last_run(folder)],
                     "ingest": ["ingest", "jobs/ingest.yaml"], "score": ["score", "jobs/score.yaml"]}
+        commands = {k: v for k, v in commands.items() if only is None or k in only}
         out: dict[str, dict[str, float | None]] = {}
         for name, args in commands.items():
             runs = [churn(folder, source, *args) for _ in range(repeat)]
@@ -85,14 +88,15 @@ def render(results: dict[str, dict]) -> str:
     lines = ["# Fixed cost of the churn commands", "",
              "Best of 3 by wall time, each a new process (`python -m churn.cli ...`, interpreter start included), "
              "on 2 shared cores. User CPU counts the command and the processes it started (the LocalCluster's "
-             "workers for ingest and score); work is the command's own work as it reports it (scoring seconds, "
-             "the ingest's reuse check). `before`: commit d2f9cdb; `after`: this branch. "
-             "Run `make bench-commands`.", "", head, "|---|" + "---|" * len(labels)]
+             "workers for ingest and score); work is the command's own work as it reports it (the scoring pass "
+             "of `churn score`, the ingest's reuse check). Run `make bench-commands`.", ""]
+    lines += [f"- `{lb}`: {results[lb]['note']}" for lb in labels if results[lb].get("note")]
+    lines += ["", head, "|---|" + "---|" * len(labels)]
     for name in ("help", "graph", "status", "ingest", "score"):
         cells = []
         for lb in labels:
             r = results[lb]["commands"].get(name)
-            work = "-" if not r or r["work"] is None else f"{r['work']:.1f}"
+            work = "-" if not r or r["work"] is None else f"{r['work']:.1f} ({r['wall'] - r['work']:.1f} outside)"
             cells.append("-" if not r else f"{r['wall']:.2f} / {r['user']:.2f} / {work}")
         lines.append(f"| `churn {name}` | " + " | ".join(cells) + " |")
     lines += ["", "1-minute load average at the start / end of each column: " + ", ".join(
@@ -105,12 +109,22 @@ def main() -> None:
     parser.add_argument("--label", default="after")
     parser.add_argument("--source", type=Path, default=ROOT, help="folder holding the churn package to time")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", help="comma-separated commands to time (help,graph,status,ingest,score); "
+                                       "the label's other figures are kept")
+    parser.add_argument("--note", help="what the label's column is (commit, conditions), shown above the table")
+    parser.add_argument("--folder", type=Path, help="a scratch folder prepared by an earlier run (its model "
+                                                    "trained, its data ingested): no train and ingest first")
     args = parser.parse_args()
     path = RESULTS / "commands.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     load = os.getloadavg()[0]
-    results[args.label] = {"commands": measure(args.source.resolve(), args.repeat),
+    only = args.only.split(",") if args.only else None
+    measured = measure(args.source.resolve(), args.repeat, only, args.folder)
+    previous = results.get(args.label, {}).get("commands", {}) if only else {}
+    results[args.label] = {**results.get(args.label, {}), "commands": {**previous, **measured},
                            "load": [load, os.getloadavg()[0]]}  # 1-minute load average at the start and end
+    if args.note:
+        results[args.label]["note"] = args.note
     path.write_text(json.dumps(results, indent=1) + "\n")
     (RESULTS / "commands.md").write_text(render(results))
 

@@ -12,21 +12,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
+from churn.serving.predict import predict_frame
 from churn.serving.rules import rule_breaks
 from churn.serving.trusted import load_pipeline
-
-
-def predict_frame(pipeline: Any, rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """The model's output for ``rows``: probability of churn and the decision at ``threshold``."""
-    proba = pipeline.predict_proba(rows)[:, 1]
-    return pd.DataFrame({"probability": proba, "decision": (proba >= threshold).astype(np.int64)})
 
 
 def untyped(inputs: Schema, columns: Iterable[str]) -> Schema:

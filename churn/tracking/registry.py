@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import platform
 import shutil
 import sys
 import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import packages_distributions, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,15 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
+from packaging.requirements import InvalidRequirement, Requirement
 
 import churn.serving
 from churn.config import ConfigError, TableSchema
 from churn.serving.pyfunc import predict_frame, untyped
 from churn.serving.trusted import dump_pipeline, saved_types
 from churn.tracking.verify import record_digests, verified_model
+
+log = logging.getLogger(__name__)
 
 MODEL_CODE = Path(churn.serving.__file__).parent / "model_code.py"  # MLflow models-from-code file
 PACKAGE_DIR = Path(churn.serving.__file__).parents[1]
@@ -185,11 +190,52 @@ def input_example(rows: pd.DataFrame, schema: TableSchema, n: int = 5) -> pd.Dat
     return example
 
 
+def environment_mismatches(folder: Path) -> list[str]:
+    """How this environment differs from the one the model in ``folder`` was saved with: each
+    requirement of its ``requirements.txt`` that the installed version does not meet, and a Python
+    whose major.minor differs from its MLmodel's.
+
+    MLflow makes the same checks when it loads a model, but looks the installed versions up
+    through ``packages_distributions()``, which reads the file list of every installed
+    distribution: about a second of a ``churn score``. Here each requirement's version is read
+    by its distribution name.
+    """
+    out = []
+    reqs = folder / "requirements.txt"
+    for line in reqs.read_text().splitlines() if reqs.is_file() else []:
+        try:
+            req = Requirement(line.split("#")[0].strip())
+        except InvalidRequirement:  # blank lines, comments, -r other-file, URLs: MLflow skips them too
+            continue
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        try:
+            installed = version(req.name)
+        except PackageNotFoundError:
+            out.append(f"{req.name} (required: {req}, not installed)")
+            continue
+        if req.specifier and not req.specifier.contains(installed):
+            out.append(f"{req.name} (required: {req}, installed: {installed})")
+    saved = mlflow.models.Model.load(str(folder / "MLmodel")).flavors.get("python_function", {}).get(
+        "python_version")
+    here = platform.python_version()
+    if saved and saved.split(".")[:2] != here.split(".")[:2]:
+        out.append(f"Python (saved with {saved}, running {here})")
+    return out
+
+
 def _load(model_uri: str) -> Any:
-    """The pyfunc model at ``model_uri``; a URI that names nothing is a ConfigError naming it."""
+    """The pyfunc model in the local folder ``model_uri``, a warning naming each way this
+    environment differs from the model's (:func:`environment_mismatches`); a URI that names
+    nothing is a ConfigError naming it."""
     path = list(sys.path)
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        folder = Path(model_uri)
+        if folder.is_dir():
+            for problem in environment_mismatches(folder):
+                log.warning("model %s was saved in another environment: %s", model_uri, problem)
+        # suppress_warnings: MLflow's own check of the same (above, without its slow package scan)
+        return mlflow.pyfunc.load_model(model_uri, suppress_warnings=folder.is_dir())
     except MlflowException as exc:
         raise ConfigError(f"model_uri: cannot load {model_uri}: {exc.message}") from None
     finally:

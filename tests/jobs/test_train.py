@@ -108,11 +108,15 @@ def test_same_seed_same_split_and_search(client, tmp_path, telco_subset):
 
 
 def test_mlc_job_trains_by_config_only(client, tmp_path):
-    """jobs/train-mlc.yaml (no id column, yes/no label, 51 states) trains and registers, with the usage sums."""
+    """jobs/train-mlc.yaml (no id column, yes/no label, 51 states) trains and registers, with the usage sums.
+
+    Every family of the job's config is searched, without the imbalance treatments (one grid point
+    each instead of three: the treatments are searched in tests/modeling/test_search.py)."""
 
     job = job_spec(tmp_path, ROOT / "data" / "mlc" / "mlc_churn.csv", "search.cv=3", "evaluation.plots=false",
                    "model.grids={random_forest: {n_estimators: [30], min_samples_leaf: [2]}, "
-                   "hist_gradient_boosting: {max_iter: [50]}}", base=ROOT / "jobs" / "train-mlc.yaml")
+                   "hist_gradient_boosting: {max_iter: [50]}}", "model.imbalance=[none]",
+                   base=ROOT / "jobs" / "train-mlc.yaml")
     result = run(job, client)
     man = result.dataset.manifest
     assert man.rows_read == man.rows_kept == 5000

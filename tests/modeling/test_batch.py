@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import dask.config
+import mlflow
 import pandas as pd
 import pytest
+import sklearn
 
-from churn.config import ScoreSpec, load_score_job
+from churn.clusters import cluster_client
+from churn.config import AddressSpec, LocalClusterSpec, ScoreSpec, load_score_job
 from churn.jobs import score as score_job
-from churn.jobs.train import run
-from tests.conftest import ROOT, job_spec
+from churn.tracking.registry import environment_mismatches
+from churn.tracking.verify import verified_model
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def trained(client, tmp_path_factory, telco_subset):
-    """A small registered model (logistic regression on the Telco subset) and its store."""
-    tmp = tmp_path_factory.mktemp("batch")
-    job = job_spec(tmp, telco_subset, "search.cv=2", "model.families=[logistic_regression]",
-                   "evaluation.plots=false")
-    return tmp, run(job, client)
+def trained(finished_train):
+    """The suite's registered model (``finished_train``: trained on the Telco subset plus two rows its
+    ingest quarantines) and the folder of its store, which the scores are written beside."""
+    job, result = finished_train
+    return Path(job.data.output).parent, result
 
 
 def _spec(tmp, source, *sets: str) -> ScoreSpec:
@@ -76,3 +82,50 @@ def test_the_label_may_be_present(client, trained, telco_subset):
     res = score_job.run(spec, client)
     assert (res.rows_read, res.rows_scored, res.rows_quarantined) == (1506, 1506, 0)
     assert not left["dead"].exists() and left["foreign"].exists()
+
+
+def test_small_inputs_score_in_threads_of_the_driver(client, trained, telco_subset):
+    """A local cluster spec of worker processes becomes one in-process worker of as many threads
+    for an input up to churn.score.in-process-max (not beyond, nor for another kind of cluster);
+    it gives the process cluster's scores, and the seconds reported are the scoring alone."""
+    tmp, _ = trained
+    store = f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}"
+    spec = _spec(tmp / "in-process", telco_subset, store)
+    local = LocalClusterSpec(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    threads = score_job.cluster_for(spec, local)
+    assert (threads.processes, threads.n_workers, threads.threads_per_worker) == (False, 1, 2)
+    with dask.config.set({"churn.score.in-process-max": telco_subset.stat().st_size - 1}):
+        assert score_job.cluster_for(spec, local) == local  # one byte over
+    address = AddressSpec(address="tcp://127.0.0.1:8786")
+    assert score_job.cluster_for(spec, address) is address and score_job.cluster_for(spec, None) is None
+
+    with cluster_client(threads) as in_process:
+        assert in_process.scheduler.address.startswith("inproc://")
+        t0 = time.perf_counter()
+        ours = score_job.run(spec, in_process)
+        wall = time.perf_counter() - t0
+    theirs = score_job.run(_spec(tmp / "processes", telco_subset, store), client)
+    assert (ours.rows_read, ours.rows_scored, ours.rows_quarantined) == (1506, 1506, 0)
+    a, b = (pd.read_parquet(r.root / "data").sort_values("customerID").reset_index(drop=True) for r in (ours, theirs))
+    pd.testing.assert_frame_equal(a.drop(columns="scored_at"), b.drop(columns="scored_at"))
+    assert 0 < ours.seconds < wall  # the model's load is not in it
+
+
+def test_the_models_environment_is_checked_without_mlflows_package_scan(trained, tmp_path):
+    """The registered model's requirements hold here; a copy that asks for other versions, or
+    another Python, is named (MLflow's own check, which reads every installed package's file list,
+    is skipped on load)."""
+    tmp, _ = trained
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    folder = verified_model("models:/customer-churn/1", tmp_path / "model").path
+    assert environment_mismatches(folder) == []
+    reqs = folder / "requirements.txt"
+    reqs.write_text(reqs.read_text().replace("scikit-learn==", "scikit-learn==0.1 # was ").rstrip("\n")
+                    + "\nno-such-package-churn==1.0\n-r other-requirements.txt\n")
+    mlmodel = folder / "MLmodel"
+    mlmodel.write_text(re.sub(r"python_version: \S+", "python_version: 2.7.18", mlmodel.read_text()))
+    found = environment_mismatches(folder)
+    assert len(found) == 3, found
+    assert found[0] == f"scikit-learn (required: scikit-learn==0.1, installed: {sklearn.__version__})"
+    assert found[1] == "no-such-package-churn (required: no-such-package-churn==1.0, not installed)"
+    assert found[2].startswith("Python (saved with 2.7.18, running 3.")
