@@ -23,6 +23,7 @@ class FamilyRules:
     supports_smote: bool = True  # False where the model reads categories natively (no numbers to interpolate)
     max_rows: int | None = None  # training rows per fit (a seeded, stratified sample): for costs that grow
     # faster than the rows; the validation part of every fold stays whole, so scores stay comparable
+    default: bool = True  # searched by a job that names no families (model.families left out)
 
 
 # Default grids: sized so the default job on Telco (5,600 training rows, 2 cores) searches every
@@ -44,9 +45,15 @@ FAMILIES: dict[str, FamilyRules] = {
         # training fold; class weights become scale_pos_weight
         FamilyRules("xgboost", {"max_depth": [3, 5], "min_child_weight": [1, 10], "learning_rate": [0.1]},
                     supports_smote=False),
+        # LightGBM (churn.modeling.lgbm) and CatBoost (churn.modeling.catboost_family): native categories
+        # (CatBoost's ordered target statistics), early stopping as for xgboost; not in the default job
+        FamilyRules("lightgbm", {"num_leaves": [7, 31], "min_child_samples": [20]}, supports_smote=False,
+                    default=False),
+        FamilyRules("catboost", {"depth": [4, 6]}, supports_smote=False, default=False),
     ]
 }
 FAMILY_NAMES = tuple(FAMILIES)
+DEFAULT_FAMILIES = tuple(f.name for f in FAMILIES.values() if f.default)  # model.families when a job gives none
 # grid keys that set a pipeline step rather than the model (any other key without "__" is the model's)
 PIPELINE_KEYS = {"numeric_basis": "encode__num__basis__kind"}  # for one-hot families
 PIPELINE_KEY_CHOICES = {"numeric_basis": ("linear", "spline")}

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from churn.config.errors import ConfigError, cut, shown
-from churn.config.families import FAMILY_NAMES, check_grid_shape, rules
+from churn.config.families import DEFAULT_FAMILIES, FAMILY_NAMES, check_grid_shape, rules
 from churn.config.features import name_groups
 
 # query parameters that carry a secret (API tokens, S3 and GCS pre-signed URLs, Azure SAS), any case;
@@ -339,7 +339,7 @@ class SelectionSpec(Strict):
 class ModelSpec(Strict):
     """Which model families to search, how to handle class imbalance, and the grids."""
 
-    families: list[str] = Field(default_factory=lambda: list(FAMILY_NAMES), min_length=1)
+    families: list[str] = Field(default_factory=lambda: list(DEFAULT_FAMILIES), min_length=1)
     # searched like a hyper-parameter: one mode or a list (families.IMBALANCE_MODES); smotenc only alone
     imbalance: list[Literal["none", "class_weight", "smote", "smotenc"]] = Field(
         default_factory=lambda: ["none", "class_weight", "smote"], min_length=1)

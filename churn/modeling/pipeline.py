@@ -25,6 +25,7 @@ from sklearn.svm import SVC
 from churn.config import SelectionSpec, TableSchema
 from churn.config.families import FAMILY_NAMES, PIPELINE_KEYS, imbalance_modes, rules
 from churn.modeling.boosting import XGBoostClassifier
+from churn.modeling.catboost_family import CatBoostClassifier
 from churn.modeling.features import (
     CategoryEncoder,
     CorrelationFilter,
@@ -33,11 +34,13 @@ from churn.modeling.features import (
     NumericBasis,
     TableCoercer,
 )
+from churn.modeling.lgbm import LightGBMClassifier
 from churn.modeling.resample import Resampler
 from churn.modeling.trees import LaplaceDecisionTree
 
 MAX_ONEHOT_LEVELS = 32  # per column; rarer levels share one "infrequent" column (high-cardinality tables)
-NATIVE_CATEGORIES = ("hist_gradient_boosting", "xgboost")  # families that split on categories themselves
+# families that split on categories themselves
+NATIVE_CATEGORIES = ("hist_gradient_boosting", "xgboost", "lightgbm", "catboost")
 
 
 def _cw(balanced: bool) -> str | None:
@@ -60,6 +63,11 @@ ESTIMATORS: dict[str, Callable[[int, bool], BaseEstimator]] = {
     # the same stopping rule (up to 500 rounds, 20 without gain on a seeded 10 %); one thread per fit
     "xgboost": lambda s, b: XGBoostClassifier(n_estimators=500, early_stopping_rounds=20, validation_fraction=0.1,
                                               random_state=s, class_weight=_cw(b), n_jobs=1),
+    # LightGBM and CatBoost: the same stopping rule and one thread per fit
+    "lightgbm": lambda s, b: LightGBMClassifier(n_estimators=500, early_stopping_rounds=20, validation_fraction=0.1,
+                                                random_state=s, class_weight=_cw(b), n_jobs=1),
+    "catboost": lambda s, b: CatBoostClassifier(n_estimators=500, early_stopping_rounds=20, validation_fraction=0.1,
+                                                random_state=s, class_weight=_cw(b), n_jobs=1),
 }
 assert set(ESTIMATORS) == set(FAMILY_NAMES), "every family in churn.config.families needs a builder"
 
@@ -91,8 +99,12 @@ def _encode(schema: TableSchema, numeric: list[str], impute: bool) -> ColumnTran
                              verbose_feature_names_out=False)
 
 
-def _native(schema: TableSchema) -> CategoryEncoder:
-    """Numbers as they are (the model handles blanks), text columns as pandas categories."""
+def _native(schema: TableSchema, family_name: str) -> CategoryEncoder:
+    """Numbers as they are (the model handles blanks), text columns as pandas categories. CatBoost
+    keeps every kept level of a many-level column as a category: its ordered target statistics
+    encode such a column with one number, without the partition splits that overfit many levels."""
+    if family_name == "catboost":
+        return CategoryEncoder(categorical=list(schema.categorical), max_native_levels=CategoryEncoder().max_levels)
     return CategoryEncoder(categorical=list(schema.categorical))
 
 
@@ -117,7 +129,7 @@ def build_pipeline(schema: TableSchema, family_name: str, imbalance: str | list[
         return ImbPipeline([*coerce, ("impute", _impute(schema, numeric)), ("smote", sampler),
                             ("encode", _encode(schema, numeric, impute=False)), *select, model])
     method = "smote" if modes[0] in ("smote", "smotenc") else "none"
-    encode = _native(schema) if family_name in NATIVE_CATEGORIES else _encode(schema, numeric, impute=True)
+    encode = _native(schema, family_name) if family_name in NATIVE_CATEGORIES else _encode(schema, numeric, impute=True)
     resample = ("resample", Resampler(method=method, max_rows=max_rows, random_state=seed))
     return ImbPipeline([*coerce, ("encode", encode), *select, resample, model])
 

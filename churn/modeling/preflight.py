@@ -117,6 +117,9 @@ def registered_form(pipeline: Any, X: pd.DataFrame, y: pd.Series, name: str) -> 
     return ChurnClassifier(members=[pipeline], calibrator=calibrator, names=[name])
 
 
+TREE_ENSEMBLES = ("random_forest", "hist_gradient_boosting", "xgboost", "lightgbm", "catboost")
+
+
 def check_round_trip(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int) -> None:
     """Fit every family's covering grid points on a tiny sample; each inference pipeline must
     dump and load back with the trusted types only."""
@@ -126,7 +129,7 @@ def check_round_trip(job: JobSpec, X: pd.DataFrame, y: pd.Series, rows: int) -> 
         for fam, (pipeline, grid) in family_grids(job).items():
             # a few trees show the same types as many, and save and load in a fraction of the time
             few = {k: 3 for k in ("model__n_estimators", "model__max_iter")
-                   if k in pipeline.get_params() and fam in ("random_forest", "hist_gradient_boosting", "xgboost")}
+                   if k in pipeline.get_params() and fam in TREE_ENSEMBLES}
             for point in covering_points(grid):
                 fitted = fresh(pipeline, {**point, **few}).fit(Xs, ys)
                 try:

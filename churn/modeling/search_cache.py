@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # what a searched pipeline holds beyond the served one: the training-only steps
 CACHE_TRUSTED = (*TRUSTED_TYPES, "churn.modeling.resample.Resampler", "imblearn.pipeline.Pipeline")
-LIBRARIES = ("scikit-learn", "imbalanced-learn", "numpy", "scipy", "pandas")
+LIBRARIES = ("scikit-learn", "imbalanced-learn", "numpy", "scipy", "pandas", "lightgbm", "catboost")
 XGBOOST_DISTRIBUTIONS = ("xgboost", "xgboost-cpu")  # both install the xgboost module
 _CODE_ROOT = Path(__file__).resolve().parents[1]
 

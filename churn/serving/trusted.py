@@ -41,6 +41,10 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "churn.modeling.trees.LaplaceDecisionTree",
     # saves its booster as XGBoost's own UBJSON bytes (churn.modeling.boosting): no XGBoost type in the file
     "churn.modeling.boosting.XGBoostClassifier",
+    # LightGBM's text model and CatBoost's cbm bytes (churn.modeling.lgbm, churn.modeling.catboost_family):
+    # no LightGBM or CatBoost type in the file either
+    "churn.modeling.lgbm.LightGBMClassifier",
+    "churn.modeling.catboost_family.CatBoostClassifier",
 )
 
 

@@ -37,7 +37,7 @@ PACKAGE_DIR = Path(churn.serving.__file__).parents[1]
 # installed: the serving code and the feature steps the pickled pipeline names (no dask, no
 # pydantic, no training code).
 SERVING_CODE = ("__init__.py", "serving", "modeling/__init__.py", "modeling/features.py", "modeling/trees.py",
-                "modeling/boosting.py")
+                "modeling/boosting.py", "modeling/lgbm.py", "modeling/catboost_family.py")
 
 
 # The shipped packages' __init__: MLflow puts the model's code folder first on sys.path and
@@ -72,7 +72,9 @@ def serving_code(into: Path) -> Path:
 # what the registered model needs to load and predict (no dask, no pydantic, no imbalanced-learn)
 SERVING_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy", "mlflow")
 # ... and what a model needs only when its file holds a type: the type -> the module that type imports
-TYPE_REQUIREMENTS = {"churn.modeling.boosting.XGBoostClassifier": "xgboost"}
+TYPE_REQUIREMENTS = {"churn.modeling.boosting.XGBoostClassifier": "xgboost",
+                     "churn.modeling.lgbm.LightGBMClassifier": "lightgbm",
+                     "churn.modeling.catboost_family.CatBoostClassifier": "catboost"}
 
 
 def distribution(module: str) -> str:

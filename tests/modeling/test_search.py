@@ -47,6 +47,8 @@ def _reference(pipeline, grid, X, y, cv, seed):
     ("random_forest", "smotenc", {"n_estimators": [6, 12]}, None),
     ("hist_gradient_boosting", "class_weight", {"max_leaf_nodes": [7, 15], "max_iter": [30]}, None),
     ("xgboost", ["none", "class_weight"], {"max_depth": [2, 4], "n_estimators": [30]}, None),
+    ("lightgbm", ["none", "class_weight"], {"num_leaves": [3, 7], "n_estimators": [30]}, None),
+    ("catboost", ["none", "class_weight"], {"depth": [2, 4], "n_estimators": [30]}, None),
     ("svm", "smote", {"C": [0.3, 1.0]}, None),
     ("mlp", "none", {"alpha": [1e-4, 1e-2], "max_iter": [60]}, None),
 ])

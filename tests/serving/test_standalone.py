@@ -15,6 +15,7 @@ from churn.data.validate import validate_partition
 from churn.jobs.train import run
 from churn.modeling.pipeline import build_pipeline, inference_pipeline
 from churn.modeling.preflight import registered_form
+from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
 from churn.serving.trusted import saved_types
 from churn.tracking.registry import input_example, log_model
 from tests.conftest import ROOT, job_spec
@@ -55,14 +56,19 @@ print(churn.config.__file__)
 """
 
 
-def _xgboost_model(job, source, name: str) -> tuple[str, object]:
-    """An XGBoost pipeline fitted on ``source``'s rows, registered in the job's store as ``name``
-    (version 1) in the registered model's form; its URI and the fitted model."""
+def _booster_model(job, source, name: str, families: tuple[str, ...]) -> tuple[str, object]:
+    """Pipelines of ``families`` (gradient boosting libraries) fitted on ``source``'s rows, registered in
+    the job's store as ``name`` (version 1) in the registered model's form (a stack of them for more than
+    one); its URI and the fitted model."""
     raw = pd.read_csv(source, dtype=str, keep_default_na=False)
     clean, _ = validate_partition(raw, job.table, "x", np.arange(len(raw)))
     X, y = clean[job.table.features], clean["_label"].astype(int)
-    fitted = build_pipeline(job.table, "xgboost", "none", job.seed).set_params(model__n_estimators=40).fit(X, y)
-    model = registered_form(inference_pipeline(fitted), X, y, "xgboost")
+    fitted = [inference_pipeline(build_pipeline(job.table, f, "none", job.seed).set_params(model__n_estimators=40)
+                                 .fit(X, y)) for f in families]
+    model = registered_form(fitted[0], X, y, families[0])
+    if len(fitted) > 1:
+        model = ChurnClassifier(members=fitted, names=list(families), calibrator=ScoreCalibrator(
+            "sigmoid", (True,) * len(fitted)).fit(np.column_stack([member_scores(m, X) for m in fitted]), y))
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(job.tracking.uri)
     try:
@@ -76,17 +82,19 @@ def _xgboost_model(job, source, name: str) -> tuple[str, object]:
 def test_the_registered_model_loads_without_churn_installed(client, tmp_path, telco_subset):
     """A fresh interpreter that can import neither churn nor dask loads models:/…@champion (churn's
     serving code comes with the model) and predicts what the training process predicts; so does
-    one holding an XGBoost booster (saved as UBJSON bytes), whose requirements name XGBoost."""
+    one holding an XGBoost booster (saved as UBJSON bytes), whose requirements name XGBoost, and a stack of
+    LightGBM and CatBoost (their own text and cbm formats), whose requirements name both."""
     # the decision tree: churn's own estimator class (LaplaceDecisionTree) must ship with the model
     job = job_spec(tmp_path, telco_subset, "search.cv=2", "model.families=[decision_tree]", "evaluation.plots=false",
                    "model.grids={decision_tree: {max_depth: [4]}}")
     result = run(job, client)
-    xgb_uri, xgb_model = _xgboost_model(job, telco_subset, "churn-xgboost")
+    xgb_uri, xgb_model = _booster_model(job, telco_subset, "churn-xgboost", ("xgboost",))
+    gbm_uri, gbm_model = _booster_model(job, telco_subset, "churn-lgbm-catboost", ("lightgbm", "catboost"))
     rows = pd.read_csv(telco_subset, na_values=[" "]).head(20).drop(columns=["customerID", "Churn"])
     work = tmp_path / "elsewhere"
     work.mkdir()
     (work / "rows.json").write_text(rows.to_json(orient="split"))
-    for uri, model in [(result.model_uri, result.model), (xgb_uri, xgb_model)]:
+    for uri, model in [(result.model_uri, result.model), (xgb_uri, xgb_model), (gbm_uri, gbm_model)]:
         proc = subprocess.run(
             [sys.executable, "-S", "-c", LOAD, f"sqlite:///{tmp_path / 'mlflow.db'}", uri, "rows.json"],
             cwd=work, capture_output=True, text=True, timeout=300,
@@ -98,21 +106,24 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
         expected = model.predict_proba(rows)[:, 1]
         assert max(abs(a - b) for a, b in zip(out["probability"], expected, strict=True)) < 1e-12, uri
     codes = [d for d in (tmp_path / "mlruns").rglob("code") if d.is_dir()]
-    assert len(codes) == 2
-    boosters = 0
+    assert len(codes) == 3
+    libraries = {"churn.modeling.boosting.XGBoostClassifier": "xgboost", "churn.modeling.lgbm.LightGBMClassifier":
+                 "lightgbm", "churn.modeling.catboost_family.CatBoostClassifier": "catboost"}
+    held = []
     for code in codes:  # only serving code ships
         shipped = {p.relative_to(code).as_posix() for p in code.rglob("*.py")}
         assert shipped == {"churn/__init__.py", "churn/modeling/__init__.py", "churn/modeling/features.py",
-                           "churn/modeling/trees.py", "churn/modeling/boosting.py",
+                           "churn/modeling/trees.py", "churn/modeling/boosting.py", "churn/modeling/lgbm.py",
+                           "churn/modeling/catboost_family.py",
                            *(f"churn/serving/{f}" for f in ("__init__.py", "calibration.py", "model_code.py",
                                                             "pyfunc.py", "rules.py", "trusted.py"))}, shipped
-        # XGBoost is a requirement of the model that holds a booster, and of no other
-        holds_booster = "churn.modeling.boosting.XGBoostClassifier" in saved_types(
-            str(code.parent / "artifacts" / "pipeline.skops"))
+        # a boosting library is a requirement of the model that holds its model, and of no other
+        types = saved_types(str(code.parent / "artifacts" / "pipeline.skops"))
         needs = (code.parent / "requirements.txt").read_text().split()
-        assert any(r.startswith("xgboost") for r in needs) == holds_booster, needs
-        boosters += holds_booster
-    assert boosters == 1
+        for cls, lib in libraries.items():
+            assert any(r.split("==")[0] in (lib, f"{lib}-cpu") for r in needs) == (cls in types), (lib, needs)
+        held.append(sorted(lib for cls, lib in libraries.items() if cls in types))
+    assert sorted(held) == [[], ["catboost", "lightgbm"], ["xgboost"]]
     beside = subprocess.run(
         [sys.executable, "-S", "-c", LOAD_BESIDE_CHURN, f"sqlite:///{tmp_path / 'mlflow.db'}", result.model_uri],
         cwd=work, capture_output=True, text=True, timeout=300,

@@ -95,9 +95,10 @@ def test_a_tampered_file_is_refused_before_anything_in_it_runs(tmp_path, small_x
 
 @pytest.mark.cluster
 def test_serving_code_imports_neither_dask_nor_pydantic():
-    """No module in churn/serving (nor boosting.py) names dask, distributed or pydantic, and importing them
-    loads none."""
-    for path in [*SERVING.glob("*.py"), ROOT / "churn" / "modeling" / "boosting.py"]:
+    """No module in churn/serving (nor the boosting libraries' wrappers) names dask, distributed or pydantic,
+    and importing them loads none."""
+    boosters = [ROOT / "churn" / "modeling" / f for f in ("boosting.py", "lgbm.py", "catboost_family.py")]
+    for path in [*SERVING.glob("*.py"), *boosters]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
@@ -105,8 +106,10 @@ def test_serving_code_imports_neither_dask_nor_pydantic():
                 assert name.split(".")[0] not in {"dask", "distributed", "pydantic"}, f"{path.name} imports {name}"
     # dask may be installed beside scikit-learn, which then imports it on its own: block the
     # names instead, as on a serving host without them (MLflow itself needs pydantic)
-    # XGBoostClassifier imports xgboost on first use: xgboost itself must not need dask either
-    for modules, blocked in [("churn.serving.trusted, churn.modeling.features, churn.modeling.boosting, xgboost",
+    # the boosting wrappers import their library on first use: xgboost, lightgbm and catboost themselves
+    # must not need dask either
+    for modules, blocked in [("churn.serving.trusted, churn.modeling.features, churn.modeling.boosting, xgboost, "
+                              "churn.modeling.lgbm, lightgbm, churn.modeling.catboost_family, catboost",
                               "'dask', 'distributed', 'pydantic'"),
                              ("churn.serving.pyfunc", "'dask', 'distributed'")]:
         code = ("import sys, importlib.abc\n"
