@@ -57,8 +57,21 @@ bench-serve: $(VENV)/.installed-test  ## churn serve: p50/p99 latency of 1-row a
 bench-score: $(VENV)/.installed-test  ## churn score on 2 workers vs single-process pandas predict_proba
 	$(BIN)/python -m bench.score
 
-bench-quality: $(VENV)/.installed-test  ## the default job vs untuned sklearn defaults, every bundled table, 3 splits
-	$(BIN)/python -m bench.quality
+# AutoGluon for bench-quality only: its own venv, never churn's (not a dependency of churn). GBM extras
+# only: best_quality's torch models (NN_TORCH, FASTAI) would pull PyPI's CUDA torch stack.
+AG_VENV     ?= .venv-autogluon
+AG_VERSION  := 1.6.3
+AG_PACKAGE  := autogluon.tabular[lightgbm,catboost,xgboost]==$(AG_VERSION)
+
+$(AG_VENV)/.installed-$(AG_VERSION):
+	rm -rf $(AG_VENV)
+	$(PYTHON) -m venv $(AG_VENV)
+	$(AG_VENV)/bin/pip install --quiet --upgrade pip
+	$(AG_VENV)/bin/pip install --quiet '$(AG_PACKAGE)'
+	touch $@
+
+bench-quality: $(VENV)/.installed-test $(AG_VENV)/.installed-$(AG_VERSION)  ## the default job vs untuned defaults and AutoGluon at equal time, every table, 3 splits
+	$(BIN)/python -m bench.quality --autogluon-python $(AG_VENV)/bin/python
 
 bench-utilisation: $(VENV)/.installed-test  ## worker utilisation of the default search: families one by one vs one task graph
 	$(BIN)/python -m bench.utilisation
