@@ -84,6 +84,7 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
+    from churn.clusters.info import workers as cluster_workers
     from churn.config import load_job
     from churn.data.validate import validate_partition
     from churn.modeling.pipeline import build_pipeline, grid_for
@@ -99,7 +100,7 @@ def main() -> None:
 
     rows, results = [], {}
     with LocalCluster(host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        n_workers = len(client.scheduler_info()["workers"])
+        n_workers = len(cluster_workers(client))
         cores = psutil.cpu_count()
         threads = sum(client.nthreads().values())
         # (c) first, so its workers' peak RSS is its own (ru_maxrss is a high-water mark)

@@ -17,6 +17,7 @@ from distributed import get_task_stream
 
 from bench.common import bench_logging, write_table
 from churn.clusters import cluster_client
+from churn.clusters.info import workers as cluster_workers
 from churn.config import LocalClusterSpec, load_job
 from churn.data.columns import LABEL_COLUMN, SPLIT_COLUMN
 from churn.data.ingest import ingest
@@ -52,7 +53,7 @@ def main() -> None:
     job = load_job(ROOT / "jobs" / "train.yaml", [f"data.output={WORK / 'datasets'}"])
     spec = LocalClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="4GiB", dashboard_address=None)
     with cluster_client(spec) as client:
-        threads = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
+        threads = sum(w["nthreads"] for w in cluster_workers(client).values())
         ds = ingest(job, client)
         ddf = load_splits(str(ds.data_path), job.split.resolved(ds.manifest.rows_kept, job.search.max_rows), job.seed)
         train, _ = search_sample(ddf[ddf[SPLIT_COLUMN] == "train"], job.search.max_rows, job.seed, client)

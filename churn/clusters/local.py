@@ -44,7 +44,8 @@ def _children_ignore_sigint() -> Iterator[None]:
 def _options(spec: LocalClusterSpec) -> dict[str, object]:
     """LocalCluster's arguments. Workers in this process (``processes: false``) talk to the
     scheduler in memory (``inproc://``: no socket, no serialisation); distributed refuses a
-    ``host`` with that transport, so the spec's host then binds the dashboard alone."""
+    ``host`` with that transport, so the spec's host is not used (the dashboard binds where
+    ``dashboard_address`` says)."""
     options: dict[str, object] = dict(host=spec.host, n_workers=spec.n_workers,
                                       threads_per_worker=spec.threads_per_worker, memory_limit=spec.memory_limit,
                                       processes=spec.processes, dashboard_address=spec.dashboard_address)
@@ -58,7 +59,7 @@ def _options(spec: LocalClusterSpec) -> dict[str, object]:
 
 def in_process(spec: LocalClusterSpec) -> LocalClusterSpec:
     """``spec``'s cluster with its workers' threads in this process: one worker of all the spec's
-    threads, each of its memory limits (``processes: false``; see :func:`_options`)."""
+    threads and one worker's memory limit (``processes: false``; see :func:`_options`)."""
     return spec.model_copy(update={"processes": False, "n_workers": 1,
                                    "threads_per_worker": spec.n_workers * spec.threads_per_worker})
 

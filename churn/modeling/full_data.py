@@ -327,6 +327,8 @@ class _Placed:
             own = [i for i, w in enumerate(self.holders) if w == worker]
             k = max(1, round(share * len(own)))
             keep += [own[j] for j in np.unique(np.linspace(0, len(own) - 1, k).round().astype(int))]
+        if len(keep) == len(self.futures):  # rounding kept every partition: the whole split, not a copy
+            return self
         keep.sort()
         futures = [self.futures[i] for i in keep]
         return _Placed(dd.from_delayed(futures, meta=self.ddf._meta, verify_meta=False), futures,
@@ -421,17 +423,20 @@ def fit_full(train: dd.DataFrame, validation: dd.DataFrame, features: list[str],
     t0 = time.perf_counter()
     max_rounds = int(max_rounds or setting("full-data.max-rounds"))
     patience = int(patience or setting("full-data.patience"))
-    preprocess, levels = widened(preprocessing(fitted), train, features)
-    if levels:
-        log.info("full-data fit: category levels kept (sample -> every train row): %s",
-                 ", ".join(f"{c} {a} -> {b}" for c, (a, b) in levels.items()))
+    sample_steps = preprocessing(fitted)
     params = booster_params(model_of(fitted), counts["train"], seed, scoring)
     rows, n_valid = sum(counts["train"].values()), sum(counts["validation"].values())
     if n_valid == 0:
         raise FullDataFitError("the validation split is empty: the full-data fit has nothing to stop early on "
                                "(set split.validation above 0, or auto)")
-    row_bytes, columns = bytes_per_row(preprocess, features, example)
+    # before any pass over the data; the sample's steps give the same columns, and a category cell as
+    # a float code (8 bytes) or a code of <= 16 levels, never less than the widened encoder's
+    row_bytes, columns = bytes_per_row(sample_steps, features, example)
     check_memory(client, rows + n_valid, columns, row_bytes)
+    preprocess, levels = widened(sample_steps, train, features)
+    if levels:
+        log.info("full-data fit: category levels kept (sample -> every train row): %s",
+                 ", ".join(f"{c} {a} -> {b}" for c, (a, b) in levels.items()))
 
     placed, holders = _placed(client, [transformed(d, preprocess, features, example) for d in (train, validation)])
     x_cols = [c for c in placed[0].ddf.columns if c != LABEL_COLUMN]
@@ -555,7 +560,8 @@ class Choice:
                 f"{self.full_rows:,} rows, depth {self.depth}, {self.rounds} rounds, "
                 f"calibration {self.calibration or 'none'}; "
                 f"sample champion {self.sample_score:.4f}, fitted on "
-                f"{self.sample_rows:,} rows; {self.validation_rows:,} validation rows) over the {lost}")
+                f"{self.sample_rows:,} rows; {self.validation_rows:,} validation rows, on which the full-data "
+                f"model's rounds{' and depth were' if self.ladder else ' were'} also chosen) over the {lost}")
 
 
 def validation_scores(ddf: dd.DataFrame, models: list[Any], features: list[str], client: Client

@@ -157,8 +157,12 @@ def _auc_of_bins(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 
 def _figures(tp: Any, fn: Any, contacted: float, auc: Any) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):
+        # plain floats divide by zero with an error, not a NaN: no churner makes the recall NaN
+        churners = np.asarray(tp + fn, dtype=float)
+        recall = np.divide(np.asarray(tp, dtype=float), churners, out=np.full_like(churners, np.nan),
+                           where=churners > 0)
         return {"roc_auc": auc, "precision": tp / contacted if contacted else np.nan * tp,
-                "recall": tp / (tp + fn), "churners_contacted": tp}
+                "recall": float(recall) if recall.ndim == 0 else recall, "churners_contacted": tp}
 
 
 def estimate(cells: Cells, draws: int = DRAWS, seed: int = SEED) -> dict[str, Interval]:
@@ -230,10 +234,14 @@ class CalibrationCheck:
         return bool(self.drifted)
 
 
+MIN_EXPECTED = 5.0  # a decile is checked when it expects at least this many churners and stayers
+
+
 def check_calibration(cells: Cells, gap: float | None, groups: int = GROUPS) -> CalibrationCheck | None:
     """Per score decile of the labelled rows (groups of whole fine bins, each bin going to the
     group holding its middle row): realised and expected churners and their z. None without
-    labelled rows."""
+    labelled rows. A decile expecting fewer than :data:`MIN_EXPECTED` churners or stayers is left
+    out (its z is not near normal: one churner at score 0.01 in a decile of one row gives z 9.9)."""
     n, sp, spq, pos = (a.sum(0) for a in (cells.n, cells.sum_p, cells.sum_pq, cells.pos))
     rows = n.sum()
     if not rows:
@@ -248,6 +256,8 @@ def check_calibration(cells: Cells, gap: float | None, groups: int = GROUPS) -> 
             continue
         b = np.flatnonzero(inside)
         e, r, v, m = sp[inside].sum(), pos[inside].sum(), spq[inside].sum(), n[inside].sum()
+        if min(e, m - e) < MIN_EXPECTED:  # too few expected churners or stayers for a normal z
+            continue
         z = (r - e) / np.sqrt(v) if v > 0 else (0.0 if r == e else np.inf * np.sign(r - e))
         deciles.append(Decile(float(edges[b[0]]), float(edges[b[-1] + 1]), int(round(m)), float(e), float(r),
                               float(np.sqrt(v)), float(z)))
@@ -331,13 +341,14 @@ def record_of(est: PerformanceEstimate, run_id: str, started: float, source: str
 
 
 def alerts(result: PerformanceEstimate, reference_auc: float | None, roc_auc_drop: float | None) -> list[str]:
-    """Calibration drift on the labelled rows; without labels, an estimated ROC AUC ``roc_auc_drop``
-    or more below the reference (the out-of-fold figure)."""
-    if result.calibration is not None and result.calibration.flagged:
-        return [result.reason()]
+    """Calibration drift on the labelled rows; and unless every row is labelled, an estimated ROC AUC
+    ``roc_auc_drop`` or more below the reference (the out-of-fold figure)."""
+    out = [result.reason()] if result.calibration is not None and result.calibration.flagged else []
     auc = result.estimate["roc_auc"]
-    if (result.labelled_rows or roc_auc_drop is None or reference_auc is None or not np.isfinite(auc.value)
-            or reference_auc - auc.value < roc_auc_drop):
-        return []
-    return [f"estimated performance (no labels): ROC AUC {auc.value:.4f} ({auc.low:.4f}-{auc.high:.4f}), "
-            f"{reference_auc - auc.value:.4f} below the reference"]
+    # every row labelled: the realised figures and drift checks speak instead; a labelled slice does not
+    if (result.labelled_rows == result.rows or roc_auc_drop is None or reference_auc is None
+            or not np.isfinite(auc.value) or reference_auc - auc.value < roc_auc_drop):
+        return out
+    unlabelled = "no labels" if not result.labelled_rows else f"{result.rows - result.labelled_rows:,} rows unlabelled"
+    return [*out, f"estimated performance ({unlabelled}): ROC AUC {auc.value:.4f} ({auc.low:.4f}-{auc.high:.4f}), "
+                  f"{reference_auc - auc.value:.4f} below the reference"]

@@ -106,6 +106,10 @@ def _trust_line(est: PerformanceEstimate) -> str:
         return (f"<p class='trust ok'>The {est.labelled_rows:,} labelled rows agree with the calibrated "
                 f"probabilities: no score decile off by {cal.gap:.0%} or more beyond noise "
                 f"(&chi;&sup2; {cal.chi2:.1f} on {len(cal.deciles)} deciles, p = {cal.p_value:.3g}).</p>")
+    if est.labelled_rows:
+        return (f"<p class='trust meh'>{est.labelled_rows:,} rows are labelled, but the calibration check is off "
+                "(thresholds.calibration_gap: null): the estimate assumes the probabilities are still calibrated on "
+                "this batch.</p>")
     return ("<p class='trust meh'>No labels to check it against yet: the estimate assumes the probabilities "
             "are still calibrated on this batch (P(churn | score) unchanged). A shift in who the customers "
             "are keeps that; a change in why they churn does not, and only labels show it.</p>")

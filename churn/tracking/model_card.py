@@ -432,8 +432,8 @@ def _metric_rows(f: CardFacts) -> list[list[str]]:
     ]
     tn, fp, fn, tp = f.test.summary.confusion(f.threshold.value)
     rows += [
-        ["precision at the threshold", _f(tp / max(tp + fp, 1)), _ci(iv["precision"]), "exact counts"],
-        ["recall at the threshold", _f(tp / max(tp + fn, 1)), _ci(iv["recall"]), "exact counts"],
+        ["precision at the threshold", _f(tp / (tp + fp)) if tp + fp else "—", _ci(iv["precision"]), "exact counts"],
+        ["recall at the threshold", _f(tp / (tp + fn)) if tp + fn else "—", _ci(iv["recall"]), "exact counts"],
         ["contact rate at the threshold", _f(m["contacted_fraction"]), _ci(iv["contact_rate"]), "exact counts"],
     ]
     if "profit" in m:

@@ -99,3 +99,25 @@ def test_an_estimated_drop_without_labels_is_an_alert():
     [alert] = alerts(res, auc + 0.06, 0.05)
     assert alert.startswith(f"estimated performance (no labels): ROC AUC {auc:.4f} (")
     assert alerts(res, auc + 0.04, 0.05) == [] and alerts(res, auc + 0.06, None) == []
+
+
+def test_a_labelled_slice_without_churners_a_tiny_one_and_an_unlabelled_drop():
+    """Labelled rows that are all stayers: realised recall and ROC AUC are NaN, no error. Ten labelled
+    rows, one churner at p = 0.01: too few expected churners in any decile to call drift. A batch
+    whose estimated ROC AUC fell is alerted although a handful of its rows carry labels."""
+    p, keys = _scores(20_000)
+    y = np.full(20_000, np.nan)
+    y[:3] = 0.0
+    est = assess(EstimateSummary.of(p, keys, 0.3, y), calibration_gap=0.05, draws=50)
+    assert est.labelled_rows == 3 and np.isnan(est.realised["recall"]) and np.isnan(est.realised["roc_auc"])
+    tiny_p = np.r_[np.full(9, 0.3), 0.01]
+    tiny_y = np.r_[np.zeros(9), 1.0]
+    tiny = assess(EstimateSummary.of(tiny_p, keys[:10], 0.5, tiny_y), calibration_gap=0.05, draws=50)
+    assert tiny.trust == "checked" and not tiny.calibration.drifted
+    labelled = y.copy()
+    labelled[:4] = (p[:4] > 0.5).astype(float)
+    some = assess(EstimateSummary.of(p, keys, 0.3, labelled), calibration_gap=0.05, draws=50)
+    auc = some.estimate["roc_auc"].value
+    got = alerts(some, reference_auc=auc + 0.2, roc_auc_drop=0.05)
+    assert len(got) == 1 and got[0].startswith("estimated performance (19,996 rows unlabelled): ROC AUC")
+    assert alerts(some, reference_auc=auc + 0.01, roc_auc_drop=0.05) == []
