@@ -88,7 +88,10 @@ def profile_block(block: Block, schema: TableSchema, encoding: str, model: Any, 
     scores = model.predict_proba(frame)[:, 1] if len(frame) else np.zeros(0)
     labelled = labels if np.isfinite(labels).any() else None
     profile.update(profile_scores(scores, keys, labelled))
-    estimate = EstimateSummary.of(scores, keys, threshold, labelled)
+    # the batch's fingerprint pairs a run before the labels with the run after them: without an id
+    # column the row key hashes the label too, so the fingerprint hashes the features alone
+    same_rows = keys if schema.id else pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    estimate = EstimateSummary.of(scores, same_rows, threshold, labelled)
     quarantined = sum(t.num_rows for t in parsed.quarantine) + len(parsed.rejected)
     cells = ([r for t in parsed.quarantine for r in t.column("_reasons").to_pylist()]
              + [r for _, r, _ in parsed.rejected])

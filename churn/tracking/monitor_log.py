@@ -69,18 +69,21 @@ def log_monitoring(spec: MonitorSpec, drift: DriftResult, batch: BatchProfile, f
 
 def estimate_history(experiment: str, model_name: str | None, limit: int = 200) -> list[EstimateRecord]:
     """The estimates the monitor logged for ``model_name`` in ``experiment`` (any version), oldest
-    first, at most the last ``limit`` runs; runs from before the estimate existed are skipped."""
+    first, at most the last ``limit`` runs; runs from before the estimate existed are skipped. A model
+    without a registered name (a local folder) has no history: it could not be told from another."""
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    name = (model_name or "").replace("'", "")
+    if not model_name:  # a model not from the registry: no name to follow it by
+        return []
+    by_name = "" if "'" in model_name else f" and tags.model_name = '{model_name}'"  # else compared below
     runs = mlflow.search_runs([exp.experiment_id], output_format="list", max_results=limit,
-                              filter_string=f"tags.`churn.kind` = '{MONITOR_KIND}' and tags.model_name = '{name}'",
+                              filter_string=f"tags.`churn.kind` = '{MONITOR_KIND}'{by_name}",
                               order_by=["attributes.start_time DESC"])
     out = []
     for run in reversed(runs):
         m, tags = run.data.metrics, run.data.tags
-        if "estimated_roc_auc" not in m or "batch_fingerprint" not in tags:
+        if "estimated_roc_auc" not in m or "batch_fingerprint" not in tags or tags.get("model_name") != model_name:
             continue
         est = {k: Interval(m[f"estimated_{k}"], m[f"estimated_{k}_low"], m[f"estimated_{k}_high"])
                for k in METRICS if f"estimated_{k}" in m}
