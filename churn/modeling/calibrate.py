@@ -284,8 +284,6 @@ def bagging_choice(results: dict[str, Any], members: list[str], y: np.ndarray, r
     if missing or len(repeats) < 2:
         return BaggingChoice(False, f"no fold models of {', '.join(missing or members)} (bagging needs a fresh "
                                     "CV repeat: search.repeats 2 or more)")
-    if mode is True:
-        return BaggingChoice(True, "model.bagging is true")
     y = np.asarray(y).astype(int)
     gains = []
     for f in members:
@@ -293,6 +291,7 @@ def bagging_choice(results: dict[str, Any], members: list[str], y: np.ndarray, r
         first, second = (1, 2) if len(oof) > 2 and len(repeats) > 2 else (0, 1)
         gains.append(_pair_gain(oof[first], oof[second], results[f].proba_scores, y, repeats[1], scoring))
     gain = float(np.mean(gains))
-    verdict = "not worse" if gain >= 0 else "worse"
-    return BaggingChoice(gain >= 0, f"auto: two fold models averaged score {gain:+.4f} {scoring} against one "
-                                    f"by CV ({verdict})", gain)
+    said = f"two fold models averaged score {gain:+.4f} {scoring} against one by CV"
+    if mode is True:
+        return BaggingChoice(True, f"model.bagging is true; {said}", gain)
+    return BaggingChoice(gain >= 0, f"auto: {said} ({'not worse' if gain >= 0 else 'worse'})", gain)

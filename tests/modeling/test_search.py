@@ -15,7 +15,14 @@ from churn.modeling.calibrate import _cross_fit, bagged, choose_champion
 from churn.modeling.evaluate import choose_threshold
 from churn.modeling.pipeline import build_pipeline, grid_for, inference_pipeline
 from churn.modeling.plan import plan
-from churn.modeling.search import folds, gather_fold_models, grid_search, rescore_best, search_families
+from churn.modeling.search import (
+    folds,
+    gather_fold_models,
+    grid_search,
+    refit_fold_models,
+    rescore_best,
+    search_families,
+)
 from churn.serving.calibration import ScoreCalibrator, log_odds, member_scores
 from tests.conftest import ROOT
 
@@ -209,3 +216,11 @@ def test_kept_fold_models_are_served_and_the_maps_learn_on_their_own_scores(clie
     search_folds = ScoreCalibrator(method, is_proba).fit(
         np.column_stack([results[f].oof_proba for f in champ.members]), y.to_numpy())
     assert not np.allclose(champ.calibration.calibrator.predict(S), search_folds.predict(S))
+    # a reused search whose cache kept no fold models fits them again: the same models, the same scores
+    kept, results["logistic_regression"].fold_models = results["logistic_regression"].fold_models, []
+    refit_fold_models(results, ["logistic_regression"], X, y, cv=3, seed=3, scoring="roc_auc", client=client)
+    gather_fold_models(results, ["logistic_regression"], client)
+    np.testing.assert_array_equal(results["logistic_regression"].rescored_oof[0], served["logistic_regression"])
+    for again, model in zip(results["logistic_regression"].fold_models, kept, strict=True):
+        np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
+    assert results["svm"].fold_models == []  # not asked for: dropped, and freed on the workers
