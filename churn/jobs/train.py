@@ -366,8 +366,14 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                 champion = choose_champion(families, y.to_numpy(), repeats, job.search.scoring,
                                            job.model.ensemble, job.model.calibration)
             gather_fold_models(families, champion.members, client)  # the members' come back, the rest are freed
+            # the rows the evaluation scores with the model: the test split, and with plots the permutation
+            # importance's 4 shuffles of each feature in its sample (and the sample as it is)
+            n_test = sum(counts["test"].values())
+            scored = n_test + (min(job.evaluation.permutation_rows, n_test) * (4 * len(features) + 1)
+                               if job.evaluation.plots else 0)
+            workers = len(client.scheduler_info()["workers"]) if client is not None else 1
             bagging = bagging_choice(families, champion.members, y.to_numpy(), repeats[:champion.repeats],
-                                     job.search.scoring, job.model.bagging)
+                                     job.search.scoring, job.model.bagging, scored, workers)
             threshold = choose_threshold(y.to_numpy(), champion.oof_proba, job.evaluation.economics)
             if bagging.bagged:
                 cache.save_fold_models(families, champion.members)

@@ -248,7 +248,13 @@ class BaggingChoice:
 
     bagged: bool
     reason: str
-    gain: float | None = None  # auto: mean CV gain of averaging two fold models over one (see bagging_choice)
+    gain: float | None = None  # mean CV gain of averaging two fold models over one (see bagging_choice)
+    extra_seconds: float | None = None  # estimated scoring time bagging adds to the job (see bagging_choice)
+
+
+# auto bags only while the scoring time bagging adds to the job's evaluation stays within this: the
+# default job on Telco (Telco, 7 families, 2 workers) takes 41-55 s of its 60 s budget without bagging
+BAGGING_EXTRA_SECONDS = 10.0
 
 
 def _pair_gain(a: np.ndarray, b: np.ndarray, is_proba: bool, y: np.ndarray, splits: Splits,
@@ -264,7 +270,7 @@ def _pair_gain(a: np.ndarray, b: np.ndarray, is_proba: bool, y: np.ndarray, spli
 
 
 def bagging_choice(results: dict[str, Any], members: list[str], y: np.ndarray, repeats: list[Splits], scoring: str,
-                   mode: str | bool = "auto") -> BaggingChoice:
+                   mode: str | bool = "auto", rows_scored: int = 0, workers: int = 1) -> BaggingChoice:
     """Serve ``members`` as the mean of their fold models (``model.bagging``)?
 
     ``true``/``false`` decide; bagging needs every member's fold models of the first fresh repeat.
@@ -275,8 +281,13 @@ def bagging_choice(results: dict[str, Any], members: list[str], y: np.ndarray, r
     row's two out-of-fold scores, averaged, are an honest two-model bag. ``auto`` bags when, over the
     members, that average scores on the fresh repeat's folds at least the mean of the two models'
     own scores: averaging does not hurt (it reduces the variance of unstable learners, and k
-    models reduce it further than two). Its cost is k predictions per member at scoring time
-    (``make bench-score``); the fits are the rescoring's, already made, and no refit follows.
+    models reduce it further than two), **and** the time it adds stays within
+    :data:`BAGGING_EXTRA_SECONDS`. The fits are the rescoring's, already made, and no refit follows;
+    the cost is k predictions per member wherever the model scores: ``rows_scored`` rows in the
+    job's evaluation (the test split, and the permutation importance's shuffled copies of its
+    sample), spread over ``workers``, at each member's CPU seconds per row measured when its fold
+    models scored their test rows (``predict_seconds``). A stack of slow scorers (an SVC, a forest)
+    can cost more than the CV gain is worth; one linear or boosted model costs a few seconds.
     """
     if mode is False:
         return BaggingChoice(False, "model.bagging is false")
@@ -291,7 +302,15 @@ def bagging_choice(results: dict[str, Any], members: list[str], y: np.ndarray, r
         first, second = (1, 2) if len(oof) > 2 and len(repeats) > 2 else (0, 1)
         gains.append(_pair_gain(oof[first], oof[second], results[f].proba_scores, y, repeats[1], scoring))
     gain = float(np.mean(gains))
-    said = f"two fold models averaged score {gain:+.4f} {scoring} against one by CV"
+    per_row = sum(float(getattr(results[f], "predict_seconds", float("nan"))) for f in members)
+    k = len(results[members[0]].fold_models)
+    extra = (k - 1) * per_row * rows_scored / max(workers, 1)  # nan when a cost was not measured (old cache)
+    said = (f"two fold models averaged score {gain:+.4f} {scoring} against one by CV; {k}x scoring adds "
+            f"about {extra:.1f} s to the evaluation")
     if mode is True:
-        return BaggingChoice(True, f"model.bagging is true; {said}", gain)
-    return BaggingChoice(gain >= 0, f"auto: {said} ({'not worse' if gain >= 0 else 'worse'})", gain)
+        return BaggingChoice(True, f"model.bagging is true; {said}", gain, extra)
+    if gain < 0:
+        return BaggingChoice(False, f"auto: {said} (worse by CV)", gain, extra)
+    if extra > BAGGING_EXTRA_SECONDS:
+        return BaggingChoice(False, f"auto: {said} (more than {BAGGING_EXTRA_SECONDS:.0f} s)", gain, extra)
+    return BaggingChoice(True, f"auto: {said} (not worse by CV, within {BAGGING_EXTRA_SECONDS:.0f} s)", gain, extra)

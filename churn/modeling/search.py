@@ -77,6 +77,7 @@ class SearchResult:
     # rescored_oof[0] on fold i's test rows): futures on the workers until the champion is chosen, then
     # fitted pipelines (see bagged_members); empty when not kept
     fold_models: list[Any] = field(default_factory=list, repr=False)
+    predict_seconds: float = float("nan")  # CPU seconds per row one fold model took to score its test rows
 
     @property
     def proba_scores(self) -> bool:
@@ -366,6 +367,7 @@ class FoldResults:
 
     scores: np.ndarray
     oof: np.ndarray | None  # None when a fold gave no scores (FixedScores needs them)
+    predict_seconds: float = float("nan")  # CPU seconds per row of one fold model's scoring (mean over folds)
 
 
 def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y: pd.Series, *, cv: StratifiedKFold,
@@ -396,8 +398,11 @@ def _score_fold(model: Pipeline, X: Any, y: Any, test: np.ndarray, scoring: str)
     """A fold model's scorer value and churn scores on the fold's test rows."""
     with threadpool_limits(1):
         Xv, yv = safe_indexing(X, test), np.asarray(safe_indexing(y, test))
-        return {"score": float(check_scoring(model, scoring=scoring)(model, Xv, yv)),
-                "proba": member_scores(model, Xv)}
+        t0 = time.thread_time()  # CPU time: what a busy machine does not inflate
+        proba = member_scores(model, Xv)
+        seconds = time.thread_time() - t0
+        return {"score": float(check_scoring(model, scoring=scoring)(model, Xv, yv)), "proba": proba,
+                "seconds_per_row": seconds / max(len(test), 1)}
 
 
 def fold_models_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y: pd.Series, *,
@@ -415,7 +420,8 @@ def fold_models_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y
     for name, futures in scored.items():
         by_fold = client.gather(futures)
         out[name] = (FoldResults(np.array([res["score"] for res in by_fold]),
-                                 _out_of_fold([res["proba"] for res in by_fold], splits, len(X))), models[name])
+                                 _out_of_fold([res["proba"] for res in by_fold], splits, len(X)),
+                                 float(np.mean([res["seconds_per_row"] for res in by_fold]))), models[name])
     return out
 
 
@@ -447,8 +453,8 @@ def rescore_best(results: dict[str, SearchResult], X: pd.DataFrame, y: pd.Series
             kept = fold_models_on_cluster(todo, X, y, cv=folds(cv, seed, r), scoring=scoring, client=client,
                                           rows=rows)
             got = {f: res for f, (res, _) in kept.items()}
-            for f, (_, models) in kept.items():
-                usable[f].fold_models = models
+            for f, (res, models) in kept.items():
+                usable[f].fold_models, usable[f].predict_seconds = models, res.predict_seconds
         else:
             got = fold_scores_on_cluster(todo, X, y, cv=folds(cv, seed, r), scoring=scoring, client=client,
                                          rows=rows)
@@ -472,6 +478,7 @@ def refit_fold_models(results: dict[str, SearchResult], families: list[str], X: 
         if not np.allclose(res.oof, results[f].rescored_oof[0], rtol=0, atol=1e-9):
             log.warning("%s: the refitted fold models score differently from the cached repeat", f)
         results[f].rescored_oof[0], results[f].rescored_scores[0], results[f].fold_models = res.oof, res.scores, models
+        results[f].predict_seconds = res.predict_seconds
 
 
 def gather_fold_models(results: dict[str, SearchResult], families: list[str], client: Client | None) -> None:
