@@ -212,14 +212,14 @@ def _finalize_note(job: JobSpec, rows: dict[str, int], full_won: bool, bagged_me
     """Why ``finalize`` did not refit on train + test rows, when it did not."""
     if not job.model.finalize:
         why = "model.finalize is false: the registered model learned from the train rows only"
-    elif bagged_members and not full_won:
-        why = ("the members are bagged fold models, whose out-of-fold scores fitted the calibration and the "
-               "threshold: a refit would serve models those were not fitted on")
     elif rows["search"] < rows["train"]:
         why = (f"the train split ({rows['train']:,} rows) is larger than search.max_rows={job.search.max_rows:,}: "
                + ("the full-data model learned from every train row; the test split stays for the report"
                   if full_won else f"the registered model is the sample champion, fitted on {rows['search']:,} of "
                   f"{rows['train']:,} train rows"))
+    elif bagged_members:
+        why = ("the members are bagged fold models, whose out-of-fold scores fitted the calibration and the "
+               "threshold: a refit would serve models those were not fitted on")
     else:
         return {}
     log.info("finalize skipped: %s", why)
