@@ -349,7 +349,11 @@ class ModelSpec(Strict):
     # a family not listed uses its default (families.FamilyRules.max_rows: svm 4,000)
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"  # auto: lowest cross-fitted Brier
     ensemble: int = Field(3, ge=0)  # a stack of up to N families (forward selection) competes (0 or 1: none)
-    finalize: bool = True  # refit the champion on every labelled row before registering it
+    finalize: bool = True  # refit the champion on every labelled row before registering it (not bagged members)
+    # serve each member as the mean of its k fold models of the first fresh CV repeat (search.repeats >= 2),
+    # whose out-of-fold scores fit the stack, calibration and threshold; auto: when CV says it does not hurt
+    # (churn.modeling.calibrate.bagging_choice); true, false
+    bagging: Literal["auto"] | bool = "auto"
     # sums of numeric columns whose names end in the same word (day/eve/night charge → sum_charge):
     # auto keeps them when CV of gradient boosting on the training rows gains from them; true, false
     feature_sums: Literal["auto"] | bool = "auto"
@@ -462,6 +466,13 @@ class JobSpec(Strict):
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+    @model_validator(mode="after")
+    def _bagging_needs_a_fresh_repeat(self) -> JobSpec:
+        if self.model.bagging is True and self.search.repeats < 2:
+            raise ValueError("model.bagging: true serves the fold models of the first fresh CV repeat: set "
+                             "search.repeats to 2 or more (or model.bagging to auto or false)")
+        return self
 
     def sums_to_try(self) -> dict[str, list[str]]:
         """The feature sums this job may use: the table's name groups, none with ``feature_sums: false``."""

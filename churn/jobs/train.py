@@ -32,7 +32,7 @@ from churn.data.split import (
     search_sample,
 )
 from churn.jobs.graph import to_mermaid, train_graph
-from churn.modeling.calibrate import Champion, assemble, choose_champion
+from churn.modeling.calibrate import BaggingChoice, Champion, assemble, bagged, bagging_choice, choose_champion
 from churn.modeling.evaluate import Evaluation, Threshold, choose_threshold, evaluation_from, permutation_table
 from churn.modeling.full_data import (
     VALIDATION_SOURCE,
@@ -51,7 +51,9 @@ from churn.modeling.search import (
     RowsOnCluster,
     SearchResult,
     folds,
+    gather_fold_models,
     refit_best,
+    refit_fold_models,
     rescore_best,
     search_families,
 )
@@ -121,6 +123,7 @@ class TrainResult:
     # with a full-data fit: the test metrics of both candidates ("sample champion", "full-data xgboost")
     test_by_model: dict[str, Evaluation] = field(default_factory=dict)
     preflight_reused: bool = False  # the round-trip preflight passed before for the same data, spec and code
+    bagging: BaggingChoice | None = None  # whether the champion's members are its fold models, averaged
 
     @property
     def search(self) -> SearchResult:
@@ -205,7 +208,8 @@ def _cap_notes(families: dict[str, SearchResult], search_rows: int) -> dict[str,
     return out
 
 
-def _finalize_note(job: JobSpec, rows: dict[str, int], full_won: bool) -> dict[str, str]:
+def _finalize_note(job: JobSpec, rows: dict[str, int], full_won: bool, bagged_members: bool = False
+                   ) -> dict[str, str]:
     """Why ``finalize`` did not refit on train + test rows, when it did not."""
     if not job.model.finalize:
         why = "model.finalize is false: the registered model learned from the train rows only"
@@ -214,6 +218,9 @@ def _finalize_note(job: JobSpec, rows: dict[str, int], full_won: bool) -> dict[s
                + ("the full-data model learned from every train row; the test split stays for the report"
                   if full_won else f"the registered model is the sample champion, fitted on {rows['search']:,} of "
                   f"{rows['train']:,} train rows"))
+    elif bagged_members:
+        why = ("the members are bagged fold models, whose out-of-fold scores fitted the calibration and the "
+               "threshold: a refit would serve models those were not fitted on")
     else:
         return {}
     log.info("finalize skipped: %s", why)
@@ -348,7 +355,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             # after the save, so a failure here keeps the search; a reused search gets only missing repeats
             if client is not None and rescore_best(families, X, y, cv=job.search.cv, seed=job.seed,
                                                    repeats=job.search.repeats, scoring=job.search.scoring,
-                                                   client=client, rows=on_cluster):
+                                                   client=client, rows=on_cluster,
+                                                   keep_models=job.model.bagging is not False):
                 cache.save(families)
             log_feature_sums(sums)
             notes.update(_cap_notes(families, rows["search"]))
@@ -358,12 +366,37 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             repeats = [list(folds(job.search.cv, job.seed, r).split(X, y)) for r in range(job.search.repeats)]
             champion = choose_champion(families, y.to_numpy(), repeats, job.search.scoring, job.model.ensemble,
                                        job.model.calibration)
+            missing = [f for f in champion.members if not families[f].fold_models]
+            if job.model.bagging is not False and client is not None and champion.calibrated_on == 1 and missing:
+                # a reused search whose cache holds no fold models of these families: fitted again (seeded, so
+                # the same scores), and the champion chosen on their scores
+                refit_fold_models(families, missing, X, y, cv=job.search.cv, seed=job.seed,
+                                  scoring=job.search.scoring, client=client, rows=on_cluster)
+                champion = choose_champion(families, y.to_numpy(), repeats, job.search.scoring,
+                                           job.model.ensemble, job.model.calibration)
+            gather_fold_models(families, champion.members, client)  # the members' come back, the rest are freed
+            # the rows the evaluation scores with the model: the test split, and with plots the permutation
+            # importance's 4 shuffles of each feature in its sample (and the sample as it is)
+            n_test = sum(counts["test"].values())
+            scored = n_test + (min(job.evaluation.permutation_rows, n_test) * (4 * len(features) + 1)
+                               if job.evaluation.plots else 0)
+            workers = len(client.scheduler_info()["workers"]) if client is not None else 1
+            bagging = bagging_choice(families, champion.members, y.to_numpy(), repeats[:champion.repeats],
+                                     job.search.scoring, job.model.bagging, scored, workers)
             threshold = choose_threshold(y.to_numpy(), champion.oof_proba, job.evaluation.economics)
-            fitted = [inference_pipeline(families[f].best_estimator) for f in champion.members]
+            if bagging.bagged:
+                cache.save_fold_models(families, champion.members)
+                fitted = [bagged(families[f].fold_models) for f in champion.members]
+                notes["bagging"] = (f"each member is the mean of {job.search.cv} fold models, each fitted on "
+                                    f"{job.search.cv - 1}/{job.search.cv} of the {rows['search']:,} search rows "
+                                    f"({bagging.reason})")
+            else:
+                fitted = [inference_pipeline(families[f].best_estimator) for f in champion.members]
             model = assemble(fitted, champion.calibration, champion.members)
-            log.info("champion %s (CV %s %.4f ± %.4f), calibration %s, threshold %.3f", champion.name,
-                     job.search.scoring, champion.cv_score, champion.cv_std, champion.calibration.method,
-                     threshold.value)
+            log.info("champion %s (CV %s %.4f ± %.4f), %s, calibration %s and threshold %.3f on the out-of-fold "
+                     "scores of repeat %d", champion.name, job.search.scoring, champion.cv_score, champion.cv_std,
+                     f"bagged ({bagging.reason})" if bagging.bagged else f"refitted ({bagging.reason})",
+                     champion.calibration.method, threshold.value, champion.calibrated_on + 1)
 
         full_choice, others, full_scores = None, {}, None
         skipped = _full_data_skipped(job, rows) if rows["train"] > rows["search"] else None
@@ -392,7 +425,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
             log.info("test: ROC AUC %.4f (error bound %.1e), PR AUC %.4f (error bound %.1e), Brier %.4f, log loss "
                      "%.4f on %s rows, from per-partition score summaries", m["roc_auc"], m["roc_auc_error_bound"],
                      m["pr_auc"], m["pr_auc_error_bound"], m["brier"], m["log_loss"], f"{rows['test']:,}")
-            kept = kept_features(fitted[0])
+            first = fitted[0]
+            kept = list(dict.fromkeys(f for m in getattr(first, "members", [first]) for f in kept_features(m)))
             # the best member's own probabilities, for the before/after calibration plot
             raw = summaries.get("raw")
             # with a full-data fit, both candidates' test metrics, for the report only (the choice was
@@ -412,8 +446,8 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
         full_won = full_choice is not None and full_choice.winner == "full-data"
         if full_won:
             rows["final"] = rows["train"]
-        finalized = job.model.finalize and rows["search"] == rows["train"]
-        notes.update(_finalize_note(job, rows, full_won))
+        finalized = job.model.finalize and rows["search"] == rows["train"] and not bagging.bagged
+        notes.update(_finalize_note(job, rows, full_won, bagging.bagged))
         if finalized:
             with _stage("finalize", seconds, f"refit {', '.join(champion.members)} on train + test rows"):
                 test_rows = test_ddf[[*features, LABEL_COLUMN]].compute()
@@ -477,7 +511,7 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                              version, dataset, families, champion, threshold, test, rows, kept, registered, seconds,
                              feature_sums=sums.groups, promotion=promotion, full_data=full_choice, row_notes=notes,
                              test_by_model=test_by_model,
-                             validation=split.validation, preflight_reused=reused_preflight)
+                             validation=split.validation, preflight_reused=reused_preflight, bagging=bagging)
         graph = train_graph(job, result)
         log_graph(to_mermaid(graph), [[graph.nodes[n] for n in rank] for rank in graph.ranks],
                   f"churn train: {job.name}")

@@ -7,7 +7,13 @@ CV folds, so no row's own label ever shapes the probability it is given:
   fold by fold: the stacked ensemble's CV score, comparable with each family's;
 * :func:`calibrate` — the calibration map (sigmoid or isotonic, or the one with the lower
   cross-fitted Brier score) and the cross-fitted calibrated OOF probabilities that the
-  decision threshold is chosen on.
+  decision threshold is chosen on;
+* :func:`bagging_choice` — whether the served members are the fold models of the first fresh
+  CV repeat, averaged (``model.bagging``).
+
+The stack weights, the calibration map and the threshold are fitted on the first *fresh*
+repeat's OOF scores (``rescored_oof[0]``), not on the search's folds, whose scores chose the grid
+winner; with bagging those are exactly the served fold models' own OOF scores.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from sklearn.metrics import brier_score_loss, check_scoring
 
 from churn.modeling.search import FixedScores
-from churn.serving.calibration import ChurnClassifier, ScoreCalibrator
+from churn.serving.calibration import ChurnClassifier, FoldAverage, ScoreCalibrator, log_odds
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +91,14 @@ def calibrate(S: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.nd
 
 
 def assemble(members: list[Any], calibration: Calibration, names: list[str]) -> ChurnClassifier:
-    """The registered classifier: fitted inference pipelines and the calibration map over them."""
+    """The registered classifier: fitted inference pipelines (or :class:`FoldAverage` members)
+    and the calibration map over them."""
     return ChurnClassifier(members=members, calibrator=calibration.calibrator, names=names)
+
+
+def bagged(fold_models: list[Any]) -> FoldAverage:
+    """A family's served member under bagging: its fold models, averaged in log-odds."""
+    return FoldAverage(members=list(fold_models))
 
 
 @dataclass
@@ -102,6 +114,7 @@ class Champion:
     stack_std: float | None = None
     family_scores: dict[str, float] = field(default_factory=dict)  # each family's CV score over the repeats
     repeats: int = 1  # CV repeats the choice was made on (the search's folds, then fresh ones)
+    calibrated_on: int = 0  # the repeat whose OOF scores fit the stack weights, calibration and threshold
 
     @property
     def oof_proba(self) -> np.ndarray:
@@ -176,8 +189,9 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, repeats: list[Splits
     best candidate was scored on again (``rescored_oof``, see
     :func:`churn.modeling.search.rescore_best`). Families are ranked, and the stack is judged, on
     the fold scores of every repeat that all the usable families have; the search's folds alone
-    would favour the family whose grid best suited them. The calibration map is fitted on the
-    search's folds.
+    would favour the family whose grid best suited them. The stack weights and the calibration
+    map are fitted on the first fresh repeat's OOF scores (the scores of the fold models that
+    bagging serves), on the search's folds only when no fresh repeat was made.
 
     The stack is built by forward selection (as in Caruana et al.'s ensemble selection): start
     from the best family, add the family that raises the stack's CV score most, stop when none
@@ -220,8 +234,86 @@ def choose_champion(results: dict[str, Any], y: np.ndarray, repeats: list[Splits
             stack_score, stack_std = float(current.mean()), float(current.std())
         if len(chosen) > 1:
             name, members, score, std = STACK, chosen, stack_score, stack_std
-    S = np.column_stack([results[f].oof_proba for f in members])
-    cal = calibrate(S, y, repeats[0], tuple(results[f].proba_scores for f in members),
+    at = 1 if len(repeats) > 1 else 0
+    S = np.column_stack([_oof_by_repeat(results[f])[at] for f in members])
+    cal = calibrate(S, y, repeats[at], tuple(results[f].proba_scores for f in members),
                     "sigmoid" if len(members) > 1 else calibration)
     return Champion(name, members, float(score), float(std), cal, stack_score, stack_std,
-                    {f: v[0] for f, v in scored.items()}, len(repeats))
+                    {f: v[0] for f, v in scored.items()}, len(repeats), at)
+
+
+@dataclass
+class BaggingChoice:
+    """Whether the champion's members are served bagged, and why."""
+
+    bagged: bool
+    reason: str
+    gain: float | None = None  # mean CV gain of averaging two fold models over one (see bagging_choice)
+    extra_seconds: float | None = None  # estimated scoring time bagging adds to the job (see bagging_choice)
+
+
+# auto bags only while the scoring time bagging adds to the job's evaluation stays within this: the
+# default job on Telco (7 families, 2 workers) takes about 55 s of its 60 s budget without bagging. Measured
+# (CPU seconds, one thread): permutation importance of a logistic regression + xgboost stack on 1,000 Telco
+# rows, 3.4 s with single members, 15.0 s with 5-fold bagged ones (+5.8 s on 2 workers; the estimate
+# below gives +4.9 s); bagging also skips the finalize refit, which gives some of it back
+BAGGING_EXTRA_SECONDS = 5.0
+
+
+def _pair_gain(a: np.ndarray, b: np.ndarray, is_proba: bool, y: np.ndarray, splits: Splits,
+               scoring: str) -> float:
+    """CV gain of averaging two models' out-of-fold scores ``a`` and ``b`` (log-odds, as
+    :class:`FoldAverage` averages) over the mean of their own scores, each put on the probability
+    scale by a sigmoid map cross-fitted over ``splits`` (as served: ranking scorers see no
+    difference, Brier and log loss compare calibrated scores)."""
+    la, lb = (log_odds(a), log_odds(b)) if is_proba else (a, b)
+    score = {k: fold_scores(y, _cross_fit("sigmoid", v, y, splits, (False,)), splits, scoring).mean()
+             for k, v in (("a", la), ("b", lb), ("mean", (la + lb) / 2))}
+    return float(score["mean"] - (score["a"] + score["b"]) / 2)
+
+
+def bagging_choice(results: dict[str, Any], members: list[str], y: np.ndarray, repeats: list[Splits], scoring: str,
+                   mode: str | bool = "auto", rows_scored: int = 0, workers: int = 1) -> BaggingChoice:
+    """Serve ``members`` as the mean of their fold models (``model.bagging``)?
+
+    ``true``/``false`` decide; bagging needs every member's fold models of the first fresh repeat.
+    ``auto`` decides by cross-validation. A bagged model has no out-of-fold score of its own (every
+    fold model but one saw each row), nor has a model refitted on every row; but two fitted models
+    that both never saw a row do exist: a family's best candidate on the search's folds and on the
+    first fresh repeat (on the first two fresh repeats when ``search.repeats`` is 3 or more). Each
+    row's two out-of-fold scores, averaged, are an honest two-model bag. ``auto`` bags when, over the
+    members, that average scores on the fresh repeat's folds at least the mean of the two models'
+    own scores: averaging does not hurt (it reduces the variance of unstable learners, and k
+    models reduce it further than two), **and** the time it adds stays within
+    :data:`BAGGING_EXTRA_SECONDS`. The fits are the rescoring's, already made, and no refit follows;
+    the cost is k predictions per member wherever the model scores: ``rows_scored`` rows in the
+    job's evaluation (the test split, and the permutation importance's shuffled copies of its
+    sample), spread over ``workers``, at each member's CPU seconds per row measured when its fold
+    models scored their test rows (``predict_seconds``). A stack of slow scorers (an SVC, a forest)
+    can cost more than the CV gain is worth; one linear or boosted model costs a few seconds.
+    """
+    if mode is False:
+        return BaggingChoice(False, "model.bagging is false")
+    missing = [f for f in members if not results[f].fold_models or not getattr(results[f], "rescored_oof", [])]
+    if missing or len(repeats) < 2:
+        return BaggingChoice(False, f"no fold models of {', '.join(missing or members)} (bagging needs a fresh "
+                                    "CV repeat: search.repeats 2 or more)")
+    y = np.asarray(y).astype(int)
+    gains = []
+    for f in members:
+        oof = _oof_by_repeat(results[f])
+        first, second = (1, 2) if len(oof) > 2 and len(repeats) > 2 else (0, 1)
+        gains.append(_pair_gain(oof[first], oof[second], results[f].proba_scores, y, repeats[1], scoring))
+    gain = float(np.mean(gains))
+    per_row = sum(float(getattr(results[f], "predict_seconds", float("nan"))) for f in members)
+    k = len(results[members[0]].fold_models)
+    extra = (k - 1) * per_row * rows_scored / max(workers, 1)  # nan when a cost was not measured (old cache)
+    said = (f"two fold models averaged score {gain:+.4f} {scoring} against one by CV; {k}x scoring adds "
+            f"about {extra:.1f} s to the evaluation")
+    if mode is True:
+        return BaggingChoice(True, f"model.bagging is true; {said}", gain, extra)
+    if gain < 0:
+        return BaggingChoice(False, f"auto: {said} (worse by CV)", gain, extra)
+    if extra > BAGGING_EXTRA_SECONDS:
+        return BaggingChoice(False, f"auto: {said} (more than {BAGGING_EXTRA_SECONDS:.0f} s)", gain, extra)
+    return BaggingChoice(True, f"auto: {said} (not worse by CV, within {BAGGING_EXTRA_SECONDS:.0f} s)", gain, extra)

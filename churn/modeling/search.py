@@ -39,10 +39,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from churn.clusters.scatter import scatter
 from churn.modeling.compat import forest_checked_X, safe_indexing
+from churn.modeling.pipeline import inference_pipeline
 from churn.modeling.plan import plan
 from churn.serving.calibration import member_scores
 
@@ -71,6 +73,11 @@ class SearchResult:
     # scores, and the scorer's value on each fold
     rescored_oof: list[np.ndarray] = field(default_factory=list, repr=False)
     rescored_scores: list[np.ndarray] = field(default_factory=list, repr=False)
+    # the best candidate's k fitted inference pipelines of the first fresh repeat (fold i's model made
+    # rescored_oof[0] on fold i's test rows): futures on the workers until the champion is chosen, then
+    # fitted pipelines (see bagged_members); empty when not kept
+    fold_models: list[Any] = field(default_factory=list, repr=False)
+    predict_seconds: float = float("nan")  # CPU seconds per row one fold model took to score its test rows
 
     @property
     def proba_scores(self) -> bool:
@@ -360,6 +367,7 @@ class FoldResults:
 
     scores: np.ndarray
     oof: np.ndarray | None  # None when a fold gave no scores (FixedScores needs them)
+    predict_seconds: float = float("nan")  # CPU seconds per row of one fold model's scoring (mean over folds)
 
 
 def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y: pd.Series, *, cv: StratifiedKFold,
@@ -380,12 +388,52 @@ def fold_scores_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y
     return out
 
 
+def _fit_fold(pipeline: ImbPipeline, X: Any, y: Any, train: np.ndarray) -> Pipeline:
+    """One fold's inference pipeline: ``pipeline`` fitted on the fold's training rows, samplers left out."""
+    with threadpool_limits(1):
+        return inference_pipeline(clone(pipeline).fit(safe_indexing(X, train), safe_indexing(y, train)))
+
+
+def _score_fold(model: Pipeline, X: Any, y: Any, test: np.ndarray, scoring: str) -> dict[str, Any]:
+    """A fold model's scorer value and churn scores on the fold's test rows."""
+    with threadpool_limits(1):
+        Xv, yv = safe_indexing(X, test), np.asarray(safe_indexing(y, test))
+        t0 = time.thread_time()  # CPU time: what a busy machine does not inflate
+        proba = member_scores(model, Xv)
+        seconds = time.thread_time() - t0
+        return {"score": float(check_scoring(model, scoring=scoring)(model, Xv, yv)), "proba": proba,
+                "seconds_per_row": seconds / max(len(test), 1)}
+
+
+def fold_models_on_cluster(pipelines: dict[str, ImbPipeline], X: pd.DataFrame, y: pd.Series, *,
+                           cv: StratifiedKFold, scoring: str, client: Client, rows: RowsOnCluster | None = None
+                           ) -> dict[str, tuple[FoldResults, list[Future]]]:
+    """As :func:`fold_scores_on_cluster`, keeping each fold's fitted inference pipeline on the
+    worker that fitted it (a future per fold, in fold order): only the scores come back."""
+    splits = list(cv.split(X, y))
+    X_f, y_f = (rows or RowsOnCluster(X, y, client)).futures()
+    models = {name: [client.submit(_fit_fold, pipe, X_f, y_f, train, pure=False) for train, _ in splits]
+              for name, pipe in pipelines.items()}
+    scored = {name: [client.submit(_score_fold, m, X_f, y_f, test, scoring, pure=False)
+                     for m, (_, test) in zip(futures, splits, strict=True)] for name, futures in models.items()}
+    out = {}
+    for name, futures in scored.items():
+        by_fold = client.gather(futures)
+        out[name] = (FoldResults(np.array([res["score"] for res in by_fold]),
+                                 _out_of_fold([res["proba"] for res in by_fold], splits, len(X)),
+                                 float(np.mean([res["seconds_per_row"] for res in by_fold]))), models[name])
+    return out
+
+
 def rescore_best(results: dict[str, SearchResult], X: pd.DataFrame, y: pd.Series, *, cv: int, seed: int,
-                 repeats: int, scoring: str, client: Client, rows: RowsOnCluster | None = None) -> int:
+                 repeats: int, scoring: str, client: Client, rows: RowsOnCluster | None = None,
+                 keep_models: bool = False) -> int:
     """Score each family's best candidate again on fresh K-fold splits (seeds ``seed + 1``, ``seed +
     2``, ... up to ``repeats - 1`` of them); its out-of-fold scores and per-fold scorer values go to
     ``rescored_oof`` and ``rescored_scores``. Repeats a family already has (a reused search) are
-    kept; returns how many were added.
+    kept; returns how many were added. With ``keep_models``, the first fresh repeat's k fitted fold
+    pipelines stay on the workers as ``fold_models`` (futures): the bagged members
+    (``model.bagging``) and the models whose out-of-fold scores the calibration is fitted on.
 
     A family's search score is the best of its grid on the search's own folds, so it is biased
     upward, the more so the larger or noisier the grid (the winner's curse): a single decision
@@ -401,12 +449,46 @@ def rescore_best(results: dict[str, SearchResult], X: pd.DataFrame, y: pd.Series
         todo = {f: clone(res.best_estimator) for f, res in usable.items() if len(res.rescored_oof) == r - 1}
         log.info("rescoring the best candidate of %s on fresh %d-fold splits (repeat %d), for the champion choice",
                  ", ".join(todo), cv, r + 1)
-        got = fold_scores_on_cluster(todo, X, y, cv=folds(cv, seed, r), scoring=scoring, client=client, rows=rows)
+        if keep_models and r == 1:
+            kept = fold_models_on_cluster(todo, X, y, cv=folds(cv, seed, r), scoring=scoring, client=client,
+                                          rows=rows)
+            got = {f: res for f, (res, _) in kept.items()}
+            for f, (res, models) in kept.items():
+                usable[f].fold_models, usable[f].predict_seconds = models, res.predict_seconds
+        else:
+            got = fold_scores_on_cluster(todo, X, y, cv=folds(cv, seed, r), scoring=scoring, client=client,
+                                         rows=rows)
         for f, res in got.items():
             if res.oof is not None:
                 usable[f].rescored_oof.append(res.oof)
                 usable[f].rescored_scores.append(res.scores)
     return max(repeats - have, 0)
+
+
+def refit_fold_models(results: dict[str, SearchResult], families: list[str], X: pd.DataFrame, y: pd.Series, *,
+                      cv: int, seed: int, scoring: str, client: Client, rows: RowsOnCluster | None = None) -> None:
+    """Fit again the first fresh repeat's fold models of ``families`` (a reused search whose cache
+    did not keep them), and make ``rescored_oof[0]`` and ``rescored_scores[0]`` theirs: the fits
+    are seeded, so they are the scores the champion was chosen on, and the calibration is fitted
+    on the served models' own scores either way."""
+    todo = {f: clone(results[f].best_estimator) for f in families}
+    log.info("fitting the fold models of %s again (the search cache did not keep them)", ", ".join(todo))
+    got = fold_models_on_cluster(todo, X, y, cv=folds(cv, seed, 1), scoring=scoring, client=client, rows=rows)
+    for f, (res, models) in got.items():
+        if not np.allclose(res.oof, results[f].rescored_oof[0], rtol=0, atol=1e-9):
+            log.warning("%s: the refitted fold models score differently from the cached repeat", f)
+        results[f].rescored_oof[0], results[f].rescored_scores[0], results[f].fold_models = res.oof, res.scores, models
+        results[f].predict_seconds = res.predict_seconds
+
+
+def gather_fold_models(results: dict[str, SearchResult], families: list[str], client: Client | None) -> None:
+    """Bring ``families``' fold models from the workers (futures become fitted pipelines) and drop
+    every other family's, so the workers free them."""
+    for f, res in results.items():
+        if f not in families:
+            res.fold_models = []
+        elif res.fold_models and isinstance(res.fold_models[0], Future):
+            res.fold_models = client.gather(res.fold_models)
 
 
 def churn_grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFrame, y: pd.Series, *,

@@ -5,7 +5,8 @@ The key hashes the dataset (its content key), the rows searched, every spec sect
 changes the search (schema, split, seed, search, model) and the code (churn's own modules and
 the versions of the libraries that fit the models). Entries live beside the datasets, under
 ``<data.output>/search-cache/<key>/``, one per family: the fitted best pipeline as skops with a
-fixed list of trusted types (no pickle is loaded), the rest as skops of plain values.
+fixed list of trusted types (no pickle is loaded), the rest as skops of plain values, and for the
+families the served model bags (``model.bagging``) their k fold pipelines of the first fresh repeat.
 Anything unreadable or untrusted is skipped with a warning, and the search runs.
 """
 
@@ -57,6 +58,7 @@ def code_fingerprint() -> str:
 def search_key(job: JobSpec, dataset_key: str, rows: int) -> str:
     spec = {k: job.as_dict()[k] for k in ("schema", "split", "search", "model")}
     spec["search"] = {k: v for k, v in spec["search"].items() if k != "repeats"}  # rescoring resumes on reuse
+    spec["model"] = {k: v for k, v in spec["model"].items() if k != "bagging"}  # bagging reuses the same search
     payload = {"dataset": dataset_key, "rows": rows, "seed": job.seed, **spec, "code": code_fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -82,13 +84,18 @@ class SearchCache:
             try:
                 untrusted = set(sio.get_untrusted_types(file=str(model))) - set(CACHE_TRUSTED)
                 untrusted |= set(sio.get_untrusted_types(file=str(rest)))
+                folds = self.folder / f"{fam}.folds.skops"
+                if folds.is_file():
+                    untrusted |= set(sio.get_untrusted_types(file=str(folds))) - set(TRUSTED_TYPES)
                 if untrusted:
                     log.warning("search cache %s: untrusted types %s; searching again", self.folder,
                                 ", ".join(sorted(untrusted)))
                     return None
                 fields = sio.load(str(rest), trusted=[])
                 fields["cv_results"] = pd.DataFrame(fields["cv_results"])
-                out[fam] = SearchResult(best_estimator=sio.load(str(model), trusted=list(CACHE_TRUSTED)), **fields)
+                fold_models = sio.load(str(folds), trusted=list(TRUSTED_TYPES)) if folds.is_file() else []
+                out[fam] = SearchResult(best_estimator=sio.load(str(model), trusted=list(CACHE_TRUSTED)),
+                                        fold_models=list(fold_models), **fields)
             except Exception as exc:  # noqa: BLE001 - a damaged entry costs a search, not the job
                 log.warning("search cache %s: cannot read %s (%s); searching again", self.folder, fam, exc)
                 return None
@@ -101,7 +108,9 @@ class SearchCache:
         try:
             for fam, res in results.items():
                 sio.dump(res.best_estimator, str(staging / f"{fam}.model.skops"))
-                fields = {k: v for k, v in vars(res).items() if k != "best_estimator"}
+                if _fitted(res.fold_models):
+                    sio.dump(list(res.fold_models), str(staging / f"{fam}.folds.skops"))
+                fields = {k: v for k, v in vars(res).items() if k not in ("best_estimator", "fold_models")}
                 fields["cv_results"] = _frame_columns(res.cv_results)
                 if fields["oof_proba"] is not None:
                     fields["oof_proba"] = np.asarray(fields["oof_proba"])
@@ -111,3 +120,26 @@ class SearchCache:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    def save_fold_models(self, results: dict[str, SearchResult], families: list[str]) -> None:
+        """Add ``families``' fitted fold models to the saved entry (each file appears whole or not at
+        all); nothing when the entry is not there."""
+        if not self.folder.is_dir():
+            return
+        for fam in families:
+            models = results[fam].fold_models
+            if not _fitted(models):
+                continue
+            fd, tmp = tempfile.mkstemp(prefix=f".{fam}-", suffix=".skops", dir=self.folder)
+            os.close(fd)
+            try:
+                sio.dump(list(models), tmp)
+                os.replace(tmp, self.folder / f"{fam}.folds.skops")
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+
+def _fitted(models: list[Any]) -> bool:
+    """Fold models that are fitted pipelines here (not futures on the workers, not absent)."""
+    return bool(models) and all(hasattr(m, "predict") for m in models)

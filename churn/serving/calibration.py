@@ -2,7 +2,8 @@
 
 :class:`ChurnClassifier` holds one fitted pipeline (or several, stacked) and a
 :class:`ScoreCalibrator` fitted on their *out-of-fold* scores during training, so serving and
-batch scoring return calibrated probabilities. scikit-learn's ``CalibratedClassifierCV`` fits
+batch scoring return calibrated probabilities. A member may be a :class:`FoldAverage`: the k
+models of one CV repeat's folds, averaged (``model.bagging``). scikit-learn's ``CalibratedClassifierCV`` fits
 its map on predictions of models it fits itself (or on in-sample predictions of a frozen one);
 here the map must come from the cross-validation predictions the search already made, which no
 scikit-learn class accepts. Prediction is plain NumPy: no dask, no pydantic.
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.metaestimators import available_if
 
 _EPS = 1e-6
 METHODS = ("none", "sigmoid", "isotonic")
@@ -25,6 +27,65 @@ def member_scores(pipeline: Any, X: Any) -> np.ndarray:
     if hasattr(pipeline, "predict_proba"):
         return np.asarray(pipeline.predict_proba(X))[:, 1]
     return np.asarray(pipeline.decision_function(X), dtype=np.float64)
+
+
+def log_odds(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), ``p`` clipped to [1e-6, 1 - 1e-6] first."""
+    p = np.clip(p, _EPS, 1 - _EPS)  # as ScoreCalibrator reads a probability
+    return np.log(p / (1 - p))
+
+
+def _has_proba(fold_average: FoldAverage) -> bool:
+    return all(hasattr(m, "predict_proba") for m in fold_average.members)
+
+
+def _has_decision(fold_average: FoldAverage) -> bool:
+    return not _has_proba(fold_average)
+
+
+class FoldAverage(ClassifierMixin, BaseEstimator):
+    """A bagged member: the fitted pipelines of one CV repeat's k folds, served as one model.
+
+    Its score is the mean of the fold models' **log-odds** (their probabilities clipped to
+    [1e-6, 1 - 1e-6], as :class:`ScoreCalibrator` reads them), turned back into a probability;
+    for models without probabilities (SVC) the mean of their decision values. Why log-odds and
+    not probabilities: the calibration map and the stack are logistic regressions on the
+    members' log-odds, so the served score is on the scale they were fitted on; gradient
+    boosting and logistic regression score in log-odds natively, so the mean of k such models
+    is one model of the same additive form (the mean of per-feature contributions is the
+    model's per-feature contribution, which reason codes need). scikit-learn's
+    ``VotingClassifier`` averages probabilities only, needs decision-function-free members and
+    is made by ``fit``; these members are fitted already. Built from fitted parts, so ``fit``
+    is an error.
+    """
+
+    def __init__(self, members: list[Any] | None = None):
+        self.members = members
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.array([0, 1])
+
+    def fit(self, X: Any, y: Any) -> FoldAverage:
+        raise TypeError("FoldAverage is assembled from fitted fold models; fit those instead")
+
+    def mean_log_odds(self, X: Any) -> np.ndarray:
+        """The fold models' mean log-odds (decision values for models without probabilities)."""
+        if _has_proba(self):
+            return np.mean([log_odds(np.asarray(m.predict_proba(X))[:, 1]) for m in self.members], axis=0)
+        return np.mean([np.asarray(m.decision_function(X), dtype=np.float64) for m in self.members], axis=0)
+
+    @available_if(_has_proba)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-self.mean_log_odds(X)))
+        return np.column_stack([1.0 - p, p])
+
+    @available_if(_has_decision)
+    def decision_function(self, X: Any) -> np.ndarray:
+        return self.mean_log_odds(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return (self.mean_log_odds(X) >= 0).astype(int)
 
 
 class ScoreCalibrator(BaseEstimator):

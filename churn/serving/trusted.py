@@ -32,6 +32,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "scipy._lib.array_api_compat.numpy._aliases.asarray",
     "churn.serving.calibration.ChurnClassifier",
     "churn.serving.calibration.ScoreCalibrator",
+    "churn.serving.calibration.FoldAverage",  # a bagged member: k fitted fold pipelines (model.bagging)
     "churn.modeling.features.TableCoercer",
     "churn.modeling.features.CategoryEncoder",
     "churn.modeling.features.GroupSums",

@@ -19,6 +19,7 @@ from churn.data.generate import generate
 from churn.data.ingest import ingest
 from churn.data.split import load_splits, search_sample
 from churn.jobs.train import _full_data_skipped, _unused_validation_note, run
+from churn.serving.calibration import FoldAverage
 from churn.tracking.registry import load_churn_model
 from tests.conftest import ROOT, TELCO, job_spec
 
@@ -38,7 +39,7 @@ def _run_readme_pyfunc_example(folder, monkeypatch) -> None:
 def test_train_registers_a_champion_that_predicts_raw_rows(client, tmp_path, telco_subset, monkeypatch):
     """The run logs params, metrics and artifacts; models:/customer-churn@champion predicts raw rows
     (also through the README's example)."""
-    job = job_spec(tmp_path, telco_subset, "search.cv=3", "model.families=[random_forest]",
+    job = job_spec(tmp_path, telco_subset, "search.cv=3", "model.families=[random_forest]", "model.bagging=false",
                    "model.grids={random_forest: {n_estimators: [10, 30], min_samples_leaf: [1, 4]}}")
     with get_task_stream(client) as stream:
         result = run(job, client)
@@ -222,7 +223,7 @@ def test_stack_calibration_and_finalising(client, tmp_path, telco_subset):
     the threshold comes from calibrated out-of-fold probabilities."""
     args = ("search.cv=3", "evaluation.plots=false", "model.families=[logistic_regression, decision_tree]",
             "model.grids={logistic_regression: {C: [0.1, 1.0]}, decision_tree: {max_depth: [3, 5]}}",
-            "model.ensemble=2")
+            "model.ensemble=2", "model.bagging=false")
     result = run(job_spec(tmp_path / "a", telco_subset, *args), client)
     _check_mlflow_layout(tmp_path / "a", result)
     champ = result.champion
@@ -250,13 +251,19 @@ def test_stack_calibration_and_finalising(client, tmp_path, telco_subset):
 
 def test_a_rerun_reuses_the_search(client, tmp_path, telco_subset):
     """The same job run again (same data, spec and code) reuses the first run's search: no fit runs,
-    and the results, champion and test metrics are the same; a changed grid searches again."""
+    and the results, champion and test metrics are the same; the bagged members (the fold models
+    of the fresh repeat, not refitted) come back from the cache; a changed grid searches again."""
     args = ("search.cv=2", "model.families=[logistic_regression,decision_tree]", "evaluation.plots=false",
-            "model.feature_sums=true")
+            "model.feature_sums=true", "model.bagging=true")
     first = run(job_spec(tmp_path, telco_subset, *args), client)
     with get_task_stream(client) as stream:
         again = run(job_spec(tmp_path, telco_subset, *args), client)
-    assert not [t for t in stream.data if str(t["key"]).startswith("_fit_group")]
+    assert not [t for t in stream.data if str(t["key"]).startswith(("_fit_group", "_fit_fold", "_refit"))]
+    assert first.bagging.bagged and again.bagging.bagged and "finalize" in again.row_notes
+    raw = pd.read_csv(telco_subset, na_values=[" "]).head(30).drop(columns=["customerID", "Churn"])
+    for a, b in zip(first.model.members, again.model.members, strict=True):
+        assert isinstance(b, FoldAverage) and len(b.members) == 2
+        np.testing.assert_array_equal(b.predict_proba(raw), a.predict_proba(raw))
     assert mlflow.get_run(again.run_id).data.tags["churn.search_reused"]
     # the reused run still records the sums its pipelines hold (read from them: no screen ran)
     for r in (first, again):

@@ -7,7 +7,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from churn.modeling.calibrate import STACK, calibrate, choose_champion, fold_scores
+from churn.modeling.calibrate import (
+    BAGGING_EXTRA_SECONDS,
+    STACK,
+    bagging_choice,
+    calibrate,
+    choose_champion,
+    fold_scores,
+)
 from churn.modeling.search import folds
 
 
@@ -130,3 +137,35 @@ def test_auto_calibration_picks_isotonic_for_a_monotone_non_sigmoid_distortion()
     assert cal.brier["none"] == pytest.approx(0.17, abs=1e-12)
     np.testing.assert_allclose(cal.calibrator.predict(np.array([0.2, 0.4, 0.6, 0.8])), [0.05, 0.1, 0.15, 0.9],
                                atol=1e-12)
+
+
+def test_auto_bags_when_two_honest_fold_models_averaged_do_not_score_worse_and_the_time_fits(two_views):
+    """Two out-of-fold scores of each row from independently noisy models average to a better
+    one: auto bags; two copies of one model (no variance to average out) tie: bagged too, ties
+    cost nothing in CV; a member whose k x scoring would add more than the allowed seconds, or
+    whose averaged scores are worse, is refitted; true and false decide without the check, and
+    without fold models nothing is bagged."""
+    y, pa, _, splits = two_views
+    fresh = list(folds(5, 1).split(np.zeros((len(y), 1)), y))
+    rng = np.random.default_rng(8)
+
+    def noisy():
+        return np.clip(pa + rng.normal(scale=0.15, size=len(y)), 1e-3, 1 - 1e-3)
+
+    def family(first, second, seconds=1e-6):
+        return SimpleNamespace(oof_proba=first, rescored_oof=[second], fold_models=[object()] * 5,
+                               predict_seconds=seconds, proba_scores=True)
+
+    unstable = {"f": family(noisy(), noisy())}
+    choice = bagging_choice(unstable, ["f"], y, [splits, fresh], "roc_auc", "auto", rows_scored=80_000, workers=2)
+    assert choice.bagged and choice.gain > 0.005 and choice.extra_seconds == pytest.approx(4 * 1e-6 * 40_000)
+    assert bagging_choice({"f": family(pa, pa)}, ["f"], y, [splits, fresh], "roc_auc").gain == pytest.approx(0)
+    slow = {"f": family(noisy(), noisy(), seconds=1e-3)}
+    costly = bagging_choice(slow, ["f"], y, [splits, fresh], "roc_auc", "auto", rows_scored=80_000, workers=2)
+    assert not costly.bagged and costly.extra_seconds > BAGGING_EXTRA_SECONDS and "more than" in costly.reason
+    assert bagging_choice(slow, ["f"], y, [splits, fresh], "roc_auc", True, rows_scored=80_000).bagged
+    worse = {"f": family(pa, 1 - pa)}  # the second model ranks backwards: averaging destroys the first
+    assert not bagging_choice(worse, ["f"], y, [splits, fresh], "roc_auc").bagged
+    assert not bagging_choice(unstable, ["f"], y, [splits, fresh], "roc_auc", False).bagged
+    unstable["f"].fold_models = []
+    assert not bagging_choice(unstable, ["f"], y, [splits, fresh], "roc_auc", True).bagged

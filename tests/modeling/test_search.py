@@ -11,11 +11,19 @@ from sklearn.model_selection import GridSearchCV, cross_val_predict
 from churn.config import EconomicsSpec, SelectionSpec, load_job
 from churn.data.generate import generate
 from churn.data.validate import validate_partition
+from churn.modeling.calibrate import _cross_fit, bagged, choose_champion
 from churn.modeling.evaluate import choose_threshold
-from churn.modeling.pipeline import build_pipeline, grid_for
+from churn.modeling.pipeline import build_pipeline, grid_for, inference_pipeline
 from churn.modeling.plan import plan
-from churn.modeling.search import folds, grid_search, rescore_best, search_families
-from churn.serving.calibration import member_scores
+from churn.modeling.search import (
+    folds,
+    gather_fold_models,
+    grid_search,
+    refit_fold_models,
+    rescore_best,
+    search_families,
+)
+from churn.serving.calibration import ScoreCalibrator, log_odds, member_scores
 from tests.conftest import ROOT
 
 
@@ -167,3 +175,54 @@ def test_rescored_best_candidates_equal_sklearn_out_of_fold_scores(client, sampl
             ref = cross_val_predict(clone(pipe).set_params(**results[fam].best_params), X, y, cv=folds(3, 3 + r),
                                     method=method)
             np.testing.assert_allclose(oof, ref[:, 1] if ref.ndim == 2 else ref, rtol=1e-6, atol=1e-9)
+
+
+def test_kept_fold_models_are_served_and_the_maps_learn_on_their_own_scores(client, sample):
+    """With keep_models, the first fresh repeat's fold models equal scikit-learn's fits on those
+    folds, and their bag predicts the mean of those fits' log-odds; the rescored out-of-fold scores
+    are exactly the served fold models' scores of their test rows; the stack weights (the
+    calibrator) and the calibrated out-of-fold probabilities the threshold is chosen on are fitted
+    on those scores, not on the search's folds."""
+    schema, X, y = sample
+    searches = {fam: (build_pipeline(schema, fam, "none", seed=3), grid_for(fam, grid))
+                for fam, grid in [("logistic_regression", {"C": [0.1, 1.0]}), ("svm", {"C": [1.0]})]}
+    results = search_families(searches, X, y, cv=3, scoring="roc_auc", seed=3, client=client)
+    assert rescore_best(results, X, y, cv=3, seed=3, repeats=2, scoring="roc_auc", client=client,
+                        keep_models=True) == 1
+    gather_fold_models(results, list(results), client)
+    splits = list(folds(3, 4).split(X, y))  # the first fresh repeat: seed + 1
+    served = {}
+    for fam, (pipe, _) in searches.items():
+        models = results[fam].fold_models
+        assert len(models) == 3 and all(not hasattr(m, "fit_resample") for m in models)
+        ref = [inference_pipeline(clone(pipe).set_params(**results[fam].best_params).fit(X.iloc[tr], y.iloc[tr]))
+               for tr, _ in splits]
+        bag, by_hand = bagged(models), np.mean([member_scores(m, X) if fam == "svm" else
+                                                log_odds(member_scores(m, X)) for m in ref], axis=0)
+        np.testing.assert_allclose(bag.decision_function(X) if fam == "svm" else bag.mean_log_odds(X), by_hand,
+                                   rtol=1e-7, atol=1e-9)
+        own = np.full(len(y), np.nan)
+        for model, (_, test) in zip(models, splits, strict=True):
+            own[test] = member_scores(model, X.iloc[test])
+        np.testing.assert_array_equal(results[fam].rescored_oof[0], own)
+        served[fam] = own
+    repeats = [list(folds(3, 3 + r).split(X, y)) for r in range(2)]
+    champ = choose_champion(results, y.to_numpy(), repeats, "roc_auc", ensemble=2, calibration="sigmoid")
+    assert champ.calibrated_on == 1 and champ.calibration.method == "sigmoid"
+    S = np.column_stack([served[f] for f in champ.members])
+    is_proba = tuple(f != "svm" for f in champ.members)
+    method = champ.calibration.method
+    refit = ScoreCalibrator(method, is_proba).fit(S, y.to_numpy())
+    np.testing.assert_array_equal(champ.calibration.calibrator.predict(S), refit.predict(S))
+    np.testing.assert_array_equal(champ.oof_proba, _cross_fit(method, S, y.to_numpy(), repeats[1], is_proba))
+    search_folds = ScoreCalibrator(method, is_proba).fit(
+        np.column_stack([results[f].oof_proba for f in champ.members]), y.to_numpy())
+    assert not np.allclose(champ.calibration.calibrator.predict(S), search_folds.predict(S))
+    # a reused search whose cache kept no fold models fits them again: the same models, the same scores
+    kept, results["logistic_regression"].fold_models = results["logistic_regression"].fold_models, []
+    refit_fold_models(results, ["logistic_regression"], X, y, cv=3, seed=3, scoring="roc_auc", client=client)
+    gather_fold_models(results, ["logistic_regression"], client)
+    np.testing.assert_array_equal(results["logistic_regression"].rescored_oof[0], served["logistic_regression"])
+    for again, model in zip(results["logistic_regression"].fold_models, kept, strict=True):
+        np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
+    assert results["svm"].fold_models == []  # not asked for: dropped, and freed on the workers

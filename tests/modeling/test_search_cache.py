@@ -12,7 +12,7 @@ import skops.io as sio
 
 from churn.config import load_job
 from churn.data.validate import validate_partition
-from churn.modeling.pipeline import build_pipeline, grid_for
+from churn.modeling.pipeline import build_pipeline, grid_for, inference_pipeline
 from churn.modeling.search import search_families
 from churn.modeling.search_cache import SearchCache, search_key
 from tests.conftest import ROOT, TELCO
@@ -75,12 +75,37 @@ def test_untrusted_or_damaged_entries_are_not_loaded(tmp_path, searched, caplog)
 
 def test_the_key_follows_data_spec_and_rows(searched):
     """Another dataset, another row count or another grid is another key; the same inputs, the same key
-    (and another search.repeats: the rescoring resumes on the cached search)."""
+    (and another search.repeats: the rescoring resumes on the cached search; another model.bagging:
+    bagging serves the same search's fold models)."""
     job, _, _ = searched
     key = search_key(job, "dataset-a", 600)
     assert key == search_key(job, "dataset-a", 600)
     more = job.model_copy(update={"search": job.search.model_copy(update={"repeats": 3})})
     assert search_key(more, "dataset-a", 600) == key
+    unbagged = job.model_copy(update={"model": job.model.model_copy(update={"bagging": False})})
+    assert search_key(unbagged, "dataset-a", 600) == key
     other = job.model_copy(update={"search": job.search.model_copy(update={"cv": 3})})
     assert len({key, search_key(job, "dataset-b", 600), search_key(job, "dataset-a", 601),
                 search_key(other, "dataset-a", 600)}) == 4
+
+
+def test_a_reused_search_restores_the_bagged_members(tmp_path, searched):
+    """The served families' fold models, added to a saved entry, load back with the entry and
+    predict as before; a family without them loads with none; a later save of the loaded results
+    keeps them."""
+    _, X, results = searched
+    lr = results["logistic_regression"]
+    folds = [inference_pipeline(lr.best_estimator), inference_pipeline(results["mlp"].best_estimator)]
+    cache = SearchCache(tmp_path, "k")
+    cache.save(results)
+    cache.save_fold_models({**results, "logistic_regression": dataclasses.replace(lr, fold_models=folds)},
+                           ["logistic_regression"])
+    back = cache.load(FAMILIES)
+    assert back["mlp"].fold_models == []
+    assert [type(m).__name__ for m in back["logistic_regression"].fold_models] == ["Pipeline", "Pipeline"]
+    for got, want in zip(back["logistic_regression"].fold_models, folds, strict=True):
+        np.testing.assert_array_equal(got.predict_proba(X), want.predict_proba(X))
+    cache.save(back)
+    again = cache.load(FAMILIES)
+    np.testing.assert_array_equal(again["logistic_regression"].fold_models[1].predict_proba(X),
+                                  folds[1].predict_proba(X))

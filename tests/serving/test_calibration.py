@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from churn.serving.calibration import ChurnClassifier, ScoreCalibrator, member_scores
+from churn.serving.calibration import ChurnClassifier, FoldAverage, ScoreCalibrator, member_scores
 from churn.serving.trusted import dump_pipeline, load_pipeline
 
 
@@ -66,3 +68,39 @@ def test_classifier_round_trips_with_trusted_types(tmp_path):
     assert np.allclose(model.predict_proba(X).sum(axis=1), 1)
     with pytest.raises(TypeError, match="assembled from fitted members"):
         model.fit(X, y)
+
+
+def _fold_fits(make, X, y, k=4):
+    """``make()`` fitted on each of k stratified folds' training rows, with plain scikit-learn."""
+    return [make().fit(X[train], y[train])
+            for train, _ in StratifiedKFold(k, shuffle=True, random_state=0).split(X, y)]
+
+
+def test_a_bagged_member_is_the_mean_log_odds_of_its_fold_models(tmp_path):
+    """FoldAverage's probability is the logistic of its fold models' mean log-odds (decision values
+    for an SVC, which has no probabilities), computed here by hand from plain scikit-learn fits; it
+    is not their mean probability. Inside a stack it saves and loads with the trusted types alone."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(600, 3))
+    y = (X[:, 0] + 0.5 * X[:, 2] + rng.normal(size=600) > 0.8).astype(int)
+    lr_folds = _fold_fits(lambda: Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(C=0.05))]),
+                          X, y)
+    svm_folds = _fold_fits(lambda: Pipeline([("scale", StandardScaler()), ("model", SVC(C=0.5))]), X, y)
+    lr, svm = FoldAverage(lr_folds), FoldAverage(svm_folds)
+    by_hand = expit(np.mean([logit(m.predict_proba(X)[:, 1]) for m in lr_folds], axis=0))
+    np.testing.assert_allclose(lr.predict_proba(X)[:, 1], by_hand, rtol=0, atol=1e-12)
+    mean_proba = np.mean([m.predict_proba(X)[:, 1] for m in lr_folds], axis=0)
+    assert np.abs(by_hand - mean_proba).max() > 1e-4  # the two averages differ on these models
+    assert not hasattr(svm, "predict_proba") and hasattr(lr, "predict_proba")
+    np.testing.assert_allclose(member_scores(svm, X), np.mean([m.decision_function(X) for m in svm_folds], axis=0),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(lr.predict(X), (by_hand >= 0.5).astype(int))
+    model = ChurnClassifier([lr, svm], None, ["lr", "svm"])
+    model.calibrator = ScoreCalibrator("sigmoid", (True, False)).fit(model.scores(X), y)
+    path = str(tmp_path / "bagged.skops")
+    dump_pipeline(model, path)
+    loaded = load_pipeline(path)
+    assert isinstance(loaded.members[0], FoldAverage) and len(loaded.members[1].members) == 4
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match="assembled from fitted fold models"):
+        lr.fit(X, y)
