@@ -352,8 +352,8 @@ class ModelSpec(Strict):
     finalize: bool = True  # refit the champion on every labelled row before registering it (not bagged members)
     # serve each member as the mean of its k fold models of the first fresh CV repeat (search.repeats >= 2),
     # whose out-of-fold scores fit the stack, calibration and threshold; auto: when CV says it does not hurt
-    # (churn.modeling.calibrate.bagging_choice); true, false
-    bagging: Literal["auto"] | bool = "auto"
+    # (churn.modeling.calibrate.bagging_choice); true. Default false until its time and quality are measured
+    bagging: Literal["auto"] | bool = False
     # sums of numeric columns whose names end in the same word (day/eve/night charge → sum_charge):
     # auto keeps them when CV of gradient boosting on the training rows gains from them; true, false
     feature_sums: Literal["auto"] | bool = "auto"
