@@ -41,6 +41,7 @@ member; no dask, no pydantic.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,23 +199,79 @@ def _shapley_weights(d: int) -> np.ndarray:
     return np.array([math.factorial(s) * math.factorial(d - 1 - s) / math.factorial(d) for s in range(d)])
 
 
-def tree_shap(tree: _Tree, go_left: np.ndarray, n_features: int) -> tuple[np.ndarray, float]:
+MAX_TABLE_FEATURES = 10  # a leaf testing up to this many features gets its 2**d patterns tabulated once
+
+
+def _leaf_shap(v: float, z: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """Shapley values (patterns x d) of one leaf with value ``v``, cover shares ``z`` (d) and the
+    patterns' one-fractions ``o`` (patterns x d): ``v (o_f - z_f) sum_s w(s) e_s``, ``e_s`` the
+    coefficients of ``prod_{j != f} (z_j + o_j t)``."""
+    u, d = o.shape
+    P = np.zeros((u, d + 1))  # prod_j (z_j + o_j t), coefficients of t^0..t^d
+    P[:, 0] = 1.0
+    for k in range(d):
+        P[:, 1:] = P[:, 1:] * z[k] + P[:, :-1] * o[:, k : k + 1]
+        P[:, 0] *= z[k]
+    w = _shapley_weights(d)
+    out = np.zeros((u, d))
+    for k in range(d):
+        # divide out (z_k + o_k t): o_k = 0 -> P / z_k; o_k = 1 -> synthetic division by (t + z_k)
+        Q1 = np.zeros((u, d))
+        Q1[:, d - 1] = P[:, d]
+        for s in range(d - 1, 0, -1):
+            Q1[:, s - 1] = P[:, s] - z[k] * Q1[:, s]
+        Q0 = P[:, :d] / z[k] if z[k] > 0 else np.zeros((u, d))
+        Q = np.where(o[:, k : k + 1] > 0, Q1, Q0)
+        out[:, k] = v * (o[:, k] - z[k]) * (Q @ w)
+    return out
+
+
+@dataclass
+class _Leaf:
+    value: float
+    features: np.ndarray  # the features its path tests, each once
+    z: np.ndarray  # training share that follows the path at the tests of each feature
+    tests: list[list[tuple[int, bool]]]  # per feature: (internal node's position, went left)
+    table: np.ndarray | None  # Shapley values of every pattern (2**d x d, code sum_k o_k 2**k), once needed
+
+
+def _leaves(tree: _Tree) -> tuple[list[_Leaf], np.ndarray, float]:
+    """The tree's leaves with their paths and tables, its internal nodes, and its expected value."""
+    internal = np.flatnonzero(tree.left >= 0)
+    col = {int(node): i for i, node in enumerate(internal)}
+    out, expected = [], 0.0
+    for leaf, path in tree.leaf_paths():
+        v = float(tree.value[leaf])
+        feats: dict[int, list[tuple[int, bool, float]]] = {}
+        for node, went_left in path:
+            child = tree.left[node] if went_left else tree.right[node]
+            share = tree.cover[child] / tree.cover[node] if tree.cover[node] > 0 else 0.0
+            feats.setdefault(int(tree.feature[node]), []).append((col[node], went_left, share))
+        fs = list(feats)
+        z = np.array([np.prod([s for _, _, s in feats[f]]) for f in fs])
+        expected += v * float(np.prod(z))
+        if not fs or v == 0.0:
+            continue
+        out.append(_Leaf(v, np.array(fs), z, [[(c, g) for c, g, _ in feats[f]] for f in fs], None))
+    return out, internal, expected
+
+
+def tree_shap(tree: _Tree, go_left: np.ndarray, n_features: int, leaves: Any = None) -> tuple[np.ndarray, float]:
     """Exact path-dependent TreeSHAP of one tree: (contributions rows x ``n_features``, expected value).
 
-    ``go_left[r, node]`` says whether row ``r`` goes left at internal ``node``. For a leaf with
-    value ``v`` whose path tests the features ``F`` (a feature tested twice counts once, its
-    cover shares multiplied), the expectation given the features ``S`` is
-    ``v * prod_{f in S} o_f * prod_{f not in S} z_f`` (``o_f``: the row follows the path at every
-    test of ``f``; ``z_f``: the training share that does), and its Shapley value for ``f`` is
-    ``v (o_f - z_f) sum_s w(s) e_s``, ``e_s`` the coefficients of ``prod_{j != f} (z_j + o_j t)``.
-    That depends on the row only through which way it goes at each node, so it is computed once
-    per distinct pattern of ``go_left`` and gathered back to the rows (a handful of hundreds of
-    patterns per tree for a table like Telco's, against one per row).
+    ``go_left[r, node]`` says whether row ``r`` goes left at ``node``. For a leaf with value ``v``
+    whose path tests the features ``F`` (a feature tested twice counts once, its cover shares
+    multiplied), the expectation given the features ``S`` is ``v * prod_{f in S} o_f *
+    prod_{f not in S} z_f`` (``o_f``: the row follows the path at every test of ``f``; ``z_f``: the
+    training share that does); :func:`_leaf_shap` gives its Shapley values. They depend on the row
+    only through ``o``, so a leaf tabulates its ``2**d`` patterns once, when a batch has more
+    distinct ways than that (``leaves``, from :func:`_leaves`, can be kept per model); the rows are first reduced to their distinct ways
+    through the tree (a few thousand per tree where a block has 100,000 rows).
     """
     n = go_left.shape[0]
-    internal = np.flatnonzero(tree.left >= 0)
+    leaf_list, internal, expected = leaves if leaves is not None else _leaves(tree)
     if len(internal) == 0:
-        return np.zeros((n, n_features)), float(tree.value[0])
+        return np.zeros((n, n_features)), expected
     bits = go_left[:, internal]
     packed = np.packbits(bits, axis=1)
     if packed.shape[1] <= 8:
@@ -225,44 +282,36 @@ def tree_shap(tree: _Tree, go_left: np.ndarray, n_features: int) -> tuple[np.nda
     else:
         _, first, codes = np.unique(packed, axis=0, return_index=True, return_inverse=True)
         patterns, codes = bits[first], codes.ravel()
-    col = {int(node): i for i, node in enumerate(internal)}
-    u = len(patterns)
-    phi = np.zeros((u, n_features))
-    expected = 0.0
-    for leaf, path in tree.leaf_paths():
-        v = float(tree.value[leaf])
-        feats: dict[int, list[tuple[int, bool, float]]] = {}
-        for node, went_left in path:
-            child = tree.left[node] if went_left else tree.right[node]
-            share = tree.cover[child] / tree.cover[node] if tree.cover[node] > 0 else 0.0
-            feats.setdefault(int(tree.feature[node]), []).append((col[node], went_left, share))
-        fs = list(feats)
-        d = len(fs)
-        z = np.array([np.prod([s for _, _, s in feats[f]]) for f in fs])
-        expected += v * float(np.prod(z)) if d else v
-        if d == 0 or v == 0.0:
-            continue
-        o = np.ones((u, d))
-        for k, f in enumerate(fs):
-            for c, went_left, _ in feats[f]:
-                o[:, k] *= patterns[:, c] == went_left
-        # P(t) = prod_j (z_j + o_j t), coefficients t^0..t^d
-        P = np.zeros((u, d + 1))
-        P[:, 0] = 1.0
-        for k in range(d):
-            P[:, 1:] = P[:, 1:] * z[k] + P[:, :-1] * o[:, k : k + 1]
-            P[:, 0] *= z[k]
-        w = _shapley_weights(d)
-        for k, f in enumerate(fs):
-            # divide out (z_k + o_k t): o_k = 0 -> P / z_k; o_k = 1 -> synthetic division by (t + z_k)
-            Q1 = np.zeros((u, d))
-            Q1[:, d - 1] = P[:, d]
-            for s in range(d - 1, 0, -1):
-                Q1[:, s - 1] = P[:, s] - z[k] * Q1[:, s]
-            Q0 = P[:, :d] / z[k] if z[k] > 0 else np.zeros((u, d))
-            Q = np.where(o[:, k : k + 1] > 0, Q1, Q0)
-            phi[:, f] += v * (o[:, k] - z[k]) * (Q @ w)
-    return phi[codes], expected
+    used = np.unique(tree.feature[internal])
+    where = {int(f): i for i, f in enumerate(used)}
+    phi = np.zeros((len(patterns), len(used)))
+    for leaf in leaf_list:
+        o = np.ones((len(patterns), len(leaf.features)), bool)
+        for k, tests in enumerate(leaf.tests):
+            for c, went_left in tests:
+                o[:, k] &= patterns[:, c] == went_left
+        cols = [where[int(f)] for f in leaf.features]
+        d = len(cols)
+        if leaf.table is None and d <= MAX_TABLE_FEATURES and 2**d <= len(patterns):  # tabulate once, when it pays
+            every = ((np.arange(2**d)[:, None] >> np.arange(d)[None, :]) & 1).astype(np.float64)
+            leaf.table = _leaf_shap(leaf.value, leaf.z, every)
+        if leaf.table is not None:
+            phi[:, cols] += leaf.table[o.astype(np.int64) @ (1 << np.arange(len(cols)))]
+        else:
+            phi[:, cols] += _leaf_shap(leaf.value, leaf.z, o.astype(np.float64))
+    out = np.zeros((n, n_features))
+    out[:, used] = phi[codes]
+    return out, expected
+
+
+_LEAVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fitted tree model -> its trees' leaf tables
+
+
+def _cached_leaves(owner: Any, trees: list[_Tree]) -> list[Any]:
+    """:func:`_leaves` of each tree of ``owner`` (a fitted model), computed once per loaded model."""
+    if owner not in _LEAVES:
+        _LEAVES[owner] = [_leaves(t) for t in trees]
+    return _LEAVES[owner]
 
 
 def _sklearn_tree(est: Any, values: np.ndarray) -> _Tree:
@@ -388,24 +437,25 @@ def explain_pipeline(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.nda
         trees, lefts = _hgb_trees(model, np.asarray(Zp, dtype=np.float64))
         phi = np.zeros((n, Zp.shape[1]))
         base_value = float(np.ravel(model._baseline_prediction)[0])
-        for tree, go in zip(trees, lefts, strict=True):
-            p, e = tree_shap(tree, go, Zp.shape[1])
+        for tree, go, leaves in zip(trees, lefts, _cached_leaves(model, trees), strict=True):
+            p, e = tree_shap(tree, go, Zp.shape[1], leaves)
             phi += p
             base_value += e
         base = np.full(n, base_value)
     elif isinstance(model, DecisionTreeClassifier):
         proba = _laplace_proba(model) if hasattr(model, "predict_proba") and type(model).__name__ == \
             "LaplaceDecisionTree" else _tree_leaf_proba(model)
-        phi, e = tree_shap(_sklearn_tree(model, _logit(proba)), _sklearn_go_left(model, _numeric(Z)),
-                           model.n_features_in_)
+        tree = _sklearn_tree(model, _logit(proba))
+        phi, e = tree_shap(tree, _sklearn_go_left(model, _numeric(Z)), model.n_features_in_,
+                           _cached_leaves(model, [tree])[0])
         base = np.full(n, e)
     elif isinstance(model, RandomForestClassifier):
         Zn = _numeric(Z)
         phi = np.zeros((n, model.n_features_in_))
         p0 = 0.0
         for est in model.estimators_:
-            p, e = tree_shap(_sklearn_tree(est, _tree_leaf_proba(est) / len(model.estimators_)),
-                             _sklearn_go_left(est, Zn), model.n_features_in_)
+            tree = _sklearn_tree(est, _tree_leaf_proba(est) / len(model.estimators_))
+            p, e = tree_shap(tree, _sklearn_go_left(est, Zn), model.n_features_in_, _cached_leaves(est, [tree])[0])
             phi += p
             p0 += e
         p = p0 + phi.sum(axis=1)

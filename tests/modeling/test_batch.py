@@ -14,6 +14,7 @@ import pytest
 from churn.config import ScoreSpec, load_score_job
 from churn.jobs import score as score_job
 from churn.jobs.train import run
+from churn.serving.reasons import explain, reason_columns, top_reasons
 from tests.conftest import ROOT, job_spec
 
 
@@ -49,7 +50,7 @@ def test_batch_scores_equal_in_memory_predict_proba(client, trained, telco_subse
     assert res.reasons == {"invalid_encoding": 1, "out_of_range": 1, "unknown_category": 1}
     scores = pd.read_parquet(res.root / "data")
     assert set(scores.columns) == {"customerID", "probability", "decision", "model_name", "model_version",
-                                   "scored_at"}
+                                   "scored_at", *reason_columns(3)}
     assert (scores["model_name"] == "customer-churn").all() and (scores["model_version"] == "1").all()
     manifest = json.loads((res.root / "manifest.json").read_text())
     assert (scores["scored_at"] == pd.Timestamp(manifest["scored_at"])).all()  # one UTC time for the batch
@@ -57,6 +58,13 @@ def test_batch_scores_equal_in_memory_predict_proba(client, trained, telco_subse
     expected = result.model.predict_proba(reference.loc[scores["customerID"]])[:, 1]
     assert abs(scores["probability"].to_numpy() - expected).max() < 1e-12
     assert (scores["decision"] == (expected >= result.threshold.value)).all()
+    # the reason codes are the in-memory explanation's top 3, values as the rows hold them
+    rows = reference.loc[scores["customerID"]]
+    top = top_reasons(explain(result.model, rows), rows, 3)
+    assert (scores["reason_1_column"].to_numpy() == top["reason_1_column"].to_numpy()).all()
+    assert (scores["reason_3_value"].fillna("").to_numpy() == top["reason_3_value"].fillna("").to_numpy()).all()
+    assert abs(scores["reason_2_contribution"].to_numpy() - top["reason_2_contribution"].to_numpy()).max() < 1e-9
+    assert set(scores["reason_1_column"]) <= set(rows.columns)
     assert manifest["rows_read"] == manifest["rows_scored"] + manifest["rows_quarantined"]
     assert len(manifest["blocks"]) > 5  # scored block by block
 
@@ -65,7 +73,7 @@ def test_the_label_may_be_present(client, trained, telco_subset):
     """With the Churn column kept, every row of the subset is scored; the staging folder a killed score
     driver left behind is removed (one of another host is not)."""
     tmp, _ = trained
-    spec = _spec(tmp / "with-label", telco_subset, f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}")
+    spec = _spec(tmp / "with-label", telco_subset, f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", "reasons=0")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     left = {}
@@ -76,3 +84,4 @@ def test_the_label_may_be_present(client, trained, telco_subset):
     res = score_job.run(spec, client)
     assert (res.rows_read, res.rows_scored, res.rows_quarantined) == (1506, 1506, 0)
     assert not left["dead"].exists() and left["foreign"].exists()
+    assert not any(c.startswith("reason_") for c in pd.read_parquet(res.root / "data").columns)  # reasons=0

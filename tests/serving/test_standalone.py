@@ -105,7 +105,7 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
         assert shipped == {"churn/__init__.py", "churn/modeling/__init__.py", "churn/modeling/features.py",
                            "churn/modeling/trees.py", "churn/modeling/boosting.py",
                            *(f"churn/serving/{f}" for f in ("__init__.py", "calibration.py", "model_code.py",
-                                                            "pyfunc.py", "rules.py", "trusted.py"))}, shipped
+                                                            "pyfunc.py", "reasons.py", "rules.py", "trusted.py"))}, shipped
         # XGBoost is a requirement of the model that holds a booster, and of no other
         holds_booster = "churn.modeling.boosting.XGBoostClassifier" in saved_types(
             str(code.parent / "artifacts" / "pipeline.skops"))
