@@ -5,6 +5,8 @@ pandas (read_csv + the same pipeline's predict_proba), on the same generated fil
     python -m bench.score --store sqlite:///…/mlflow.db --model models:/customer-churn@champion \
         --source 'build/bench/telecom-large-2.1gb/telecom-000[01].csv' --name score-full-data
 
+`churn score` runs twice on the same data in the same run: plain (reasons=0) and with
+``--reasons`` reason codes per row (default 3; 0 leaves that row out).
 The second form scores given files with an already registered model (for example the full-data
 xgboost model that `make bench-scale` registers) instead of training a small one on Telco.
 Writes bench/results/score.md (or <name>.md).
@@ -17,6 +19,8 @@ import glob
 import shutil
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from bench.common import (
     bench_logging,
@@ -64,6 +68,7 @@ def main() -> None:
     ap.add_argument("--model", help="registered model URI in --store")
     ap.add_argument("--source", help="CSV files to score (glob), with --store")
     ap.add_argument("--name", default="score", help="results file name under bench/results/")
+    ap.add_argument("--reasons", type=int, default=3, help="reason codes per row in the with-reasons run (0: none)")
     args = ap.parse_args()
     bench_logging()
     if args.store:
@@ -78,21 +83,30 @@ def main() -> None:
     with cluster_client(LocalClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="2GiB",
                                     dashboard_address=None)) as client:
         store, model_uri = (args.store, args.model) if args.store else train_small_model(WORK, client)
-        spec = load_score_job(ROOT / "jobs" / "score.yaml", [f"data.source={pattern}",
-                                                             f"data.output={WORK / 'scores'}", f"tracking.uri={store}"])
-        runs = []
+        sets = [f"data.source={pattern}", f"data.output={WORK / 'scores'}", f"tracking.uri={store}"]
+        specs = {k: load_score_job(ROOT / "jobs" / "score.yaml", [*sets, f"reasons={k}"])
+                 for k in sorted({0, args.reasons})}
+        timed: dict[int, list] = {k: [] for k in specs}
         for _ in range(args.repeat):
-            shutil.rmtree(WORK / "scores", ignore_errors=True)
-            before, driver_before = worker_usage(client), self_usage()
-            t0 = time.perf_counter()
-            res = score_job.run(spec, client)
-            wall = time.perf_counter() - t0
-            after, driver_after = worker_usage(client), self_usage()
-            cpu = (sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
-                   + driver_after["cpu"] - driver_before["cpu"])
-            runs.append((wall, cpu, res))
+            for k, spec in specs.items():  # interleaved, so both see the same machine
+                shutil.rmtree(WORK / "scores", ignore_errors=True)
+                before, driver_before = worker_usage(client), self_usage()
+                t0 = time.perf_counter()
+                res = score_job.run(spec, client)
+                wall = time.perf_counter() - t0
+                after, driver_after = worker_usage(client), self_usage()
+                cpu = (sum(after[w]["cpu"] for w in after) - sum(before[w]["cpu"] for w in before if w in after)
+                       + driver_after["cpu"] - driver_before["cpu"])
+                timed[k].append((wall, cpu, res))
+        if args.reasons:
+            sample = pd.read_parquet(res.root / "data").head(5)  # the last run: with reasons
+    runs = timed[0]
+    with_reasons = None
+    if args.reasons:
+        with_reasons, reasons_spread = median_run(timed[args.reasons], lambda run: run[0],
+                                                  f"churn with {args.reasons} reasons")
     (churn_wall, churn_cpu, res), churn_spread = median_run(runs, lambda run: run[0], "churn")
-    spread = [churn_spread]
+    spread = [churn_spread, *([reasons_spread] if with_reasons else [])]
     code = PANDAS.format(store=store, uri=model_uri, pattern=pattern)
     one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}  # as in a worker
     bases = {}
@@ -106,10 +120,26 @@ def main() -> None:
     rows.append(["churn score, LocalCluster 2 x 1 thread", f"{res.rows_read:,}", f"{churn_wall:.1f}",
                  f"{res.rows_read / churn_wall:,.0f}", f"{churn_cpu:.1f}",
                  f"{res.rows_scored:,} scored, {res.rows_quarantined:,} quarantined"])
+    notes = []
+    if with_reasons:
+        r_wall, r_cpu, r_res = with_reasons
+        rows.append([f"churn score with {args.reasons} reason codes per row, LocalCluster 2 x 1 thread",
+                     f"{r_res.rows_read:,}", f"{r_wall:.1f}", f"{r_res.rows_read / r_wall:,.0f}", f"{r_cpu:.1f}",
+                     f"{r_res.rows_scored:,} scored, {r_res.rows_quarantined:,} quarantined"])
+        ratio = (r_res.rows_read / r_wall) / (res.rows_read / churn_wall)
+        notes.append(f"churn with reasons / plain churn rows/s: {ratio:.2f} (target >= 0.5); the two ran "
+                     "interleaved on the same data in the same run (jobs/score.yaml with reasons=0 and "
+                     f"reasons={args.reasons}). Reason codes: churn.serving.reasons (README, Reason codes).")
+        cols = ["probability", *(c for c in sample.columns if c.startswith("reason_"))]
+        notes.append("Sample rows with reasons: " + " | ".join(
+            f"p={r.probability:.3f}: " + "; ".join(
+                f"{r[f'reason_{i}_column']} = {r[f'reason_{i}_value']}, {r[f'reason_{i}_contribution']:+.2f}"
+                for i in range(1, args.reasons + 1)) for _, r in sample[cols].iterrows()))
     ratios = {kind: (res.rows_read / churn_wall) / (b["rows"] / b["scoring"]) for kind, b in bases.items()}
     write_table(args.name, f"Batch scoring benchmark ({res.rows_read:,} rows, {size / 1e9:.2f} GB of CSV)",
                 ["method", "rows", "wall s", "rows/s", "CPU s", "notes"], rows, [
-                    "churn / pandas rows/s: " + "; ".join(f"{r:.2f} against pandas with {kind}"
+                    *notes,
+                    "churn / pandas rows/s (plain churn score): " + "; ".join(f"{r:.2f} against pandas with {kind}"
                                                           for kind, r in ratios.items()) + " (target >= 1.8).",
                     f"Each method ran {args.repeat} times; each row is its median run by wall time. Wall s, "
                     f"fastest-slowest: {', '.join(spread)}.",

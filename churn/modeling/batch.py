@@ -4,7 +4,9 @@ Each block is parsed and checked with the table's schema (the rules logged with 
 label may be absent), rows that break it are quarantined with their reasons as in ingest (more
 than ``data.max_bad_fraction`` of them fail the job, nothing published), and the rest are
 scored by the model, which is sent to every worker once. Output: a Parquet dataset of id, probability, decision,
-model name and version and the scoring time, plus its quarantine and a manifest whose counts
+model name and version and the scoring time (and, with ``reasons`` > 0 in the spec, that many reason
+codes per row: ``reason_<i>_column``, ``reason_<i>_value``, ``reason_<i>_contribution``, see
+:mod:`churn.serving.reasons`), plus its quarantine and a manifest whose counts
 must reconcile (lines = rows read + newlines in quoted fields; read = scored + quarantined).
 
 The seconds it reports are those of the scoring itself: the files' scan and every block's pass,
@@ -41,6 +43,7 @@ from churn.data.partitions import map_blocks
 from churn.data.publish import new_staging
 from churn.data.validate import reason_counts
 from churn.serving.predict import predict_frame
+from churn.serving.reasons import reason_columns
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ def score_block(block: Block, spec: ScoreSpec, staging: str, model: Any, ref: Mo
                          lines=lines, require_label=False)
     clean = pa.concat_tables(parsed.clean).combine_chunks()
     rows = clean.select(schema.features).to_pandas()
-    scores = predict_frame(model, rows, ref.threshold) if len(rows) else None
+    scores = predict_frame(model, rows, ref.threshold, spec.reasons) if len(rows) else None
     n = clean.num_rows
     out = {}
     if schema.id:
@@ -108,6 +111,9 @@ def score_block(block: Block, spec: ScoreSpec, staging: str, model: Any, ref: Mo
     out["model_version"] = _repeated(ref.version, n)
     stamp = np.datetime64(scored_at.removesuffix("Z"), "s")
     out["scored_at"] = pa.array(np.full(n, stamp)).cast(pa.timestamp("s", tz="UTC"))
+    for col in reason_columns(spec.reasons):
+        kind = pa.float64() if col.endswith("_contribution") else pa.string()
+        out[col] = pa.array(scores[col].to_numpy() if n else [], kind)
     name = f"part-{block.index:05d}.parquet"
     pq.write_table(pa.table(out), os.path.join(staging, "data", name))
     quarantine = pa.concat_tables(parsed.quarantine)

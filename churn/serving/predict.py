@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 
 
-def predict_frame(pipeline: Any, rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """The model's output for ``rows``: probability of churn and the decision at ``threshold``."""
+def predict_frame(pipeline: Any, rows: pd.DataFrame, threshold: float, reasons: int = 0) -> pd.DataFrame:
+    """The model's output for ``rows``: probability of churn and the decision at ``threshold``;
+    with ``reasons`` > 0, that many reason codes per row (:func:`churn.serving.reasons.top_reasons`)."""
     proba = pipeline.predict_proba(rows)[:, 1]
-    return pd.DataFrame({"probability": proba, "decision": (proba >= threshold).astype(np.int64)})
+    out = pd.DataFrame({"probability": proba, "decision": (proba >= threshold).astype(np.int64)})
+    if reasons > 0:
+        from churn.serving.reasons import explain, top_reasons  # numpy and pandas only, and only when asked
+
+        top = top_reasons(explain(pipeline, rows), rows, reasons)
+        out = pd.concat([out, top.set_axis(out.index)], axis=1)
+    return out

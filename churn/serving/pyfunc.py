@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -21,6 +22,20 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from churn.serving.predict import predict_frame
 from churn.serving.rules import rule_breaks
 from churn.serving.trusted import load_pipeline
+
+MAX_REASONS = 10  # reason codes one request may ask for
+
+
+def requested_reasons(params: dict[str, Any] | None) -> int:
+    """The reason codes a request asks for (its ``reasons`` parameter, 0 without one); a value
+    that is not a whole number from 0 to :data:`MAX_REASONS` is refused."""
+    value = (params or {}).get("reasons", 0)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_REASONS:
+        raise MlflowException(f"reasons must be a whole number from 0 to {MAX_REASONS}, not {value!r}",
+                              error_code=INVALID_PARAMETER_VALUE)
+    return int(value)
 
 
 def untyped(inputs: Schema, columns: Iterable[str]) -> Schema:
@@ -55,9 +70,11 @@ class ChurnModel(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Scores for rows that pass the table's rules; any row ingest would quarantine makes the
         whole request an error naming it (HTTP 400 from MLflow's scoring server, whose JSON body
-        carries the problems as ``problems``: row, column, value, rule)."""
+        carries the problems as ``problems``: row, column, value, rule). ``params={"reasons": k}``
+        adds ``k`` reason codes per row."""
+        reasons = requested_reasons(params)
         problems = rule_breaks(model_input, self.rules)
         if problems:
             raise MlflowException("rows break the table's rules: " + "; ".join(map(str, problems)),
                                   error_code=INVALID_PARAMETER_VALUE, problems=[p.as_json() for p in problems])
-        return predict_frame(self.pipeline, model_input, self.threshold)
+        return predict_frame(self.pipeline, model_input, self.threshold, reasons)

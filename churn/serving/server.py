@@ -10,7 +10,11 @@ and ``POST /invocations``; :class:`Bounded` in front of it
 * rewrites every error body to churn's message alone, ``{"error_code", "message"}`` plus
   ``problems`` (row, column, value, rule) when rows break the table's rules: never MLflow's
   ``stack_trace``, nor the request echoed back;
-* names the model version it serves in every response (``X-Churn-Model-Version``).
+* names the model version it serves in every response (``X-Churn-Model-Version``);
+* takes the reason codes a request asks for as a query parameter (``POST /invocations?reasons=3``)
+  as well as MLflow's own way, ``"params": {"reasons": 3}`` in the body: each returned row then
+  carries ``reason_<i>_column``, ``reason_<i>_value`` and ``reason_<i>_contribution``
+  (:mod:`churn.serving.reasons`).
 
 Stock ``mlflow models serve`` has none of this. The app is built by :func:`build_app`, or by
 :func:`app_from_env` in each uvicorn worker process when there are several.
@@ -29,6 +33,7 @@ VERSION_ENV = "_CHURN_SERVE_MODEL_VERSION"
 MAX_BODY_ENV = "_CHURN_SERVE_MAX_BODY"
 VERSION_HEADER = b"x-churn-model-version"
 MAX_MESSAGE = 2000  # characters of an error message sent back
+MAX_REASONS = 10  # as churn.serving.pyfunc.MAX_REASONS (this module imports no model code before it loads one)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,31 @@ def non_finite_as_text(body: bytes) -> bytes:
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise Refused(400, "BAD_REQUEST", f"the body is not valid JSON: {exc}") from None
     return json.dumps(parsed).encode() if seen else body
+
+
+def with_reasons(body: bytes, query: bytes) -> bytes:
+    """The JSON ``body`` with the query's ``reasons=k`` put in its ``params`` (where MLflow's app
+    passes it to the model); the body unchanged without one; :class:`Refused` for a ``reasons``
+    that is not a whole number from 0 to 10, or that the body's own ``params`` contradicts."""
+    from urllib.parse import parse_qs
+
+    asked = parse_qs(query.decode(errors="replace")).get("reasons")
+    if not asked:
+        return body
+    text = asked[-1].strip()
+    if not text.isdigit() or int(text) > MAX_REASONS:
+        raise Refused(400, "BAD_REQUEST", f"reasons must be a whole number from 0 to {MAX_REASONS}, not {text!r}")
+    parsed = json.loads(body)
+    if not isinstance(parsed, dict):
+        raise Refused(400, "BAD_REQUEST", "the body must be a JSON object (dataframe_split, dataframe_records, "
+                      "instances or inputs)")
+    params = parsed.get("params") or {}
+    if not isinstance(params, dict):
+        raise Refused(400, "BAD_REQUEST", "params must be a JSON object")
+    if "reasons" in params and params["reasons"] != int(text):
+        raise Refused(400, "BAD_REQUEST", f"reasons={text} in the query but {params['reasons']!r} in params")
+    parsed["params"] = {**params, "reasons": int(text)}
+    return json.dumps(parsed).encode()
 
 
 def churn_error(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -116,7 +146,7 @@ class Bounded:
             await self.app(scope, receive, versioned)
             return
         try:
-            body = await self._body(scope, receive)
+            body = with_reasons(await self._body(scope, receive), scope.get("query_string", b""))
         except Refused as exc:
             await self._reply(send, exc.status, {"error_code": exc.error_code, "message": exc.message})
             return
@@ -199,6 +229,7 @@ def build_app(model_dir: str, version: str, max_body: int) -> Bounded:
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.pyfunc import scoring_server
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     from churn.serving.pyfunc import untyped
 
@@ -206,8 +237,10 @@ def build_app(model_dir: str, version: str, max_body: int) -> Bounded:
     signature = model.metadata.signature
     if signature is not None:  # models registered before 2026-12 typed their integer columns
         numeric = model.unwrap_python_model().rules.get("numeric", {})
+        # MLflow hands the model only the params its signature declares: reasons (0 when not asked)
+        params = [p for p in (signature.params.params if signature.params else []) if p.name != "reasons"]
         model.metadata.signature = ModelSignature(untyped(signature.inputs, numeric), signature.outputs,
-                                                  signature.params)
+                                                  ParamSchema([*params, ParamSpec("reasons", "long", 0)]))
     return Bounded(scoring_server.init(model), version, max_body)
 
 

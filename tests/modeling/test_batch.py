@@ -19,6 +19,7 @@ import sklearn
 from churn.clusters import cluster_client
 from churn.config import AddressSpec, LocalClusterSpec, ScoreSpec, load_score_job
 from churn.jobs import score as score_job
+from churn.serving.reasons import explain, reason_columns, top_reasons
 from churn.tracking.registry import environment_mismatches
 from churn.tracking.verify import verified_model
 from tests.conftest import ROOT
@@ -50,12 +51,12 @@ def test_batch_scores_equal_in_memory_predict_proba(client, trained, telco_subse
     raw[1201] = raw[1201].replace(b",", b",\xe9", 1)  # a latin-1 byte in the gender field
     src.write_bytes(b"\n".join(raw))
 
-    res = score_job.run(_spec(tmp, src), client)
+    res = score_job.run(_spec(tmp, src, "reasons=3"), client)
     assert (res.rows_read, res.rows_scored, res.rows_quarantined) == (1506, 1503, 3)
     assert res.reasons == {"invalid_encoding": 1, "out_of_range": 1, "unknown_category": 1}
     scores = pd.read_parquet(res.root / "data")
     assert set(scores.columns) == {"customerID", "probability", "decision", "model_name", "model_version",
-                                   "scored_at"}
+                                   "scored_at", *reason_columns(3)}
     assert (scores["model_name"] == "customer-churn").all() and (scores["model_version"] == "1").all()
     manifest = json.loads((res.root / "manifest.json").read_text())
     assert (scores["scored_at"] == pd.Timestamp(manifest["scored_at"])).all()  # one UTC time for the batch
@@ -63,6 +64,13 @@ def test_batch_scores_equal_in_memory_predict_proba(client, trained, telco_subse
     expected = result.model.predict_proba(reference.loc[scores["customerID"]])[:, 1]
     assert abs(scores["probability"].to_numpy() - expected).max() < 1e-12
     assert (scores["decision"] == (expected >= result.threshold.value)).all()
+    # the reason codes are the in-memory explanation's top 3, values as the rows hold them
+    rows = reference.loc[scores["customerID"]]
+    top = top_reasons(explain(result.model, rows), rows, 3)
+    assert (scores["reason_1_column"].to_numpy() == top["reason_1_column"].to_numpy()).all()
+    assert (scores["reason_3_value"].fillna("").to_numpy() == top["reason_3_value"].fillna("").to_numpy()).all()
+    assert abs(scores["reason_2_contribution"].to_numpy() - top["reason_2_contribution"].to_numpy()).max() < 1e-9
+    assert set(scores["reason_1_column"]) <= set(rows.columns)
     assert manifest["rows_read"] == manifest["rows_scored"] + manifest["rows_quarantined"]
     assert len(manifest["blocks"]) > 5  # scored block by block
 
@@ -71,7 +79,7 @@ def test_the_label_may_be_present(client, trained, telco_subset):
     """With the Churn column kept, every row of the subset is scored; the staging folder a killed score
     driver left behind is removed (one of another host is not)."""
     tmp, _ = trained
-    spec = _spec(tmp / "with-label", telco_subset, f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}")
+    spec = _spec(tmp / "with-label", telco_subset, f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", "reasons=0")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     left = {}
@@ -82,6 +90,7 @@ def test_the_label_may_be_present(client, trained, telco_subset):
     res = score_job.run(spec, client)
     assert (res.rows_read, res.rows_scored, res.rows_quarantined) == (1506, 1506, 0)
     assert not left["dead"].exists() and left["foreign"].exists()
+    assert not any(c.startswith("reason_") for c in pd.read_parquet(res.root / "data").columns)  # reasons=0
 
 
 def test_small_inputs_score_in_threads_of_the_driver(client, trained, telco_subset):

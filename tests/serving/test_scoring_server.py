@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from churn.cli.app import app
 from churn.jobs.train import run
+from churn.serving.reasons import explain, reason_columns, top_reasons
 from churn.serving.server import build_app
 from tests.conftest import job_spec
 from tests.servers import http_process
@@ -86,6 +87,29 @@ def test_valid_rows_are_scored_like_the_pipeline(served):
     assert status == 200, body
     assert (abs(pd.DataFrame(json.loads(body)["predictions"])["probability"]
                 - model.predict_proba(rows)[:, 1]) < 1e-9).all()
+
+
+def test_reason_codes_when_the_request_asks(served):
+    """?reasons=2 or "params": {"reasons": 2}: each row's two largest contributions, as the model's
+    explanation gives them, values as sent; a bad count is one line and 400."""
+    url, rows, model, _, _ = served
+    top = top_reasons(explain(model, rows), rows, 2)
+    body = json.loads(_frame(rows))
+    for path, payload in (("/invocations?reasons=2", body), ("/invocations", {**body, "params": {"reasons": 2}})):
+        req = urllib.request.Request(url + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            out = pd.DataFrame(json.loads(resp.read())["predictions"])
+        assert list(out.columns) == ["probability", "decision", *reason_columns(2)]
+        assert out["reason_1_column"].tolist() == top["reason_1_column"].tolist()
+        assert out["reason_2_value"].tolist() == top["reason_2_value"].tolist()
+        assert (abs(out["reason_1_contribution"] - top["reason_1_contribution"]) < 1e-9).all()
+    req = urllib.request.Request(url + "/invocations?reasons=many", data=_frame(rows),
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code == 400
+    assert json.loads(err.value.read())["message"] == "reasons must be a whole number from 0 to 10, not 'many'"
 
 
 def test_every_endpoint_names_the_model_version(served):
