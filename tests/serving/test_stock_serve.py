@@ -17,7 +17,7 @@ import pytest
 from churn.serving.trusted import saved_types
 from tests.conftest import ROOT, job_spec
 from tests.servers import http_process
-from tests.serving.test_standalone import _xgboost_model
+from tests.serving.test_standalone import _booster_model
 
 BIN = Path(sys.executable).parent  # the venv's bin: mlflow, and the uvicorn it runs
 MLFLOW = str(BIN / "mlflow")
@@ -40,7 +40,7 @@ def test_stock_mlflow_models_serve_answers_with_a_booster_model(tmp_path, telco_
     training process computes, from the booster saved as UBJ (the model's requirements name xgboost)."""
     job = job_spec(tmp_path, telco_subset, "evaluation.plots=false")
     mlflow.MlflowClient(job.tracking.uri).create_experiment(job.tracking.experiment)
-    uri, model = _xgboost_model(job, telco_subset, "churn-xgboost")
+    uri, model = _booster_model(job, telco_subset, "churn-xgboost", ("xgboost",))
     copy = tmp_path / "checked-model"
     verify = subprocess.run([sys.executable, "-m", "churn.cli", "verify", uri, "--into", str(copy),
                              "--tracking-uri", job.tracking.uri], capture_output=True, text=True, cwd=tmp_path,
