@@ -60,8 +60,8 @@ def test_missing_data_file_is_named():
 
 def test_unknown_family_and_bad_grid_shape_are_named():
     """A family that does not exist, an empty grid list or a huge grid is refused by the spec itself."""
-    with pytest.raises(ConfigError, match="unknown model family 'lightgbm'"):
-        load_job(JOB, ["model.families=[random_forest, lightgbm]"])
+    with pytest.raises(ConfigError, match="unknown model family 'lgbm'"):
+        load_job(JOB, ["model.families=[random_forest, lgbm]"])
     with pytest.raises(ConfigError, match=r"model.grids.random_forest.max_depth must be a non-empty list"):
         load_job(JOB, ["model.grids={random_forest: {max_depth: []}}"])
     with pytest.raises(ConfigError, match=r"numeric_basis: 'splines' is not one of linear, spline"):
