@@ -34,7 +34,49 @@ def _xgboost() -> Any:
     return xgboost
 
 
-class XGBoostClassifier(ClassifierMixin, BaseEstimator):
+class BoosterMixin:
+    """What the gradient-boosting wrappers (XGBoost here, LightGBM in :mod:`churn.modeling.lgbm`,
+    CatBoost in :mod:`churn.modeling.catboost_family`) share around their library's own model: the
+    seed, the input's width and names, the two classes and balanced weights, ``predict`` and the
+    tags. Each class keeps its parameters, its fit and its saved format."""
+
+    def _seed(self) -> int:
+        """The seed of the held-out split and of the library (0 when ``random_state`` is None)."""
+        return 0 if self.random_state is None else int(self.random_state)
+
+    def _set_features(self, X: Any) -> None:
+        self.n_features_in_ = int(X.shape[1])
+        if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def _set_classes(self, y: Any) -> np.ndarray:
+        """``classes_`` and ``scale_pos_weight_`` (negatives per positive with balanced weights, else
+        1) from ``y``; returns its 0/1 codes."""
+        classes, codes = np.unique(np.asarray(y), return_inverse=True)
+        if len(classes) != 2:
+            raise ValueError(f"{type(self).__name__} needs two classes in y, not {len(classes)}")
+        self.classes_ = classes
+        positives = int(codes.sum())
+        self.scale_pos_weight_ = (len(codes) - positives) / positives if self.class_weight == "balanced" else 1.0
+        return codes
+
+    def _check_width(self, X: Any) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
+                             f"{self.n_features_in_}")
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_.take(np.argmax(self.predict_proba(X), axis=1), axis=0)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+class XGBoostClassifier(BoosterMixin, ClassifierMixin, BaseEstimator):
     """Binary gradient-boosted trees from XGBoost (``tree_method="hist"``, native categories).
 
     * ``n_estimators`` is the most boosting rounds; with ``early_stopping_rounds`` and
@@ -88,10 +130,6 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------ fitting
-    def _seed(self) -> int:
-        """The seed of the held-out split and of XGBoost (0 when ``random_state`` is None)."""
-        return 0 if self.random_state is None else int(self.random_state)
-
     def booster_params(self, scale_pos_weight: float = 1.0) -> dict[str, Any]:
         """The XGBoost training parameters these settings stand for (also what a full-data fit uses)."""
         return {"objective": "binary:logistic", "eval_metric": "logloss", "tree_method": "hist",
@@ -104,12 +142,7 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
         xgb = _xgboost()
         X = X if isinstance(X, pd.DataFrame) else np.asarray(X)
         self._set_features(X)
-        classes, codes = np.unique(np.asarray(y), return_inverse=True)
-        if len(classes) != 2:
-            raise ValueError(f"XGBoostClassifier needs two classes in y, not {len(classes)}")
-        self.classes_ = classes
-        positives = int(codes.sum())
-        self.scale_pos_weight_ = (len(codes) - positives) / positives if self.class_weight == "balanced" else 1.0
+        codes = self._set_classes(y)
         params = self.booster_params(self.scale_pos_weight_)
         stop = self.early_stopping_rounds is not None and self.validation_fraction is not None
         common = {"enable_categorical": True, "max_bin": self.max_bin, "nthread": self.n_jobs}
@@ -127,13 +160,6 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
             best = booster.num_boosted_rounds() - 1
         self._set_booster(booster, best)
         return self
-
-    def _set_features(self, X: Any) -> None:
-        self.n_features_in_ = int(X.shape[1])
-        if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
-            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
 
     def _set_booster(self, booster: Any, best_iteration: int) -> None:
         """Keep the trees up to ``best_iteration`` (0-based), predicting with ``n_jobs`` threads."""
@@ -177,20 +203,10 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "booster_")
         if not isinstance(X, pd.DataFrame):
             X = np.asarray(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but XGBoostClassifier was fitted with "
-                             f"{self.n_features_in_}")
+        self._check_width(X)
         p = np.asarray(self.booster_.inplace_predict(X, iteration_range=(0, self.best_iteration_ + 1)),
                        dtype=np.float64)
         return np.column_stack([1.0 - p, p])
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.classes_.take(np.argmax(self.predict_proba(X), axis=1), axis=0)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
 
     # ------------------------------------------------------------------ saving
     def __getstate__(self) -> dict[str, Any]:

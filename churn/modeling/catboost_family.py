@@ -27,6 +27,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions  # what every sklearn estimator declares with
 from sklearn.utils.validation import check_is_fitted
 
+from churn.modeling.boosting import BoosterMixin
+
 MODEL_FORMAT = "cbm"  # CatBoost's own binary model format
 
 
@@ -36,7 +38,7 @@ def _catboost() -> Any:
     return catboost
 
 
-class CatBoostClassifier(ClassifierMixin, BaseEstimator):
+class CatBoostClassifier(BoosterMixin, ClassifierMixin, BaseEstimator):
     """Binary gradient-boosted oblivious trees from CatBoost, categories as ``cat_features``.
 
     * ``n_estimators`` is the most boosting rounds (CatBoost's ``iterations``); with
@@ -90,10 +92,6 @@ class CatBoostClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------ fitting
-    def _seed(self) -> int:
-        """The seed of the held-out split and of CatBoost (0 when ``random_state`` is None)."""
-        return 0 if self.random_state is None else int(self.random_state)
-
     def model_params(self) -> dict[str, Any]:
         """The ``catboost.CatBoostClassifier`` parameters these settings stand for (quiet, no files written)."""
         return {"loss_function": "Logloss", "eval_metric": "Logloss", "iterations": self.n_estimators,
@@ -109,12 +107,7 @@ class CatBoostClassifier(ClassifierMixin, BaseEstimator):
         self._set_features(X)
         self.categories_ = {str(c): [str(v) for v in X[c].cat.categories] for c in X.columns
                             if isinstance(X[c].dtype, pd.CategoricalDtype)}
-        classes, codes = np.unique(np.asarray(y), return_inverse=True)
-        if len(classes) != 2:
-            raise ValueError(f"CatBoostClassifier needs two classes in y, not {len(classes)}")
-        self.classes_ = classes
-        positives = int(codes.sum())
-        self.scale_pos_weight_ = (len(codes) - positives) / positives if self.class_weight == "balanced" else 1.0
+        codes = self._set_classes(y)
         data = self._frame(X)
         cats = list(self.categories_)
         model = cb.CatBoostClassifier(**self.model_params())
@@ -133,13 +126,6 @@ class CatBoostClassifier(ClassifierMixin, BaseEstimator):
 
     def _weights(self, codes: np.ndarray) -> np.ndarray | None:
         return np.where(codes == 1, self.scale_pos_weight_, 1.0) if self.scale_pos_weight_ != 1.0 else None
-
-    def _set_features(self, X: pd.DataFrame) -> None:
-        self.n_features_in_ = int(X.shape[1])
-        if all(isinstance(c, str) for c in X.columns):
-            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
         """``X`` as CatBoost takes it: each category column as the integer position of its level
@@ -162,22 +148,12 @@ class CatBoostClassifier(ClassifierMixin, BaseEstimator):
         """``[1 - p, p]`` per row, ``p`` the probability of ``classes_[1]``."""
         check_is_fitted(self, "model_")
         X = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=np.float64))
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but CatBoostClassifier was fitted with "
-                             f"{self.n_features_in_}")
+        self._check_width(X)
         if self.categories_:
             X = self._frame(X)
         p = np.asarray(self.model_.predict(X, prediction_type="Probability", thread_count=self.n_jobs),
                        dtype=np.float64)[:, 1]
         return np.column_stack([1.0 - p, p])
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.classes_.take(np.argmax(self.predict_proba(X), axis=1), axis=0)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
 
     # ------------------------------------------------------------------ saving
     def __getstate__(self) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions  # what every sklearn estimator declares with
 from sklearn.utils.validation import check_is_fitted
 
+from churn.modeling.boosting import BoosterMixin
+
 
 def _lightgbm() -> Any:
     import lightgbm
@@ -31,7 +33,7 @@ def _lightgbm() -> Any:
     return lightgbm
 
 
-class LightGBMClassifier(ClassifierMixin, BaseEstimator):
+class LightGBMClassifier(BoosterMixin, ClassifierMixin, BaseEstimator):
     """Binary gradient-boosted trees from LightGBM (leaf-wise growth, native categories).
 
     * ``n_estimators`` is the most boosting rounds; with ``early_stopping_rounds`` and
@@ -88,10 +90,6 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------ fitting
-    def _seed(self) -> int:
-        """The seed of the held-out split and of LightGBM (0 when ``random_state`` is None)."""
-        return 0 if self.random_state is None else int(self.random_state)
-
     def booster_params(self, scale_pos_weight: float = 1.0) -> dict[str, Any]:
         """The LightGBM training parameters these settings stand for (one thread, deterministic, quiet)."""
         return {"objective": "binary", "metric": "binary_logloss", "num_leaves": self.num_leaves,
@@ -106,12 +104,7 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
         lgb = _lightgbm()
         X = X if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)
         self._set_features(X)
-        classes, codes = np.unique(np.asarray(y), return_inverse=True)
-        if len(classes) != 2:
-            raise ValueError(f"LightGBMClassifier needs two classes in y, not {len(classes)}")
-        self.classes_ = classes
-        positives = int(codes.sum())
-        self.scale_pos_weight_ = (len(codes) - positives) / positives if self.class_weight == "balanced" else 1.0
+        codes = self._set_classes(y)
         params = self.booster_params(self.scale_pos_weight_)
         data_params = {"max_bin": self.max_bin, "verbosity": -1}
         if self.early_stopping_rounds is not None and self.validation_fraction is not None:
@@ -131,32 +124,15 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
         self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=best + 1))
         return self
 
-    def _set_features(self, X: Any) -> None:
-        self.n_features_in_ = int(X.shape[1])
-        if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
-            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-
     # ------------------------------------------------------------------ predicting
     def predict_proba(self, X: Any) -> np.ndarray:
         """``[1 - p, p]`` per row, ``p`` the probability of ``classes_[1]``."""
         check_is_fitted(self, "booster_")
         if not isinstance(X, pd.DataFrame):
             X = np.asarray(X, dtype=np.float64)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but LightGBMClassifier was fitted with "
-                             f"{self.n_features_in_}")
+        self._check_width(X)
         p = np.asarray(self.booster_.predict(X, num_threads=self.n_jobs), dtype=np.float64)
         return np.column_stack([1.0 - p, p])
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.classes_.take(np.argmax(self.predict_proba(X), axis=1), axis=0)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
 
     # ------------------------------------------------------------------ saving
     def __getstate__(self) -> dict[str, Any]:
