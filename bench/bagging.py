@@ -22,11 +22,9 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-import yaml
-from sklearn.model_selection import train_test_split
 
 from bench.common import bench_logging, write_table
-from bench.quality import ROOT, TABLES, metrics, table_job, typed
+from bench.quality import ROOT, TABLES, metrics, split_table, table_job, typed
 from churn.clusters import cluster_client
 from churn.config import JobSpec, LocalClusterSpec
 from churn.jobs.train import run
@@ -34,10 +32,7 @@ from churn.tracking.registry import load_churn_model
 
 
 def one_split(name: str, spec_path: Path, seed: int, client: Any) -> list[dict[str, Any]]:
-    probe = yaml.safe_load(spec_path.read_text())
-    raw = pd.read_csv(ROOT / probe["data"]["source"], dtype=str, keep_default_na=False)
-    label = probe["schema"]["label"]
-    train, test = train_test_split(raw, test_size=0.25, stratify=raw[label], random_state=seed)
+    label, train, test = split_table(spec_path, seed)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

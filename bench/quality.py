@@ -123,12 +123,18 @@ def autogluon(python: Path, X_train: pd.DataFrame, y_train: np.ndarray, X_test: 
     return out
 
 
-def one_split(name: str, spec_path: Path, seed: int, client: Any, ag_python: Path | None,
-              ag_seconds: float | None) -> list[dict[str, Any]]:
+def split_table(spec_path: Path, seed: int) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The table's label column and its raw rows split 75/25, stratified on the label (``seed``)."""
     probe = yaml.safe_load(spec_path.read_text())
     raw = pd.read_csv(ROOT / probe["data"]["source"], dtype=str, keep_default_na=False)
     label = probe["schema"]["label"]
     train, test = train_test_split(raw, test_size=0.25, stratify=raw[label], random_state=seed)
+    return label, train, test
+
+
+def one_split(name: str, spec_path: Path, seed: int, client: Any, ag_python: Path | None,
+              ag_seconds: float | None) -> list[dict[str, Any]]:
+    label, train, test = split_table(spec_path, seed)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
