@@ -140,6 +140,7 @@ def no_workers_scenario(tmp: Path, workers_at_start: int = 2) -> list[str]:
 def main() -> None:
     bench_logging()
     rows = []
+    (ROOT / "build").mkdir(exist_ok=True)
     for scenario in (search_scenario, ingest_scenario, poison_scenario, no_workers_scenario,
                      lambda tmp: no_workers_scenario(tmp, 0)):
         with tempfile.TemporaryDirectory(dir=ROOT / "build") as tmp:
