@@ -102,6 +102,30 @@ def leaf_shap(v: float, z: np.ndarray, o: np.ndarray) -> np.ndarray:
     return out
 
 
+def leaf_tables(v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """:func:`leaf_shap` of every pattern (code ``sum_k o_k 2**k``) for several leaves at once:
+    values ``v`` (leaves), cover shares ``z`` (leaves x d); (leaves x 2**d x d)."""
+    n, d = z.shape
+    o = ((np.arange(2**d)[:, None] >> np.arange(d)[None, :]) & 1).astype(np.float64)
+    P = np.zeros((n, len(o), d + 1))
+    P[:, :, 0] = 1.0
+    for k in range(d):
+        P[:, :, 1:] = P[:, :, 1:] * z[:, k, None, None] + P[:, :, :-1] * o[None, :, k : k + 1]
+        P[:, :, 0] *= z[:, k, None]
+    w = _shapley_weights(d)
+    out = np.zeros((n, len(o), d))
+    for k in range(d):
+        zk = z[:, k, None]
+        Q1 = np.zeros((n, len(o), d))
+        Q1[:, :, d - 1] = P[:, :, d]
+        for s in range(d - 1, 0, -1):
+            Q1[:, :, s - 1] = P[:, :, s] - zk * Q1[:, :, s]
+        Q0 = np.where((zk > 0)[:, :, None], P[:, :, :d] / np.where(zk > 0, zk, 1.0)[:, :, None], 0.0)
+        Q = np.where(o[None, :, k : k + 1] > 0, Q1, Q0)
+        out[:, :, k] = v[:, None] * (o[None, :, k] - zk) * (Q @ w)
+    return out
+
+
 @dataclass
 class Leaf:
     value: float
@@ -218,6 +242,15 @@ class Forest:
         chosen = set(small)
         self.small = small
         self.large = [t for t, nodes in enumerate(self.nodes) if len(nodes) and t not in chosen]
+        by_size: dict[int, list[Leaf]] = {}
+        for t in small:  # their leaves' tables, all leaves testing d features at once
+            for leaf in self.tree_leaves[t][0]:
+                if leaf.table is None and len(leaf.features) <= MAX_TABLE_FEATURES:
+                    by_size.setdefault(len(leaf.features), []).append(leaf)
+        for group in by_size.values():
+            tables = leaf_tables(np.array([leaf.value for leaf in group]), np.array([leaf.z for leaf in group]))
+            for leaf, table in zip(group, tables, strict=True):
+                leaf.table = table
         blocks, offsets, start = [], [], 0
         for t in small:
             every = ((np.arange(2 ** len(self.nodes[t]))[:, None] >> np.arange(len(self.nodes[t]))[None, :]) & 1
