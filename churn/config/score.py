@@ -20,7 +20,7 @@ class ScoreSpec(Strict):
     table: TableSchema | None = Field(None, alias="schema")  # None: the table logged with the model
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     # reason codes per customer in the scores (reason_<i>_column, _value, _contribution); 0: none (default:
-    # TreeSHAP on a tree ensemble costs several times the scoring)
+    # TreeSHAP on a tree ensemble costs about as much again as the scoring)
     reasons: int = Field(0, ge=0, le=10)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

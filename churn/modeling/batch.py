@@ -113,7 +113,7 @@ def score_block(block: Block, spec: ScoreSpec, staging: str, model: Any, ref: Mo
     out["scored_at"] = pa.array(np.full(n, stamp)).cast(pa.timestamp("s", tz="UTC"))
     for col in reason_columns(spec.reasons):
         kind = pa.float64() if col.endswith("contribution") else pa.string()  # reason_<i>_contribution: a number
-        out[col] = pa.array(scores[col].to_numpy() if n else [], kind)
+        out[col] = pa.array(scores[col].to_numpy() if n else [], kind, from_pandas=kind == pa.string())  # blank: null
     name = f"part-{block.index:05d}.parquet"
     pq.write_table(pa.table(out), os.path.join(staging, "data", name))
     quarantine = pa.concat_tables(parsed.quarantine)

@@ -11,10 +11,12 @@ Per family, in the model's own input space (the columns the pipeline's last step
   of every scaled number (0 after ``StandardScaler``) and ``1/k`` for each of a categorical
   column's ``k`` one-hot columns (all levels alike: the encoder keeps no level counts);
 * XGBoost: exact TreeSHAP, XGBoost's own (``Booster.predict(..., pred_contribs=True)``);
-* decision tree and HistGradientBoosting: exact path-dependent TreeSHAP (:func:`tree_shap`, here:
-  the ``shap`` package's TreeExplainer reads native-categorical HistGradientBoosting splits as
-  numeric thresholds and gives wrong sums, and it pulls numba in); the tree explains its leaves'
-  log-odds (the Laplace-corrected leaf probability as a logit);
+* decision tree and HistGradientBoosting: exact path-dependent TreeSHAP (:mod:`churn.serving.treeshap`,
+  batched over rows and trees, built once per loaded model; HistGradientBoosting's contributions
+  are mapped back from its preprocessing's column order, native categorical columns first; the
+  ``shap`` package's TreeExplainer reads native-categorical HistGradientBoosting splits as numeric
+  thresholds and gives wrong sums, and it pulls numba in); the tree explains its leaves' log-odds
+  (the Laplace-corrected leaf probability as a logit);
 * random forest: exact TreeSHAP of the averaged probability, rescaled to the log-odds of that
   probability (``(logit(p) - logit(p0)) / (p - p0)``, one factor per row): the sum is exact, the
   split between columns is approximate (the logit of an average is not additive over trees);
@@ -34,19 +36,20 @@ linear: the contributions then explain the member's log-odds before calibration
 (:attr:`Explanation.calibrated` is False). A member that averages fold models' log-odds
 (bagging) gets the average of its fold models' contributions (:func:`fold_models`).
 
-Runs where a model is served: numpy, pandas and scikit-learn; xgboost only for an XGBoost
+Runs where a model is served: numpy, pandas, scipy and scikit-learn; xgboost only for an XGBoost
 member; no dask, no pydantic.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from churn.serving.treeshap import forest, hgb_forest, sklearn_forest, sklearn_input
 
 _EPS = 1e-6  # as the calibrator clips probabilities before their logit
 FOLD_ATTRIBUTES = ("fold_pipelines_", "pipelines_", "estimators_", "fold_models_")  # a bagged member's fits
@@ -171,169 +174,7 @@ def feature_sources(pipeline: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
     return M, raw, bg
 
 
-# ---------------------------------------------------------------- TreeSHAP
-@dataclass
-class _Tree:
-    """One tree as arrays: children (-1 at leaves), split feature, cover, leaf value."""
-
-    left: np.ndarray
-    right: np.ndarray
-    feature: np.ndarray
-    cover: np.ndarray
-    value: np.ndarray
-
-    def leaf_paths(self) -> list[tuple[int, list[tuple[int, bool]]]]:
-        """Each leaf with its path: (internal node, went left) from the root down."""
-        out, stack = [], [(0, [])]
-        while stack:
-            node, path = stack.pop()
-            if self.left[node] < 0:
-                out.append((node, path))
-            else:
-                stack.append((int(self.left[node]), [*path, (node, True)]))
-                stack.append((int(self.right[node]), [*path, (node, False)]))
-        return out
-
-
-def _shapley_weights(d: int) -> np.ndarray:
-    return np.array([math.factorial(s) * math.factorial(d - 1 - s) / math.factorial(d) for s in range(d)])
-
-
-MAX_TABLE_FEATURES = 10  # a leaf testing up to this many features gets its 2**d patterns tabulated once
-
-
-def _leaf_shap(v: float, z: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """Shapley values (patterns x d) of one leaf with value ``v``, cover shares ``z`` (d) and the
-    patterns' one-fractions ``o`` (patterns x d): ``v (o_f - z_f) sum_s w(s) e_s``, ``e_s`` the
-    coefficients of ``prod_{j != f} (z_j + o_j t)``."""
-    u, d = o.shape
-    P = np.zeros((u, d + 1))  # prod_j (z_j + o_j t), coefficients of t^0..t^d
-    P[:, 0] = 1.0
-    for k in range(d):
-        P[:, 1:] = P[:, 1:] * z[k] + P[:, :-1] * o[:, k : k + 1]
-        P[:, 0] *= z[k]
-    w = _shapley_weights(d)
-    out = np.zeros((u, d))
-    for k in range(d):
-        # divide out (z_k + o_k t): o_k = 0 -> P / z_k; o_k = 1 -> synthetic division by (t + z_k)
-        Q1 = np.zeros((u, d))
-        Q1[:, d - 1] = P[:, d]
-        for s in range(d - 1, 0, -1):
-            Q1[:, s - 1] = P[:, s] - z[k] * Q1[:, s]
-        Q0 = P[:, :d] / z[k] if z[k] > 0 else np.zeros((u, d))
-        Q = np.where(o[:, k : k + 1] > 0, Q1, Q0)
-        out[:, k] = v * (o[:, k] - z[k]) * (Q @ w)
-    return out
-
-
-@dataclass
-class _Leaf:
-    value: float
-    features: np.ndarray  # the features its path tests, each once
-    z: np.ndarray  # training share that follows the path at the tests of each feature
-    tests: list[list[tuple[int, bool]]]  # per feature: (internal node's position, went left)
-    table: np.ndarray | None  # Shapley values of every pattern (2**d x d, code sum_k o_k 2**k), once needed
-
-
-def _leaves(tree: _Tree) -> tuple[list[_Leaf], np.ndarray, float]:
-    """The tree's leaves with their paths and tables, its internal nodes, and its expected value."""
-    internal = np.flatnonzero(tree.left >= 0)
-    col = {int(node): i for i, node in enumerate(internal)}
-    out, expected = [], 0.0
-    for leaf, path in tree.leaf_paths():
-        v = float(tree.value[leaf])
-        feats: dict[int, list[tuple[int, bool, float]]] = {}
-        for node, went_left in path:
-            child = tree.left[node] if went_left else tree.right[node]
-            share = tree.cover[child] / tree.cover[node] if tree.cover[node] > 0 else 0.0
-            feats.setdefault(int(tree.feature[node]), []).append((col[node], went_left, share))
-        fs = list(feats)
-        z = np.array([np.prod([s for _, _, s in feats[f]]) for f in fs])
-        expected += v * float(np.prod(z))
-        if not fs or v == 0.0:
-            continue
-        out.append(_Leaf(v, np.array(fs), z, [[(c, g) for c, g, _ in feats[f]] for f in fs], None))
-    return out, internal, expected
-
-
-def tree_shap(tree: _Tree, go_left: np.ndarray, n_features: int, leaves: Any = None) -> tuple[np.ndarray, float]:
-    """Exact path-dependent TreeSHAP of one tree: (contributions rows x ``n_features``, expected value).
-
-    ``go_left[r, node]`` says whether row ``r`` goes left at ``node``. For a leaf with value ``v``
-    whose path tests the features ``F`` (a feature tested twice counts once, its cover shares
-    multiplied), the expectation given the features ``S`` is ``v * prod_{f in S} o_f *
-    prod_{f not in S} z_f`` (``o_f``: the row follows the path at every test of ``f``; ``z_f``: the
-    training share that does); :func:`_leaf_shap` gives its Shapley values. They depend on the row
-    only through ``o``, so a leaf tabulates its ``2**d`` patterns once, when a batch has more
-    distinct ways than that (``leaves``, from :func:`_leaves`, can be kept per model); the rows are
-    first reduced to their distinct ways through the tree (a few thousand per tree where a block has 100,000 rows).
-    """
-    n = go_left.shape[0]
-    leaf_list, internal, expected = leaves if leaves is not None else _leaves(tree)
-    if len(internal) == 0:
-        return np.zeros((n, n_features)), expected
-    bits = go_left[:, internal]
-    packed = np.packbits(bits, axis=1)
-    if packed.shape[1] <= 8:
-        key = np.zeros((n, 8), np.uint8)
-        key[:, : packed.shape[1]] = packed
-        codes, uniques = pd.factorize(key.view(np.uint64).ravel())
-        patterns = np.unpackbits(uniques.view(np.uint8).reshape(-1, 8), axis=1)[:, : len(internal)].astype(bool)
-    else:
-        _, first, codes = np.unique(packed, axis=0, return_index=True, return_inverse=True)
-        patterns, codes = bits[first], codes.ravel()
-    used = np.unique(tree.feature[internal])
-    where = {int(f): i for i, f in enumerate(used)}
-    phi = np.zeros((len(patterns), len(used)))
-    for leaf in leaf_list:
-        o = np.ones((len(patterns), len(leaf.features)), bool)
-        for k, tests in enumerate(leaf.tests):
-            for c, went_left in tests:
-                o[:, k] &= patterns[:, c] == went_left
-        cols = [where[int(f)] for f in leaf.features]
-        d = len(cols)
-        if leaf.table is None and d <= MAX_TABLE_FEATURES and 2**d <= len(patterns):  # tabulate once, when it pays
-            every = ((np.arange(2**d)[:, None] >> np.arange(d)[None, :]) & 1).astype(np.float64)
-            leaf.table = _leaf_shap(leaf.value, leaf.z, every)
-        if leaf.table is not None:
-            phi[:, cols] += leaf.table[o.astype(np.int64) @ (1 << np.arange(len(cols)))]
-        else:
-            phi[:, cols] += _leaf_shap(leaf.value, leaf.z, o.astype(np.float64))
-    out = np.zeros((n, n_features))
-    out[:, used] = phi[codes]
-    return out, expected
-
-
-_LEAVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fitted tree model -> its trees' leaf tables
-
-
-def _cached_leaves(owner: Any, trees: list[_Tree]) -> list[Any]:
-    """:func:`_leaves` of each tree of ``owner`` (a fitted model), computed once per loaded model."""
-    if owner not in _LEAVES:
-        _LEAVES[owner] = [_leaves(t) for t in trees]
-    return _LEAVES[owner]
-
-
-def _sklearn_tree(est: Any, values: np.ndarray) -> _Tree:
-    t = est.tree_
-    return _Tree(t.children_left, t.children_right, t.feature, t.weighted_n_node_samples.astype(np.float64), values)
-
-
-def _sklearn_go_left(est: Any, Z: np.ndarray) -> np.ndarray:
-    """Which way each row goes at each node, as scikit-learn's tree decides (float32 inputs, ``<=``,
-    blanks by ``missing_go_to_left``)."""
-    t = est.tree_
-    X = np.asarray(Z, dtype=np.float32)
-    feat = np.maximum(t.feature, 0)
-    cells = X[:, feat]
-    left = cells <= t.threshold[None, :]
-    miss = np.isnan(cells)
-    if miss.any():
-        mgl = np.asarray(getattr(t, "missing_go_to_left", np.zeros(t.node_count)), bool)
-        left = np.where(miss, mgl[None, :], left)
-    return left
-
-
+# ---------------------------------------------------------------- tree leaf values
 def _tree_leaf_proba(est: Any) -> np.ndarray:
     share = est.tree_.value[:, 0, :]
     return share[:, 1] / share.sum(axis=1)
@@ -343,39 +184,6 @@ def _laplace_proba(est: Any) -> np.ndarray:
     share = _tree_leaf_proba(est)
     n = est.tree_.weighted_n_node_samples
     return (share * n + 1.0) / (n + est.n_classes_)
-
-
-def _hgb_trees(model: Any, Zp: np.ndarray) -> tuple[list[_Tree], list[np.ndarray]]:
-    """HistGradientBoosting's trees and each row's way at each node, on its preprocessed input,
-    as its predictor decides (sklearn.ensemble._hist_gradient_boosting._predictor)."""
-    known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
-    trees, lefts = [], []
-    n = len(Zp)
-    for (predictor,) in model._predictors:
-        nodes = predictor.nodes
-        leaf = nodes["is_leaf"].astype(bool)
-        left_child = np.where(leaf, -1, nodes["left"].astype(np.int64))
-        right_child = np.where(leaf, -1, nodes["right"].astype(np.int64))
-        feat = nodes["feature_idx"].astype(np.int64)
-        trees.append(_Tree(left_child, right_child, feat, nodes["count"].astype(np.float64),
-                           nodes["value"].astype(np.float64)))
-        cells = Zp[:, feat]
-        miss = np.isnan(cells)
-        mgl = nodes["missing_go_to_left"].astype(bool)[None, :]
-        go = cells <= nodes["num_threshold"][None, :]
-        cat = nodes["is_categorical"].astype(bool)
-        if cat.any():
-            for j in np.flatnonzero(cat & ~leaf):
-                x = cells[:, j]
-                bad = np.isnan(x) | (x < 0)
-                xi = np.where(bad, 0, x).astype(np.int64) & 255
-                in_left = (predictor.raw_left_cat_bitsets[nodes["bitset_idx"][j], xi // 32] >> (xi % 32)) & 1
-                is_known = (known[f_idx_map[feat[j]], xi // 32] >> (xi % 32)) & 1
-                go[:, j] = np.where(in_left == 1, True, np.where(is_known == 1, False, mgl[0, j]))
-                go[bad, j] = mgl[0, j]
-        go = np.where(miss & ~cat[None, :], mgl, go)
-        lefts.append(go.reshape(n, -1))
-    return trees, lefts
 
 
 # ---------------------------------------------------------------- one fitted model on its own inputs
@@ -433,31 +241,23 @@ def explain_pipeline(pipeline: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.nda
         contribs = model.booster_.predict(dm, pred_contribs=True, iteration_range=(0, model.best_iteration_ + 1))
         phi, base = contribs[:, :-1].astype(np.float64), contribs[:, -1].astype(np.float64)
     elif isinstance(model, HistGradientBoostingClassifier):
+        trees = forest(model, lambda: hgb_forest(model))
         Zp = model._preprocess_X(Z, reset=False)  # the codes its predictors read (sklearn's own preprocessing)
-        trees, lefts = _hgb_trees(model, np.asarray(Zp, dtype=np.float64))
-        phi = np.zeros((n, Zp.shape[1]))
-        base_value = float(np.ravel(model._baseline_prediction)[0])
-        for tree, go, leaves in zip(trees, lefts, _cached_leaves(model, trees), strict=True):
-            p, e = tree_shap(tree, go, Zp.shape[1], leaves)
-            phi += p
-            base_value += e
-        base = np.full(n, base_value)
+        phi = trees.shap(np.asarray(Zp, dtype=np.float64))
+        M = M[trees.columns]  # its preprocessing puts native categorical columns first
+        base = np.full(n, trees.expected)
     elif isinstance(model, DecisionTreeClassifier):
-        proba = _laplace_proba(model) if hasattr(model, "predict_proba") and type(model).__name__ == \
-            "LaplaceDecisionTree" else _tree_leaf_proba(model)
-        tree = _sklearn_tree(model, _logit(proba))
-        phi, e = tree_shap(tree, _sklearn_go_left(model, _numeric(Z)), model.n_features_in_,
-                           _cached_leaves(model, [tree])[0])
-        base = np.full(n, e)
+        laplace = hasattr(model, "predict_proba") and type(model).__name__ == "LaplaceDecisionTree"
+        trees = forest(model, lambda: sklearn_forest(
+            [model], [_logit(_laplace_proba(model) if laplace else _tree_leaf_proba(model))], model.n_features_in_))
+        phi = trees.shap(sklearn_input(_numeric(Z)))
+        base = np.full(n, trees.expected)
     elif isinstance(model, RandomForestClassifier):
-        Zn = _numeric(Z)
-        phi = np.zeros((n, model.n_features_in_))
-        p0 = 0.0
-        for est in model.estimators_:
-            tree = _sklearn_tree(est, _tree_leaf_proba(est) / len(model.estimators_))
-            p, e = tree_shap(tree, _sklearn_go_left(est, Zn), model.n_features_in_, _cached_leaves(est, [tree])[0])
-            phi += p
-            p0 += e
+        k = len(model.estimators_)
+        trees = forest(model, lambda: sklearn_forest(
+            model.estimators_, [_tree_leaf_proba(e) / k for e in model.estimators_], model.n_features_in_))
+        phi = trees.shap(sklearn_input(_numeric(Z)))
+        p0 = trees.expected
         p = p0 + phi.sum(axis=1)
         gap = p - p0
         slope = 1.0 / (np.clip(p0, _EPS, 1 - _EPS) * (1 - np.clip(p0, _EPS, 1 - _EPS)))
@@ -546,24 +346,48 @@ def _as_text(v: Any) -> str | None:
     return str(v)
 
 
+def _texts(series: pd.Series) -> np.ndarray:
+    """:func:`_as_text` of every cell of ``series`` (object array; None for a blank), each distinct
+    value formatted once."""
+    values = series.to_numpy()
+    if values.dtype == np.float64:  # distinct by bit pattern, so -0.0 stays "-0"
+        blank = np.isnan(values)
+        codes, uniques = pd.factorize(np.where(blank, 0.0, values).view(np.int64))
+        texts = np.array([_as_text(v) for v in uniques.view(np.float64).tolist()], dtype=object)
+        out = texts[codes]
+        out[blank] = None
+        return out
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    texts = np.array([*(_as_text(v) for v in np.asarray(uniques, dtype=object).tolist()), None], dtype=object)
+    return texts[codes]  # code -1 (a blank): the None at the end
+
+
 def top_reasons(explanation: Explanation, X: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     """The ``k`` contributions largest in size per row: ``reason_<i>_column`` (the raw column),
     ``reason_<i>_value`` (its value in the row, as text; blank for a missing cell) and
-    ``reason_<i>_contribution`` (signed, log-odds), largest first."""
+    ``reason_<i>_contribution`` (signed, log-odds), largest first (equal sizes: the earlier column
+    first)."""
     values = explanation.values
     n, m = values.shape
     k = min(k, m)
-    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    size = np.abs(values)
+    size[np.isnan(size)] = -1.0  # a NaN after every number
+    rows = np.arange(n)
+    order = np.empty((n, k), np.intp)
+    for i in range(k):  # argmax takes the first of equal sizes, as a stable sort would
+        order[:, i] = np.argmax(size, axis=1)
+        size[rows, order[:, i]] = -np.inf
     cols = np.asarray(explanation.columns, dtype=object)
+    cells = np.empty((n, k), dtype=object)
+    for c in np.unique(order):
+        at = order == c
+        picked = np.flatnonzero(at.any(axis=1))
+        text = _texts(X[cols[c]].iloc[picked])
+        hit_rows, hit_pos = np.nonzero(at[picked])
+        cells[picked[hit_rows], hit_pos] = text[hit_rows]
     out: dict[str, Any] = {}
     for i in range(k):
-        idx = order[:, i]
-        out[f"reason_{i + 1}_column"] = cols[idx]
-        cells = np.empty(n, dtype=object)
-        for c in np.unique(idx):
-            rows = np.flatnonzero(idx == c)
-            series = X[cols[c]]
-            cells[rows] = [_as_text(v) for v in series.iloc[rows].tolist()]
-        out[f"reason_{i + 1}_value"] = cells
-        out[f"reason_{i + 1}_contribution"] = values[np.arange(n), idx]
+        out[f"reason_{i + 1}_column"] = cols[order[:, i]]
+        out[f"reason_{i + 1}_value"] = cells[:, i]
+        out[f"reason_{i + 1}_contribution"] = values[rows, order[:, i]]
     return pd.DataFrame(out, index=X.index)

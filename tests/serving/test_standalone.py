@@ -117,7 +117,7 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
                            "churn/modeling/catboost_family.py",
                            *(f"churn/serving/{f}" for f in ("__init__.py", "calibration.py", "model_code.py",
                                                             "predict.py", "pyfunc.py", "reasons.py", "rules.py",
-                                                            "trusted.py"))}, shipped
+                                                            "treeshap.py", "trusted.py"))}, shipped
         # a boosting library is a requirement of the model that holds its model, and of no other
         types = saved_types(str(code.parent / "artifacts" / "pipeline.skops"))
         needs = (code.parent / "requirements.txt").read_text().split()
