@@ -1,0 +1,129 @@
+"""A search that survives its driver: each finished fit is checkpointed as it ends, and a rerun of
+the same search fits only the ones that were not, with the same ``cv_results_``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+
+from churn.config import load_job
+from churn.data.validate import validate_partition
+from churn.modeling.pipeline import build_pipeline, grid_for
+from churn.modeling.plan import SearchPlan, plan
+from churn.modeling.search import churn_grid_searches, folds
+from churn.modeling.search_cache import FitCheckpoints
+from tests.conftest import ROOT, TELCO
+from tests.modeling.fit_count import FitCount, fits_run, reset
+
+TIMES = ["mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"]  # wall times: never equal twice
+FIT = ((("resample__method", "'none'"),), (("max_depth", "4"),))  # a fit group key as the plan writes it
+
+
+def _output(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {None: {"score": float(rng.random()), "proba": rng.random(7), "fit_time": 0.25, "score_time": 0.01,
+                   "prepare_seconds": 0.5}}
+
+
+def test_checkpoints_come_back_exactly_and_damaged_ones_are_refitted(tmp_path, caplog):
+    """A saved fit comes back equal (a forest's sizes too); a damaged file, one holding another fit
+    or an untrusted type is left out with a warning (so it is fitted again); with ``resume`` off
+    nothing is restored; the file name is the same in every process (no Python ``hash``)."""
+    store = FitCheckpoints(tmp_path, "key", run_id="run-1")
+    forest = {10: {**_output(1)[None]}, 20: {**_output(2)[None]}}
+    fits = [(FIT, 0), (FIT, 1), (FIT, 2), (FIT, 3)]
+    store.save("decision_tree", fits[0], _output(0))
+    store.save("random_forest", fits[0], forest)
+    assert store.count() == 2
+    assert store.path("decision_tree", fits[0]).name == "d8dcda4e2cf767e1d137013a.skops"  # any process, any run
+    back = FitCheckpoints(tmp_path, "key").restore("decision_tree", fits)
+    assert list(back) == [fits[0]]
+    assert back[fits[0]][None]["score"] == _output(0)[None]["score"]
+    np.testing.assert_array_equal(back[fits[0]][None]["proba"], _output(0)[None]["proba"])
+    again = FitCheckpoints(tmp_path, "key")
+    rf = again.restore("random_forest", fits)[fits[0]]
+    assert sorted(rf) == [10, 20] and rf[20]["fit_time"] == 0.25 and again.restored_from == {"run-1"}
+
+    for i in (1, 2, 3):
+        store.save("decision_tree", fits[i], _output(i))
+    store.path("decision_tree", fits[1]).write_bytes(b"not a skops file")
+    shutil.copy(store.path("decision_tree", fits[0]), store.path("decision_tree", fits[2]))
+    sio.dump({"fit": repr(fits[3]), "run": "x", "results": [pd.Timedelta(1)]},
+             str(store.path("decision_tree", fits[3])))
+    with caplog.at_level(logging.WARNING):
+        back = FitCheckpoints(tmp_path, "key").restore("decision_tree", fits)
+    assert list(back) == [fits[0]]
+    assert caplog.text.count("fitting it again") == 3
+    assert "holds another fit" in caplog.text and "untrusted types" in caplog.text
+    assert FitCheckpoints(tmp_path, "key", resume=False).restore("decision_tree", fits) == {}
+
+
+@pytest.mark.cluster
+def test_resumed_search_fits_only_the_missing_fits(client, tmp_path, caplog):
+    """Half the checkpoints of a finished search deleted and one damaged: the rerun fits exactly
+    the missing and damaged ones (counted on the scheduler), restores the rest, and ends with the
+    same ``cv_results_``, best candidate and out-of-fold scores; a candidate whose every fit was
+    restored keeps the fit times of the first run."""
+    job = load_job(ROOT / "jobs" / "train.yaml")
+    raw = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(600)
+    clean, _ = validate_partition(raw, job.table, "x", np.arange(len(raw)))
+    X, y = clean[job.table.features], clean["_label"].astype(int)
+    grids = {"decision_tree": {"max_depth": [3, 4, 6], "min_samples_leaf": [5, 20]},
+             "random_forest": {"n_estimators": [5, 10], "min_samples_leaf": [1, 5]}}
+    imbalance = ["none", "class_weight"]
+    searches = {f: (build_pipeline(job.table, f, imbalance, 1), grid_for(f, g, job.model.selection, imbalance))
+                for f, g in grids.items()}
+
+    def search(run_id: str) -> dict:
+        return churn_grid_searches(searches, X, y, cv=folds(3, 1), scoring="roc_auc", client=client,
+                                   checkpoints=FitCheckpoints(tmp_path, "key", run_id))
+
+    client.register_plugin(FitCount())
+    client.run_on_scheduler(reset)
+    first = search("run-a")
+    n_fits = {f: r.n_fits for f, r in first.items()}
+    assert n_fits == {"decision_tree": 12 * 3, "random_forest": 4 * 3}  # forests share their sizes
+    assert client.run_on_scheduler(fits_run) == sum(n_fits.values()) and first["decision_tree"].fits_restored == 0
+    assert len(list(tmp_path.glob("key/fits/*/*.skops"))) == sum(n_fits.values())
+    store = FitCheckpoints(tmp_path, "key")
+    kept, damaged = set(), None
+    for fam in searches:  # even fit groups keep every split, odd ones lose one
+        for i, key in enumerate(sorted(search_plan(searches[fam]).groups)):
+            for s in range(3):
+                path = store.path(fam, (key, s))
+                if i % 2 and s == i % 3:
+                    path.unlink()
+                elif damaged is None:
+                    damaged = path
+                    path.write_bytes(b"\0")
+                else:
+                    kept.add(path)
+    client.run_on_scheduler(reset)
+    with caplog.at_level(logging.INFO, logger="churn.modeling"):
+        again = search("run-b")
+    assert client.run_on_scheduler(fits_run) == sum(n_fits.values()) - len(kept)
+    assert sum(r.fits_restored for r in again.values()) == len(kept)
+    assert {f: r.n_fits for f, r in again.items()} == n_fits
+    for fam, res in again.items():
+        line = f"search {fam} resumed: {res.fits_restored} of {res.n_fits} fits restored from checkpoints"
+        assert line in caplog.text
+    assert "cannot use it" in caplog.text and damaged.name in caplog.text
+    for fam, res in again.items():
+        pd.testing.assert_frame_equal(res.cv_results.drop(columns=TIMES), first[fam].cv_results.drop(columns=TIMES))
+        assert res.best_params == first[fam].best_params
+        np.testing.assert_array_equal(res.oof_proba, first[fam].oof_proba)
+        whole = [i for key, g in search_plan(searches[fam]).groups.items()
+                 if all(store.path(fam, (key, s)) in kept for s in range(3))
+                 for members in g.members.values() for i in members]
+        assert whole, f"{fam}: no candidate had every fit restored"
+        np.testing.assert_array_equal(res.cv_results["mean_fit_time"][whole],
+                                      first[fam].cv_results["mean_fit_time"][whole])
+
+
+def search_plan(search: tuple) -> SearchPlan:
+    return plan(*search)
