@@ -34,6 +34,6 @@ def reset(dask_scheduler) -> None:
     dask_scheduler.plugins[FitCount.name].reset()
 
 
-def busy(dask_scheduler) -> int:
-    """(on the scheduler) tasks it still holds."""
-    return len(dask_scheduler.tasks)
+def search_tasks(dask_scheduler) -> int:
+    """(on the scheduler) fold preparations and fits it still holds (a lost driver's go with its client)."""
+    return sum(str(key).startswith(("_fit_group-", "_prepare_fold-")) for key in dask_scheduler.tasks)

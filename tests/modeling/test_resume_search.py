@@ -4,8 +4,11 @@ the same search fits only the ones that were not, with the same ``cv_results_``.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import time
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +20,7 @@ from churn.modeling.pipeline import build_pipeline, grid_for
 from churn.modeling.plan import SearchPlan, plan
 from churn.modeling.search import churn_grid_searches, folds
 from churn.modeling.search_cache import FitCheckpoints
-from tests.conftest import ROOT, TELCO
+from tests.conftest import ROOT, TELCO, job_spec
 from tests.modeling.fit_count import FitCount, fits_run, reset
 
 TIMES = ["mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"]  # wall times: never equal twice
@@ -127,3 +130,84 @@ def test_resumed_search_fits_only_the_missing_fits(client, tmp_path, caplog):
 
 def search_plan(search: tuple) -> SearchPlan:
     return plan(*search)
+
+
+# a small job with 36 fits: logistic regression 2 C x 2 bases x 2 treatments, decision tree 2 depths x 2
+# treatments, 3 folds; no feature-sums screen, no fresh repeat, no refit on test rows, no plots
+SMALL_JOB = ["search.cv=3", "search.repeats=1", "model.families=[logistic_regression, decision_tree]",
+             "model.imbalance=[none, class_weight]", "model.feature_sums=false", "model.finalize=false",
+             "evaluation.plots=false",
+             "model.grids={logistic_regression: {C: [0.1, 1.0], numeric_basis: [linear, spline]}, "
+             "decision_tree: {max_depth: [4, 8], min_samples_leaf: [20]}}"]
+SMALL_FITS = (8 + 4) * 3
+
+
+@pytest.mark.cluster
+def test_a_driver_killed_mid_search_is_resumed(forked_churn, tmp_path, telco_subset):
+    """SIGKILL the `churn train` driver once about half the fits are checkpointed: the rerun of the
+    same command runs exactly the fits that were not (counted on the scheduler), says so, tags the run
+    it replaces, and its ``cv_results_`` equal those of the same search run uninterrupted in this
+    process (all but the wall times)."""
+    from churn.clusters import cluster_client
+    from churn.data.ingest import ingest
+    from churn.data.split import load_splits, search_sample
+    from churn.jobs.train import _search_families
+    from churn.modeling.search_cache import SearchCache, search_key
+    from tests.clusters.test_clusters import dask_processes
+    from tests.modeling.fit_count import search_tasks
+
+    out, store = tmp_path / "ds", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["train", str(ROOT / "jobs" / "train.yaml"), "--set", f"data.source={telco_subset}",
+            "--set", f"data.output={out}", "--set", f"tracking.uri={store}",
+            *[a for o in SMALL_JOB for a in ("--set", o)]]
+    with dask_processes(tmp_path, 2) as (address, _), cluster_client(address=address) as client:
+        client.wait_for_workers(2, timeout=60)
+        client.register_plugin(FitCount())
+        driver = forked_churn.start(*args, "--scheduler", address)
+        deadline = time.monotonic() + 300
+        try:
+            while len(list(out.glob("search-cache/*/fits/*/[!.]*.skops"))) < SMALL_FITS // 2:
+                assert driver.poll() is None, "the driver ended before half the fits were done"
+                assert time.monotonic() < deadline, "half the fits not checkpointed within 300 s"
+                time.sleep(0.02)
+        finally:
+            driver.kill()
+        [folder] = out.glob("search-cache/*")
+        restored = len(list(folder.glob("fits/*/[!.]*.skops")))
+        assert SMALL_FITS // 2 <= restored < SMALL_FITS, "the driver was killed after the search"
+        while client.run_on_scheduler(search_tasks):  # the lost driver's tasks go with its client
+            assert time.monotonic() < deadline, "the killed driver's tasks stayed on the scheduler"
+            time.sleep(0.1)
+        client.run_on_scheduler(reset)
+
+        rerun = forked_churn.run(*args, "--scheduler", address, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert client.run_on_scheduler(fits_run) == SMALL_FITS - restored
+
+        # the same search, uninterrupted, on the same rows (the dataset the jobs ingested, reused)
+        job = job_spec(tmp_path, telco_subset, *SMALL_JOB, f"data.output={out}")
+        dataset = ingest(job, client)
+        ddf = load_splits(str(dataset.data_path), job.split.resolved(dataset.manifest.rows_kept,
+                                                                     job.search.max_rows), job.seed)
+        train, _ = search_sample(ddf[ddf["_split"] == "train"], job.search.max_rows, job.seed, client)
+        assert search_key(job, dataset.manifest.dataset, len(train)) == folder.name
+        calm, _ = _search_families(job, train[job.table.features], train["_label"].astype(int), client, None)
+
+    said_all = re.sub(r"\s*\n {20}(?=\S)", " ", rerun.stderr)  # the log lines rich wrapped, joined again
+    said = [int(n) for n in re.findall(r"search \w+ resumed: (\d+) of \d+ fits restored", said_all)]
+    assert len(said) == 2 and sum(said) == restored
+    assert not (folder / "fits").exists(), "the saved search keeps its checkpoints"
+    resumed = SearchCache(out / "search-cache", folder.name).load(list(calm))
+    for fam in calm:
+        pd.testing.assert_frame_equal(resumed[fam].cv_results.drop(columns=TIMES),
+                                      calm[fam].cv_results.drop(columns=TIMES))
+        assert resumed[fam].n_fits == calm[fam].n_fits
+    assert sum(resumed[f].fits_restored for f in calm) == restored
+
+    tracking = mlflow.MlflowClient(store)
+    experiment = tracking.get_experiment_by_name(job.tracking.experiment)
+    parents = [r for r in tracking.search_runs([experiment.experiment_id]) if "churn.stage" in r.data.tags]
+    [killed] = [r for r in parents if r.info.status == "RUNNING"]  # its heartbeat is not old enough to be lost
+    [done] = [r for r in parents if r.info.status == "FINISHED"]
+    assert done.data.tags["churn.replaces_run"] == killed.info.run_id
+    assert f"run {killed.info.run_id}, whose driver stopped mid-search; this run replaces it" in said_all
