@@ -4,9 +4,12 @@ the same search fits only the ones that were not, with the same ``cv_results_``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import signal
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -143,7 +146,7 @@ SMALL_FITS = (8 + 4) * 3
 
 
 @pytest.mark.cluster
-def test_a_driver_killed_mid_search_is_resumed(forked_churn, tmp_path, telco_subset):
+def test_a_driver_killed_mid_search_is_resumed(forked_churn, tmp_path, telco_subset, record_property):
     """SIGKILL the `churn train` driver once about half the fits are checkpointed: the rerun of the
     same command runs exactly the fits that were not (counted on the scheduler), says so, tags the run
     it replaces, and its ``cv_results_`` equal those of the same search run uninterrupted in this
@@ -183,6 +186,9 @@ def test_a_driver_killed_mid_search_is_resumed(forked_churn, tmp_path, telco_sub
         rerun = forked_churn.run(*args, "--scheduler", address, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert client.run_on_scheduler(fits_run) == SMALL_FITS - restored
+        for name, value in (("fits", SMALL_FITS), ("checkpointed_at_kill", restored),
+                            ("rerun_fits_run", client.run_on_scheduler(fits_run))):
+            record_property(name, value)
 
         # the same search, uninterrupted, on the same rows (the dataset the jobs ingested, reused)
         job = job_spec(tmp_path, telco_subset, *SMALL_JOB, f"data.output={out}")
@@ -211,3 +217,39 @@ def test_a_driver_killed_mid_search_is_resumed(forked_churn, tmp_path, telco_sub
     [done] = [r for r in parents if r.info.status == "FINISHED"]
     assert done.data.tags["churn.replaces_run"] == killed.info.run_id
     assert f"run {killed.info.run_id}, whose driver stopped mid-search; this run replaces it" in said_all
+
+
+@pytest.mark.cluster
+def test_a_submitted_job_whose_driver_worker_dies_continues_its_run(tmp_path, telco_subset):
+    """SIGKILL the worker that runs a `churn submit` job's driver task once about half the fits are
+    checkpointed: the scheduler runs the driver again on the other worker, and it finishes the job in
+    the same MLflow run, its search restoring the checkpointed fits (no run replaced)."""
+    from churn.clusters import cluster_client
+    from churn.jobs.submit import submit
+    from churn.tracking.run_state import run_status
+    from tests.clusters.test_clusters import dask_processes
+
+    job = job_spec(tmp_path, telco_subset, *SMALL_JOB)
+    out, store = Path(job.data.output), job.tracking.uri
+    with dask_processes(tmp_path, 2) as (address, _), cluster_client(address=address) as client:
+        client.wait_for_workers(2, timeout=60)
+        run_id = submit(job, client)
+        deadline = time.monotonic() + 300
+        while len(list(out.glob("search-cache/*/fits/*/[!.]*.skops"))) < SMALL_FITS // 2:
+            assert not run_status(store, run_id).done, "the job ended before half the fits were done"
+            assert time.monotonic() < deadline, "half the fits not checkpointed within 300 s"
+            time.sleep(0.02)
+        on = client.run_on_scheduler(lambda dask_scheduler, key: dask_scheduler.tasks[key].processing_on.address,
+                                     key=f"churn-driver-{run_id}")
+        os.killpg(os.getpgid(client.run(os.getpid, workers=[on])[on]), signal.SIGKILL)  # worker and nanny
+        restored = len(list(out.glob("search-cache/*/fits/*/[!.]*.skops")))
+        while not run_status(store, run_id).done:
+            assert time.monotonic() < deadline + 300, "the job did not end within 600 s"
+            time.sleep(0.5)
+    run = mlflow.MlflowClient(store).get_run(run_id)
+    assert run.info.status == "FINISHED", run.data.tags.get("churn.error")
+    assert "churn.replaces_run" not in run.data.tags
+    families = mlflow.MlflowClient(store).search_runs([run.info.experiment_id],
+                                                      f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert sum(r.data.metrics["fits"] for r in families) == SMALL_FITS
+    assert SMALL_FITS // 2 <= sum(r.data.metrics["fits_restored"] for r in families) <= restored < SMALL_FITS
