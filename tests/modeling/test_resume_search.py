@@ -201,7 +201,7 @@ def test_a_driver_killed_mid_search_is_resumed(forked_churn, tmp_path, telco_sub
 
     said_all = re.sub(r"\s*\n {20}(?=\S)", " ", rerun.stderr)  # the log lines rich wrapped, joined again
     said = [int(n) for n in re.findall(r"search \w+ resumed: (\d+) of \d+ fits restored", said_all)]
-    assert len(said) == 2 and sum(said) == restored
+    assert sum(said) == restored  # one line per family that had fits restored (the first family may have all)
     assert not (folder / "fits").exists(), "the saved search keeps its checkpoints"
     resumed = SearchCache(out / "search-cache", folder.name).load(list(calm))
     for fam in calm:
