@@ -41,18 +41,22 @@ def drive(job: JobSpec, run_id: str) -> str:
     """The job's driver, as a task: runs the train job into run ``run_id``; returns the model URI.
 
     Whatever stops it ends the run FAILED with the reason (also a failure before the run is
-    open). Run again by the scheduler after its worker died, it does not repeat the job into the
-    same run: it ends the run FAILED, to be submitted again.
+    open). Run again by the scheduler after its worker died, it continues the job in the same run
+    (the search restores the fits its checkpoints kept, :mod:`churn.modeling.search_cache`) unless
+    the job had reached the stage that registers the model: then it ends the run FAILED, to be
+    submitted again, rather than register a second version from one run.
     """
     uri = job.tracking.uri or ""
     try:
         st = run_status(uri, run_id)
         if st.done:  # marked FAILED while it waited (no driver within tracking.submit-timeout): keep it so
             return ""
-        if st.stage != SUBMITTED:
-            fail_run(uri, run_id, "the job's driver was lost with its worker after the job had started; "
-                                  "submit it again")
+        if st.stage in ("track", "done"):
+            fail_run(uri, run_id, f"the job's driver was lost with its worker at stage {st.stage}; submit it again")
             return ""
+        if st.stage != SUBMITTED:
+            log.warning("run %s: the job's driver was lost with its worker at stage %s; continuing the run",
+                        run_id, st.stage)
         with worker_client() as client:  # secede: the job's tasks get this worker's thread
             return train.run(job, client, run_id=run_id).model_uri
     except BaseException as exc:

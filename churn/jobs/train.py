@@ -57,7 +57,7 @@ from churn.modeling.search import (
     rescore_best,
     search_families,
 )
-from churn.modeling.search_cache import SearchCache, search_key
+from churn.modeling.search_cache import FitCheckpoints, SearchCache, search_key
 from churn.modeling.summary import summaries_on_cluster, summarise_on_cluster
 from churn.monitoring.batch import reference_profile
 from churn.serving.calibration import ChurnClassifier
@@ -83,6 +83,7 @@ from churn.tracking.run_log import (
     log_plots,
     log_row_notes,
     log_seconds,
+    mark_replaced,
     mark_search_reused,
     parent_run,
     set_stage,
@@ -158,7 +159,8 @@ def _stage(name: str, seconds: dict[str, float], detail: str = "") -> Iterator[N
 
 
 def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client, rows: RowsOnCluster | None,
-                     progress: Progress | None = None) -> tuple[dict[str, SearchResult], SumsChoice]:
+                     progress: Progress | None = None, checkpoints: FitCheckpoints | None = None
+                     ) -> tuple[dict[str, SearchResult], SumsChoice]:
     sums = choose_sums(job, X, y, client, rows)
     searches = {}
     for fam in job.model.families:
@@ -169,12 +171,29 @@ def _search_families(job: JobSpec, X: pd.DataFrame, y: pd.Series, client: Client
                          grid_for(fam, job.model.grids.get(fam), job.model.selection, job.model.imbalance))
     families = search_families(searches, X, y, cv=job.search.cv, scoring=job.search.scoring, seed=job.seed,
                                client=client, engine=job.search.engine, strategy=job.search.strategy,
-                               progress=progress, rows=rows)
+                               progress=progress, rows=rows, checkpoints=checkpoints)
     for fam, res in families.items():
         cap = job.model.row_cap(fam)
         res.imbalance = imbalance_of(res.best_params, fam, job.model.imbalance)
         res.rows_per_fit = min(cap, len(X)) if cap else len(X)
     return families, sums
+
+
+def _resumed(families: dict[str, SearchResult], checkpoints: FitCheckpoints, run_id: str) -> None:
+    """Say whose fits the search restored from checkpoints: this run's own (a ``churn submit`` driver
+    run again), or an earlier run's, whose driver stopped mid-search and which this run replaces (tagged)."""
+    restored = sum(res.fits_restored for res in families.values())
+    if not restored:
+        return
+    total = sum(res.n_fits for res in families.values())
+    earlier = sorted(checkpoints.restored_from - {run_id})
+    if earlier:
+        log.info("search: %d of %d fits restored from the checkpoints of run %s, whose driver stopped mid-search; "
+                 "this run replaces it", restored, total, ", ".join(earlier))
+        mark_replaced(earlier)
+    else:
+        log.info("search: %d of %d fits restored from this run's own checkpoints (its driver was run again)",
+                 restored, total)
 
 
 def _sample_note(rows: dict[str, int], max_rows: int) -> dict[str, str]:
@@ -350,8 +369,11 @@ def run(job: JobSpec, client: Client, job_file: str | None = None, run_id: str |
                 mark_search_reused(cache.key)
                 sums = sums_in(families, job)
             else:
-                families, sums = _search_families(job, X, y, client, on_cluster, progress)
-                cache.save(families)
+                # each finished fit is kept as it ends; a rerun after this driver was lost fits only the rest
+                checkpoints = FitCheckpoints(cache.folder.parent, key, parent.info.run_id, resume=job.search.reuse)
+                families, sums = _search_families(job, X, y, client, on_cluster, progress, checkpoints)
+                _resumed(families, checkpoints, parent.info.run_id)
+                cache.save(families)  # the entry replaces the folder, checkpoints and all
             # after the save, so a failure here keeps the search; a reused search gets only missing repeats
             if client is not None and rescore_best(families, X, y, cv=job.search.cv, seed=job.seed,
                                                    repeats=job.search.repeats, scoring=job.search.scoring,

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import joblib
 import numpy as np
@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits
 from churn.clusters.scatter import scatter
 from churn.modeling.compat import forest_checked_X, safe_indexing
 from churn.modeling.pipeline import inference_pipeline
-from churn.modeling.plan import plan
+from churn.modeling.plan import GroupKey, plan
 from churn.serving.calibration import member_scores
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class SearchResult:
     cv_results: pd.DataFrame
     seconds: float
     n_candidates: int
-    n_fits: int = 0  # model fits really run (after sharing); candidates x folds for sklearn
+    n_fits: int = 0  # model fits the search needs (after sharing); candidates x folds for sklearn
+    fits_restored: int = 0  # of those, how many came from checkpoints of an interrupted run (not fitted again)
     oof_proba: np.ndarray | None = field(default=None, repr=False)  # best candidate's scores, out of fold
     # (probabilities, or decision values for a model without them: see ``proba_scores``)
     std_score: float = float("nan")  # standard deviation of the best candidate's fold scores
@@ -242,30 +243,58 @@ def _cv_results(candidates: list[dict[str, Any]], scores: np.ndarray, fit_times:
 
 
 # --------------------------------------------------------------------------- strategies
+FitKey = tuple[GroupKey, int]  # (fit group, CV split): one model fit of the churn engine
+FitOutput = dict[Any, dict[str, Any]]  # forest size (None: not a forest) -> score, proba, fit_time, ...
+
+
+class FitCheckpoints(Protocol):
+    """Where the churn engine keeps each finished fit as it ends (plain values only), so that a rerun
+    after the driver was lost fits only the others (:class:`churn.modeling.search_cache.FitCheckpoints`)."""
+
+    def restore(self, family: str, fits: list[FitKey]) -> dict[FitKey, FitOutput]:
+        """The fits of ``fits`` kept earlier (those it has and can read)."""
+
+    def save(self, family: str, fit: FitKey, output: FitOutput) -> None:
+        """Keep one finished fit."""
+
+
 @dataclass
 class _Submitted:
-    """One family's grid search, submitted: its plan and its fold-preparation and fit futures."""
+    """One family's grid search, submitted: its plan, its fold-preparation and fit futures (fits restored
+    from checkpoints are in ``done`` from the start, and neither they nor fold preparations only they
+    needed are submitted: None in ``prepared``)."""
 
     pipeline: ImbPipeline
     plan: Any
-    prepared: dict[Any, list[Future]]
-    fits: dict[tuple[Any, int], Future]
-    done: dict[tuple[Any, int], dict[Any, dict[str, Any]]] = field(default_factory=dict)
+    prepared: dict[Any, list[Future | None]]
+    fits: dict[FitKey, Future]
+    done: dict[FitKey, FitOutput] = field(default_factory=dict)
+    n_planned: int = 0  # fits of the plan: fit groups x splits
+    restored: int = 0  # of those, restored from checkpoints
 
 
 def _submit_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X_f: Future, y_f: Future,
                    splits: list[tuple[np.ndarray, np.ndarray]], scoring: str, client: Client,
-                   priority: int = 0) -> _Submitted:
-    """Submit every fold preparation and fit of one family's search (none is waited for)."""
+                   priority: int = 0, restore: Callable[[list[FitKey]], dict[FitKey, FitOutput]] | None = None
+                   ) -> _Submitted:
+    """Submit every fold preparation and fit of one family's search (none is waited for), but the fits
+    ``restore`` gives back."""
     search_plan = plan(pipeline, grid)
     prefix_steps, template = pipeline.steps[:-1], pipeline.steps[-1][1]
+    planned = [(key, s) for key in search_plan.groups for s in range(len(splits))]
+    done = restore(planned) if restore is not None else {}
+    todo = [fit for fit in planned if fit not in done]
+    needed = {(search_plan.groups[key].prefix_key, s) for key, s in todo}
     prepared = {pk: [client.submit(_prepare_fold, prefix_steps, prefix, X_f, y_f, tr, te, pure=False,
-                                   priority=priority) for tr, te in splits]
+                                   priority=priority) if (pk, s) in needed else None
+                     for s, (tr, te) in enumerate(splits)]
                 for pk, prefix in search_plan.prefixes.items()}
-    fits = {(key, s): client.submit(_fit_group, prepared[g.prefix_key][s], template, g.params, g.sizes,
-                                    scoring, pure=False, priority=priority - s)
-            for key, g in search_plan.groups.items() for s in range(len(splits))}
-    return _Submitted(pipeline, search_plan, prepared, fits)
+    fits = {}
+    for key, s in todo:
+        g = search_plan.groups[key]
+        fits[(key, s)] = client.submit(_fit_group, prepared[g.prefix_key][s], template, g.params, g.sizes,
+                                       scoring, pure=False, priority=priority - s)
+    return _Submitted(pipeline, search_plan, prepared, fits, dict(done), len(planned), len(done))
 
 
 def _tabulate(sub: _Submitted, splits: list[tuple[np.ndarray, np.ndarray]], n_rows: int
@@ -308,8 +337,8 @@ Progress = Callable[[str, int, int], None]  # (family, fits done, fits in all): 
 
 def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[Any]]]], X: pd.DataFrame,
                         y: pd.Series, *, cv: StratifiedKFold, scoring: str, client: Client,
-                        progress: Progress | None = None, rows: RowsOnCluster | None = None
-                        ) -> dict[str, SearchResult]:
+                        progress: Progress | None = None, rows: RowsOnCluster | None = None,
+                        checkpoints: FitCheckpoints | None = None) -> dict[str, SearchResult]:
     """The exact, work-sharing grid search of the module docstring, for several families at once.
 
     Every family's fold preparations and fits are submitted together, the earlier families with
@@ -317,22 +346,48 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
     family's last fit ends its best candidate is refitted, alongside the other families' fits.
     The data go to the cluster once for all of them. A family's ``seconds`` is the wall time from
     the start until its refit was done (families overlap).
+
+    With ``checkpoints``, each fit is handed to it as it ends, and the fits it has already (an
+    earlier driver's, lost mid-search) are taken from it instead of being submitted: their scores,
+    out-of-fold scores and fit times are the ones kept, so ``cv_results_`` is as if nothing had stopped.
     """
     t0 = time.perf_counter()
     splits = list(cv.split(X, y))
     X_f, y_f = (rows or RowsOnCluster(X, y, client)).futures()  # the data goes to the cluster once
     width = 1 + max(len(splits), 1)
+
+    def restore(name: str) -> Callable[[list[FitKey]], dict[FitKey, FitOutput]] | None:
+        return None if checkpoints is None else lambda fits: checkpoints.restore(name, fits)
+
     submitted = {name: _submit_search(pipe, grid, X_f, y_f, splits, scoring, client,
-                                      priority=(len(searches) - i) * width)
+                                      priority=(len(searches) - i) * width, restore=restore(name))
                  for i, (name, (pipe, grid)) in enumerate(searches.items())}
-    if progress is not None:
-        for name, sub in submitted.items():
-            progress(name, 0, len(sub.fits))
+    for name, sub in submitted.items():
+        if sub.restored:
+            log.info("search%s resumed: %d of %d fits restored from checkpoints, %d to run", f" {name}" if name else "",
+                     sub.restored, sub.n_planned, sub.n_planned - sub.restored)
+        if progress is not None:
+            progress(name, len(sub.done), sub.n_planned)
     owner = {fut.key: (name, key) for name, sub in submitted.items() for key, fut in sub.fits.items()}
     tables: dict[str, tuple[pd.DataFrame, int, np.ndarray | None, float]] = {}
     refit_of: dict[str, str] = {}  # refit task key -> family
     out: dict[str, SearchResult] = {}
     running = as_completed([f for sub in submitted.values() for f in sub.fits.values()], loop=client.loop)
+
+    def fitted(name: str) -> None:
+        """The family's last fit is done: its best candidate, refitted now."""
+        sub = submitted[name]
+        tables[name] = _tabulate(sub, splits, len(X))
+        refit = client.submit(_refit, sub.pipeline, sub.plan.candidates[tables[name][1]], X_f, y_f, pure=False,
+                              priority=len(searches) * width + 1)
+        refit_of[refit.key] = name
+        running.add(refit)
+        for futures in sub.prepared.values():
+            client.cancel([f for f in futures if f is not None])
+
+    for name, sub in submitted.items():
+        if len(sub.done) == sub.n_planned:  # every fit restored
+            fitted(name)
     for fut in running:
         if fut.key in refit_of:  # a family's refit: the family is done now
             name = refit_of[fut.key]
@@ -340,24 +395,20 @@ def churn_grid_searches(searches: dict[str, tuple[ImbPipeline, dict[str, list[An
             sub = submitted[name]
             out[name] = SearchResult(fut.result(), dict(sub.plan.candidates[best]),
                                      float(results["mean_test_score"][best]), results, time.perf_counter() - t0,
-                                     len(sub.plan.candidates), n_fits=len(sub.fits), oof_proba=oof,
-                                     task_seconds=task_seconds, std_score=float(results["std_test_score"][best]),
-                                     best_index=best)
+                                     len(sub.plan.candidates), n_fits=sub.n_planned, fits_restored=sub.restored,
+                                     oof_proba=oof, task_seconds=task_seconds,
+                                     std_score=float(results["std_test_score"][best]), best_index=best)
             continue
         name, key = owner[fut.key]
         sub = submitted[name]
         sub.done[key] = fut.result()
         fut.release()
+        if checkpoints is not None:
+            checkpoints.save(name, key, sub.done[key])
         if progress is not None:
-            progress(name, len(sub.done), len(sub.fits))
-        if len(sub.done) == len(sub.fits):  # the family's last fit: its best candidate, refitted now
-            tables[name] = _tabulate(sub, splits, len(X))
-            refit = client.submit(_refit, sub.pipeline, sub.plan.candidates[tables[name][1]], X_f, y_f, pure=False,
-                                  priority=len(searches) * width + 1)
-            refit_of[refit.key] = name
-            running.add(refit)
-            for futures in sub.prepared.values():
-                client.cancel(futures)
+            progress(name, len(sub.done), sub.n_planned)
+        if len(sub.done) == sub.n_planned:
+            fitted(name)
     return {name: out[name] for name in searches}
 
 
@@ -561,10 +612,12 @@ def grid_search(pipeline: ImbPipeline, grid: dict[str, list[Any]], X: pd.DataFra
 def search_families(searches: dict[str, tuple[ImbPipeline, dict[str, list[Any]]]], X: pd.DataFrame, y: pd.Series,
                     *, cv: int, scoring: str, seed: int, client: Client | None, engine: str = "churn",
                     strategy: str = "grid", progress: Progress | None = None,
-                    rows: RowsOnCluster | None = None) -> dict[str, SearchResult]:
+                    rows: RowsOnCluster | None = None, checkpoints: FitCheckpoints | None = None
+                    ) -> dict[str, SearchResult]:
     """Search each family's grid with ``cv``-fold stratified CV on the same folds: with the churn
-    engine all families in one task graph (on ``rows`` when they were sent already);
-    scikit-learn's searches one after another."""
+    engine all families in one task graph (on ``rows`` when they were sent already), each fit kept
+    by ``checkpoints`` as it ends and the fits it kept before not run again; scikit-learn's
+    searches one after another (not checkpointed)."""
     splitter = folds(cv, seed)
     y = pd.Series(np.asarray(y).astype(int), index=X.index, name="label")
     if strategy == "halving" or engine == "sklearn" or client is None:
@@ -578,9 +631,10 @@ def search_families(searches: dict[str, tuple[ImbPipeline, dict[str, list[Any]]]
                 progress(name, 1, 1)
     else:
         out = churn_grid_searches(searches, X, y, cv=splitter, scoring=scoring, client=client, progress=progress,
-                                  rows=rows)
+                                  rows=rows, checkpoints=checkpoints)
     for name, result in out.items():
-        log.info("search%s: %d candidates x %d folds (%d fits) done at %.1fs; best %s %.4f",
-                 f" {name}" if name else "", result.n_candidates, cv, result.n_fits, result.seconds, scoring,
-                 result.best_score)
+        restored = f", {result.fits_restored} restored from checkpoints" if result.fits_restored else ""
+        log.info("search%s: %d candidates x %d folds (%d fits%s) done at %.1fs; best %s %.4f",
+                 f" {name}" if name else "", result.n_candidates, cv, result.n_fits, restored, result.seconds,
+                 scoring, result.best_score)
     return out

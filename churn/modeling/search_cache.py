@@ -8,6 +8,13 @@ the versions of the libraries that fit the models). Entries live beside the data
 fixed list of trusted types (no pickle is loaded), the rest as skops of plain values, and for the
 families the served model bags (``model.bagging``) their k fold pipelines of the first fresh repeat.
 Anything unreadable or untrusted is skipped with a warning, and the search runs.
+
+A search that stops before its end (its driver killed, a lost machine) leaves its finished fits:
+the churn engine hands each to :class:`FitCheckpoints` as it ends, which writes it to
+``<key>/fits/<family>/<fit id>.skops`` (skops of plain values: the scores, out-of-fold scores and
+times; the writer's MLflow run), atomically. A rerun with the same key restores them and fits only
+the rest. They go when the whole search is saved (the entry replaces the folder): the entry holds
+all they held, and a rerun that reuses it needs no fit at all.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import pandas as pd
 import skops.io as sio
 
 from churn.config import JobSpec
-from churn.modeling.search import SearchResult
+from churn.modeling.search import FitKey, FitOutput, SearchResult
 from churn.serving.trusted import TRUSTED_TYPES
 
 log = logging.getLogger(__name__)
@@ -138,6 +145,68 @@ class SearchCache:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+
+
+class FitCheckpoints:
+    """Each finished fit of the search of one key, kept as it ends (see the module docstring);
+    implements :class:`churn.modeling.search.FitCheckpoints`. ``run_id``: the MLflow run whose
+    driver writes them; ``resume`` false (``search.reuse: false``): they are written, never restored;
+    ``restored_from``: the runs whose fits :meth:`restore` gave back."""
+
+    def __init__(self, root: Path, key: str, run_id: str = "", resume: bool = True):
+        self.folder = root / key / "fits"
+        self.run_id = run_id
+        self.resume = resume
+        self.restored_from: set[str] = set()
+
+    @staticmethod
+    def fit_id(fit: FitKey) -> str:
+        """The fit's file name: a hash of its fit group (the prefix's and the model's parameters, as
+        the plan writes them) and its split, the same in every process."""
+        return hashlib.sha256(repr(fit).encode()).hexdigest()[:24]
+
+    def path(self, family: str, fit: FitKey) -> Path:
+        return self.folder / family / f"{self.fit_id(fit)}.skops"
+
+    def save(self, family: str, fit: FitKey, output: FitOutput) -> None:
+        """Write one fit (the file appears whole or not at all)."""
+        folder = self.folder / family
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {"fit": repr(fit), "run": self.run_id,
+                   "results": [{"size": size, **values} for size, values in output.items()]}
+        fd, tmp = tempfile.mkstemp(prefix=".fit-", suffix=".skops", dir=folder)
+        os.close(fd)
+        try:
+            sio.dump(payload, tmp)
+            os.replace(tmp, self.path(family, fit))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def restore(self, family: str, fits: list[FitKey]) -> dict[FitKey, FitOutput]:
+        """The fits of ``fits`` kept before; one that is unreadable, untrusted or of another fit is
+        left out with a warning (it is fitted again)."""
+        out: dict[FitKey, FitOutput] = {}
+        for fit in fits if self.resume else []:
+            path = self.path(family, fit)
+            if not path.is_file():
+                continue
+            try:
+                untrusted = sio.get_untrusted_types(file=str(path))
+                if untrusted:
+                    raise ValueError(f"untrusted types {', '.join(sorted(untrusted))}")
+                payload = sio.load(str(path), trusted=[])
+                if payload["fit"] != repr(fit):
+                    raise ValueError("it holds another fit")
+                out[fit] = {r.pop("size"): r for r in payload["results"]}
+                self.restored_from.add(payload["run"])
+            except Exception as exc:  # noqa: BLE001 - a damaged checkpoint costs one fit, not the job
+                log.warning("search checkpoint %s: cannot use it (%s); fitting it again", path, exc)
+        return out
+
+    def count(self) -> int:
+        """Checkpoints kept now, of every family."""
+        return sum(1 for p in self.folder.glob("*/*.skops") if not p.name.startswith("."))
 
 
 def _fitted(models: list[Any]) -> bool:

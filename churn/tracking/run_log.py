@@ -116,6 +116,14 @@ def mark_search_reused(key: str) -> None:
     mlflow.set_tag("churn.search_reused", key)
 
 
+REPLACES_TAG = "churn.replaces_run"  # the earlier runs whose checkpointed fits this run's search restored
+
+
+def mark_replaced(run_ids: list[str]) -> None:
+    """Record that the run finishes the search of earlier runs whose driver stopped mid-search."""
+    mlflow.set_tag(REPLACES_TAG, ",".join(run_ids))
+
+
 class RunEndedError(RuntimeError):
     """The job's run was ended from outside while the job ran (e.g. marked lost)."""
 
@@ -167,7 +175,7 @@ def log_family(job: JobSpec, fam: str, res: SearchResult) -> None:
         mlflow.log_metrics({f"cv_{job.search.scoring}": res.best_score, f"cv_{job.search.scoring}_std": res.std_score,
                             "search_seconds": res.seconds,
                             "search_task_seconds": res.task_seconds, "candidates": res.n_candidates, "fits": res.n_fits,
-                            "rows_per_fit": res.rows_per_fit})
+                            "fits_restored": res.fits_restored, "rows_per_fit": res.rows_per_fit})
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.log_artifact(_cv_table(res, tmp), "search")
 
