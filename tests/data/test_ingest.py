@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -181,28 +177,27 @@ def test_rerun_on_unchanged_inputs_reuses_the_dataset(client, tmp_path, dirty_fi
 
 
 @pytest.mark.cluster
-def test_killed_run_leaves_nothing_a_later_run_trusts(tmp_path):
+def test_killed_run_leaves_nothing_a_later_run_trusts(forked_churn, tmp_path):
     """SIGKILL mid-ingest: no dataset is published; the next run cleans up and completes."""
     src = tmp_path / "big"
-    generate(src, rows=400_000, files=2, seed=5, dirty=0.01)
+    generate(src, rows=200_000, files=2, seed=5, dirty=0.01)  # 1 MB blocks: the kill comes with ~20 to go
     out = tmp_path / "datasets"
-    args = [sys.executable, "-m", "churn.cli", "ingest", str(INGEST_JOB), "--set", f"data.source={src}/*.csv",
-            "--set", f"data.output={out}", "--set", "data.blocksize=1000000"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = ["ingest", str(INGEST_JOB), "--set", f"data.source={src}/*.csv", "--set", f"data.output={out}",
+            "--set", "data.blocksize=1000000"]
+    # `churn ingest` (its own LocalCluster) in a process group forked from one that imported churn (tests.forkcli)
+    proc = forked_churn.start(*args, cwd=ROOT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         staging = list(out.glob(".staging-*/data/*.parquet")) if out.exists() else []
         if len(staging) >= 2:
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.kill()  # SIGKILL to its process group: the driver and its cluster's workers
     assert staging, "ingest never reached the writing stage"
     assert not list(out.glob("dataset-*")), "a killed run published a dataset"
     assert list(out.glob(".staging-*"))
 
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = forked_churn.run(*args, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert not list(out.glob(".staging-*"))
     [dataset] = list(out.glob("dataset-*"))

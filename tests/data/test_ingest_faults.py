@@ -249,15 +249,15 @@ def test_every_parse_option_is_in_the_dataset_key(tmp_path):
 
 
 @pytest.mark.cluster
-def test_concurrent_ingests_of_the_same_input_all_succeed(tmp_path):
+def test_concurrent_ingests_of_the_same_input_all_succeed(client, tmp_path):
     """Three `churn ingest` processes at once on one input and output: all exit 0, one dataset, no leftovers;
-    a staging folder of another host is left alone."""
+    a staging folder of another host is left alone (on the suite's cluster: the race is on the output folder)."""
     out = tmp_path / "datasets"
     foreign = out / ".staging-0000-foreign"
     foreign.mkdir(parents=True)
     (foreign / "owner.json").write_text(json.dumps({"host": socket.gethostname() + "-elsewhere", "pid": 1}))
-    args = [sys.executable, "-m", "churn.cli", "ingest", str(INGEST_JOB), "--set", f"data.source={TELCO}",
-            "--set", f"data.output={out}"]
+    args = [sys.executable, "-m", "churn.cli", "ingest", str(INGEST_JOB), "--scheduler", client.scheduler.address,
+            "--set", f"data.source={TELCO}", "--set", f"data.output={out}"]
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(3)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import subprocess
-import sys
+from collections.abc import Callable
 
 import mlflow
 import pytest
@@ -15,12 +15,15 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.cluster
 
 
-def _churn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "churn.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+@pytest.fixture
+def _churn(forked_churn) -> Callable[..., subprocess.CompletedProcess]:
+    """``churn ARGS`` in a process forked from one that imported churn (:mod:`tests.forkcli`)."""
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return forked_churn.run(*args, cwd=ROOT, timeout=timeout)
+    return run
 
 
-def test_submitted_job_finishes_after_the_submitter_exits(tmp_path, telco_subset):
+def test_submitted_job_finishes_after_the_submitter_exits(_churn, tmp_path, telco_subset):
     """On one worker with one thread (the driver must not hold it), a submitted job goes on after
     `churn submit` has exited, and `churn status --wait` reports it finished, stage done."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -30,6 +33,7 @@ def test_submitted_job_finishes_after_the_submitter_exits(tmp_path, telco_subset
                      "--set", f"tracking.uri={store}", "--set", "search.cv=2",
                      "--set", "model.families=[logistic_regression,decision_tree]",
                      "--set", "evaluation.plots=false", "--set", "search.repeats=1",
+                     "--set", "model.imbalance=[none]", "--set", "model.feature_sums=false",
                      "--set", "model.grids={logistic_regression: {C: [1.0]}, decision_tree: {max_depth: [4]}}")
         assert sub.returncode == 0, sub.stderr[-3000:]
         run_id = sub.stdout.strip().splitlines()[-1]
@@ -44,7 +48,7 @@ def test_submitted_job_finishes_after_the_submitter_exits(tmp_path, telco_subset
     assert version.run_id == run_id
 
 
-def test_status_of_a_failed_run_names_the_error(tmp_path, telco_subset):
+def test_status_of_a_failed_run_names_the_error(_churn, tmp_path, telco_subset):
     """A submitted job that fails on the cluster ends FAILED, and `churn status` shows why, exit 1."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with dask_processes(tmp_path, 1) as (address, _):

@@ -85,8 +85,10 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
     one holding an XGBoost booster (saved as UBJSON bytes), whose requirements name XGBoost, and a stack of
     LightGBM and CatBoost (their own text and cbm formats), whose requirements name both."""
     # the decision tree: churn's own estimator class (LaplaceDecisionTree) must ship with the model
+    # one candidate, one treatment, one repeat: the test is about the model's code, not the search
     job = job_spec(tmp_path, telco_subset, "search.cv=2", "model.families=[decision_tree]", "evaluation.plots=false",
-                   "model.grids={decision_tree: {max_depth: [4]}}")
+                   "model.grids={decision_tree: {max_depth: [4]}}", "model.imbalance=[none]", "search.repeats=1",
+                   "model.feature_sums=false")
     result = run(job, client)
     xgb_uri, xgb_model = _booster_model(job, telco_subset, "churn-xgboost", ("xgboost",))
     gbm_uri, gbm_model = _booster_model(job, telco_subset, "churn-lgbm-catboost", ("lightgbm", "catboost"))
@@ -94,13 +96,27 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
     work = tmp_path / "elsewhere"
     work.mkdir()
     (work / "rows.json").write_text(rows.to_json(orient="split"))
-    for uri, model in [(result.model_uri, result.model), (xgb_uri, xgb_model), (gbm_uri, gbm_model)]:
-        proc = subprocess.run(
-            [sys.executable, "-S", "-c", LOAD, f"sqlite:///{tmp_path / 'mlflow.db'}", uri, "rows.json"],
-            cwd=work, capture_output=True, text=True, timeout=300,
-            env={"PYTHONPATH": sysconfig.get_paths()["purelib"], "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-        assert proc.returncode == 0, proc.stderr[-1500:]
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    models = [(result.model_uri, result.model), (xgb_uri, xgb_model), (gbm_uri, gbm_model)]
+    # each model in a fresh interpreter of its own; the interpreters run side by side (one per core)
+    loads = [subprocess.Popen(
+        [sys.executable, "-S", "-c", LOAD, store, uri, "rows.json"], cwd=work, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={"PYTHONPATH": sysconfig.get_paths()["purelib"], "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+        for uri, _ in models]
+    beside = subprocess.Popen(
+        [sys.executable, "-S", "-c", LOAD_BESIDE_CHURN, store, result.model_uri], cwd=work, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={"PYTHONPATH": f"{sysconfig.get_paths()['purelib']}:{ROOT}", "PATH": "/usr/bin:/bin",
+             "HOME": str(tmp_path)})
+    try:
+        outputs = [proc.communicate(timeout=300) for proc in [*loads, beside]]
+    finally:
+        for proc in [*loads, beside]:
+            proc.kill()
+    for (uri, model), proc, (stdout, stderr) in zip(models, loads, outputs, strict=False):
+        assert proc.returncode == 0, stderr[-1500:]
+        out = json.loads(stdout.strip().splitlines()[-1])
         assert "error" not in out, out
         assert out["churn_from"].startswith(str(tmp_path / "mlruns")), out["churn_from"]  # the model's own copy
         expected = model.predict_proba(rows)[:, 1]
@@ -125,10 +141,6 @@ def test_the_registered_model_loads_without_churn_installed(client, tmp_path, te
             assert any(r.split("==")[0] in (lib, f"{lib}-cpu") for r in needs) == (cls in types), (lib, needs)
         held.append(sorted(lib for cls, lib in libraries.items() if cls in types))
     assert sorted(held) == [[], ["catboost", "lightgbm"], ["xgboost"]]
-    beside = subprocess.run(
-        [sys.executable, "-S", "-c", LOAD_BESIDE_CHURN, f"sqlite:///{tmp_path / 'mlflow.db'}", result.model_uri],
-        cwd=work, capture_output=True, text=True, timeout=300,
-        env={"PYTHONPATH": f"{sysconfig.get_paths()['purelib']}:{ROOT}", "PATH": "/usr/bin:/bin",
-             "HOME": str(tmp_path)})
-    assert beside.returncode == 0, beside.stderr[-1500:]
-    assert beside.stdout.strip().splitlines()[-1] == str(ROOT / "churn" / "config" / "__init__.py")
+    stdout, stderr = outputs[-1]
+    assert beside.returncode == 0, stderr[-1500:]
+    assert stdout.strip().splitlines()[-1] == str(ROOT / "churn" / "config" / "__init__.py")

@@ -34,7 +34,7 @@ def _host_without(folder: Path, *names: str) -> Path:
 
 
 @pytest.mark.cluster
-def test_stock_mlflow_models_serve_answers_with_a_booster_model(tmp_path, telco_subset):
+def test_stock_mlflow_models_serve_answers_with_a_booster_model(forked_churn, tmp_path, telco_subset):
     """`churn verify … --into` then `mlflow models serve -m <copy> --env-manager local`, with dask,
     distributed and churn unimportable outside the model: /invocations returns the probabilities the
     training process computes, from the booster saved as UBJ (the model's requirements name xgboost)."""
@@ -42,9 +42,9 @@ def test_stock_mlflow_models_serve_answers_with_a_booster_model(tmp_path, telco_
     mlflow.MlflowClient(job.tracking.uri).create_experiment(job.tracking.experiment)
     uri, model = _booster_model(job, telco_subset, "churn-xgboost", ("xgboost",))
     copy = tmp_path / "checked-model"
-    verify = subprocess.run([sys.executable, "-m", "churn.cli", "verify", uri, "--into", str(copy),
-                             "--tracking-uri", job.tracking.uri], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=300)
+    # `churn verify` in a process forked from one that imported churn (tests.forkcli)
+    verify = forked_churn.run("verify", uri, "--into", str(copy), "--tracking-uri", job.tracking.uri, cwd=tmp_path,
+                              timeout=300)
     assert verify.returncode == 0, verify.stderr[-1500:]
     assert "churn.modeling.boosting.XGBoostClassifier" in saved_types(str(copy / "artifacts" / "pipeline.skops"))
     assert any(r.startswith("xgboost") for r in (copy / "requirements.txt").read_text().split())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -17,7 +16,7 @@ from churn.tracking.store import TrackingError, check_reachable, resolve_uri
 from tests.conftest import ROOT
 from tests.servers import http_process
 
-pytestmark = pytest.mark.cluster  # a server process, and the churn command in a subprocess
+pytestmark = pytest.mark.cluster  # a server process, and the churn command in a process of its own
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 PASSWORD = "Tr0ub4dor-and-3"  # the admin's; created by the server at first start
 
@@ -75,18 +74,19 @@ def test_credentials_in_a_spec_are_refused(forked_churn, monkeypatch):
     assert "Traceback" not in status.stderr and PASSWORD not in status.stdout + status.stderr
 
 
-def test_train_with_credentials_from_the_environment(auth_server, tmp_path, telco_subset):
+def test_train_with_credentials_from_the_environment(auth_server, forked_churn, client, tmp_path, telco_subset):
     """`churn train` with the credentials in its environment registers a model; the password is in no
     output line and no logged parameter or tag."""
     env = {**_without_credentials(), "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD}
-    args = [sys.executable, "-m", "churn.cli", "train", str(ROOT / "jobs" / "train.yaml"), "--verbose",
+    # the command in a process forked from one that imported churn (tests.forkcli), on the suite's cluster
+    args = ["train", str(ROOT / "jobs" / "train.yaml"), "--verbose", "--scheduler", client.scheduler.address,
             "--set", f"data.source={telco_subset}", "--set", f"data.output={tmp_path / 'ds'}",
             "--set", f"tracking.uri={auth_server}", "--set", "search.cv=2",
             "--set", "model.families=[logistic_regression]", "--set", "evaluation.plots=false",
-            # one candidate, one repeat: the test is about credentials, not the search
+            # one candidate, one treatment, one repeat: the test is about credentials, not the search
             "--set", "model.grids={logistic_regression: {C: [1.0]}}", "--set", "search.repeats=1",
-            "--set", "model.feature_sums=false"]
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+            "--set", "model.imbalance=[none]", "--set", "model.feature_sums=false"]
+    proc = forked_churn.run(*args, cwd=ROOT, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert PASSWORD not in proc.stdout + proc.stderr
     os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=PASSWORD)
